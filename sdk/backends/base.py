@@ -1,0 +1,238 @@
+"""The backend contract and the registry (fsspec-style: name -> "module:Class", imported on first use).
+
+A backend runs one kind of step. Its module must import nothing heavy at module level: torch, transformers,
+haystack, trl and friends are imported inside :meth:`Backend.run` (or helpers it calls), so that ``dsl validate``
+and ``dsl plan`` stay instant.
+
+Contract::
+
+    class MyBackend(Backend):
+        name = "mine"             # registry name
+        version = "1"             # bump when the output for the same inputs changes: it enters fingerprints
+        kinds = ("finetune",)     # block kinds it can run
+        requires = ("trl", "peft")  # importable modules it needs; a missing one is named with install_hint
+        install_hint = "pip install 'domain-dsl[train]'"
+
+        def check(self, ctx: CheckContext) -> list[Problem]: ...   # optional, pure, at plan time
+        def run(self, ctx: StepContext) -> StepResult: ...
+
+``run`` writes everything into ``ctx.out_dir`` (a temporary folder renamed into place only on success), reads
+its inputs' artifacts through ``ctx.inputs`` and returns metrics and a short summary for the manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from sdk.errors import DslError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sdk.spec import Block, Problem, Spec
+
+
+@dataclass
+class Artifact:
+    """A finished step's output folder and its manifest (what a later step reads)."""
+
+    step_id: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.manifest.get("metrics", {})
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return self.manifest.get("outputs", {})
+
+
+@dataclass
+class CheckContext:
+    """What a backend may look at when checking a block at plan time (no heavy imports, no training)."""
+
+    spec: "Spec"
+    kind: str
+    label: str
+    block: "Block"
+
+    @property
+    def path(self) -> tuple[str, str]:
+        return (self.kind, self.label)
+
+
+@dataclass
+class StepResult:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # relative file names and small facts for later steps
+    summary: str = ""
+
+
+class GateFailed(DslError):
+    """Raised by an eval backend when its gate does not hold; the step's artifact is still kept."""
+
+    def __init__(self, message: str, result: StepResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class StepContext:
+    spec: "Spec"
+    step_id: str
+    kind: str
+    label: str
+    block: "Block"
+    fingerprint: str
+    out_dir: Path
+    workdir: Path
+    checkpoint_dir: Path  # survives a failed or killed run of the same fingerprint: resume from here
+    inputs: dict[str, Artifact]  # step id -> artifact of each dependency
+    progress: Any  # sdk.progress.Progress: .task(description, total) -> handle with .advance(n), .update(**fields)
+    log: Callable[[str], None]
+    options: dict[str, Any] = field(default_factory=dict)  # apply-wide options (e.g. {"quick": True})
+
+    @property
+    def base_dir(self) -> Path:
+        return self.spec.base_dir
+
+    def input(self, ref: Any) -> Artifact:
+        return self.inputs[str(ref)]
+
+
+class Backend:
+    name: str = ""
+    version: str = "1"
+    kinds: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+
+    def check(self, ctx: CheckContext) -> list["Problem"]:
+        return []
+
+    def extra_inputs(self, spec: "Spec", kind: str, label: str, block: "Block") -> list[Path]:
+        """Files this step reads beyond what the spec names (their content hashes enter the fingerprint)."""
+        return []
+
+    def run(self, ctx: StepContext) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def missing_requirements(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+
+class MissingDependency(DslError):
+    pass
+
+
+# name -> ("module:Class", install hint)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "test": ("sdk.backends.testing:TestBackend", ""),
+    "hf": ("sdk.backends.models:HFModelBackend", ""),
+    "jsonl": ("sdk.backends.datasets:JsonlDatasetBackend", ""),
+    "haystack": ("sdk.backends.rag:HaystackBackend", "pip install 'domain-dsl[rag]'"),
+    "transformers": ("sdk.backends.pretrain:PretrainBackend", "pip install 'domain-dsl[train]'"),
+    "trl": ("sdk.backends.finetune:FinetuneBackend", "pip install 'domain-dsl[train]'"),
+    "builtin": ("sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
+    "sklearn": ("sdk.backends.route:RouteBackend", "pip install 'domain-dsl[serve]'"),
+    "gateway": ("sdk.backends.serve:ServeBackend", "pip install 'domain-dsl[serve]'"),
+    "compute": ("sdk.backends.testing:NoopBackend", ""),
+}
+
+DEFAULTS: dict[str, str] = {
+    "base_model": "hf",
+    "corpus": "haystack",
+    "dataset": "jsonl",
+    "pretrain": "transformers",
+    "finetune": "trl",
+    "rag": "haystack",
+    "eval": "builtin",
+    "route": "sklearn",
+    "serve": "gateway",
+}
+
+ENTRY_POINT_GROUP = "dsl.backends"
+
+
+class Registry:
+    """Backend names -> classes, loaded lazily. Third parties register through the ``dsl.backends`` entry point
+    group; a broken plugin is reported when it is used, never when the CLI starts."""
+
+    def __init__(self, extra: Optional[dict[str, str]] = None) -> None:
+        self._targets: dict[str, tuple[str, str]] = dict(BUILTIN)
+        self._loaded: dict[str, Backend] = {}
+        self._entry_points_read = False
+        for name, target in (extra or {}).items():
+            self.register(name, target)
+
+    def register(self, name: str, target: "str | type[Backend]", install_hint: str = "") -> None:
+        if name in self._targets and name not in BUILTIN:
+            raise ValueError(f"backend {name!r} is already registered")
+        if isinstance(target, str):
+            self._targets[name] = (target, install_hint)
+        else:
+            self._targets[name] = (f"{target.__module__}:{target.__qualname__}", install_hint)
+            self._loaded.pop(name, None)
+
+    def _read_entry_points(self) -> None:
+        if self._entry_points_read:
+            return
+        self._entry_points_read = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            self._targets.setdefault(ep.name, (ep.value, f"the plugin providing backend {ep.name!r}"))
+
+    def names(self) -> list[str]:
+        self._read_entry_points()
+        return sorted(self._targets)
+
+    def get(self, name: str) -> Backend:
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._targets:
+            self._read_entry_points()
+        if name not in self._targets:
+            from sdk.spec import suggest
+
+            hint = suggest(name, self._targets)
+            raise DslError(f"unknown backend {name!r}" + (f"; {hint}" if hint else f"; known: {', '.join(self.names())}"))
+        target, hint = self._targets[name]
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            cls = getattr(module, attr)
+        except ImportError as e:
+            raise MissingDependency(
+                f"backend {name!r} cannot be loaded: {e}" + (f" (install with: {hint})" if hint else "")
+            ) from e
+        except AttributeError as e:
+            raise DslError(f"backend {name!r} points at {target}, which does not exist") from e
+        backend = cls()
+        if not backend.install_hint and hint:
+            backend.install_hint = hint
+        self._loaded[name] = backend
+        return backend
+
+    def version_of(self, name: str) -> str:
+        """Name and version without importing heavy modules (backend modules import nothing heavy)."""
+        return self.get(name).version
+
+
+def backend_name(kind: str, block: Any, override: Optional[str] = None) -> str:
+    if override:
+        return override
+    return getattr(block, "backend", None) or DEFAULTS.get(kind, "test")
+
+
+def require(backend: Backend) -> None:
+    missing = backend.missing_requirements()
+    if missing:
+        raise MissingDependency(
+            f"backend {backend.name!r} needs {', '.join(missing)}, which is not installed"
+            + (f"; install with: {backend.install_hint}" if backend.install_hint else "")
+        )

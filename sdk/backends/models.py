@@ -1,0 +1,132 @@
+"""The ``base_model`` step, and how any later step finds and loads a model produced by a model step.
+
+Every model step (base_model, pretrain, finetune) records in its manifest ``outputs``:
+
+- ``model``: a folder inside the artifact (relative), an absolute local folder, or a hub id
+  (``model_source`` says which: ``artifact`` | ``local`` | ``hub`` | ``scratch``);
+- ``adapter`` (optional): a PEFT adapter folder inside the artifact, applied on top of ``base``;
+- ``base`` (with an adapter): the model the adapter applies to, in the same three forms;
+- ``tokenizer`` (optional): a folder inside the artifact holding the tokenizer and chat template.
+
+:func:`handle` turns an artifact into absolute paths; :func:`load` loads it with transformers (lazily).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.backends.base import Artifact, Backend, CheckContext, StepContext, StepResult
+from sdk.errors import DslError
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    model: str  # absolute folder or hub id
+    adapter: Optional[str] = None  # absolute folder of a PEFT adapter
+    tokenizer: Optional[str] = None  # absolute folder; default = adapter folder, else model
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.adapter or self.model
+
+
+def _abs(artifact: Artifact, value: Optional[str], source: str = "artifact") -> Optional[str]:
+    if value is None:
+        return None
+    if source == "artifact":
+        return str((artifact.path / value).resolve())
+    return value
+
+
+def handle(artifact: Artifact) -> ModelHandle:
+    out = artifact.outputs
+    if out.get("model_source") == "scratch":
+        raise DslError(f"{artifact.step_id} is an architecture with no weights yet: pretrain it first")
+    if "adapter" in out:
+        return ModelHandle(
+            model=_abs(artifact, out["base"], out.get("base_source", "local")) or "",
+            adapter=_abs(artifact, out["adapter"]),
+            tokenizer=_abs(artifact, out.get("tokenizer")),
+            revision=out.get("revision"),
+        )
+    return ModelHandle(
+        model=_abs(artifact, out["model"], out.get("model_source", "artifact")) or "",
+        tokenizer=_abs(artifact, out.get("tokenizer")),
+        revision=out.get("revision"),
+        trust_remote_code=bool(out.get("trust_remote_code", False)),
+    )
+
+
+def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dtype: str = "auto") -> tuple[Any, Any]:
+    """Load (model, tokenizer) with transformers, applying the adapter if there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"revision": h.revision, "trust_remote_code": h.trust_remote_code}
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    if quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        )
+    tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
+    model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
+    if h.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, h.adapter)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    return model, tokenizer
+
+
+class HFModelBackend(Backend):
+    """Resolves a base model: checks a local folder, records a hub id, or passes on an architecture."""
+
+    name = "hf"
+    version = "1"
+    kinds = ("base_model",)
+
+    def check(self, ctx: CheckContext) -> list:
+        from sdk.spec import Problem
+
+        block = ctx.block
+        problems = []
+        path = getattr(block, "path", None)
+        if path is not None:
+            folder = ctx.spec.resolve_path(path)
+            if folder.is_dir() and not (folder / "config.json").is_file():
+                problems.append(Problem(path=ctx.path + ("path",),
+                                        message=f"{path!r} has no config.json: not a transformers model folder"))
+        return problems
+
+    def run(self, ctx: StepContext) -> StepResult:
+        block: Any = ctx.block
+        if block.architecture is not None:
+            outputs = {"model_source": "scratch", "architecture": block.architecture.model_dump()}
+            summary = f"new {block.architecture.type} architecture, trained from scratch by a pretrain step"
+        elif block.path is not None:
+            folder = ctx.spec.resolve_path(block.path)
+            if not (folder / "config.json").is_file():
+                raise DslError(f"base_model.{ctx.label}: {folder} is not a transformers model folder (no config.json)")
+            outputs = {"model": str(folder), "model_source": "local"}
+            summary = f"local model {folder}"
+        else:
+            outputs = {"model": block.id, "model_source": "hub", "revision": block.revision}
+            summary = f"hub model {block.id}" + (f"@{block.revision}" if block.revision else "")
+        outputs["trust_remote_code"] = block.trust_remote_code
+        outputs["dtype"] = block.dtype
+        return StepResult(outputs=outputs, summary=summary)
+
+    def extra_inputs(self, spec: Any, kind: str, label: str, block: Any) -> list[Path]:
+        if getattr(block, "path", None):
+            folder = spec.resolve_path(block.path)
+            return [p for p in sorted(folder.glob("*")) if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")]
+        return []
