@@ -576,7 +576,7 @@ METRIC_NAMES = (
     "recall_at_k", "mrr", "perplexity", "judge",
 )
 
-Label = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
+Label = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class Problem(BaseModel):

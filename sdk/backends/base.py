@@ -140,7 +140,6 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "builtin": ("sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
     "sklearn": ("sdk.backends.route:RouteBackend", "pip install 'domain-dsl[serve]'"),
     "gateway": ("sdk.backends.serve:ServeBackend", "pip install 'domain-dsl[serve]'"),
-    "compute": ("sdk.backends.testing:NoopBackend", ""),
 }
 
 DEFAULTS: dict[str, str] = {

@@ -1,0 +1,385 @@
+"""The ``dsl`` command. Thin: parse arguments, call the SDK, print diagnostics.
+
+Exit codes: 0 success; 1 invalid spec or bad input; 2 usage error; 3 a step failed; 4 a gate failed.
+No traceback is printed unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+EXIT_INVALID, EXIT_USAGE, EXIT_STEP_FAILED, EXIT_GATE_FAILED = 1, 2, 3, 4
+
+# Commands that live in their own modules (dsl/commands/<module>.py, attribute `command`), loaded on use.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "ask": ("dsl.commands.ask", "Ask a RAG system a question; prints the answer and its sources."),
+    "route": ("dsl.commands.route", "Route a query: prints the target and its probability."),
+    "serve": ("dsl.commands.serve", "Start the OpenAI-compatible gateway for an applied recipe."),
+    "report": ("dsl.commands.report", "Show the evaluation report of an applied recipe."),
+    "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        present = [n for n, (mod, _) in LAZY_COMMANDS.items() if importlib.util.find_spec(mod) is not None]
+        return sorted(set(super().list_commands(ctx)) | set(present))
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        if name in LAZY_COMMANDS:
+            module_name, help_text = LAZY_COMMANDS[name]
+            if importlib.util.find_spec(module_name) is None:
+                return None
+            if ctx.resilient_parsing or ("--help" in sys.argv and sys.argv[-1] == "--help" and len(sys.argv) == 2):
+                return click.Command(name, help=help_text, short_help=help_text)
+            return importlib.import_module(module_name).command  # type: ignore[no-any-return]
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_COMMANDS:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=80)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(error: Exception, code: int = EXIT_INVALID) -> None:
+    from sdk.errors import DslError
+
+    text = error.format() if isinstance(error, DslError) else str(error)
+    click.echo(text, err=True)
+    raise SystemExit(code)
+
+
+def _load(path: str) -> Any:
+    from dsl.parser import load_recipe
+
+    return load_recipe(path)
+
+
+def _workdir(recipe: Any, workdir: Optional[str]) -> Path:
+    return Path(workdir) if workdir else recipe.spec.base_dir / ".dsl"
+
+
+def _plan(recipe: Any, workdir: Path, backend: Optional[str], replace: tuple[str, ...],
+          target: tuple[str, ...]) -> Any:
+    from sdk.errors import SpecError
+    from sdk.planner import PlanProblems, plan
+    from sdk.state import StateStore
+
+    try:
+        return plan(recipe.spec, StateStore(workdir).load(), backend=backend, replace=replace, target=target or None)
+    except PlanProblems as e:
+        raise SpecError(str(e), recipe.diagnostics(e.problems), recipe.sources) from None
+
+
+def _diag_json(d: Any) -> dict[str, Any]:
+    span = d.span
+    return {"path": span.path if span else None, "line": span.line if span else None,
+            "col": span.col if span else None, "message": d.message, "hint": d.hint, "severity": d.severity}
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.version_option("0.1.0", prog_name="dsl")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Build, evaluate, route and serve domain-specific LLMs from one declarative recipe."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Check recipes: syntax, types, references, files. Exit 1 when any is invalid."""
+    from sdk.errors import DslError
+
+    results, failed = [], False
+    for f in files:
+        try:
+            recipe = _load(f)
+            results.append({"file": f, "valid": True, "domain": recipe.spec.name, "errors": []})
+            if not as_json:
+                n = len(recipe.spec.blocks())
+                click.echo(f"{f}: valid ({recipe.spec.name}, {n} blocks)")
+        except DslError as e:
+            failed = True
+            results.append({"file": f, "valid": False, "errors": [_diag_json(d) for d in e.diagnostics]})
+            if not as_json:
+                click.echo(e.format(), err=True)
+    if as_json:
+        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    if failed:
+        raise SystemExit(EXIT_INVALID)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Exit 1 if a file is not in canonical form.")
+@click.option("--write", is_flag=True, help="Rewrite files in canonical form.")
+def fmt(files: tuple[str, ...], check: bool, write: bool) -> None:
+    """Print recipes in canonical form (comments kept)."""
+    from dsl.printer import format_text
+    from sdk.state import write_atomic
+
+    if check and write:
+        raise click.UsageError("--check and --write cannot be used together")
+    unformatted = []
+    for f in files:
+        try:
+            text = Path(f).read_text(encoding="utf-8")
+        except OSError as e:
+            _fail(click.ClickException(f"{f}: {e.strerror}"))
+        out = format_text(text, f)
+        if check:
+            if out != text:
+                unformatted.append(f)
+                click.echo(f"{f}: not canonical (run dsl fmt --write {f})", err=True)
+        elif write:
+            if out != text:
+                write_atomic(Path(f), out)
+                click.echo(f"{f}: formatted")
+        else:
+            click.echo(out, nl=False)
+    if unformatted:
+        raise SystemExit(EXIT_INVALID)
+
+
+def _common_plan_options(fn: Any) -> Any:
+    fn = click.option("--workdir", type=click.Path(file_okay=False), help="State and artifacts (default: .dsl beside the recipe).")(fn)
+    fn = click.option("--backend", help="Run every step with this backend (e.g. test).")(fn)
+    fn = click.option("--target", multiple=True, help="Only this step and its dependencies (repeatable).")(fn)
+    fn = click.option("--replace", multiple=True, help="Force this step to re-run (repeatable).")(fn)
+    return fn
+
+
+@cli.command("plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_common_plan_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan, for dsl apply --plan.")
+def plan_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: tuple[str, ...],
+             replace: tuple[str, ...], as_json: bool, out: Optional[str]) -> None:
+    """Show what apply would run, and why."""
+    recipe = _load(file)
+    the_plan = _plan(recipe, _workdir(recipe, workdir), backend, replace, target)
+    if out:
+        from sdk.state import write_atomic
+
+        write_atomic(Path(out), the_plan.dumps())
+    if as_json:
+        click.echo(json.dumps(the_plan.to_json(), indent=2))
+    else:
+        _print_plan(the_plan)
+
+
+def _print_plan(the_plan: Any) -> None:
+    from rich.markup import escape
+
+    console = _out_console()
+    styles = {"+": "green", "~": "yellow", "=": "dim", "-": "red"}
+    for line in the_plan.render().splitlines():
+        stripped = line.strip()
+        style = styles.get(stripped[:1]) if line.startswith("  ") and not line.startswith("    ") else None
+        console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
+
+
+def _out_console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+@cli.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_common_plan_options
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), help="Apply a plan saved by dsl plan --out (refused if stale).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
+def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: tuple[str, ...],
+              replace: tuple[str, ...], plan_file: Optional[str], as_json: bool, progress: Optional[bool]) -> None:
+    """Run every step that is not up to date, in dependency order."""
+    from sdk.errors import SpecError
+    from sdk.executor import apply
+    from sdk.plans import Plan
+    from sdk.planner import PlanProblems
+    from sdk.progress import Progress
+
+    recipe = _load(file)
+    wd = _workdir(recipe, workdir)
+    console = _err_console()
+    saved = Plan.loads(Path(plan_file).read_text(encoding="utf-8")) if plan_file else None
+
+    def on_step(step: Any, event: str) -> None:
+        if as_json:
+            return
+        sym = step.action.symbol
+        if event == "start":
+            console.print(f"[bold]{sym} {step.id}[/] ({step.backend}) {step.reason}")
+        elif event == "ran":
+            console.print(f"  [green]done[/] {step.id}")
+        elif event == "failed":
+            console.print(f"  [red]failed[/] {step.id}")
+        elif event == "gate_failed":
+            console.print(f"  [red]gate failed[/] {step.id}")
+        elif event == "skipped":
+            console.print(f"[dim]- {step.id} skipped[/]")
+        elif event == "up_to_date":
+            console.print(f"[dim]= {step.id} up to date[/]")
+        elif event == "deleted":
+            console.print(f"[red]- {step.id} deleted[/]")
+
+    try:
+        result = apply(recipe.spec, workdir=wd, backend=backend, replace=replace, target=target or None,
+                       progress=Progress(enabled=progress), log=lambda m: console.print(f"    {m}"),
+                       on_step=on_step, saved_plan=saved)
+    except PlanProblems as e:
+        raise SpecError(str(e), recipe.diagnostics(e.problems), recipe.sources) from None
+    outcomes = [o.__dict__ for o in result.outcomes]
+    if as_json:
+        click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "ok": result.ok,
+                               "steps": outcomes}, indent=2, default=str))
+    else:
+        _print_summary(result, recipe, wd)
+    if result.failed:
+        for o in result.failed:
+            click.echo(f"error: {o.error}", err=True)
+        raise SystemExit(EXIT_STEP_FAILED)
+    if result.gate_failures:
+        for o in result.gate_failures:
+            click.echo(f"error: {o.error}", err=True)
+        raise SystemExit(EXIT_GATE_FAILED)
+
+
+def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{recipe.spec.name}: apply summary", title_justify="left")
+    for col in ("step", "status", "time", "summary"):
+        table.add_column(col)
+    colors = {"ran": "green", "up_to_date": "dim", "failed": "red", "gate_failed": "red", "skipped": "yellow"}
+    for o in result.outcomes:
+        table.add_row(o.id, f"[{colors.get(o.status, 'white')}]{o.status}[/]",
+                      f"{o.seconds:.1f}s" if o.seconds else "", (o.summary or o.error)[:90])
+    console = _out_console()
+    console.print(table)
+    c = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("ran", "up_to_date", "skipped", "failed")}
+    console.print(f"Apply complete: {c['ran']} ran, {c['up_to_date']} up to date, {c['skipped']} skipped, "
+                  f"{c['failed']} failed. Workdir: {wd}")
+    reports = [p for p in (wd / "artifacts").glob("eval.*/*/report.html")] if (wd / "artifacts").is_dir() else []
+    for r in sorted(reports):
+        console.print(f"Report: {r}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--workdir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def status(file: str, workdir: Optional[str], as_json: bool) -> None:
+    """Show each step: its state, artifact, metrics and lineage back to source files."""
+    from sdk.planner import build_graph
+    from sdk.state import StateStore
+
+    recipe = _load(file)
+    wd = _workdir(recipe, workdir)
+    state = StateStore(wd).load()
+    rows = []
+    for step_id in build_graph(recipe.spec).order():
+        entry = state.steps.get(step_id, {})
+        rows.append({"id": step_id, "status": entry.get("status", "not applied"),
+                     "fingerprint": entry.get("fingerprint"), "artifact": entry.get("artifact"),
+                     "summary": entry.get("summary", ""), "error": entry.get("error"),
+                     "lineage": entry.get("lineage", {}), "metrics": entry.get("metrics", {})})
+    if as_json:
+        click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "serial": state.serial,
+                               "lineage": state.lineage, "steps": rows}, indent=2, default=str))
+        return
+    from rich.tree import Tree
+
+    console = _out_console()
+    console.print(f"[bold]{recipe.spec.name}[/]  workdir {wd}  (state serial {state.serial})")
+    for r in rows:
+        color = {"done": "green", "failed": "red", "gate_failed": "red"}.get(r["status"], "dim")
+        tree = Tree(f"[{color}]{r['status']:<12}[/] [bold]{r['id']}[/]  {r['summary']}")
+        if r["artifact"]:
+            tree.add(f"artifact: {r['artifact']}")
+        if r["error"]:
+            tree.add(f"[red]error: {r['error']}[/]")
+        lineage = r["lineage"]
+        if lineage.get("steps") or lineage.get("files"):
+            node = tree.add("lineage")
+            for s in lineage.get("steps", []):
+                node.add(f"step {s}")
+            for f, h in lineage.get("files", {}).items():
+                node.add(f"file {f}  sha256:{h[:12]}")
+        console.print(tree)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editor completion)."""
+    from sdk.spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    from sdk.errors import DslError, LockError, SpecError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="dsl", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except click.ClickException as e:
+        e.show()
+        raise SystemExit(e.exit_code if e.exit_code != 1 else EXIT_USAGE) from None
+    except (SpecError, LockError) as e:
+        if debug:
+            raise
+        _fail(e, EXIT_INVALID)
+    except DslError as e:
+        if debug:
+            raise
+        _fail(e, EXIT_INVALID)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+        raise SystemExit(70) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,62 @@
+"""A small deterministic backend for every kind of step, for tests and dry runs (``--backend test``).
+
+It writes the step's config and its inputs' fingerprints into ``out.json`` and makes up metrics that depend only on
+the fingerprint. ``options["test_fail"]`` (a step id) makes that step fail; ``options["test_sleep"]`` (seconds)
+slows every step down (to test locks); eval steps honour their gate over their made-up metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sdk import expr as E
+from sdk.backends.base import Backend, GateFailed, StepContext, StepResult
+from sdk.errors import DslError
+
+
+def _score(fingerprint: str, salt: str) -> float:
+    import hashlib
+
+    return int(hashlib.sha256((fingerprint + salt).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+class TestBackend(Backend):
+    __test__ = False  # not a pytest class
+    name = "test"
+    version = "1"
+    kinds = ("base_model", "corpus", "dataset", "pretrain", "finetune", "rag", "eval", "route", "serve")
+
+    def run(self, ctx: StepContext) -> StepResult:
+        if ctx.options.get("test_sleep"):
+            time.sleep(float(ctx.options["test_sleep"]))
+        if ctx.options.get("test_fail") == ctx.step_id:
+            raise DslError(f"{ctx.step_id}: failing on purpose (test_fail)")
+        record = {"step": ctx.step_id, "inputs": {k: a.manifest.get("fingerprint") for k, a in ctx.inputs.items()}}
+        (ctx.out_dir / "out.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+        with ctx.progress.task(f"{ctx.step_id} (test)", total=3) as task:
+            for _ in range(3):
+                task.advance()
+        metrics: dict[str, Any] = {}
+        outputs: dict[str, Any] = {"out": "out.json"}
+        if ctx.kind == "eval":
+            block: Any = ctx.block
+            for system in block.systems:
+                sid = str(system) if not hasattr(system, "url") else f"endpoint:{system.model}"
+                metrics[sid] = {}
+                for m in block.metrics:
+                    v = round(_score(ctx.fingerprint, sid + m), 4)
+                    metrics[sid][m] = {"value": v, "ci_low": round(v * 0.9, 4), "ci_high": round(min(1, v * 1.1), 4)}
+            result = StepResult(metrics=metrics, outputs=outputs, summary=f"test eval of {len(block.systems)} systems")
+            if block.gate is not None:
+                def lookup(m: E.Metric) -> float:
+                    return metrics[m.system][m.metric][m.bound]
+
+                if not E.evaluate(block.gate, lookup):
+                    raise GateFailed(f"gate {E.to_text(block.gate)} failed (margin {E.margin(block.gate, lookup)})", result)
+            return result
+        if ctx.kind in ("pretrain", "finetune"):
+            metrics = {"train_loss": round(1 + _score(ctx.fingerprint, "loss"), 4)}
+        return StepResult(metrics=metrics, outputs=outputs, summary=f"test {ctx.kind} step")
+
