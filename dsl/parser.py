@@ -44,7 +44,7 @@ def _span(path: str, meta_or_token: Any) -> Span:
     return Span(path, line, col, end_col if end_line == line else None)
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "0": "\0", "/": "/"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", '"': '"', "\\": "\\", "0": "\0", "/": "/"}
 
 
 def unescape(body: str, path: str, token: Token) -> str:
@@ -84,7 +84,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def extends(self, meta: Any, children: list[Any]) -> tuple[str, Span]:
-        return (children[0].value, _span(self.path, meta))
+        return (unescape(children[0].value[1:-1], self.path, children[0]), _span(self.path, meta))
 
     @v_args(meta=True)
     def attribute(self, meta: Any, children: list[Any]) -> Attribute:
@@ -257,7 +257,7 @@ def _attach_comments(doc: Document, comments: list[Token]) -> None:
 
 
 def _mark_blank_lines(text: str, doc: Document) -> None:
-    lines = text.splitlines()
+    lines = text.split("\n")
 
     def blank_above(line: int, n_comments: int) -> bool:
         i = line - 2 - n_comments
@@ -350,8 +350,8 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> ParseError:
         if expected:
             msg += f", expected {', '.join(expected[:6])}{' or more' if len(expected) > 6 else ''}"
         if tok is None or tok.type == "$END":
-            line = text.count("\n") + 1
-            col = len(text.splitlines()[-1]) + 1 if text.splitlines() else 1
+            lines = text.rstrip().split("\n")
+            line, col = len(lines), len(lines[-1]) + 1
             opened = _unclosed_brace(text)
             if opened:
                 hint = f"the brace opened at line {opened[0]}, column {opened[1]} is never closed"
@@ -433,10 +433,6 @@ class _Converter:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", arg):
                 self.error(f"{arg!r} is not an environment variable name", args[0].span)
             return S.SecretRef(arg)
-        target = (self.base_dir / arg).resolve()
-        if Path(arg).is_absolute() or not target.is_relative_to(self.base_dir.resolve()):
-            self.error(f"file({arg!r}) escapes the recipe's folder", args[0].span,
-                       "file() paths must stay inside the folder of the recipe")
         return S.FileRef(arg)
 
     def block_body(self, block: Block, path: tuple[Any, ...]) -> dict[str, Any]:
@@ -681,23 +677,23 @@ def validate(data: dict[str, Any], spans: SpanMap, sources: dict[str, str], base
     try:
         return S.Spec.model_validate(data, context={"base_dir": base_dir, "check_files": check_files})
     except ValidationError as e:
-        diags: list[Diagnostic] = []
-        seen: set[tuple[Any, ...]] = set()
+        field_diags: list[Diagnostic] = []
+        problems: list[S.Problem] = []
         for err in e.errors():
             if err["type"] == "spec_semantic":
-                for p in err["ctx"]["problems"]:
-                    diags.append(Diagnostic(p.message, locate(spans, tuple(p.path)), p.hint))
+                problems += err["ctx"]["problems"]
                 continue
             loc, msg, hint, use_key = _friendly(err, data)
-            if (loc, msg) in seen:
-                continue
-            seen.add((loc, msg))
-            diags.append(Diagnostic(msg, locate(spans, loc, use_key), hint))
-        if not any(err["type"] == "spec_semantic" for err in e.errors()):
-            for p in _lenient_problems(data, base_dir, check_files):
-                diags.append(Diagnostic(p.message, locate(spans, tuple(p.path)), p.hint))
-        diags = _dedupe_union_errors(diags)
+            field_diags.append(Diagnostic(msg, locate(spans, loc, use_key), hint))
+        if not problems:
+            problems = _lenient_problems(data, base_dir, check_files)
+        semantic = [Diagnostic(p.message, locate(spans, tuple(p.path)), p.hint) for p in problems]
+        diags = _sorted(_dedupe_union_errors(field_diags) + list(dict.fromkeys(semantic)))
         raise SpecError(f"{len(diags)} error(s) in the spec", diags, sources) from None
+
+
+def _sorted(diags: list[Diagnostic]) -> list[Diagnostic]:
+    return sorted(diags, key=lambda d: (d.span.path, d.span.line, d.span.col) if d.span else ("", 0, 0))
 
 
 def _lenient_problems(data: dict[str, Any], base_dir: Path, check_files: bool) -> list[S.Problem]:
@@ -736,7 +732,7 @@ def _dedupe_union_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
             continue
         places.add(place)
         out.append(d)
-    return sorted(out, key=lambda d: (d.span.path, d.span.line, d.span.col) if d.span else ("", 0, 0))
+    return out
 
 
 class Recipe:
@@ -768,7 +764,7 @@ def _validate_all(conv: _Converter, data: dict[str, Any], sources: dict[str, str
     except SpecError as e:
         if not conv.diags:
             raise
-        diags = _dedupe_union_errors(conv.diags + e.diagnostics)
+        diags = _sorted(conv.diags + e.diagnostics)
         raise SpecError(f"{len(diags)} error(s) in the recipe", diags, sources) from None
     if conv.diags:
         raise SpecError(f"{len(conv.diags)} error(s) in the recipe", conv.diags, sources)

@@ -29,7 +29,7 @@ class Diagnostic:
             head = f"{self.span.path}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"
         lines = [head]
         if self.span is not None and source is not None:
-            src_lines = source.splitlines()
+            src_lines = source.split("\n")
             if 1 <= self.span.line <= len(src_lines):
                 text = src_lines[self.span.line - 1].expandtabs(1)
                 width = max(1, (self.span.end_col or self.span.col + 1) - self.span.col)

@@ -129,7 +129,8 @@ def parse(text: str) -> Node:
                 raise ExprSyntaxError("expected ')'", p2)
             return node
         if kind == "op" and val == "-":
-            return Neg(atom())
+            inner = atom()
+            return Num(-inner.value) if isinstance(inner, Num) else Neg(inner)
         if kind == "name":
             if val == "true":
                 return Bool(True)

@@ -727,13 +727,19 @@ class Spec(Block):
                     problem = self._path_problem(b.path, must_be_dir=True)
                     if problem:
                         add(("base_model", label, "path"), problem)
-            for kind, label, block in self.blocks():
-                for attr in ("prompt", "chat_template", "rubric"):
-                    value = getattr(block, attr, None)
-                    if isinstance(value, FileRef):
-                        problem = self._path_problem(value.path)
-                        if problem:
-                            add((kind, label, attr), problem)
+        for kind, label, block in self.blocks():
+            for attr in ("prompt", "chat_template", "rubric"):
+                value = getattr(block, attr, None)
+                if not isinstance(value, FileRef):
+                    continue
+                target = (self.base_dir / value.path).resolve()
+                if Path(value.path).is_absolute() or not target.is_relative_to(self.base_dir.resolve()):
+                    add((kind, label, attr), f"file({value.path!r}) escapes the recipe's folder",
+                        "file() paths must stay inside the folder of the recipe")
+                elif check_files:
+                    problem = self._path_problem(value.path)
+                    if problem:
+                        add((kind, label, attr), problem)
         return problems
 
     def produced_metrics(self) -> dict[str, set[str]]:
@@ -765,11 +771,11 @@ class Spec(Block):
             matches = sorted(_glob.glob(str(base / rel), recursive=True))
             files = [m for m in matches if os.path.isfile(m)]
             if not files:
-                return f"glob {rel!r} matches no file (relative to {base})"
+                return f"glob {rel!r} matches no file (paths are relative to the recipe's folder)"
             return None
         assert target is not None
         if not target.exists():
-            return f"{rel!r} does not exist (relative to {base})"
+            return f"{rel!r} does not exist (paths are relative to the recipe's folder)"
         if must_be_dir and not target.is_dir():
             return f"{rel!r} is not a folder"
         return None

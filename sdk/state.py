@@ -19,7 +19,7 @@ STATE_VERSION = 1
 
 @dataclass
 class State:
-    lineage: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lineage: str = ""  # set on the first save; the same for the life of the workdir
     serial: int = 0
     domain: Optional[str] = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -63,6 +63,7 @@ class StateStore:
         return State(data["lineage"], data["serial"], data.get("domain"), data.get("steps", {}), data.get("hashes", {}))
 
     def save(self, state: State) -> None:
+        state.lineage = state.lineage or str(uuid.uuid4())
         state.serial += 1
         write_atomic(self.path, json.dumps(state.to_json(), indent=2, sort_keys=True))
 

@@ -175,7 +175,7 @@ class Registry:
             self._targets[name] = (target, install_hint)
         else:
             self._targets[name] = (f"{target.__module__}:{target.__qualname__}", install_hint)
-            self._loaded.pop(name, None)
+            self._loaded[name] = target()
 
     def _read_entry_points(self) -> None:
         if self._entry_points_read:

@@ -1,0 +1,32 @@
+# Two commands for a fresh machine:
+#   make demo   - makes .venv, installs the project, runs `dsl apply recipes/quickstart.dsl`
+#   make test   - makes .venv, installs the project with test tools, runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build this project is tested with (pip takes it from the local cache/index)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dsl apply recipes/quickstart.dsl
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) recipes/.dsl .pytest_cache

@@ -1,0 +1,4 @@
+domain t {
+  corpus c { paths = ["missing/*.md"] }
+  dataset d { path = "nope.jsonl" }
+}

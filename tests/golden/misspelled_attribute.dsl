@@ -1,0 +1,5 @@
+domain t {
+  corpus c {
+    path = ["notes.txt"]
+  }
+}

@@ -1,0 +1,3 @@
+domain t {
+  corpsu c { paths = ["notes.txt"] }
+}

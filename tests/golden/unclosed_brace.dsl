@@ -1,0 +1,4 @@
+domain t {
+  corpus c {
+    paths = ["notes.txt"]
+

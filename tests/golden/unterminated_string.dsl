@@ -1,0 +1,3 @@
+domain t {
+  description = "no end
+}

@@ -1,0 +1,53 @@
+"""Golden error messages: every broken recipe in tests/golden/ gives exactly the located text in its .err file
+(PATH:LINE:COL: error: MESSAGE, the source line, a caret, a hint), with exit code 1 and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_dsl
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.dsl"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_error(case: str) -> None:
+    proc = run_dsl("validate", f"{case}.dsl", cwd=GOLDEN)
+    expected = (GOLDEN / f"{case}.err").read_text()
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == expected
+
+
+def test_every_golden_case_is_located() -> None:
+    for case in CASES:
+        first = (GOLDEN / f"{case}.err").read_text().splitlines()[0]
+        assert first.startswith(f"{case}.dsl:") and ": error: " in first, case
+
+
+def test_all_semantic_errors_are_reported_together() -> None:
+    text = (GOLDEN / "wrong_type_and_range.err").read_text()
+    assert text.count(": error: ") == 3
+
+
+def test_json_diagnostics() -> None:
+    import json
+
+    proc = run_dsl("validate", "--json", "bad_reference.dsl", cwd=GOLDEN)
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and data["valid"] is False
+    err = data["errors"][0]
+    assert (err["line"], err["col"]) == (4, 23) and err["hint"] == "did you mean base_model.tiny?"
+
+
+def test_debug_flag_shows_traceback_only_for_internal_errors() -> None:
+    proc = run_dsl("--debug", "validate", "bad_enum.dsl", cwd=GOLDEN)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # user errors stay clean
+
+
+def test_usage_error_exit_code() -> None:
+    proc = run_dsl("plan")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

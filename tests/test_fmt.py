@@ -1,0 +1,98 @@
+"""The formatter is idempotent, keeps comments, and never changes meaning: parse(fmt(x)) == parse(x)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sdk
+from dsl.parser import loads
+from dsl.printer import format_text
+from tests._specs import SMALL
+from tests.conftest import run_dsl
+
+MESSY = '''# header comment
+domain   demo{description="demo domain"
+base_model tiny{architecture=llama{layers=2,hidden=64,heads=4,vocab=500,context=128}}  # tiny model
+corpus docs { paths=[ "corpus/*.txt", ] split={by=word length=50 overlap=5} }
+
+
+  # the data
+dataset qa{path="sft.jsonl" format=chat}
+pretrain base{from=base_model.tiny corpus=corpus.docs max_steps=3 learning_rate=1_000e-6}
+eval expert { data = "eval.jsonl" systems=[pretrain.base] metrics=[f1]
+  gate = pretrain.base.f1>=0.0+0.1*2 }
+# closing
+}
+'''
+
+
+def test_fmt_is_idempotent_and_keeps_comments() -> None:
+    once = format_text(MESSY)
+    assert format_text(once) == once
+    for comment in ("# header comment", "# tiny model", "# the data", "# closing"):
+        assert comment in once
+    assert "learning_rate = 0.001" in once
+    assert "split = { by = word, length = 50, overlap = 5 }" in once
+
+
+def test_fmt_keeps_meaning() -> None:
+    assert loads(format_text(MESSY)) == loads(MESSY)
+    assert loads(format_text(SMALL)) == loads(SMALL)
+
+
+def test_fmt_check_and_write(tmp_path: Path) -> None:
+    path = tmp_path / "r.dsl"
+    path.write_text(MESSY)
+    proc = run_dsl("fmt", "--check", str(path))
+    assert proc.returncode == 1 and "not canonical" in proc.stderr
+    assert run_dsl("fmt", "--write", str(path)).returncode == 0
+    assert run_dsl("fmt", "--check", str(path)).returncode == 0
+    assert path.read_text() == format_text(MESSY)
+
+
+# ---------------------------------------------------------------- property test over generated specs
+
+labels = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
+    lambda s: s not in {"true", "false", "and", "or", "not", "extends"})
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> sdk.Spec:
+    d = sdk.Domain(draw(labels), description=draw(st.none() | text))
+    bm = draw(labels)
+    if draw(st.booleans()):
+        d.base_model(bm, architecture=sdk.llama(layers=draw(st.integers(1, 8)),
+                                                hidden=draw(st.sampled_from([64, 128, 256])), heads=4))
+    else:
+        d.base_model(bm, id=draw(text.filter(bool)), dtype=draw(st.sampled_from(["auto", "bfloat16"])),
+                     chat_template=draw(st.none() | text))
+    d.corpus("c", paths=draw(st.lists(text.filter(bool), min_size=1, max_size=3)),
+             split={"by": draw(st.sampled_from(["word", "line", "passage"])), "length": 100, "overlap": 10})
+    d.dataset("d", path=draw(text.filter(bool)), format="instruction",
+              fields=draw(st.dictionaries(st.sampled_from(["instruction", "output"]), text, max_size=2)))
+    d.pretrain("p", from_=f"base_model.{bm}", corpus="corpus.c",
+               learning_rate=draw(st.floats(1e-7, 1.0, allow_nan=False)), epochs=draw(st.integers(1, 5)))
+    method = draw(st.sampled_from(["full", "lora", "qlora"]))
+    d.finetune("f", from_="pretrain.p", data="dataset.d", method=method,
+               lora=None if method == "full" else {"rank": draw(st.integers(1, 64)), "dropout": 0.1})
+    d.rag("r", corpus="corpus.c", top_k=draw(st.integers(1, 20)),
+          generator=draw(st.sampled_from(["finetune.f", "pretrain.p"]))
+          if draw(st.booleans()) else sdk.endpoint(url="http://127.0.0.1:1/v1", model="m", api_key=sdk.env("K")))
+    metric = draw(st.sampled_from(["exact_match", "f1", "accuracy"]))
+    threshold = draw(st.floats(-1, 1, allow_nan=False))
+    d.eval("e", data=draw(text.filter(bool)), metrics=[metric], systems=["finetune.f", "rag.r"],
+           gate=f"rag.r.{metric} >= finetune.f.{metric} + {threshold!r} or not rag.r.{metric}.ci_low < 0")
+    return d.build(check_files=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs())
+def test_print_then_parse_is_identity(spec: sdk.Spec) -> None:
+    text_ = spec.to_dsl()
+    again = loads(text_, base_dir=spec.base_dir)
+    assert again == spec
+    assert format_text(text_) == text_  # printed specs are canonical
