@@ -192,7 +192,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 # ----------------------------------------------------------------------------------------- shared objects

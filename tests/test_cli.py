@@ -1,0 +1,60 @@
+"""The dsl command: help, schema, and no heavy import on the fast paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests._specs import write_small
+from tests.conftest import ROOT, run_dsl
+
+HEAVY = ("torch", "transformers", "haystack", "trl", "peft", "datasets", "sklearn", "sentence_transformers")
+
+
+def test_help_lists_commands() -> None:
+    proc = run_dsl("--help")
+    assert proc.returncode == 0
+    for cmd in ("validate", "fmt", "plan", "apply", "status", "schema"):
+        assert cmd in proc.stdout
+
+
+def test_schema_is_json_schema_of_the_spec() -> None:
+    proc = run_dsl("schema")
+    schema = json.loads(proc.stdout)
+    assert proc.returncode == 0 and schema["title"] == "Spec"
+    props = schema["$defs"]["FinetuneBlock"]["properties"]
+    assert "from" in props and props["method"]["enum"] == ["full", "lora", "qlora"]
+    assert schema["$defs"]["FinetuneBlock"]["additionalProperties"] is False
+
+
+def test_fast_commands_import_no_heavy_library(tmp_path: Path) -> None:
+    path = write_small(tmp_path)
+    code = f"""
+import sys
+from dsl.cli import main
+for args in (["--help"], ["validate", {str(path)!r}], ["fmt", {str(path)!r}], ["plan", {str(path)!r}]):
+    try:
+        main(args)
+    except SystemExit as e:
+        assert e.code in (0, None), (args, e.code)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+print("HEAVY=" + ",".join(heavy))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_dsl("validate", str(tmp_path / "nope.dsl"))
+    assert proc.returncode == 1 and "no such recipe" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_status_shows_lineage(tmp_path: Path) -> None:
+    path = write_small(tmp_path)
+    assert run_dsl("apply", str(path), "--backend", "test").returncode == 0
+    proc = run_dsl("status", str(path))
+    assert proc.returncode == 0
+    assert "lineage" in proc.stdout and "file corpus/a.txt" in proc.stdout and "step pretrain.base" in proc.stdout
