@@ -54,7 +54,10 @@ class DslError(Exception):
 
 
 class SpecError(DslError):
-    """An invalid spec (exit code 1)."""
+    """An invalid spec (exit code 1). ``str()`` lists every problem."""
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 class DataError(DslError):
