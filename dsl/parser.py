@@ -596,6 +596,19 @@ def locate(spans: SpanMap, loc: tuple[Any, ...], use_key: bool = False) -> Optio
     return value if not use_key and len(path) == len(written) else key
 
 
+def focus(span: Optional[Span], text: Optional[str], sources: dict[str, str]) -> Optional[Span]:
+    """Narrow ``span`` to where ``text`` occurs inside it (e.g. the one metric of a gate that is at fault)."""
+    if span is None or not text or span.path not in sources:
+        return span
+    lines = sources[span.path].split("\n")
+    for n in range(span.line, min(span.line + 20, len(lines)) + 1):
+        line = lines[n - 1]
+        start = line.find(text, span.col - 1 if n == span.line else 0)
+        if start >= 0:
+            return Span(span.path, n, start + 1, start + 1 + len(text))
+    return span
+
+
 def _is_internal(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("function-before", "function-after", "tagged-union"))
 
@@ -687,7 +700,8 @@ def validate(data: dict[str, Any], spans: SpanMap, sources: dict[str, str], base
             field_diags.append(Diagnostic(msg, locate(spans, loc, use_key), hint))
         if not problems:
             problems = _lenient_problems(data, base_dir, check_files)
-        semantic = [Diagnostic(p.message, locate(spans, tuple(p.path)), p.hint) for p in problems]
+        semantic = [Diagnostic(p.message, focus(locate(spans, tuple(p.path)), p.focus, sources), p.hint)
+                    for p in problems]
         diags = _sorted(_dedupe_union_errors(field_diags) + list(dict.fromkeys(semantic)))
         raise SpecError(f"{len(diags)} error(s) in the spec", diags, sources) from None
 
@@ -742,7 +756,8 @@ class Recipe:
         self.spec, self.spans, self.sources, self.path = spec, spans, sources, path
 
     def diagnostics(self, problems: list[S.Problem]) -> list[Diagnostic]:
-        return [Diagnostic(p.message, locate(self.spans, tuple(p.path)), p.hint) for p in problems]
+        return [Diagnostic(p.message, focus(locate(self.spans, tuple(p.path)), p.focus, self.sources), p.hint)
+                for p in problems]
 
 
 def load_recipe(path: Union[str, Path], check_files: bool = True) -> Recipe:

@@ -585,6 +585,7 @@ class Problem(BaseModel):
     path: tuple[Any, ...]
     message: str
     hint: Optional[str] = None
+    focus: Optional[str] = None  # text inside the value that is at fault (e.g. one metric of a gate)
 
 
 def suggest(word: str, options: Any) -> Optional[str]:
@@ -689,18 +690,13 @@ class Spec(Block):
 
         # gates and thresholds reference metrics that some eval produces
         produced = self.produced_metrics()
-        for label, ev in self.eval.items():
-            if ev.gate is not None:
-                for m in _expr.metrics(ev.gate):
-                    problem = self._metric_problem(m, produced)
-                    if problem:
-                        add(("eval", label, "gate"), *problem)
-        for label, rt in self.route.items():
-            if rt.threshold is not None:
-                for m in _expr.metrics(rt.threshold):
-                    problem = self._metric_problem(m, produced)
-                    if problem:
-                        add(("route", label, "threshold"), *problem)
+        conditions = [(("eval", lbl, "gate"), ev.gate) for lbl, ev in self.eval.items()]
+        conditions += [(("route", lbl, "threshold"), rt.threshold) for lbl, rt in self.route.items()]
+        for path, condition in conditions:
+            for m in _expr.metrics(condition) if condition is not None else []:
+                problem = self._metric_problem(m, produced)
+                if problem:
+                    problems.append(Problem(path=path, message=problem[0], hint=problem[1], focus=str(m)))
 
         # a model step's base must exist for finetune of qlora etc.: files
         if check_files:
