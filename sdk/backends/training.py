@@ -1,0 +1,401 @@
+"""What pretraining and fine-tuning share: seeds, tokenizer and model building, the progress callback, the loss
+curve, the model card, checkpoint resume, and launching a training job in other processes (torchrun or
+accelerate launch).
+
+A training *job* is a plain JSON-able dict, so the same function runs in-process or, under a launcher, in every
+rank of a multi-process run: ``python -m sdk.backends.training JOB.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sdk.errors import DslError
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+# A chat template with {% generation %} markers, so TRL can put the loss on assistant tokens only.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+def set_threads() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, min(os.cpu_count() or 1, int(os.environ.get("DSL_THREADS", "2")))))
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ from scratch
+
+
+def train_tokenizer(texts: list[str], vocab: int) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts``, wrapped for transformers, with a chat template."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=SPECIAL_TOKENS[4:])
+    tok.chat_template = CHAT_TEMPLATE
+    tok.model_max_length = 1_000_000
+    return tok
+
+
+def build_model(arch: dict[str, Any], tokenizer: Any, seed: int) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    seed_everything(seed)
+    hidden = int(arch["hidden"])
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=int(arch.get("intermediate") or 4 * hidden),
+        num_hidden_layers=int(arch["layers"]), num_attention_heads=int(arch["heads"]),
+        num_key_value_heads=int(arch.get("kv_heads") or arch["heads"]), max_position_embeddings=int(arch["context"]),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def make_tiny_model(folder: Path, text: Optional[str] = None, *, layers: int = 2, hidden: int = 64, heads: int = 4,
+                    vocab: int = 400, context: int = 128, seed: int = 0) -> Path:
+    """A randomly initialised tiny Llama with a BPE tokenizer trained on ``text``, saved to ``folder``."""
+    text = text or SAMPLE_TEXT
+    tok = train_tokenizer([text] * 3, vocab)
+    model = build_model({"layers": layers, "hidden": hidden, "heads": heads, "context": context}, tok, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+SAMPLE_TEXT = (
+    "The Session Initiation Protocol (SIP) sets up, changes and ends multimedia sessions such as voice calls. "
+    "A SIP INVITE request starts a call; the callee answers with 180 Ringing and 200 OK, and the caller sends ACK. "
+    "The IP Multimedia Subsystem (IMS) defined by 3GPP uses SIP for signalling between the P-CSCF, I-CSCF and "
+    "S-CSCF. Media flows over RTP, described by SDP offers and answers. Yes. No. Maybe. The answer is yes. "
+    "Diameter carries authentication between the HSS and the CSCF. VoLTE runs voice over LTE with IMS. "
+)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def pack(token_lists: list[list[int]], block_size: int) -> list[list[int]]:
+    """Concatenate token lists and cut fixed-length blocks (the remainder is dropped)."""
+    flat = [t for ids in token_lists for t in ids]
+    return [flat[i:i + block_size] for i in range(0, len(flat) - block_size + 1, block_size)]
+
+
+def perplexity(model: Any, blocks: list[list[int]], batch_size: int = 8) -> Optional[float]:
+    import torch
+
+    if not blocks:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(blocks), batch_size):
+            ids = torch.tensor(blocks[i:i + batch_size])
+            out = model(input_ids=ids, labels=ids)
+            n = ids.numel() - ids.shape[0]
+            total += float(out.loss) * n
+            count += n
+    model.train()
+    return float(math.exp(min(total / max(count, 1), 50)))
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+def progress_callback(progress: Any, description: str, total: int) -> Any:
+    """A TrainerCallback showing step, loss and throughput in a rich progress bar."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.ctx = progress.task(description, total=total) if progress is not None else None
+            self.task: Any = None
+            self.started = time.time()
+            self.tokens = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.ctx is not None and self.task is None:
+                self.task = self.ctx.__enter__()
+                self.task.update(total=state.max_steps or total, completed=state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.task is not None:
+                self.task.update(completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
+            if self.task is not None and logs and "loss" in logs:
+                rate = state.global_step / max(time.time() - self.started, 1e-9)
+                self.task.update(loss=float(logs["loss"]), steps_per_s=round(rate, 2))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.ctx is not None and self.task is not None:
+                self.ctx.__exit__(None, None, None)
+                self.task = None
+
+    return _Progress()
+
+
+def latest_checkpoint(folder: Path) -> Optional[str]:
+    found = []
+    for p in Path(folder).glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if m and (p / "trainer_state.json").exists():
+            found.append((int(m.group(1)), p))
+    return str(max(found)[1]) if found else None
+
+
+def loss_history(trainer: Any) -> list[dict[str, float]]:
+    return [{"step": int(r["step"]), "loss": float(r["loss"])} for r in trainer.state.log_history if "loss" in r]
+
+
+def write_loss_curve(out_dir: Path, history: list[dict[str, float]], title: str,
+                     eval_history: Optional[list[dict[str, float]]] = None) -> None:
+    (out_dir / "loss.json").write_text(json.dumps(history, indent=1))
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
+    if eval_history:
+        ax.plot([h["step"] for h in eval_history], [h["loss"] for h in eval_history], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss.png")
+    plt.close(fig)
+
+
+def write_model_card(folder: Path, title: str, base: str, data: dict[str, Any], params: dict[str, Any],
+                     metrics: dict[str, Any]) -> None:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in params.items())
+    mrows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    drows = "\n".join(f"- `{k}`: sha256 `{v}`" for k, v in data.items())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"""---
+library_name: transformers
+tags: [domain-dsl]
+---
+# {title}
+
+Trained by domain-dsl.
+
+- Base model: `{base}`
+
+## Data
+{drows or '- (none)'}
+
+## Hyperparameters
+| name | value |
+|---|---|
+{rows}
+
+## Metrics
+| metric | value |
+|---|---|
+{mrows}
+""", encoding="utf-8")
+
+
+def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: Optional[dict] = None) -> dict[str, Any]:
+    import torch
+
+    args: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": block["batch_size"],
+        "per_device_eval_batch_size": block["batch_size"],
+        "gradient_accumulation_steps": block["gradient_accumulation"],
+        "learning_rate": block["learning_rate"],
+        "weight_decay": block["weight_decay"],
+        "warmup_steps": 0,
+        "lr_scheduler_type": block["scheduler"],
+        "seed": block["seed"],
+        "data_seed": block["seed"],
+        "logging_steps": block["logging_steps"],
+        "save_steps": block["save_steps"],
+        "save_strategy": "steps",
+        "save_total_limit": 2,
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "eval_strategy": "epoch" if has_eval and not block.get("max_steps") else ("steps" if has_eval else "no"),
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    if block.get("max_steps"):
+        args["max_steps"] = block["max_steps"]
+        if has_eval:
+            args["eval_steps"] = max(1, block["max_steps"] // 2)
+    else:
+        args["num_train_epochs"] = block["epochs"]
+    if block.get("warmup_ratio"):
+        args["warmup_ratio"] = block["warmup_ratio"]
+    compute = block.get("compute") or {}
+    if compute.get("mixed_precision") == "bf16" and torch.cuda.is_available():
+        args["bf16"] = True
+    if compute.get("mixed_precision") == "fp16" and torch.cuda.is_available():
+        args["fp16"] = True
+    if distributed:
+        args.update(distributed)
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ launch
+
+
+def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path) -> list[str]:
+    """The command that runs a training job under the compute block's launcher."""
+    n = int(compute.get("num_processes", 1))
+    if compute.get("launcher") == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
+               f"--nnodes={compute.get('num_machines', 1)}", f"--node_rank={compute.get('machine_rank', 0)}"]
+        if int(compute.get("num_machines", 1)) > 1:
+            cmd += [f"--master_addr={compute.get('main_process_ip')}", f"--master_port={compute.get('main_process_port', 29500)}"]
+        else:
+            cmd += ["--master_port", str(compute.get("main_process_port", 29500))]
+        return cmd + ["-m", "sdk.backends.training", str(job_path)]
+    config = accelerate_config(compute)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = config_dir / "accelerate.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=True))
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg_path),
+            "-m", "sdk.backends.training", str(job_path)]
+
+
+def accelerate_config(compute: dict[str, Any]) -> dict[str, Any]:
+    """An accelerate config file for the compute block: multi-GPU, multi-node, DeepSpeed ZeRO or FSDP."""
+    n, machines = int(compute.get("num_processes", 1)), int(compute.get("num_machines", 1))
+    cfg: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE",
+        "distributed_type": "MULTI_GPU" if n * machines > 1 else "NO",
+        "num_processes": n * machines,
+        "num_machines": machines,
+        "machine_rank": int(compute.get("machine_rank", 0)),
+        "main_training_function": "main",
+        "mixed_precision": compute.get("mixed_precision", "no"),
+        "use_cpu": bool(compute.get("cpu", False)),
+        "same_network": True,
+        "rdzv_backend": "static",
+    }
+    if machines > 1:
+        cfg["main_process_ip"] = compute.get("main_process_ip")
+        cfg["main_process_port"] = int(compute.get("main_process_port", 29500))
+    if compute.get("deepspeed"):
+        ds = compute["deepspeed"]
+        cfg["distributed_type"] = "DEEPSPEED"
+        cfg["deepspeed_config"] = {"zero_stage": int(ds.get("stage", 2)), "gradient_accumulation_steps": 1,
+                                   "offload_optimizer_device": "cpu" if ds.get("offload") else "none",
+                                   "offload_param_device": "cpu" if ds.get("offload") and int(ds.get("stage", 2)) == 3 else "none",
+                                   "zero3_init_flag": int(ds.get("stage", 2)) == 3}
+    if compute.get("fsdp"):
+        fs = compute["fsdp"]
+        cfg["distributed_type"] = "FSDP"
+        cfg["fsdp_config"] = {"fsdp_sharding_strategy": fs.get("sharding", "full_shard").upper(),
+                              "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP" if fs.get("auto_wrap", "transformer") == "transformer" else "SIZE_BASED_WRAP",
+                              "fsdp_offload_params": bool(fs.get("offload")), "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+                              "fsdp_use_orig_params": True}
+    return cfg
+
+
+def run_job(job: dict[str, Any], progress: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run a pretrain or finetune job in this process (``job["kind"]`` picks which)."""
+    if job["kind"] == "pretrain":
+        from sdk.backends.pretrain import pretrain_job
+
+        return pretrain_job(job, progress, log)
+    from sdk.backends.finetune import finetune_job
+
+    return finetune_job(job, progress, log)
+
+
+def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run a job in several processes through the launcher; rank 0 writes the result file."""
+    work.mkdir(parents=True, exist_ok=True)
+    job_path = work / "job.json"
+    job = {**job, "result_path": str(work / "result.json")}
+    job_path.write_text(json.dumps(job))
+    cmd = launch_command(compute, job_path, work)
+    log("launching: " + " ".join(cmd))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
+    if compute.get("cpu") or not _cuda():
+        env["DSL_DDP_BACKEND"] = "gloo"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DslError(f"the {compute.get('launcher')} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads((work / "result.json").read_text())
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def distributed_args() -> Optional[dict[str, Any]]:
+    if os.environ.get("DSL_DISTRIBUTED") != "1":
+        return None
+    out: dict[str, Any] = {}
+    if os.environ.get("DSL_DDP_BACKEND"):
+        out["ddp_backend"] = os.environ["DSL_DDP_BACKEND"]
+    return out
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point of each launched process: ``python -m sdk.backends.training JOB.json``."""
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(Path(argv[0]).read_text())
+    result = run_job(job, None, lambda m: None)
+    if is_main_process() and job.get("result_path"):
+        Path(job["result_path"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The main job end to end on a reduced quickstart (few training steps): apply, a no-op re-apply, an eval-only
+change, then `dsl serve` answering the official openai client with model="auto"."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RECIPES, ROOT, run_dsl
+
+pytestmark = pytest.mark.slow
+
+REDUCED = '''extends "quickstart.dsl"
+
+# The quickstart with a few training steps, for the end-to-end test.
+domain quickstart_reduced {
+  pretrain base {
+    max_steps = 30
+    save_steps = 15
+  }
+
+  finetune sip {
+    max_steps = 10
+  }
+
+  eval expert {
+    limit = 12
+    bootstrap = 200
+  }
+}
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (RECIPES / "quickstart.dsl").exists():
+        pytest.fail("recipes/quickstart.dsl is missing")
+    folder = tmp_path_factory.mktemp("e2e") / "recipes"
+    shutil.copytree(RECIPES, folder, ignore=shutil.ignore_patterns(".dsl"))
+    (folder / "reduced.dsl").write_text(REDUCED)
+    return folder
+
+
+def test_apply_reapply_change_and_serve(workspace: Path) -> None:
+    recipe = str(workspace / "reduced.dsl")
+    first = run_dsl("apply", recipe, "--json", "--no-progress", timeout=1800)
+    assert first.returncode in (0, 4), first.stderr[-3000:]
+    result = json.loads(first.stdout)
+    ran = {s["id"] for s in result["steps"] if s["status"] == "ran"}
+    assert {"corpus.telecom", "pretrain.base", "finetune.sip", "rag.tuned", "eval.expert"} <= ran
+
+    again = json.loads(run_dsl("apply", recipe, "--json", "--no-progress", timeout=600).stdout)
+    assert {s["status"] for s in again["steps"]} <= {"up_to_date", "gate_failed", "skipped"}
+    assert not [s for s in again["steps"] if s["status"] == "ran"]
+
+    text = (workspace / "reduced.dsl").read_text().replace("bootstrap = 200", "bootstrap = 300")
+    (workspace / "reduced.dsl").write_text(text)
+    plan = json.loads(run_dsl("plan", recipe, "--json").stdout)
+    changed = {s["id"]: s for s in plan["steps"] if s["action"] != "noop"}
+    assert "eval.expert" in changed and changed["eval.expert"]["reason"] == "configuration changed"
+    assert set(changed) <= {"eval.expert", "route.default", "serve.default"}
+    third = json.loads(run_dsl("apply", recipe, "--json", "--no-progress", timeout=900).stdout)
+    assert {s["id"] for s in third["steps"] if s["status"] == "ran"} <= {"eval.expert", "route.default", "serve.default"}
+    assert "eval.expert" in {s["id"] for s in third["steps"] if s["status"] in ("ran", "gate_failed")}
+
+    if any(s["id"] == "serve.default" and s["status"] in ("ran", "up_to_date") for s in third["steps"]):
+        _serve_and_query(recipe)
+
+
+def _serve_and_query(recipe: str) -> None:
+    from openai import OpenAI
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "serve", recipe, "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", timeout=60, max_retries=0)
+        deadline = time.time() + 120
+        while True:
+            try:
+                models = client.models.list()
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError("the gateway did not start")
+                time.sleep(1)
+        assert "auto" in {m.id for m in models.data}
+        reply = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "What does the SIP INVITE method do?"}], max_tokens=16)
+        assert reply.headers.get("x-dsl-target")
+        body = reply.parse()
+        assert body.choices[0].message.content is not None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
