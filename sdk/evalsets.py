@@ -1,0 +1,278 @@
+"""Eval sets: JSONL rows ``{id, question, answer, choices?, label?, sources?, tags?, annotator?, notes?}``, or a
+public format mapped onto them by the eval block's ``fields`` (JSON dicts, TSV, AES-encrypted zips)."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.errors import DataError
+from sdk.metrics import ngrams, normalize
+
+
+@dataclass
+class EvalItem:
+    id: str
+    question: str
+    answers: list[str]
+    choices: Optional[list[str]] = None
+    label: Optional[str] = None
+    sources: list[str] = field(default_factory=list)
+    context: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    line: Optional[int] = None
+
+    @property
+    def gold(self) -> str:
+        if self.label is not None:
+            return self.label
+        if self.choices is not None and self.answers:
+            return self.answers[0]
+        return self.answers[0] if self.answers else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
+
+
+def _rows(path: Path, fmt: str, shown: str, password: Optional[str]) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
+    """(line, key, row) for every row of the file."""
+    if path.suffix.lower() == ".zip":
+        return _zip_rows(path, fmt, shown, password)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(shown, None, f"not UTF-8 text ({e.reason})") from None
+    return _text_rows(text, fmt if fmt != "auto" else _format(path.name), shown)
+
+
+def _format(name: str) -> str:
+    low = name.lower()
+    if low.endswith(".jsonl"):
+        return "jsonl"
+    if low.endswith(".tsv"):
+        return "tsv"
+    return "json" if low.endswith((".json", ".txt")) else "jsonl"
+
+
+def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
+    out: list[tuple[Optional[int], Any, dict[str, Any]]] = []
+    if fmt == "jsonl":
+        for n, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(shown, n, f"expected a JSON object, found {type(obj).__name__}")
+            out.append((n, None, obj))
+    elif fmt == "tsv":
+        reader = csv.DictReader(io.StringIO(text), delimiter="\t")
+        for n, row in enumerate(reader, start=2):
+            out.append((n, None, dict(row)))
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(shown, e.lineno, f"malformed JSON: {e.msg}") from None
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        for key, row in items:
+            if not isinstance(row, dict):
+                raise DataError(shown, None, f"entry {key!r} is not an object")
+            out.append((None, key, row))
+    return out
+
+
+def _zip_rows(path: Path, fmt: str, shown: str, password: Optional[str]) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
+    try:
+        import pyzipper
+    except ImportError:
+        raise DataError(shown, None, "reading zip files needs pyzipper (pip install pyzipper)") from None
+    try:
+        with pyzipper.AESZipFile(path) as zf:
+            if password:
+                zf.setpassword(password.encode())
+            names = [n for n in zf.namelist() if not n.endswith("/") and not n.startswith("__MACOSX")]
+            if not names:
+                raise DataError(shown, None, "the zip file is empty")
+            name = names[0]
+            text = zf.read(name).decode("utf-8")
+    except RuntimeError as e:
+        raise DataError(shown, None, f"cannot open the zip ({e}); is password = env(\"...\") set?") from None
+    return _text_rows(text, fmt if fmt != "auto" else _format(name), f"{shown}!{name}")
+
+
+def _get(row: dict[str, Any], key: Optional[str]) -> Any:
+    return row.get(key) if key else None
+
+
+def load_items(path: Path, block: Any, shown: Optional[str] = None, limit: Optional[int] = None) -> list[EvalItem]:
+    """Read and map every row; raise DataError naming the file and line of a bad one."""
+    shown = shown or str(path)
+    fields = block.fields
+    password = block.password.resolve() if getattr(block, "password", None) else None
+    items: list[EvalItem] = []
+    for index, (line, key, row) in enumerate(_rows(path, block.format, shown, password)):
+        where = line
+        question = _get(row, fields.question)
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(shown, where, f"row {key if key is not None else index + 1} has no question in field {fields.question!r}",
+                            "map the right column with fields = { question = \"...\" }")
+        choices: Optional[list[str]] = None
+        if fields.choices:
+            if "*" in fields.choices or "?" in fields.choices:
+                keys = sorted((k for k in row if fnmatch.fnmatch(k, fields.choices) and row[k] not in (None, "")),
+                              key=lambda k: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", k)])
+                choices = [str(row[k]) for k in keys]
+            else:
+                value = row.get(fields.choices)
+                if not isinstance(value, list):
+                    raise DataError(shown, where, f"field {fields.choices!r} must be a list of choices")
+                choices = [str(c) for c in value]
+        elif isinstance(row.get("choices"), list):
+            choices = [str(c) for c in row["choices"]]
+        raw_answer = _get(row, fields.answer)
+        answers = [str(a) for a in raw_answer] if isinstance(raw_answer, list) else \
+            ([str(raw_answer)] if raw_answer not in (None, "") else [])
+        if fields.answer_pattern and answers:
+            m = re.search(fields.answer_pattern, answers[0])
+            if not m:
+                raise DataError(shown, where, f"answer {answers[0]!r} does not match answer_pattern {fields.answer_pattern!r}")
+            answers = [m.group(1)]
+        label = _get(row, fields.label)
+        label = str(label).strip() if label not in (None, "") else None
+        if choices is not None:
+            answers = [_choice_answer(a, choices, shown, where) for a in answers[:1]]
+        if not answers and label is None:
+            raise DataError(shown, where, "row has neither an answer nor a label")
+        sources_raw = _get(row, fields.sources) if fields.sources else row.get("sources")
+        sources = [str(s) for s in sources_raw] if isinstance(sources_raw, list) else ([str(sources_raw)] if sources_raw else [])
+        context = _get(row, fields.context)
+        if isinstance(context, list):
+            context = "\n".join(str(c) for c in context)
+        item_id = _get(row, fields.id) if fields.id else row.get("id", key)
+        items.append(EvalItem(id=str(item_id if item_id is not None else index + 1), question=question.strip(),
+                              answers=answers, choices=choices, label=label, sources=sources,
+                              context=context if isinstance(context, str) else None,
+                              tags=[str(t) for t in row.get("tags", [])] if isinstance(row.get("tags"), list) else [],
+                              line=line))
+        if limit and len(items) >= limit:
+            break
+    if not items:
+        raise DataError(shown, None, "the eval set has no usable items")
+    return items
+
+
+def _choice_answer(answer: str, choices: list[str], shown: str, line: Optional[int]) -> str:
+    """The answer of a multiple-choice row as the text of the right choice (given as its text or its number)."""
+    if answer in choices:
+        return answer
+    if answer.strip().isdigit() and 1 <= int(answer) <= len(choices):
+        return choices[int(answer) - 1]
+    for c in choices:
+        if normalize(c) == normalize(answer):
+            return c
+    raise DataError(shown, line, f"answer {answer!r} is not among the choices {choices}")
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+@dataclass
+class Finding:
+    severity: str  # error | warning
+    message: str
+    item: Optional[str] = None
+    line: Optional[int] = None
+
+
+def check(items: list[EvalItem], train_texts: list[str] = (), n: int = 13) -> list[Finding]:  # type: ignore[assignment]
+    """Problems worth fixing before spending compute: duplicates, empty fields, answers not among the
+    choices, label imbalance, and questions that also appear in the training data."""
+    out: list[Finding] = []
+    seen_ids: dict[str, EvalItem] = {}
+    seen_q: dict[str, EvalItem] = {}
+    for it in items:
+        if it.id in seen_ids:
+            out.append(Finding("error", f"duplicate id {it.id!r} (also on line {seen_ids[it.id].line})", it.id, it.line))
+        seen_ids.setdefault(it.id, it)
+        q = normalize(it.question)
+        if q in seen_q:
+            out.append(Finding("warning", f"duplicate question (same as item {seen_q[q].id})", it.id, it.line))
+        seen_q.setdefault(q, it)
+        if any(not a.strip() for a in it.answers):
+            out.append(Finding("error", "empty answer", it.id, it.line))
+        if it.choices is not None and any(not c.strip() for c in it.choices):
+            out.append(Finding("error", "empty choice", it.id, it.line))
+    labels = Counter(it.label for it in items if it.label is not None)
+    if len(labels) > 1:
+        top, count = labels.most_common(1)[0]
+        if count / sum(labels.values()) > 0.7:
+            out.append(Finding("warning", f"label imbalance: {top!r} is {count / sum(labels.values()):.0%} of the items "
+                                          f"({dict(labels)}); report macro-F1 next to accuracy"))
+    if train_texts:
+        train_q = {normalize(t) for t in train_texts}
+        grams: set[tuple[str, ...]] = set()
+        for t in train_texts:
+            grams |= ngrams(t, n)
+        for it in items:
+            if normalize(it.question) in train_q:
+                out.append(Finding("error", "the question appears verbatim in the training data", it.id, it.line))
+            elif ngrams(it.question, n) & grams:
+                out.append(Finding("warning", f"the question shares a {n}-gram with the training data", it.id, it.line))
+    return out
+
+
+def contamination(items: list[EvalItem], texts: list[str], n: int = 13) -> dict[str, float]:
+    """item id -> share of the item's n-grams (question and answers) found in ``texts``."""
+    grams: set[tuple[str, ...]] = set()
+    for t in texts:
+        grams |= ngrams(t, n)
+    out: dict[str, float] = {}
+    for it in items:
+        own = ngrams(" ".join([it.question] + it.answers), n)
+        out[it.id] = (len(own & grams) / len(own)) if own else 0.0
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def export_lm_eval(items: list[EvalItem], out_dir: Path, task: str) -> Path:
+    """An lm-evaluation-harness task (YAML + JSONL) that `lm_eval --include_path OUT_DIR --tasks TASK` runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / f"{task}.jsonl"
+    mc = all(it.choices for it in items)
+    with open(data, "w", encoding="utf-8") as f:
+        for it in items:
+            row: dict[str, Any] = {"id": it.id, "question": it.question}
+            if mc:
+                row["choices"] = it.choices
+                row["gold"] = it.choices.index(it.answers[0])  # type: ignore[union-attr]
+            else:
+                row["answer"] = it.answers[0] if it.answers else (it.label or "")
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if mc:
+        body = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
+                "test_split: test\noutput_type: multiple_choice\n"
+                "doc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
+                "target_delimiter: \" \"\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+                "metadata:\n  version: 1.0\n")
+    else:
+        body = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
+                "test_split: test\noutput_type: generate_until\n"
+                "doc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_target: answer\n"
+                "generation_kwargs:\n  until: [\"\\n\"]\n  do_sample: false\n"
+                "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+                "    ignore_case: true\n    ignore_punctuation: true\nmetadata:\n  version: 1.0\n")
+    yaml_path = out_dir / f"{task}.yaml"
+    yaml_path.write_text(body, encoding="utf-8")
+    return yaml_path

@@ -1,0 +1,158 @@
+"""Evaluation reports: report.md, a self-contained report.html (charts embedded), PNG charts, predictions."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def metrics_chart(path: Path, summary: dict[str, Any]) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = summary["metrics"]
+    systems = list(results)
+    names = sorted({m for r in results.values() for m in r if m != "perplexity"})
+    if not systems or not names:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) * max(1, len(systems)) / 2), 4), dpi=100)
+    width = 0.8 / len(systems)
+    for i, sid in enumerate(systems):
+        xs, ys, lo, hi = [], [], [], []
+        for j, m in enumerate(names):
+            if m in results[sid]:
+                r = results[sid][m]
+                xs.append(j + i * width)
+                ys.append(r["value"])
+                lo.append(max(0.0, r["value"] - r["ci_low"]))
+                hi.append(max(0.0, r["ci_high"] - r["value"]))
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=sid)
+    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels(names)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score (95% bootstrap CI)")
+    ax.set_title(f"{summary['step']}: {summary['n_items']} items")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def loss_chart(path: Path, artifacts: dict[str, Any]) -> bool:
+    curves = {}
+    for step_id, art in sorted(artifacts.items()):
+        f = art.path / "loss.json"
+        if f.exists():
+            data = json.loads(f.read_text())
+            if data:
+                curves[step_id] = data
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for step_id, data in curves.items():
+        ax.plot([d["step"] for d in data], [d["loss"] for d in data], label=step_id)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training loss of earlier steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    results, comparisons = summary["metrics"], summary.get("comparisons", {})
+    names = sorted({m for r in results.values() for m in r})
+    head = ["system"] + names
+    body = []
+    for sid, r in results.items():
+        row = [sid]
+        for m in names:
+            if m not in r:
+                row.append("—")
+                continue
+            cell = f"{r[m]['value']:.3f} [{r[m]['ci_low']:.3f}, {r[m]['ci_high']:.3f}]"
+            c = comparisons.get(sid, {}).get(m)
+            if c:
+                cell += f" (Δ {c['difference']:+.3f}, p={c['p_value']:.3f})"
+            row.append(cell)
+        body.append(row)
+    return head, body
+
+
+def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
+                 artifacts: dict[str, Any], spec: Any) -> None:
+    from sdk.backends.evaluate import write_predictions
+
+    write_predictions(out / "predictions.jsonl", rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    charts = []
+    if metrics_chart(out / "metrics.png", summary):
+        charts.append(("metrics.png", "Metrics with 95% bootstrap confidence intervals"))
+    if loss_chart(out / "loss_curves.png", artifacts):
+        charts.append(("loss_curves.png", "Training loss of earlier steps"))
+    head, body = table_rows(summary)
+    gate = summary.get("gate")
+    contam = summary.get("contamination", {})
+    wrong = [r for rs in rows.values() for r in rs if r["correct"] == 0][:20]
+    md = [f"# Evaluation report: {summary['step']}", "",
+          f"{summary['n_items']} items, task `{summary['task']}`, systems: {', '.join(summary['systems'])}.",
+          "Each cell: mean [95% bootstrap CI]; for systems after the first, the difference from the first and its "
+          "paired-bootstrap p-value.", ""]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
+    md += [""]
+    if gate:
+        md += [f"**Gate** `{gate['expression']}`: {'passed' if gate['passed'] else 'FAILED'} ({gate['detail']})", ""]
+    if contam.get("checked"):
+        md += [f"**Contamination** ({contam['ngram']}-gram overlap with the training corpus and SFT data): "
+               f"{contam['contaminated']} of {summary['n_items']} items.", ""]
+        for item, share in list(contam.get("items", {}).items())[:20]:
+            md.append(f"- item `{item}`: {share:.0%} of its {contam['ngram']}-grams")
+        md.append("")
+    for name, title in charts:
+        md += [f"## {title}", "", f"![{title}]({name})", ""]
+    if wrong:
+        md += ["## Wrong answers (first 20; all in predictions.jsonl, wrong first)", "",
+               "| system | id | question | gold | prediction |", "|---|---|---|---|---|"]
+        md += [f"| {r['system']} | {r['id']} | {r['question'][:80]} | {r['gold'][:40]} | {str(r['prediction'])[:40]} |"
+               for r in wrong]
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    imgs = "".join(
+        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"
+        f"{base64.b64encode((out / n).read_bytes()).decode()}'/>" for n, t in charts)
+    table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>"
+    gate_html = (f"<p class='{'ok' if gate['passed'] else 'bad'}'><b>Gate</b> <code>{html.escape(gate['expression'])}</code>: "
+                 f"{'passed' if gate['passed'] else 'FAILED'} ({html.escape(gate['detail'])})</p>") if gate else ""
+    wrong_html = "".join(f"<tr><td>{html.escape(r['system'])}</td><td>{html.escape(r['id'])}</td><td>{html.escape(r['question'][:120])}</td>"
+                         f"<td>{html.escape(r['gold'])}</td><td>{html.escape(str(r['prediction'])[:80])}</td></tr>" for r in wrong)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(summary['step'])} report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f3f3}}.ok{{color:#070}}.bad{{color:#b00}}
+img{{max-width:100%}}</style></head><body>
+<h1>Evaluation report: {html.escape(summary['step'])}</h1>
+<p>{summary['n_items']} items, task <code>{summary['task']}</code>. Cells: mean [95% bootstrap CI]; Δ and p against the first system.</p>
+{table}{gate_html}
+<p>Contamination: {contam.get('contaminated', 0)} items share {contam.get('ngram', '')}-grams with training data.</p>
+{imgs}
+<h2>Wrong answers</h2><table><tr><th>system</th><th>id</th><th>question</th><th>gold</th><th>prediction</th></tr>{wrong_html}</table>
+</body></html>"""
+    (out / "report.html").write_text(page, encoding="utf-8")
