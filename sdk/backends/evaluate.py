@@ -156,11 +156,10 @@ class SystemRunner:
         elif system.kind == "rag":
             from sdk.backends.rag import RagSystem
 
-            self.rag = RagSystem.open(spec, system.label, artifacts)
+            self.rag = RagSystem.open(spec, system.label, artifacts, with_generator=False)
             gen = spec.rag[system.label].generator
             if gen is not None and not isinstance(gen, Endpoint):
-                self.rag.generator = None  # we score and generate with the model directly
-                self.local = _local(artifacts, str(gen))
+                self.local = _local(artifacts, str(gen))  # scores and generates with the model directly
             elif isinstance(gen, Endpoint):
                 self.endpoint = EndpointModel(gen)
         else:

@@ -389,7 +389,7 @@ class RagSystem:
     _warm: bool = field(default=False)
 
     @classmethod
-    def open(cls, spec: Any, label: str, artifacts: dict[str, Artifact]) -> "RagSystem":
+    def open(cls, spec: Any, label: str, artifacts: dict[str, Artifact], with_generator: bool = True) -> "RagSystem":
         _quiet_haystack()
         block = spec.rag[label]
         art = artifacts.get(f"rag.{label}")
@@ -403,7 +403,8 @@ class RagSystem:
             store = InMemoryDocumentStore.load_from_disk(str(art.path / art.outputs.get("store", "store.json")))
         prompt = (art.path / art.outputs.get("prompt", "prompt.j2")).read_text(encoding="utf-8") \
             if (art.path / art.outputs.get("prompt", "prompt.j2")).exists() else prompt_text(spec, block)
-        return cls(spec, label, block, query_pipeline(block, store), prompt, make_generator(spec, block, artifacts))
+        generator = make_generator(spec, block, artifacts) if with_generator else None
+        return cls(spec, label, block, query_pipeline(block, store), prompt, generator)
 
     def retrieve(self, question: str, top_k: Optional[int] = None) -> list[dict[str, Any]]:
         data: dict[str, Any] = {}

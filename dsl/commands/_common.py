@@ -1,0 +1,34 @@
+"""Helpers shared by the commands that read an applied recipe."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+
+workdir_option = click.option("--workdir", type=click.Path(file_okay=False),
+                              help="State and artifacts (default: .dsl beside the recipe).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def open_ws(file: str, workdir: Optional[str]) -> Any:
+    from sdk.workspace import open_workspace
+
+    return open_workspace(file, workdir)
+
+
+def only_label(ws: Any, kind: str, given: Optional[str]) -> str:
+    """The label of the ``kind`` block the user means: given as KIND.LABEL or LABEL, or the only one."""
+    from sdk.errors import DslError
+
+    labels = list(getattr(ws.spec, kind))
+    if given:
+        label = given.split(".", 1)[1] if given.startswith(f"{kind}.") else given
+        if label not in labels:
+            raise DslError(f"no {kind} block {label!r} in {ws.recipe.path} (have: {', '.join(labels) or 'none'})")
+        return label
+    if not labels:
+        raise DslError(f"{ws.recipe.path} has no {kind} block")
+    if len(labels) > 1:
+        raise DslError(f"{ws.recipe.path} has several {kind} blocks ({', '.join(labels)}): choose one with --system")
+    return labels[0]

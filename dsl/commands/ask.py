@@ -1,0 +1,38 @@
+"""dsl ask FILE "question" [--system rag.NAME] [--json]"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+
+
+@click.command("ask")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("question")
+@click.option("--system", help="The rag system to ask (rag.NAME); default: the only one.")
+@workdir_option
+@json_option
+def command(file: str, question: str, system: Optional[str], workdir: Optional[str], as_json: bool) -> None:
+    """Ask a RAG system a question; prints the answer and its cited sources."""
+    from sdk.backends.rag import RagSystem
+
+    ws = open_ws(file, workdir)
+    label = only_label(ws, "rag", system)
+    ws.artifact(f"rag.{label}")
+    rag = RagSystem.open(ws.spec, label, ws.artifacts())
+    out = rag.answer(question)
+    if as_json:
+        click.echo(json.dumps({"system": f"rag.{label}", "question": question, "answer": out["answer"],
+                               "cited": out["cited"], "sources": out["sources"]}, indent=2, default=str))
+        return
+    click.echo(out["answer"] or "(retrieval only: no generator)")
+    click.echo("")
+    click.echo("Sources:")
+    for s in out["sources"]:
+        mark = "*" if s["index"] in out["cited"] else " "
+        click.echo(f" {mark}[{s['index']}] {s['source']} (page {s['page']}, score {s['score']:.3f}): "
+                   f"{s['content'][:100].replace(chr(10), ' ')}...")

@@ -1,0 +1,48 @@
+"""dsl report FILE [--eval NAME] [--json]"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+
+
+@click.command("report")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--eval", "name", help="The eval block (eval.NAME); default: the only one.")
+@workdir_option
+@json_option
+def command(file: str, name: Optional[str], workdir: Optional[str], as_json: bool) -> None:
+    """Show the evaluation report of an applied recipe."""
+    ws = open_ws(file, workdir)
+    label = only_label(ws, "eval", name)
+    art = ws.artifact(f"eval.{label}")
+    summary = json.loads((art.path / art.outputs.get("summary", "summary.json")).read_text())
+    if as_json:
+        click.echo(json.dumps({**summary, "report": str(art.path / "report.md"),
+                               "html": str(art.path / "report.html")}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from sdk.report import table_rows
+
+    head, body = table_rows(summary)
+    table = Table(title=f"eval.{label}: {summary['n_items']} items ({summary['task']})", title_justify="left")
+    for h in head:
+        table.add_column(h)
+    for row in body:
+        table.add_row(*row)
+    console = Console(highlight=False)
+    console.print(table)
+    gate = summary.get("gate")
+    if gate:
+        console.print(f"gate {gate['expression']}: {'[green]passed[/]' if gate['passed'] else '[red]FAILED[/]'} ({gate['detail']})")
+    contam = summary.get("contamination", {})
+    if contam.get("checked"):
+        console.print(f"contamination: {contam['contaminated']} of {summary['n_items']} items share "
+                      f"{contam['ngram']}-grams with the training data")
+    console.print(f"report: {art.path / 'report.html'}")

@@ -1,0 +1,29 @@
+"""dsl route FILE "query" [--json]"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+
+
+@click.command("route")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("query")
+@workdir_option
+@json_option
+def command(file: str, query: str, workdir: Optional[str], as_json: bool) -> None:
+    """Route a query: prints the target and its probability."""
+    from sdk.backends.route import Router
+
+    ws = open_ws(file, workdir)
+    label = only_label(ws, "route", None)
+    art = ws.artifact(f"route.{label}")
+    decision = Router.load(art.path).route(query)
+    if as_json:
+        click.echo(json.dumps(decision, indent=2))
+        return
+    click.echo(f"{decision['target']} -> {decision['system']}  (p = {decision['probability']:.3f})")

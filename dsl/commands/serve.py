@@ -1,0 +1,43 @@
+"""dsl serve FILE [--host] [--port]"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from dsl.commands._common import only_label, open_ws, workdir_option
+
+
+@click.command("serve")
+@click.argument("file", type=click.Path(dir_okay=False))
+@workdir_option
+@click.option("--host", help="Bind address (default: the serve block's, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: the serve block's).")
+def command(file: str, workdir: Optional[str], host: Optional[str], port: Optional[int]) -> None:
+    """Start the OpenAI-compatible gateway for an applied recipe."""
+    from sdk.backends.serve import load_config
+    from sdk.serving import sglang
+    from sdk.serving.gateway import Gateway, serve
+
+    ws = open_ws(file, workdir)
+    label = only_label(ws, "serve", None)
+    config = load_config(ws.artifact(f"serve.{label}"))
+    proc = None
+    if config["engine"] == "sglang":
+        sg = config["sglang"]
+        click.echo("starting SGLang: " + " ".join(sg["command"]), err=True)
+        proc = sglang.start(sg["command"], sg["port"])
+        for name, v in config["variants"].items():
+            if v["type"] == "model":
+                adapter = name.split(".", 1)[1] if v.get("adapter") else None
+                config["variants"][name] = {"type": "endpoint", "url": f"http://127.0.0.1:{sg['port']}/v1",
+                                            "model": sglang.model_name(sg["base"], adapter), "timeout": config["timeout"]}
+    gateway = Gateway(config, ws.spec, ws.artifacts())
+    h, p = host or config["host"], port or config["port"]
+    click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1", err=True)
+    try:
+        serve(gateway, h, p)
+    finally:
+        if proc is not None:
+            proc.terminate()
