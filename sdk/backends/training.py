@@ -244,7 +244,7 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
         "gradient_accumulation_steps": block["gradient_accumulation"],
         "learning_rate": block["learning_rate"],
         "weight_decay": block["weight_decay"],
-        "warmup_steps": 0,
+        "warmup_steps": float(block.get("warmup_ratio") or 0),  # a float in [0, 1) is a ratio of all steps
         "lr_scheduler_type": block["scheduler"],
         "seed": block["seed"],
         "data_seed": block["seed"],
@@ -264,8 +264,6 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
             args["eval_steps"] = max(1, block["max_steps"] // 2)
     else:
         args["num_train_epochs"] = block["epochs"]
-    if block.get("warmup_ratio"):
-        args["warmup_ratio"] = block["warmup_ratio"]
     compute = block.get("compute") or {}
     if compute.get("mixed_precision") == "bf16" and torch.cuda.is_available():
         args["bf16"] = True
