@@ -80,11 +80,13 @@ domain quickstart {
     gate = rag.tuned.citation_recall >= 0.6
   }
 
-  # Telecom questions go to the fine-tuned RAG system; everything else is "general".
+  # Telecom questions go to the fine-tuned RAG system; everything else to the general model (here the
+  # pretrained one; in production an endpoint { ... } of a large general model).
   route {
     classifier = tfidf
     examples = "quickstart/route.jsonl"
     domain = rag.tuned
+    general = pretrain.base
   }
 
   serve {

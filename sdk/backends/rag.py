@@ -233,7 +233,7 @@ def ingest(spec: Any, block: Any, label: str, warn: Any) -> tuple[list[dict[str,
         per_source[source] = index + 1
         h = content_hash(text)
         chunks.append({"id": f"{source}#{index}", "content": text,
-                       "meta": {"source": source, "page": int(d.meta.get("page_number") or d.meta.get("page") or 1),
+                       "meta": {"source": source, "page": int(d.meta.get("page") or d.meta.get("page_number") or 1),
                                 "chunk_index": index, "content_hash": h}})
     before = len(chunks)
     chunks, exact, near = dedupe(chunks, block.dedupe, block.near_threshold)
@@ -258,12 +258,12 @@ def read_chunks(artifact: Artifact) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _pg_store(store: Any, embedding_dim: int = 384) -> Any:
+def _pg_store(store: Any, embedding_dim: int = 384, for_writing: bool = False) -> Any:
     from haystack.utils import Secret
     from haystack_integrations.document_stores.pgvector import PgvectorDocumentStore
 
     return PgvectorDocumentStore(connection_string=Secret.from_env_var(store.connection.env), table_name=store.table,
-                                 embedding_dimension=embedding_dim, recreate_table=store.recreate,
+                                 embedding_dimension=embedding_dim, recreate_table=store.recreate and for_writing,
                                  search_strategy=store.search_strategy, keyword_index_name=f"{store.table}_kw",
                                  hnsw_index_name=f"{store.table}_hnsw")
 
@@ -273,8 +273,15 @@ def _check_reachable(store: Any) -> None:
     import socket
     from urllib.parse import urlparse
 
+    from urllib.parse import parse_qs
+
     url = urlparse(store.connection.resolve())
     host, port = url.hostname or "localhost", url.port or 5432
+    socket_dir = (parse_qs(url.query).get("host") or [""])[0]
+    if socket_dir.startswith("/"):  # a Unix-domain socket
+        if not Path(socket_dir, f".s.PGSQL.{port}").exists():
+            raise DslError(f"cannot reach the pgvector store: no PostgreSQL socket at {socket_dir} (port {port})")
+        return
     try:
         with socket.create_connection((host, port), timeout=5):
             pass
@@ -313,7 +320,7 @@ def build_index(ctx: StepContext) -> StepResult:
     outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": block.embedder, "chunks": len(docs)}
     if block.store.type == "pgvector":
         _check_reachable(block.store)
-        store = _pg_store(block.store, len(docs[0].embedding) if needs_vectors and docs else 384)
+        store = _pg_store(block.store, len(docs[0].embedding) if needs_vectors and docs else 384, for_writing=True)
         store.write_documents(docs)
         outputs.update(store="pgvector", table=block.store.table)
     else:
