@@ -289,9 +289,28 @@ def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
     c = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("ran", "up_to_date", "skipped", "failed")}
     console.print(f"Apply complete: {c['ran']} ran, {c['up_to_date']} up to date, {c['skipped']} skipped, "
                   f"{c['failed']} failed. Workdir: {wd}")
-    reports = [p for p in (wd / "artifacts").glob("eval.*/*/report.html")] if (wd / "artifacts").is_dir() else []
-    for r in sorted(reports):
-        console.print(f"Report: {r}")
+    from sdk.state import StateStore
+
+    state = StateStore(wd).load()
+    for step_id, entry in state.steps.items():
+        if step_id.startswith("eval.") and entry.get("artifact") and Path(entry["artifact"], "report.html").exists():
+            console.print(f"Report ({step_id}): {Path(entry['artifact'], 'report.html')}")
+    if not result.ok:
+        return
+    spec, path = recipe.spec, recipe.path
+    hints = []
+    if spec.serve:
+        hints.append(f"dsl serve {path}            # OpenAI-compatible gateway, model=\"auto\" routes each query")
+    if spec.rag:
+        hints.append(f"dsl ask {path} \"a question\"  # answer with cited sources")
+    if spec.route:
+        hints.append(f"dsl route {path} \"a query\"   # which target a query goes to")
+    if spec.eval:
+        hints.append(f"dsl report {path}           # the evaluation table")
+    if hints:
+        console.print("Next:")
+        for h in hints:
+            console.print(f"  {h}")
 
 
 @cli.command()
