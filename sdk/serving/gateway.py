@@ -145,7 +145,8 @@ class Gateway:
             self._engine(name)
         elif v["type"] == "rag":
             self._rag(name)
-            gen = self.config["variants"].get(v.get("generator") or "", {})
+            name_of_gen = v.get("generator") if isinstance(v.get("generator"), str) else ""
+            gen = self.config["variants"].get(name_of_gen, {})
             if gen.get("type") == "model":
                 self._engine(v["generator"])
 
