@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk.errors import DataError
 from sdk.metrics import ngrams, normalize
@@ -22,12 +22,12 @@ class EvalItem:
     id: str
     question: str
     answers: list[str]
-    choices: Optional[list[str]] = None
-    label: Optional[str] = None
+    choices: list[str] | None = None
+    label: str | None = None
     sources: list[str] = field(default_factory=list)
-    context: Optional[str] = None
+    context: str | None = None
     tags: list[str] = field(default_factory=list)
-    line: Optional[int] = None
+    line: int | None = None
 
     @property
     def gold(self) -> str:
@@ -41,7 +41,7 @@ class EvalItem:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
 
-def _rows(path: Path, fmt: str, shown: str, password: Optional[str]) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
+def _rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tuple[int | None, Any, dict[str, Any]]]:
     """(line, key, row) for every row of the file."""
     if path.suffix.lower() == ".zip":
         return _zip_rows(path, fmt, shown, password)
@@ -61,10 +61,10 @@ def _format(name: str) -> str:
     return "json" if low.endswith((".json", ".txt")) else "jsonl"
 
 
-def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
-    out: list[tuple[Optional[int], Any, dict[str, Any]]] = []
+def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[int | None, Any, dict[str, Any]]]:
+    out: list[tuple[int | None, Any, dict[str, Any]]] = []
     if fmt == "jsonl":
-        for n, raw in enumerate(text.splitlines(), start=1):
+        for n, raw in enumerate(text.split("\n"), start=1):
             if not raw.strip():
                 continue
             try:
@@ -91,7 +91,7 @@ def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[Optional[int], Any
     return out
 
 
-def _zip_rows(path: Path, fmt: str, shown: str, password: Optional[str]) -> list[tuple[Optional[int], Any, dict[str, Any]]]:
+def _zip_rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tuple[int | None, Any, dict[str, Any]]]:
     try:
         import pyzipper
     except ImportError:
@@ -110,11 +110,11 @@ def _zip_rows(path: Path, fmt: str, shown: str, password: Optional[str]) -> list
     return _text_rows(text, fmt if fmt != "auto" else _format(name), f"{shown}!{name}")
 
 
-def _get(row: dict[str, Any], key: Optional[str]) -> Any:
+def _get(row: dict[str, Any], key: str | None) -> Any:
     return row.get(key) if key else None
 
 
-def load_items(path: Path, block: Any, shown: Optional[str] = None, limit: Optional[int] = None) -> list[EvalItem]:
+def load_items(path: Path, block: Any, shown: str | None = None, limit: int | None = None) -> list[EvalItem]:
     """Read and map every row; raise DataError naming the file and line of a bad one."""
     shown = shown or str(path)
     fields = block.fields
@@ -126,7 +126,7 @@ def load_items(path: Path, block: Any, shown: Optional[str] = None, limit: Optio
         if not isinstance(question, str) or not question.strip():
             raise DataError(shown, where, f"row {key if key is not None else index + 1} has no question in field {fields.question!r}",
                             "map the right column with fields = { question = \"...\" }")
-        choices: Optional[list[str]] = None
+        choices: list[str] | None = None
         if fields.choices:
             if "*" in fields.choices or "?" in fields.choices:
                 keys = sorted((k for k in row if fnmatch.fnmatch(k, fields.choices) and row[k] not in (None, "")),
@@ -147,7 +147,7 @@ def load_items(path: Path, block: Any, shown: Optional[str] = None, limit: Optio
             if not m:
                 raise DataError(shown, where, f"answer {answers[0]!r} does not match answer_pattern {fields.answer_pattern!r}")
             answers = [m.group(1)]
-        label = _get(row, fields.label)
+        label = _get(row, fields.label) if fields.label else row.get("label")
         label = str(label).strip() if label not in (None, "") else None
         if choices is not None:
             answers = [_choice_answer(a, choices, shown, where) for a in answers[:1]]
@@ -171,7 +171,7 @@ def load_items(path: Path, block: Any, shown: Optional[str] = None, limit: Optio
     return items
 
 
-def _choice_answer(answer: str, choices: list[str], shown: str, line: Optional[int]) -> str:
+def _choice_answer(answer: str, choices: list[str], shown: str, line: int | None) -> str:
     """The answer of a multiple-choice row as the text of the right choice (given as its text or its number)."""
     if answer in choices:
         return answer
@@ -190,8 +190,8 @@ def _choice_answer(answer: str, choices: list[str], shown: str, line: Optional[i
 class Finding:
     severity: str  # error | warning
     message: str
-    item: Optional[str] = None
-    line: Optional[int] = None
+    item: str | None = None
+    line: int | None = None
 
 
 def check(items: list[EvalItem], train_texts: list[str] = (), n: int = 13) -> list[Finding]:  # type: ignore[assignment]
@@ -219,12 +219,13 @@ def check(items: list[EvalItem], train_texts: list[str] = (), n: int = 13) -> li
             out.append(Finding("warning", f"label imbalance: {top!r} is {count / sum(labels.values()):.0%} of the items "
                                           f"({dict(labels)}); report macro-F1 next to accuracy"))
     if train_texts:
-        train_q = {normalize(t) for t in train_texts}
+        haystack = "\n" + "\n".join(normalize(t) for t in train_texts) + "\n"
         grams: set[tuple[str, ...]] = set()
         for t in train_texts:
             grams |= ngrams(t, n)
         for it in items:
-            if normalize(it.question) in train_q:
+            q = normalize(it.question)
+            if q and (f"\n{q} " in haystack or f" {q} " in haystack or f" {q}\n" in haystack or f"\n{q}\n" in haystack):
                 out.append(Finding("error", "the question appears verbatim in the training data", it.id, it.line))
             elif ngrams(it.question, n) & grams:
                 out.append(Finding("warning", f"the question shares a {n}-gram with the training data", it.id, it.line))
@@ -247,32 +248,39 @@ def contamination(items: list[EvalItem], texts: list[str], n: int = 13) -> dict[
 
 
 def export_lm_eval(items: list[EvalItem], out_dir: Path, task: str) -> Path:
-    """An lm-evaluation-harness task (YAML + JSONL) that `lm_eval --include_path OUT_DIR --tasks TASK` runs."""
+    """An lm-evaluation-harness task (YAML + JSONL) that ``lm_eval --include_path OUT_DIR --tasks TASK`` runs.
+
+    Multiple-choice and classification sets become ``output_type: multiple_choice`` (the labels are the choices),
+    scored like our own log-likelihood scoring: the prompt ``Question: ...\nAnswer:`` then " " + option
+    (``target_delimiter: " "``). Other sets become ``generate_until`` with exact match. The YAML names the JSONL
+    by absolute path (lm-eval reads ``data_files`` relative to the working directory)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = out_dir / f"{task}.jsonl"
+    data = (out_dir / f"{task}.jsonl").resolve()
+    labels = sorted({it.label for it in items if it.label is not None})
     mc = all(it.choices for it in items)
+    cls = not mc and all(it.label is not None for it in items) and len(labels) > 1
     with open(data, "w", encoding="utf-8") as f:
         for it in items:
-            row: dict[str, Any] = {"id": it.id, "question": it.question}
+            row: dict[str, Any] = {"id": it.id, "prompt": f"Question: {it.question}\nAnswer:", "question": it.question}
             if mc:
                 row["choices"] = it.choices
                 row["gold"] = it.choices.index(it.answers[0])  # type: ignore[union-attr]
+            elif cls:
+                row["choices"] = labels
+                row["gold"] = labels.index(it.label)  # type: ignore[arg-type]
             else:
                 row["answer"] = it.answers[0] if it.answers else (it.label or "")
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    if mc:
-        body = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
-                "test_split: test\noutput_type: multiple_choice\n"
-                "doc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_choice: \"{{choices}}\"\ndoc_to_target: gold\n"
-                "target_delimiter: \" \"\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-                "metadata:\n  version: 1.0\n")
+    head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
+            "test_split: test\ndoc_to_text: prompt\n")
+    if mc or cls:
+        body = ("output_type: multiple_choice\ndoc_to_choice: choices\ndoc_to_target: gold\ntarget_delimiter: \" \"\n"
+                "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
     else:
-        body = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data.resolve()}\n"
-                "test_split: test\noutput_type: generate_until\n"
-                "doc_to_text: \"Question: {{question}}\\nAnswer:\"\ndoc_to_target: answer\n"
+        body = ("output_type: generate_until\ndoc_to_target: answer\ntarget_delimiter: \" \"\n"
                 "generation_kwargs:\n  until: [\"\\n\"]\n  do_sample: false\n"
                 "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
-                "    ignore_case: true\n    ignore_punctuation: true\nmetadata:\n  version: 1.0\n")
+                "    ignore_case: true\n    ignore_punctuation: true\n")
     yaml_path = out_dir / f"{task}.yaml"
-    yaml_path.write_text(body, encoding="utf-8")
+    yaml_path.write_text(head + body + "metadata:\n  version: 1.0\n", encoding="utf-8")
     return yaml_path

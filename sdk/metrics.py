@@ -7,7 +7,7 @@ import random
 import re
 import string
 from collections import Counter
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -55,7 +55,7 @@ def macro_f1(predictions: Sequence[str], golds: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def citation_precision(cited: Sequence[str], gold: Sequence[str]) -> Optional[float]:
+def citation_precision(cited: Sequence[str], gold: Sequence[str]) -> float | None:
     """Share of the cited sources that support the answer (None when nothing was cited)."""
     if not cited:
         return None
@@ -63,7 +63,7 @@ def citation_precision(cited: Sequence[str], gold: Sequence[str]) -> Optional[fl
     return sum(c in gold_set for c in cited) / len(cited)
 
 
-def citation_recall(cited: Sequence[str], gold: Sequence[str]) -> Optional[float]:
+def citation_recall(cited: Sequence[str], gold: Sequence[str]) -> float | None:
     """Share of the supporting sources that were cited (None when the item names no source)."""
     if not gold:
         return None
@@ -71,14 +71,14 @@ def citation_recall(cited: Sequence[str], gold: Sequence[str]) -> Optional[float
     return sum(g in cited_set for g in gold) / len(gold)
 
 
-def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> Optional[float]:
+def recall_at_k(retrieved: Sequence[str], relevant: Sequence[str], k: int) -> float | None:
     if not relevant:
         return None
     top = set(retrieved[:k])
     return sum(r in top for r in set(relevant)) / len(set(relevant))
 
 
-def reciprocal_rank(retrieved: Sequence[str], relevant: Sequence[str]) -> Optional[float]:
+def reciprocal_rank(retrieved: Sequence[str], relevant: Sequence[str]) -> float | None:
     if not relevant:
         return None
     rel = set(relevant)
@@ -92,7 +92,7 @@ def perplexity(total_nll: float, n_tokens: int) -> float:
     return math.exp(min(total_nll / max(n_tokens, 1), 50.0))
 
 
-def parse_choice(text: str, choices: Sequence[str]) -> Optional[int]:
+def parse_choice(text: str, choices: Sequence[str]) -> int | None:
     """The option an answer picks: a number ("2", "option 2", "(B)"), a letter, or the option's text."""
     t = text.strip()
     m = re.search(r"(?:option\s*)?\(?\b([1-9])\b\)?", t, re.IGNORECASE)

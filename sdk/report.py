@@ -39,7 +39,7 @@ def metrics_chart(path: Path, summary: dict[str, Any]) -> bool:
     ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(names))])
     ax.set_xticklabels(names)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("score (95% bootstrap CI)")
+    ax.set_ylabel(f"score ({summary.get('confidence', 0.95):.0%} bootstrap CI)")
     ax.set_title(f"{summary['step']}: {summary['n_items']} items")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -50,11 +50,16 @@ def metrics_chart(path: Path, summary: dict[str, Any]) -> bool:
 
 
 def loss_chart(path: Path, artifacts: dict[str, Any]) -> bool:
+    """Training loss curves of earlier steps: every artifact with ``outputs.loss_curve`` (a list of {step, loss})."""
     curves = {}
     for step_id, art in sorted(artifacts.items()):
-        f = art.path / "loss.json"
-        if f.exists():
-            data = json.loads(f.read_text())
+        name = art.outputs.get("loss_curve")
+        f = art.path / name if name else None
+        if f is not None and f.exists():
+            try:
+                data = [d for d in json.loads(f.read_text()) if "step" in d and "loss" in d]
+            except (ValueError, TypeError):
+                continue
             if data:
                 curves[step_id] = data
     if not curves:
@@ -99,14 +104,16 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
-                 artifacts: dict[str, Any], spec: Any) -> None:
+                 artifacts: dict[str, Any], spec: Any) -> dict[str, str]:
+    """Write predictions.jsonl (wrong answers first), summary.json, PNG charts, report.md and a self-contained
+    report.html into ``out``; return the manifest outputs naming them."""
     from sdk.backends.evaluate import write_predictions
 
     write_predictions(out / "predictions.jsonl", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     charts = []
     if metrics_chart(out / "metrics.png", summary):
-        charts.append(("metrics.png", "Metrics with 95% bootstrap confidence intervals"))
+        charts.append(("metrics.png", f"Metrics with {summary.get('confidence', 0.95):.0%} bootstrap confidence intervals"))
     if loss_chart(out / "loss_curves.png", artifacts):
         charts.append(("loss_curves.png", "Training loss of earlier steps"))
     head, body = table_rows(summary)
@@ -115,15 +122,15 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     wrong = [r for rs in rows.values() for r in rs if r["correct"] == 0][:20]
     md = [f"# Evaluation report: {summary['step']}", "",
           f"{summary['n_items']} items, task `{summary['task']}`, systems: {', '.join(summary['systems'])}.",
-          "Each cell: mean [95% bootstrap CI]; for systems after the first, the difference from the first and its "
-          "paired-bootstrap p-value.", ""]
+          (f"Each cell: mean [{summary.get('confidence', 0.95):.0%} bootstrap CI]; for systems after the first, the difference from the first and its "
+          "paired-bootstrap p-value."), ""]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
     md += [""]
     if gate:
         md += [f"**Gate** `{gate['expression']}`: {'passed' if gate['passed'] else 'FAILED'} ({gate['detail']})", ""]
     if contam.get("checked"):
-        md += [f"**Contamination** ({contam['ngram']}-gram overlap with the training corpus and SFT data): "
-               f"{contam['contaminated']} of {summary['n_items']} items.", ""]
+        md += [(f"**Contamination** ({contam['ngram']}-gram overlap with the training corpus and SFT data): "
+               f"{contam['contaminated']} of {summary['n_items']} items."), ""]
         for item, share in list(contam.get("items", {}).items())[:20]:
             md.append(f"- item `{item}`: {share:.0%} of its {contam['ngram']}-grams")
         md.append("")
@@ -149,10 +156,13 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f3f3}}.ok{{color:#070}}.bad{{color:#b00}}
 img{{max-width:100%}}</style></head><body>
 <h1>Evaluation report: {html.escape(summary['step'])}</h1>
-<p>{summary['n_items']} items, task <code>{summary['task']}</code>. Cells: mean [95% bootstrap CI]; Δ and p against the first system.</p>
+<p>{summary['n_items']} items, task <code>{summary['task']}</code>. Cells: mean [{summary.get('confidence', 0.95):.0%} bootstrap CI]; Δ and p against the first system.</p>
 {table}{gate_html}
 <p>Contamination: {contam.get('contaminated', 0)} items share {contam.get('ngram', '')}-grams with training data.</p>
 {imgs}
 <h2>Wrong answers</h2><table><tr><th>system</th><th>id</th><th>question</th><th>gold</th><th>prediction</th></tr>{wrong_html}</table>
 </body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")
+    outputs = {"report": "report.md", "html": "report.html", "predictions": "predictions.jsonl", "summary": "summary.json"}
+    outputs.update({n.split(".")[0] + "_chart": n for n, _ in charts})
+    return outputs

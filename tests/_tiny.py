@@ -7,7 +7,7 @@ from typing import Optional
 
 from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
 
-__all__ = ["make_tiny_model", "SAMPLE_TEXT", "tiny_model_dir"]
+__all__ = ["SAMPLE_TEXT", "make_tiny_model", "tiny_model_dir"]
 
 
 def tiny_model_dir(folder: Path, text: Optional[str] = None) -> Path:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -118,6 +117,7 @@ def test_openai_client_models_chat_and_stream(served: Served) -> None:
     assert raw.headers["x-dsl-target"] == "rag.remote" and raw.headers["x-dsl-fallback"] == "false"
     body = json.loads(raw.text)
     assert body["dsl_target"] == "rag.remote" and body["sources"][0]["source"] == "docs/sip.txt"
+    assert body["sources"][0]["cited"] is True  # the upstream's answer cites [1]
     assert raw.parse().choices[0].message.content == "upstream says INVITE [1]"
     general = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "What is the best pasta recipe?"}], max_tokens=8)
@@ -211,6 +211,8 @@ def test_sigterm_lets_requests_in_flight_finish(served: Served) -> None:
     assert all(r.choices[0].message.content is not None for r in replies)
     # uvicorn drains the requests, then re-raises the signal it captured (so -SIGTERM is a clean stop too)
     assert served.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    log = served.proc.stdout.read() if served.proc.stdout else ""
+    assert "serving auto" in log and KEY not in log  # the gateway's whole output never shows the key
 
 
 def test_sglang_command_line() -> None:

@@ -203,8 +203,10 @@ def test_missing_base_model_path_is_a_spec_error(tmp_path: Path) -> None:
 
 def test_corpus_too_small_for_the_block_size_is_a_clear_error(tmp_path: Path) -> None:
     path = _folder(tmp_path, '''
-  pretrain base { from = base_model.tiny  corpus = corpus.docs  max_steps = 2  block_size = 100000 }
+  pretrain base { from = base_model.tiny  corpus = corpus.docs  max_steps = 2  block_size = 128 }
 ''')
+    for doc in (tmp_path / "corpus").glob("*.txt"):
+        doc.write_text("A SIP INVITE starts a call. " * 3)
     result = sdk.apply(load(path))
     assert result.failed and "too small for block_size" in result.failed[0].error
     with pytest.raises(DslError):

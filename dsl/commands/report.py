@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import click
 
@@ -15,7 +14,7 @@ from dsl.commands._common import json_option, only_label, open_ws, workdir_optio
 @click.option("--eval", "name", help="The eval block (eval.NAME); default: the only one.")
 @workdir_option
 @json_option
-def command(file: str, name: Optional[str], workdir: Optional[str], as_json: bool) -> None:
+def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> None:
     """Show the evaluation report of an applied recipe."""
     ws = open_ws(file, workdir)
     label = only_label(ws, "eval", name)

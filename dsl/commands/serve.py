@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from dsl.commands._common import only_label, open_ws, workdir_option
+from sdk.errors import DslError
 
 
 @click.command("serve")
@@ -26,18 +27,27 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
     proc = None
     if config["engine"] == "sglang":
         sg = config["sglang"]
-        click.echo("starting SGLang: " + " ".join(sg["command"]), err=True)
-        proc = sglang.start(sg["command"], sg["port"])
-        for name, v in config["variants"].items():
-            if v["type"] == "model":
-                adapter = name.split(".", 1)[1] if v.get("adapter") else None
-                config["variants"][name] = {"type": "endpoint", "url": f"http://127.0.0.1:{sg['port']}/v1",
-                                            "model": sglang.model_name(sg["base"], adapter), "timeout": config["timeout"]}
-    gateway = Gateway(config, ws.spec, ws.artifacts())
-    h, p = host or config["host"], port or config["port"]
-    click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1", err=True)
+        if sg.get("command"):
+            proc = sglang.start(sg["command"], sg["port"], log=lambda line: click.echo(line, err=True))
+            url = f"http://127.0.0.1:{sg['port']}/v1"
+            for name, v in config["variants"].items():
+                if v.get("sglang_model"):
+                    config["variants"][name] = {"type": "endpoint", "url": url, "model": v["sglang_model"],
+                                                "timeout": config["timeout"]}
     try:
+        try:
+            gateway = Gateway(config, ws.spec, ws.artifacts())
+        except DslError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model or index that does not load: say which, no traceback
+            raise DslError(f"the gateway could not load what it serves: {type(e).__name__}: {e}") from None
+        h, p = host or config["host"], port or config["port"]
+        click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1", err=True)
         serve(gateway, h, p)
     finally:
         if proc is not None:
             proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except Exception:  # noqa: BLE001
+                proc.kill()

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk import expr as E
 from sdk import metrics as M
@@ -47,19 +47,32 @@ class LocalModel:
 
     def loglik(self, context: str, continuation: str) -> float:
         """Sum of log p(continuation | context), tokenised as lm-eval does (whole string, then split)."""
-        import torch
+        return self.logliks(context, [continuation])[0]
 
+    def _pair(self, context: str, continuation: str) -> tuple[list[int], int]:
         whole = self.encode(context + continuation)
         ctx = self.encode(context)
-        cont = whole[len(ctx):] or self.encode(continuation)
-        ids = (ctx + cont)[-self.max_len:]
-        n = min(len(cont), len(ids) - 1)
+        cont = whole[len(ctx):] or self.encode(continuation)  # lm-eval's split, even when tokens merge at the seam
+        ids = (ctx + cont)[-self.max_len:]  # a too long prompt loses its start, as in lm-eval
+        return ids, min(len(cont), len(ids) - 1)
+
+    def logliks(self, context: str, continuations: list[str]) -> list[float]:
+        """Log-likelihood of each continuation after the same context, in one right-padded batch."""
+        import torch
+
+        pairs = [self._pair(context, c) for c in continuations]
+        width = max(len(ids) for ids, _ in pairs)
+        pad = self.tokenizer.pad_token_id or 0
+        batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in pairs])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in pairs])
         with torch.no_grad():
-            logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        targets = ids[len(ids) - n:]
-        positions = range(len(ids) - n - 1, len(ids) - 1)
-        return float(sum(logprobs[p, t] for p, t in zip(positions, targets)))
+            logprobs = torch.log_softmax(self.model(input_ids=batch, attention_mask=mask).logits.float(), dim=-1)
+        out = []
+        for row, (ids, n) in enumerate(pairs):
+            positions = torch.arange(len(ids) - n - 1, len(ids) - 1)
+            targets = torch.tensor(ids[len(ids) - n:])
+            out.append(float(logprobs[row, positions, targets].sum()))
+        return out
 
     def nll(self, text: str) -> tuple[float, int]:
         import torch
@@ -71,15 +84,14 @@ class LocalModel:
             out = self.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids]))
         return float(out.loss) * (len(ids) - 1), len(ids) - 1
 
-    def generate(self, question: str, max_new_tokens: int, context: Optional[str] = None) -> str:
+    def generate(self, question: str, max_new_tokens: int, prompt: str | None = None) -> str:
         import torch
 
-        content = question if context is None else f"{context}\n\n{question}"
-        if self.tokenizer.chat_template:
-            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+        if prompt is None and self.tokenizer.chat_template:
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
                                                         add_generation_prompt=True, tokenize=False)
-        else:
-            prompt = RAW_PROMPT.format(question=content)
+        elif prompt is None:
+            prompt = RAW_PROMPT.format(question=question)
         ids = self.encode(prompt)[-(self.max_len - max_new_tokens):]
         with torch.no_grad():
             out = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
@@ -129,85 +141,105 @@ class Answer:
     prediction: str
     sources: list[str]
     retrieved: list[str]
-    nll: Optional[tuple[float, int]] = None
+    nll: tuple[float, int] | None = None
 
 
-def _prompt_with(question: str, item: EvalItem, task: str) -> str:
-    if task == "multiple_choice" and item.choices:
-        opts = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(item.choices))
+def _prompt_with(question: str, item: EvalItem, task: str, options: list[str] | None = None) -> str:
+    """What an endpoint (or a rag system's generator) is asked: the options numbered, and how to answer."""
+    if task == "multiple_choice" and options:
+        opts = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(options))
         return f"{question}\nOptions:\n{opts}\nAnswer with the number of the right option."
-    if task == "classification":
-        return f"{question}\nAnswer with one word."
+    if task == "classification" and options:
+        return f"{question}\nAnswer with one of: {', '.join(options)}."
     return question
+
+
+class Prompter:
+    """The text a local model scores options after: ``Question: {question}\nAnswer:`` (lm-eval's convention) or
+    the block's Jinja2 ``prompt`` (variables: question, choices, context)."""
+
+    def __init__(self, template: str | None) -> None:
+        self.template = None
+        if template:
+            from jinja2 import Environment, StrictUndefined
+
+            self.template = Environment(undefined=StrictUndefined, autoescape=False).from_string(template)
+
+    def __call__(self, item: EvalItem, context: str | None = None) -> str:
+        if self.template is not None:
+            return self.template.render(question=item.question, choices=item.choices or [], context=context or "")
+        if context:
+            return CONTEXT_PROMPT.format(context=context, question=item.question)  # too long: cut at the left
+        return RAW_PROMPT.format(question=item.question)
+
+
+def _source_key(source: Any) -> str:
+    """Sources compare by file stem, so that gold ``sip`` or ``docs/sip.md`` matches a chunk from ``/x/docs/sip.md``."""
+    text = str(source or "")
+    return Path(text).stem if text else text
 
 
 class SystemRunner:
     """Answers items for one system (a model step, a rag step or an endpoint)."""
 
-    def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str]) -> None:
+    def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str], task: str,
+                 prompter: Prompter) -> None:
         from sdk.spec import Endpoint
 
-        self.spec, self.system, self.labels = spec, system, labels
-        self.local: Optional[LocalModel] = None
-        self.endpoint: Optional[EndpointModel] = None
+        self.spec, self.system, self.labels, self.task, self.prompter = spec, system, labels, task, prompter
+        self.local: LocalModel | None = None
+        self.endpoint: EndpointModel | None = None
         self.rag: Any = None
         if isinstance(system, Endpoint):
             self.endpoint = EndpointModel(system)
         elif system.kind == "rag":
             from sdk.backends.rag import RagSystem
 
-            self.rag = RagSystem.open(spec, system.label, artifacts, with_generator=False)
             gen = spec.rag[system.label].generator
-            if gen is not None and not isinstance(gen, Endpoint):
-                self.local = _local(artifacts, str(gen))  # scores and generates with the model directly
-            elif isinstance(gen, Endpoint):
-                self.endpoint = EndpointModel(gen)
+            scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
+            # options are scored by the generator's log-likelihood with the retrieved chunks in the prompt;
+            # free answers come from the rag system itself (its prompt, its generator, its citations)
+            self.rag = RagSystem.open(spec, system.label, artifacts, with_generator=not scored)
+            if scored:
+                self.local = _local(artifacts, str(gen))
         else:
             self.local = _local(artifacts, str(system))
 
-    def answer(self, item: EvalItem, task: str, max_new_tokens: int, want_nll: bool) -> Answer:
+    def answer(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
+        task = self.task
+        options = item.choices if task == "multiple_choice" else (self.labels if task == "classification" else None)
         context, sources, retrieved = None, [], []
-        if self.rag is not None:
+        if self.rag is not None and (self.local is not None or options):
             docs = self.rag.retrieve(item.question)
-            retrieved = [d["meta"].get("source", d["id"]) for d in docs]
-            context = "\n".join(f"[{i + 1}] {d['content']}" for i, d in enumerate(docs))
+            retrieved = [str(d["meta"].get("source") or d["id"]) for d in docs]
+            context = "\n".join(d["content"] for d in docs)
             sources = list(dict.fromkeys(retrieved))
-        if task in ("multiple_choice", "classification"):
-            options = item.choices if task == "multiple_choice" else self.labels
+        if options:
             if self.local is not None:
-                prompt = (CONTEXT_PROMPT.format(context=_short(context), question=item.question) if context
-                          else RAW_PROMPT.format(question=item.question))
-                scores = [self.local.loglik(prompt, " " + o) for o in options]  # type: ignore[union-attr]
-                pred = options[max(range(len(options)), key=lambda i: scores[i])]  # type: ignore[index]
+                prompt = self.prompter(item, context)
+                scores = self.local.logliks(prompt, [" " + o for o in options])
+                pred = options[max(range(len(options)), key=lambda i: scores[i])]
             else:
-                text = self._ask(_prompt_with(item.question, item, task), context, 16)
-                idx = M.parse_choice(text, options or [])
-                pred = options[idx] if idx is not None else text  # type: ignore[index]
+                question = _prompt_with(item.question, item, task, options)
+                text = self.rag.answer(question, max_new_tokens=16)["answer"] if self.rag is not None \
+                    else self.endpoint.ask(question, 16)  # type: ignore[union-attr]
+                idx = M.parse_choice(text, options)
+                pred = options[idx] if idx is not None else text.strip()
+        elif self.rag is not None:
+            out = self.rag.answer(item.question, max_new_tokens=max_new_tokens)
+            pred = (out["answer"] or "").strip().split("\n")[0].strip()
+            retrieved = [str(s.get("source") or s["id"]) for s in out["sources"]]
+            cited = [retrieved[i - 1] for i in out.get("cited", []) if 0 < i <= len(retrieved)]
+            sources = list(dict.fromkeys(cited or retrieved))
+        elif self.local is not None:
+            pred = self.local.generate(item.question, max_new_tokens,
+                                       prompt=self.prompter(item) if self.prompter.template else None)
         else:
-            pred = self._generate(item.question, context, max_new_tokens)
-            if self.rag is not None:
-                cited = sorted({int(n) for n in __import__("re").findall(r"\[(\d+)\]", pred) if 0 < int(n) <= len(retrieved)})
-                if cited:
-                    sources = list(dict.fromkeys(retrieved[i - 1] for i in cited))
+            pred = self.endpoint.ask(item.question, max_new_tokens).strip()  # type: ignore[union-attr]
         nll = None
         if want_nll and self.local is not None and item.answers:
-            nll = self.local.nll(f"{RAW_PROMPT.format(question=item.question)} {item.answers[0]}")
+            nll = self.local.nll(f"{self.prompter(item)} {item.answers[0]}")
         return Answer(pred, sources, retrieved, nll)
-
-    def _generate(self, question: str, context: Optional[str], max_new_tokens: int) -> str:
-        if self.local is not None:
-            return self.local.generate(question, max_new_tokens, _short(context) if context else None)
-        return self._ask(question, context, max_new_tokens)
-
-    def _ask(self, question: str, context: Optional[str], max_tokens: int) -> str:
-        assert self.endpoint is not None
-        text = question if context is None else f"Use these documents and cite them as [n].\n{context}\n\n{question}"
-        return self.endpoint.ask(text, max_tokens).strip()
-
-
-def _short(context: Optional[str], words: int = 160) -> str:
-    parts = (context or "").split()
-    return " ".join(parts[:words])
 
 
 def _local(artifacts: dict[str, Artifact], step_id: str) -> LocalModel:
@@ -219,26 +251,72 @@ def _local(artifacts: dict[str, Artifact], step_id: str) -> LocalModel:
     return LocalModel(handle(art))
 
 
-def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: int) -> dict[str, Optional[float]]:
-    out: dict[str, Optional[float]] = {}
+def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: int,
+               judged: float | None = None) -> dict[str, float | None]:
+    """Per-item scores (None: the metric does not apply to this item or system)."""
+    out: dict[str, float | None] = {}
     gold = item.gold
+    answers = item.answers or [gold]
+    cited = [_source_key(s) for s in ans.sources]
+    retrieved = [_source_key(s) for s in ans.retrieved]
+    expected = [_source_key(s) for s in item.sources]
     for m in metrics:
         if m == "exact_match":
-            out[m] = M.exact_match(ans.prediction, item.answers or [gold])
+            out[m] = M.exact_match(ans.prediction, answers)
         elif m == "f1":
-            out[m] = M.token_f1(ans.prediction, item.answers or [gold])
+            out[m] = M.token_f1(ans.prediction, answers)
         elif m == "accuracy":
             out[m] = float(M.normalize(ans.prediction) == M.normalize(gold)) if task != "generate" \
-                else M.exact_match(ans.prediction, item.answers or [gold])
+                else M.exact_match(ans.prediction, answers)
         elif m == "citation_precision":
-            out[m] = M.citation_precision(ans.sources, item.sources) if ans.retrieved else None
+            out[m] = M.citation_precision(cited, expected) if ans.retrieved and expected else None
         elif m == "citation_recall":
-            out[m] = M.citation_recall(ans.sources, item.sources) if ans.retrieved else None
+            out[m] = M.citation_recall(cited, expected) if ans.retrieved else None
         elif m == "recall_at_k":
-            out[m] = M.recall_at_k(ans.retrieved, item.sources, k) if ans.retrieved else None
+            out[m] = M.recall_at_k(retrieved, expected, k) if ans.retrieved else None
         elif m == "mrr":
-            out[m] = M.reciprocal_rank(ans.retrieved, item.sources) if ans.retrieved else None
+            out[m] = M.reciprocal_rank(retrieved, expected) if ans.retrieved else None
+        elif m == "judge":
+            out[m] = judged
     return out
+
+
+JUDGE_PROMPT = """You grade answers to expert questions.
+Rubric:
+{rubric}
+
+Question: {question}
+Reference answer: {reference}
+Answer to grade: {prediction}
+
+Reply with one score from 1 (wrong) to 5 (fully correct), then a short reason."""
+
+DEFAULT_RUBRIC = "5: correct and complete; 3: partly correct; 1: wrong, unsupported or no answer."
+
+
+class Judge:
+    """An LLM judge through any OpenAI-compatible endpoint; scores 1..5 map to 0..1."""
+
+    def __init__(self, endpoint: Any, rubric: str) -> None:
+        self.model = EndpointModel(endpoint)
+        self.rubric = rubric
+
+    def score(self, item: EvalItem, prediction: str) -> float | None:
+        import re
+
+        reply = self.model.ask(JUDGE_PROMPT.format(rubric=self.rubric, question=item.question,
+                                                   reference=" | ".join(item.answers) or item.gold,
+                                                   prediction=prediction or "(no answer)"), 64)
+        m = re.search(r"\b([1-5])\b", reply)
+        return (int(m.group(1)) - 1) / 4 if m else None
+
+
+def _text(spec: Any, value: Any) -> str | None:
+    from sdk.spec import FileRef
+
+    if value is None:
+        return None
+    return value.read(spec.base_dir) if isinstance(value, FileRef) else str(value)
 
 
 class EvalBackend(Backend):
@@ -268,37 +346,56 @@ class EvalBackend(Backend):
         path = ctx.spec.resolve_path(block.data)
         items = load_items(path, block, block.data, limit=block.limit)
         task = task_of(block, items)
+        if task == "multiple_choice" and not all(it.choices for it in items):
+            bad = next(it for it in items if not it.choices)
+            raise DataError(block.data, bad.line, f"item {bad.id} has no choices but the task is multiple_choice")
         labels = sorted({it.label for it in items if it.label is not None})
-        artifacts: dict[str, Artifact] = ctx.options.get("artifacts", ctx.inputs)
+        if task == "classification" and len(labels) < 2:
+            raise DataError(block.data, None, f"classification needs at least two labels; found {labels or 'none'} "
+                                              "(map the label column with fields = { label = \"...\" })")
+        artifacts: dict[str, Artifact] = {**ctx.options.get("artifacts", {}), **ctx.inputs}
         k = max((ctx.spec.rag[s.label].top_k for s in block.systems if getattr(s, "kind", "") == "rag"), default=5)
         want_nll = "perplexity" in block.metrics
+        prompter = Prompter(_text(ctx.spec, block.prompt))
+        judge = Judge(block.judge, _text(ctx.spec, block.rubric) or DEFAULT_RUBRIC) \
+            if "judge" in block.metrics and block.judge is not None else None
         rows: dict[str, list[dict[str, Any]]] = {}
-        per_item: dict[str, list[dict[str, Optional[float]]]] = {}
+        per_item: dict[str, list[dict[str, float | None]]] = {}
         nlls: dict[str, list[tuple[float, int]]] = {}
         for system in block.systems:
             sid = system_id(system)
-            runner = SystemRunner(ctx.spec, system, artifacts, labels)
             done = _load_partial(ctx.checkpoint_dir, sid)
+            runner: SystemRunner | None = None
             rows[sid], per_item[sid], nlls[sid] = [], [], []
+            if done:
+                ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
             with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
                 for item in items:
-                    if item.id in done:
-                        saved = done[item.id]
+                    saved = done.get(item.id)
+                    if saved is not None:
                         ans = Answer(saved["prediction"], saved["sources"], saved["retrieved"],
-                                     tuple(saved["nll"]) if saved.get("nll") else None)
+                                     tuple(saved["nll"]) if saved.get("nll") else None)  # type: ignore[arg-type]
+                        judged = saved.get("judge")
                     else:
                         try:
-                            ans = runner.answer(item, task, block.max_new_tokens, want_nll)
-                        except DslError as e:
-                            raise DslError(f"{ctx.step_id}: {sid} stopped at item {item.id} ({e}); "
-                                           f"{len(done)} answers are saved and the next apply resumes from them") from None
-                        _save_partial(ctx.checkpoint_dir, sid, item.id, ans)
+                            if runner is None:
+                                runner = SystemRunner(ctx.spec, system, artifacts, labels, task, prompter)
+                            ans = runner.answer(item, block.max_new_tokens, want_nll)
+                            judged = judge.score(item, ans.prediction) if judge is not None else None
+                        except Exception as e:
+                            if not isinstance(e, DslError) and not _remote(ctx.spec, system):
+                                raise
+                            raise DslError(f"{ctx.step_id}: {sid} stopped at item {item.id}: {e}; {len(done)} answers "
+                                           f"are saved for {sid} in {ctx.checkpoint_dir} and the next apply "
+                                           "resumes from them") from None
+                        _save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
                         done[item.id] = {}
-                    scores = score_item(item, ans, task, list(block.metrics), k)
+                    scores = score_item(item, ans, task, list(block.metrics), k, judged)
                     if ans.nll:
                         nlls[sid].append(ans.nll)
                     per_item[sid].append(scores)
-                    correct = scores.get("exact_match", scores.get("accuracy"))
+                    correct = next((scores[m] for m in ("accuracy", "exact_match") if scores.get(m) is not None),
+                                   None)
                     rows[sid].append({"id": item.id, "system": sid, "question": item.question, "gold": item.gold,
                                       "prediction": ans.prediction, "correct": correct, "sources": ans.sources,
                                       "expected_sources": item.sources, "scores": scores})
@@ -307,7 +404,10 @@ class EvalBackend(Backend):
         if "macro_f1" in block.metrics:
             add_macro_f1(results, rows, block)
         comparisons = compare(per_item, block)
-        contam = self._contamination(ctx, items, block)
+        contam = self._contamination(ctx, items, block, artifacts)
+        for system_rows in rows.values():
+            for r in system_rows:
+                r["contamination"] = contam["items"].get(r["id"], 0.0)
         metrics: dict[str, Any] = {**results, "n_items": len(items), "task": task,
                                    "contaminated_items": contam["contaminated"], "comparisons": comparisons}
         gate_text, gate_ok, gate_detail = None, True, ""
@@ -316,38 +416,83 @@ class EvalBackend(Backend):
             gate_ok, gate_detail = evaluate_gate(block.gate, results)
         summary = {"step": ctx.step_id, "task": task, "n_items": len(items), "systems": list(results),
                    "metrics": results, "comparisons": comparisons, "contamination": contam,
+                   "bootstrap": block.bootstrap, "confidence": block.confidence, "seed": block.seed,
                    "gate": {"expression": gate_text, "passed": gate_ok, "detail": gate_detail} if gate_text else None}
-        write_report(ctx.out_dir, summary, rows, artifacts, ctx.spec)
-        outputs = {"report": "report.md", "html": "report.html", "predictions": "predictions.jsonl",
-                   "chart": "metrics.png", "summary": "summary.json"}
+        outputs = write_report(ctx.out_dir, summary, rows, artifacts, ctx.spec)
         result = StepResult(metrics=metrics, outputs=outputs,
                             summary=f"{len(items)} items x {len(results)} systems ({task})"
                                     + (f"; gate {'passed' if gate_ok else 'FAILED'}" if gate_text else ""))
         if block.fail_on_contamination and contam["contaminated"]:
             raise GateFailed(f"{ctx.step_id}: {contam['contaminated']} eval items overlap the training data "
-                             f"({block.ngram}-grams) and fail_on_contamination is set", result)
+                             f"({contam['contaminated']} of {len(items)} share {block.ngram}-grams with "
+                             f"{', '.join(contam['steps'])}) and fail_on_contamination is set "
+                             f"(items: {', '.join(list(contam['items'])[:10])})", result)
         if not gate_ok:
             raise GateFailed(f"{ctx.step_id}: gate {gate_text} failed: {gate_detail}", result)
         return result
 
-    def _contamination(self, ctx: StepContext, items: list[EvalItem], block: Any) -> dict[str, Any]:
+    def _contamination(self, ctx: StepContext, items: list[EvalItem], block: Any,
+                       artifacts: dict[str, Artifact]) -> dict[str, Any]:
         if not block.contamination:
-            return {"checked": False, "contaminated": 0, "items": {}}
+            return {"checked": False, "contaminated": 0, "items": {}, "steps": []}
+        steps = training_steps(ctx.spec, block.systems)
         texts: list[str] = []
-        for step_id, art in ctx.options.get("artifacts", {}).items():
-            if step_id.startswith("corpus.") and (art.path / "chunks.jsonl").exists():
-                texts += [json.loads(x)["content"] for x in (art.path / "chunks.jsonl").read_text().splitlines() if x.strip()]
-            if step_id.startswith("dataset.") and (art.path / "train.jsonl").exists():
-                for x in (art.path / "train.jsonl").read_text().splitlines():
+        for step_id in steps:
+            art = artifacts.get(step_id)
+            if art is None:
+                continue
+            if step_id.startswith("corpus."):
+                texts += [json.loads(x)["content"] for x in _lines(art.path / art.outputs.get("chunks", "chunks.jsonl"))]
+            else:
+                for x in _lines(art.path / art.outputs.get("train", "train.jsonl")):
                     row = json.loads(x)
-                    texts.append(row.get("text") or " ".join(m["content"] for m in row.get("messages", [])))
+                    texts.append(row.get("text") or " ".join(str(m.get("content", "")) for m in row.get("messages", [])))
         shares = contamination(items, texts, block.ngram)
         hit = {k: round(v, 3) for k, v in shares.items() if v > 0}
         return {"checked": True, "ngram": block.ngram, "contaminated": len(hit), "share": round(len(hit) / max(1, len(items)), 4),
-                "items": hit}
+                "items": hit, "steps": steps}
 
 
-def aggregate(per_item: dict[str, list[dict[str, Optional[float]]]], nlls: dict[str, list[tuple[float, int]]],
+def _remote(spec: Any, system: Any) -> bool:
+    from sdk.spec import Endpoint
+
+    if isinstance(system, Endpoint):
+        return True
+    return getattr(system, "kind", "") == "rag" and isinstance(spec.rag[system.label].generator, Endpoint)
+
+
+def _lines(path: Path) -> list[str]:
+    return [x for x in path.read_text(encoding="utf-8").split("\n") if x.strip()] if path.exists() else []
+
+
+def training_steps(spec: Any, systems: list[Any]) -> list[str]:
+    """Corpus and dataset steps whose text the systems saw: pretrain corpora, SFT data, rag corpora (walking
+    ``from`` chains and rag generators)."""
+    seen: set[str] = set()
+    out: list[str] = []
+
+    def walk(ref: Any) -> None:
+        kind, label = getattr(ref, "kind", None), getattr(ref, "label", None)
+        if kind is None or f"{kind}.{label}" in seen:
+            return
+        seen.add(f"{kind}.{label}")
+        blk = getattr(spec, kind, {}).get(label)
+        if blk is None:
+            return
+        if kind in ("corpus", "dataset"):
+            out.append(f"{kind}.{label}")
+            return
+        for attr in ("corpus", "data", "from_", "generator"):
+            walk(getattr(blk, attr, None))
+
+    for s in systems:
+        walk(s)
+    if not out:  # systems trained elsewhere (hub models, endpoints): the recipe's own data is the best proxy
+        out = [f"corpus.{label}" for label in spec.corpus] + [f"dataset.{label}" for label in spec.dataset]
+    return sorted(out)
+
+
+def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str, list[tuple[float, int]]],
               block: Any) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for sid, scores in per_item.items():
@@ -358,12 +503,25 @@ def aggregate(per_item: dict[str, list[dict[str, Optional[float]]]], nlls: dict[
             values = [s[m] for s in scores if s.get(m) is not None]
             if values:
                 v, lo, hi = M.bootstrap_ci(values, block.bootstrap, block.confidence, block.seed)
-                out[sid][m] = {"value": round(v, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": len(values)}
+                out[sid][m] = {"value": v, "ci_low": lo, "ci_high": hi, "n": len(values)}
         if "perplexity" in block.metrics and nlls.get(sid):
-            total, n = sum(a for a, _ in nlls[sid]), sum(b for _, b in nlls[sid])
-            ppl = M.perplexity(total, n)
-            out[sid]["perplexity"] = {"value": round(ppl, 3), "ci_low": round(ppl, 3), "ci_high": round(ppl, 3), "n": len(nlls[sid])}
+            ppl, lo, hi = perplexity_ci(nlls[sid], block.bootstrap, block.confidence, block.seed)
+            out[sid]["perplexity"] = {"value": ppl, "ci_low": lo, "ci_high": hi, "n": len(nlls[sid])}
     return out
+
+
+def perplexity_ci(nlls: list[tuple[float, int]], resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
+    """Token-weighted perplexity of the gold answers, with a bootstrap interval over items."""
+    import random
+
+    value = M.perplexity(sum(a for a, _ in nlls), sum(b for _, b in nlls))
+    rng, n = random.Random(seed), len(nlls)
+    samples = []
+    for _ in range(resamples):
+        pick = [nlls[rng.randrange(n)] for _ in range(n)]
+        samples.append(M.perplexity(sum(a for a, _ in pick), sum(b for _, b in pick)))
+    samples.sort()
+    return value, samples[int((1 - confidence) / 2 * resamples)], samples[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
 
 
 def add_macro_f1(results: dict[str, Any], rows: dict[str, list[dict[str, Any]]], block: Any) -> None:
@@ -381,10 +539,10 @@ def add_macro_f1(results: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
         samples.sort()
         lo = samples[int((1 - block.confidence) / 2 * len(samples))]
         hi = samples[min(len(samples) - 1, int((1 + block.confidence) / 2 * len(samples)))]
-        results[sid]["macro_f1"] = {"value": round(value, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4), "n": n}
+        results[sid]["macro_f1"] = {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
 
 
-def compare(per_item: dict[str, list[dict[str, Optional[float]]]], block: Any) -> dict[str, dict[str, dict[str, float]]]:
+def compare(per_item: dict[str, list[dict[str, float | None]]], block: Any) -> dict[str, dict[str, dict[str, float]]]:
     """Each system against the first: mean difference and paired-bootstrap p-value per metric."""
     systems = list(per_item)
     if len(systems) < 2:
@@ -399,8 +557,8 @@ def compare(per_item: dict[str, list[dict[str, Optional[float]]]], block: Any) -
             if not pairs:
                 continue
             a, b = [p[0] for p in pairs], [p[1] for p in pairs]
-            out[sid][m] = {"difference": round(M.mean(a) - M.mean(b), 4),
-                           "p_value": round(M.paired_bootstrap_p(a, b, block.bootstrap, block.seed), 4)}
+            out[sid][m] = {"difference": M.mean(a) - M.mean(b),
+                           "p_value": M.paired_bootstrap_p(a, b, block.bootstrap, block.seed)}
     return out
 
 
@@ -432,7 +590,7 @@ def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -441,17 +599,17 @@ def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer) -> None:
+def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(_partial_path(folder, sid), "a", encoding="utf-8") as f:
         f.write(json.dumps({"id": item_id, "prediction": ans.prediction, "sources": ans.sources,
-                            "retrieved": ans.retrieved, "nll": list(ans.nll) if ans.nll else None}) + "\n")
+                            "retrieved": ans.retrieved, "nll": list(ans.nll) if ans.nll else None,
+                            "judge": judged}) + "\n")
 
 
 def write_predictions(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
     flat = [r for rs in rows.values() for r in rs]
     flat.sort(key=lambda r: (r["correct"] is None, bool(r["correct"]), r["system"], r["id"]))
     with open(path, "w", encoding="utf-8") as f:
-        for r in flat:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in flat)
 

@@ -20,11 +20,13 @@ from sdk.errors import DslError
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of the dataset step's train/validation file; ``_line`` (the source line) is kept: the trainer drops
+    it before batching, and it names the rows lost to truncation."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for r in rows:
-        r.pop("_line", None)
+    for i, r in enumerate(rows, start=1):
+        r.setdefault("_line", i)
     return rows
 
 
@@ -33,8 +35,43 @@ def to_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         msgs = r["messages"]
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        out.append({"prompt": msgs[:last], "completion": [msgs[last]]})
+        out.append({"prompt": msgs[:last], "completion": [msgs[last]], "_line": r["_line"]})
     return out
+
+
+def _shown(path: Optional[str]) -> str:
+    if not path:
+        return "the dataset"
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def check_truncation(job: dict[str, Any], trainer: Any, rows: list[dict[str, Any]], mode: str,
+                     log: Callable[[str], None]) -> int:
+    """Rows the trainer dropped because truncation to max_length left them no token to learn from: an error
+    naming FILE:LINE when none is left, else a warning; returns how many were dropped."""
+    from sdk.errors import DataError
+
+    block = job["block"]
+    data = trainer.train_dataset
+    if len(data) == 0:
+        lines = [r["_line"] for r in rows]
+        what = "assistant token" if mode in ("assistant_only_loss", "prompt_completion") else "token"
+        raise DataError(_shown(job.get("source")), lines[0] if lines else None,
+                        f"no {what} is left to train on after truncation to max_length = {block['max_length']} "
+                        f"(every one of the {len(rows)} training rows was dropped)",
+                        f"raise max_length in {job['step_id']}, or shorten the prompts")
+    if block["packing"] or "_line" not in data.column_names:
+        return 0
+    kept = set(data["_line"])
+    dropped = [r["_line"] for r in rows if r["_line"] not in kept]
+    if dropped:
+        shown = ", ".join(f"{_shown(job.get('source'))}:{n}" for n in dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+        log(f"warning: {len(dropped)} of {len(rows)} training rows have no token to learn from after truncation "
+            f"to max_length = {block['max_length']} and were dropped: {shown}")
+    return len(dropped)
 
 
 def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -77,15 +114,24 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     if not train_rows:
         raise DslError(f"{job['step_id']}: the training set is empty")
     kwargs: dict[str, Any] = {"revision": h.revision}
+    if job.get("dtype") and job["dtype"] != "auto":  # the base_model block's dtype
+        kwargs["dtype"] = getattr(torch, job["dtype"])
     if block["method"] == "qlora":
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.float32,
                                                            bnb_4bit_use_double_quant=False)
-    if h.adapter:
+    out = Path(job["out_dir"])
+    base_path = h.model  # the model the new adapter applies to
+    if h.adapter:  # fine-tuning a fine-tune: train on the merged model, and keep it as the new adapter's base
         model, _ = load(h, merge=True)
         model.train()
+        if block["method"] != "full":
+            base_path = str(out / "base")
+            if T.is_main_process():
+                model.save_pretrained(base_path)
+                tokenizer.save_pretrained(base_path)
     else:
         model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
     peft_config = None
@@ -100,27 +146,39 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args())
     config = SFTConfig(**args, max_length=block["max_length"], packing=block["packing"], **cfg_extra)
     total = block.get("max_steps") or max(1, int(len(train_rows) / (block["batch_size"] * block["gradient_accumulation"]) * block["epochs"]))
-    trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(train_rows),
-                         eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[T.progress_callback(progress, f"{job['step_id']}: fine-tuning ({block['method']})", total)])
+    try:
+        trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(train_rows),
+                             eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
+                             processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=[T.progress_callback(progress, f"{job['step_id']}: fine-tuning ({block['method']})",
+                                                            total, tokens=lambda: getattr(trainer, "_total_train_tokens", 0))])
+    except RuntimeError as e:
+        if "no assistant tokens" not in str(e):
+            raise
+        raise DslError(f"{job['step_id']}: a training row renders no assistant tokens with this chat template: its "
+                       "{% generation %} markers must wrap the assistant content; fix chat_template") from None
+    dropped = check_truncation(job, trainer, train_rows, mode, log)
+    has_eval = trainer.eval_dataset is not None and len(trainer.eval_dataset) > 0
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
     if resume:
         log(f"resuming from {Path(resume).name}")
+    T.quiet(trainer)
+    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
-                               "train_rows": len(train_rows), "loss_mode": mode,
+                               "train_rows": len(train_rows), "rows_dropped_by_truncation": dropped, "loss_mode": mode,
                                "resumed_from": Path(resume).name if resume else None}
-    if val_rows:
+    if has_eval:
         metrics["eval_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
-    tokens = sum(len(tokenizer(json.dumps(r))["input_ids"]) for r in train_rows[:50]) / max(1, min(50, len(train_rows)))
-    metrics["tokens_per_second"] = round(tokens * block["batch_size"] * metrics["steps"] / max(seconds, 1e-9), 1)
+    # tokens seen in this run (all ranks; TRL counts them per batch), over the training time
+    tokens = getattr(trainer, "_total_train_tokens", 0) or 0
+    metrics["train_tokens"] = int(tokens)
+    metrics["tokens_per_second"] = round(tokens / max(seconds, 1e-9), 1)
     history = T.loss_history(trainer)
     eval_history = [{"step": int(r["step"]), "loss": float(r["eval_loss"])} for r in trainer.state.log_history if "eval_loss" in r]
-    out = Path(job["out_dir"])
     if T.is_main_process():
         if peft_config is None:
             trainer.save_model(str(out / "model"))
@@ -131,14 +189,16 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
             tokenizer.save_pretrained(str(out / "adapter"))
             card_dir = out / "adapter"
             if block["merge"]:
-                merged, _ = load(ModelHandle(model=h.model, adapter=str(out / "adapter"), revision=h.revision), merge=True)
+                merged, _ = load(ModelHandle(model=base_path, adapter=str(out / "adapter"),
+                                             revision=None if h.adapter else h.revision), merge=True)
                 merged.save_pretrained(str(out / "merged"))
                 tokenizer.save_pretrained(str(out / "merged"))
-                T.write_model_card(out / "merged", f"{job['step_id']} (merged)", h.model, job.get("data_hashes", {}),
-                                   _params(block), metrics)
+                T.write_model_card(out / "merged", f"{job['step_id']} (merged)", job.get("base_name", h.model),
+                                   job.get("data_hashes", {}), _params(block), metrics)
         T.write_loss_curve(out, history, f"{job['step_id']} fine-tuning loss", eval_history)
-        T.write_model_card(card_dir, job["step_id"], h.model, job.get("data_hashes", {}), _params(block), metrics)
-    return {"metrics": metrics}
+        T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
+                           _params(block), metrics)
+    return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
 
 
 def _params(block: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +231,7 @@ class FinetuneBackend(Backend):
                                     hint="pip install bitsandbytes (or 'domain-dsl[train]'), or use method = lora"))
         base = ctx.spec.get(block.from_) if ctx.spec.has(block.from_) else None
         data = ctx.spec.get(block.data) if ctx.spec.has(block.data) else None
-        if base is not None and getattr(base, "path", None) and getattr(data, "format", "chat") == "chat" \
+        if base is not None and getattr(base, "path", None) and getattr(data, "format", "chat") != "text" \
                 and block.chat_template is None and getattr(base, "chat_template", None) is None:
             config = ctx.spec.resolve_path(base.path) / "tokenizer_config.json"
             if config.is_file():
@@ -188,26 +248,32 @@ class FinetuneBackend(Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends import training as T
-        from sdk.backends.models import handle
+        from sdk.backends.models import ModelHandle, handle
         from sdk.backends.pretrain import _compute
 
         block: Any = ctx.block
         base = ctx.input(block.from_)
         data = ctx.input(block.data)
         h = handle(base)
+        if h.adapter and base.outputs.get("merged"):  # the earlier fine-tune already wrote its merged model
+            h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
+        T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = _chat_template(ctx.spec, block)
         if template is None and block.from_.kind == "base_model":
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
+        compute = _compute(ctx)
         job = {
             "kind": "finetune", "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
-            "checkpoint_dir": str(ctx.checkpoint_dir), "block": block.model_dump(mode="json", exclude={"backend"}),
+            "checkpoint_dir": str(ctx.checkpoint_dir),
+            "block": {**block.model_dump(mode="json", exclude={"backend"}), "compute": compute or {}},
             "base": {"model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer, "revision": h.revision},
+            "base_name": f"{block.from_} ({h.model}" + (f" + adapter {h.adapter}" if h.adapter else "") + ")",
             "train": str(data.path / data.outputs["train"]),
             "validation": str(data.path / data.outputs["validation"]) if data.outputs.get("validation") else None,
+            "source": data.outputs.get("source"), "dtype": base.outputs.get("dtype", "auto"),
             "format": data.outputs.get("format", "chat"), "chat_template": template,
             "data_hashes": data.manifest.get("files", {}),
         }
-        compute = _compute(ctx)
         if compute and compute.get("launcher") in ("torchrun", "accelerate"):
             result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log)
         else:
@@ -215,11 +281,15 @@ class FinetuneBackend(Backend):
         m = result["metrics"]
         if block.method == "full":
             outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
+        elif result.get("base_in_artifact"):  # trained over a merged earlier fine-tune, saved in this artifact
+            outputs = {"adapter": "adapter", "base": "base", "base_source": "artifact", "tokenizer": "adapter"}
         else:
-            outputs = {"adapter": "adapter", "base": h.model, "base_source": "local" if Path(h.model).exists() else "hub",
+            outputs = {"adapter": "adapter", "base": h.model, "base_source": "local" if Path(h.model).is_dir() else "hub",
                        "tokenizer": "adapter"}
-            if block.merge:
-                outputs["merged"] = "merged"
+            if h.revision:
+                outputs["revision"] = h.revision
+        if block.method != "full" and block.merge:
+            outputs["merged"] = "merged"
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", method=block.method)
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method}: {m['steps']} steps, loss {m['train_loss']}"

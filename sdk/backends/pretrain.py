@@ -37,7 +37,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     T.set_threads()
     block = job["block"]
     T.seed_everything(block["seed"])
-    texts = [json.loads(line)["content"] for line in Path(job["chunks"]).read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [json.loads(line)["content"] for line in Path(job["chunks"]).read_text(encoding="utf-8").split("\n") if line.strip()]
     train_texts, held_texts = split_texts(texts, block["holdout"])
     if job.get("architecture"):
         arch = job["architecture"]
@@ -53,30 +53,48 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         context = int(getattr(model.config, "max_position_embeddings", 1024) or 1024)
         base_name = job["base"]["model"]
     block_size = int(block.get("block_size") or min(context, 1024))
+    if block_size > context:
+        raise DslError(f"{job['step_id']}: block_size = {block_size} exceeds the context of {base_name} ({context} "
+                       "positions): lower block_size")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    encode = lambda ts: [tokenizer(t, add_special_tokens=False)["input_ids"] + eos for t in ts]  # noqa: E731
-    train_blocks = T.pack(encode(train_texts), block_size)
+
+    def encode(ts: list[str]) -> list[list[int]]:  # batched through datasets (fast tokenizers work in batches)
+        if not ts:
+            return []
+        ds = datasets.Dataset.from_dict({"text": ts}).map(
+            lambda batch: {"input_ids": [ids + eos for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]},
+            batched=True, remove_columns=["text"], keep_in_memory=True)
+        return [list(ids) for ids in ds["input_ids"]]
+
+    train_ids = encode(train_texts)
+    train_blocks = T.pack(train_ids, block_size)
     held_ids = encode(held_texts)
     held_blocks = T.pack(held_ids, block_size) or ([sum(held_ids, [])[:block_size]] if sum(map(len, held_ids)) > 1 else [])
     if not train_blocks:
-        raise DslError(f"the corpus is too small for block_size {block_size}: lower block_size or add text")
+        raise DslError(f"{job['step_id']}: the corpus is too small for block_size = {block_size} "
+                       f"({sum(map(len, train_ids))} training tokens): lower block_size or add text")
     ppl_before = T.perplexity(model, held_blocks)
     dataset = datasets.Dataset.from_dict({"input_ids": train_blocks})
     args = TrainingArguments(**T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False,
                                                distributed=T.distributed_args()))
     total = block.get("max_steps") or max(1, int(len(train_blocks) / (block["batch_size"] * block["gradient_accumulation"]) * block["epochs"]))
+    per_step = block["batch_size"] * block["gradient_accumulation"] * block_size * args.world_size
+    resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
+    first_step = int(Path(resume).name.split("-")[1]) if resume else 0
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                      callbacks=[T.progress_callback(progress, f"{job['step_id']}: pretraining", total)])
-    resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
+                      callbacks=[T.progress_callback(progress, f"{job['step_id']}: pretraining", total,
+                                                     tokens=lambda: (trainer.state.global_step - first_step) * per_step)])
     if resume:
         log(f"resuming from {Path(resume).name}")
+    T.quiet(trainer)
+    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     ppl_after = T.perplexity(model, held_blocks)
     history = T.loss_history(trainer)
-    tokens = trainer.state.global_step * block["batch_size"] * block["gradient_accumulation"] * block_size
+    tokens = (trainer.state.global_step - first_step) * per_step  # trained in this run
     metrics = {"train_loss": round(float(output.training_loss), 4), "steps": int(trainer.state.global_step),
                "train_seconds": round(seconds, 2), "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
                "train_blocks": len(train_blocks), "holdout_blocks": len(held_blocks), "block_size": block_size,
@@ -101,6 +119,15 @@ class PretrainBackend(Backend):
     install_hint = "pip install 'domain-dsl[train]'"
 
     def check(self, ctx: CheckContext) -> list:
+        from sdk.spec import Problem
+
+        block: Any = ctx.block
+        base = ctx.spec.get(block.from_) if ctx.spec.has(block.from_) else None
+        arch = getattr(base, "architecture", None)
+        if arch is not None and block.block_size and block.block_size > arch.context:
+            return [Problem(path=ctx.path + ("block_size",),
+                            message=f"block_size = {block.block_size} exceeds the context of {block.from_} ({arch.context})",
+                            hint=f"use block_size <= {arch.context}, or raise context in the architecture")]
         return []
 
     def run(self, ctx: StepContext) -> StepResult:
@@ -122,8 +149,10 @@ class PretrainBackend(Backend):
             h = handle(base)
             if h.adapter:
                 raise DslError(f"{ctx.step_id}: continued pre-training from an adapter is not supported; merge it first")
+            T.check_model_exists(h.model, ctx.step_id, block.from_)
             job["base"] = {"model": h.model, "tokenizer": h.tokenizer, "revision": h.revision}
         compute = _compute(ctx)
+        job["block"]["compute"] = compute or {}
         if compute and compute.get("launcher") in ("torchrun", "accelerate"):
             result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log)
         else:

@@ -25,7 +25,11 @@ GENERAL = "general"
 DOMAIN = "domain"
 
 
-def read_examples(path: Path, shown: str) -> list[tuple[str, str]]:
+def read_examples(path: Path, shown: str, known: Optional[set[str]] = None) -> list[tuple[str, str]]:
+    """``(text, target)`` rows of a JSONL file; a bad row (or, given ``known``, an unknown target) raises a
+    DataError at its line."""
+    if not path.is_file():
+        raise DslError(f"{shown}: no such file (route examples are relative to the recipe)")
     out = []
     for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
@@ -36,6 +40,9 @@ def read_examples(path: Path, shown: str) -> list[tuple[str, str]]:
             raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not isinstance(obj.get("target"), str):
             raise DataError(shown, n, 'each row needs {"text": "...", "target": "..."}')
+        if known is not None and obj["target"] not in known:
+            raise DataError(shown, n, f"unknown target {obj['target']!r}; targets are {', '.join(sorted(known))} "
+                                      "(name more with targets = { NAME = rag.X })")
         if obj["text"].strip():
             out.append((obj["text"], obj["target"]))
     return out
@@ -60,11 +67,23 @@ class Router:
 
     @classmethod
     def load(cls, folder: Path) -> "Router":
+        """Read ``router.json`` + ``router.npz``. Plain JSON and numeric arrays only: ``allow_pickle=False`` means a
+        router file can never run code; anything else is refused with a DslError."""
         import numpy as np
 
-        meta = json.loads((folder / "router.json").read_text())
-        with np.load(folder / "router.npz", allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "router.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DslError(f"{folder / 'router.json'}: cannot read the router: {e}") from None
+        try:
+            with np.load(folder / "router.npz", allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except ValueError as e:  # object arrays need pickle: refused
+            raise DslError(f"{folder / 'router.npz'}: refused: {e} (a router holds numeric arrays only)") from None
+        except (OSError, Exception) as e:  # noqa: BLE001 - not a zip, truncated, ...
+            raise DslError(f"{folder / 'router.npz'}: cannot read the router arrays: {type(e).__name__}: {e}") from None
+        validate(meta, arrays, folder)
         return cls(meta, arrays)
 
     def features(self, text: str) -> tuple[list[int], list[float]]:
@@ -132,6 +151,40 @@ class Router:
         return out
 
 
+def validate(meta: Any, arrays: dict[str, Any], where: Path) -> None:
+    """The shapes and types a router must have (a hand-edited or foreign file gets a clear error)."""
+    import numpy as np
+
+    def bad(msg: str) -> DslError:
+        return DslError(f"{where}: not a valid router: {msg}")
+
+    if not isinstance(meta, dict) or meta.get("classifier") not in ("tfidf", "embedding"):
+        raise bad("router.json needs classifier = tfidf | embedding")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise bad("classes must be a list of at least two names")
+    if not isinstance(meta.get("targets", {}), dict) or not isinstance(meta.get("threshold"), (int, float)):
+        raise bad("targets must be an object and threshold a number")
+    for name in ("coef", "intercept") + (("idf",) if meta["classifier"] == "tfidf" else ()):
+        a = arrays.get(name)
+        if a is None or a.dtype.kind not in "fi":
+            raise bad(f"array {name!r} is missing or not numeric")
+    rows = 1 if len(classes) == 2 else len(classes)
+    coef, intercept = arrays["coef"], arrays["intercept"]
+    if coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,):
+        raise bad(f"coef {coef.shape} / intercept {intercept.shape} do not fit {len(classes)} classes")
+    if meta["classifier"] == "tfidf":
+        vocab = meta.get("vocabulary")
+        if not isinstance(vocab, dict) or arrays["idf"].shape != (coef.shape[1],):
+            raise bad("vocabulary / idf do not fit the coefficients")
+        if vocab and not all(isinstance(v, int) and 0 <= v < coef.shape[1] for v in vocab.values()):
+            raise bad("vocabulary indices out of range")
+    elif not isinstance(meta.get("embedder"), str):
+        raise bad("an embedding router names its embedder")
+    if not np.all(np.isfinite(coef)):
+        raise bad("coefficients are not finite")
+
+
 def train(texts: list[str], labels: list[str], classifier: str, seed: int, embedder: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -145,8 +198,9 @@ def train(texts: list[str], labels: list[str], classifier: str, seed: int, embed
         meta.update(vocabulary={k: int(v) for k, v in vec.vocabulary_.items()}, ngram_max=2)
         arrays = {"idf": vec.idf_.astype(np.float64)}
     else:
-        from sdk.backends.rag import resolve_embedder
         from sentence_transformers import SentenceTransformer
+
+        from sdk.backends.rag import resolve_embedder
 
         model = SentenceTransformer(resolve_embedder(embedder), device="cpu")
         X = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
@@ -157,6 +211,10 @@ def train(texts: list[str], labels: list[str], classifier: str, seed: int, embed
     meta["classes"] = [str(c) for c in clf.classes_]
     arrays.update(coef=clf.coef_.astype(np.float64), intercept=clf.intercept_.astype(np.float64))
     return meta, arrays, clf
+
+
+def known_targets(block: Any) -> set[str]:
+    return {DOMAIN, GENERAL} | set(block.targets)
 
 
 class RouteBackend(Backend):
@@ -172,17 +230,13 @@ class RouteBackend(Backend):
         block: Any = ctx.block
         if block.examples:
             path = ctx.spec.resolve_path(block.examples)
-            if path.is_file():
-                try:
-                    rows = read_examples(path, block.examples)
-                except DataError as e:
-                    return [Problem(path=ctx.path + ("examples",), message=str(e))]
-                known = {DOMAIN, GENERAL} | set(block.targets)
-                unknown = sorted({t for _, t in rows} - known)
-                if unknown:
-                    return [Problem(path=ctx.path + ("examples",),
-                                    message=f"{block.examples}: unknown target(s) {', '.join(unknown)}",
-                                    hint=f"targets are {', '.join(sorted(known))} (name more with targets = {{ ... }})")]
+            if not path.is_file():
+                return [Problem(path=ctx.path + ("examples",), message=f"{block.examples}: no such file",
+                                hint="examples are relative to the recipe's folder")]
+            try:
+                read_examples(path, block.examples, known_targets(block))
+            except DataError as e:
+                return [Problem(path=ctx.path + ("examples",), message=str(e))]
         return []
 
     def run(self, ctx: StepContext) -> StepResult:
@@ -191,7 +245,7 @@ class RouteBackend(Backend):
         block: Any = ctx.block
         rows: list[tuple[str, str]] = []
         if block.examples:
-            rows += read_examples(ctx.spec.resolve_path(block.examples), block.examples)
+            rows += read_examples(ctx.spec.resolve_path(block.examples), block.examples, known_targets(block))
         for ref in block.eval_sets:
             from sdk.evalsets import load_items
 
@@ -199,15 +253,24 @@ class RouteBackend(Backend):
             rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
         labels = [t for _, t in rows]
         if len(set(labels)) < 2:
-            raise DslError(f"{ctx.step_id}: the examples need at least two targets (found {sorted(set(labels))})")
+            raise DslError(f"{ctx.step_id}: the router needs examples of at least two targets, found only "
+                           f"{', '.join(sorted(set(labels))) or 'none'}"
+                           + ("; eval set questions are all 'domain': add general examples with examples = \"FILE.jsonl\""
+                              if block.eval_sets else ""))
         texts = [t for t, _ in rows]
         from sklearn.model_selection import train_test_split
 
         counts = Counter(labels)
-        stratify = labels if min(counts.values()) >= 2 else None
-        tr_x, ho_x, tr_y, ho_y = train_test_split(texts, labels, test_size=block.holdout, random_state=block.seed,
+        n_hold = max(1, round(block.holdout * len(labels)))
+        if len(labels) - n_hold < len(counts) or len(labels) < 4:
+            raise DslError(f"{ctx.step_id}: {len(labels)} examples are too few to train and hold out {n_hold} "
+                           "(give at least a few examples per target)")
+        stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_hold <= len(labels) - len(counts) else None
+        tr_x, ho_x, tr_y, ho_y = train_test_split(texts, labels, test_size=n_hold, random_state=block.seed,
                                                   stratify=stratify)
-        meta, arrays, clf = train(tr_x, tr_y, block.classifier, block.seed, "sentence-transformers/all-MiniLM-L6-v2")
+        if len(set(tr_y)) < 2:
+            raise DslError(f"{ctx.step_id}: after holding out {n_hold} examples, training has one target only")
+        meta, arrays, _ = train(tr_x, tr_y, block.classifier, block.seed, "sentence-transformers/all-MiniLM-L6-v2")
         targets = {DOMAIN: str(block.domain), **{k: str(v) for k, v in block.targets.items()}}
         from sdk.spec import Endpoint
 
@@ -220,32 +283,51 @@ class RouteBackend(Backend):
         classes = meta["classes"]
         p_special = np.array([max((p for c, p in zip(classes, row) if c != GENERAL), default=1.0) for row in probs])
         if block.domain_share is not None:
+            # the (1 - share) quantile of the held-out domain probabilities: that share of queries reaches it
             threshold = float(np.quantile(p_special, 1 - block.domain_share)) if len(p_special) else 0.5
+            if block.domain_share == 0:
+                threshold = float(np.nextafter(threshold, np.inf))
         elif block.threshold is not None:
-            threshold = float(E.evaluate(block.threshold, lambda m: _metric(ctx, m)))
+            value = E.evaluate(block.threshold, lambda m: _metric(ctx, m))
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise DslError(f"{ctx.step_id}: threshold = {E.to_text(block.threshold)} gives {value!r}; "
+                               "it must be a probability between 0 and 1")
+            threshold = float(value)
         else:
             threshold = 0.5
         meta["threshold"] = threshold
         router = Router(meta, arrays)
-        started = time.perf_counter()
         routed = router.route_many(ho_x)
-        for text in ho_x * max(1, 2000 // max(1, len(ho_x))):
-            router.route(text)
-        reps = max(1, 2000 // max(1, len(ho_x))) * len(ho_x)
-        qps = reps / max(time.perf_counter() - started, 1e-9)
+        qps = throughput(router, ho_x)
         preds = [r["target"] for r in routed]
         metrics = evaluate_routes(preds, ho_y, classes)
         metrics.update(threshold=round(threshold, 4), holdout=len(ho_y), train=len(tr_y), queries_per_second=round(qps, 1),
                        domain_share=round(sum(p != GENERAL for p in preds) / max(1, len(preds)), 4))
         (ctx.out_dir / "router.json").write_text(json.dumps(meta))
         np.savez(ctx.out_dir / "router.npz", **arrays)
-        curve = quality_cost_curve(ctx, block, p_special, targets)
+        curve = quality_cost_curve(ctx, block, p_special, targets, ho_y, threshold)
         outputs = {"router": "router.json", "arrays": "router.npz", "targets": targets, "classifier": block.classifier}
         if curve:
-            outputs["quality_cost_curve"] = curve
+            outputs.update(quality_cost_curve="quality_cost.png", quality_cost_points="quality_cost.json")
+            metrics.update(expected_quality=curve["expected_quality"], quality=curve["quality"])
         return StepResult(metrics=metrics, outputs=outputs,
                           summary=f"{block.classifier} router: held-out accuracy {metrics['accuracy']:.3f}, "
                                   f"threshold {threshold:.3f}, {qps:,.0f} queries/s")
+
+
+def throughput(router: Router, texts: list[str], seconds: float = 0.5) -> float:
+    """Queries per second routed one at a time (tfidf), or in batches of 64 (embedding)."""
+    if not texts:
+        return 0.0
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        if router.kind == "tfidf":
+            for t in texts[:200]:
+                router.route(t)
+            n += len(texts[:200])
+        else:
+            n += len(router.route_many(texts[:64]))
+    return n / (time.perf_counter() - started)
 
 
 def evaluate_routes(preds: list[str], golds: list[str], classes: list[str]) -> dict[str, Any]:
@@ -266,47 +348,74 @@ def evaluate_routes(preds: list[str], golds: list[str], classes: list[str]) -> d
 
 def _metric(ctx: StepContext, m: Any) -> float:
     for step_id, art in ctx.options.get("artifacts", {}).items():
-        if step_id.startswith("eval.") and m.system in art.metrics:
-            return float(art.metrics[m.system][m.metric][m.bound])
+        if step_id.startswith("eval.") and isinstance(art.metrics.get(m.system), dict):
+            value = (art.metrics[m.system].get(m.metric) or {}).get(m.bound)
+            if isinstance(value, (int, float)):
+                return float(value)
     raise DslError(f"{ctx.step_id}: threshold uses {m}, which no finished eval measured")
 
 
-def quality_cost_curve(ctx: StepContext, block: Any, p_special: Any, targets: dict[str, str]) -> Optional[str]:
-    """Share of queries sent to the domain model against expected quality, when evals measured both targets."""
-    if GENERAL not in targets:
+def quality_cost_curve(ctx: StepContext, block: Any, p_special: Any, targets: dict[str, str],
+                       golds: Optional[list[str]] = None, threshold: float = 0.5) -> Optional[dict[str, Any]]:
+    """Share of queries sent to the domain model against expected quality, when evals measured both targets.
+
+    Quality comes from the evals (accuracy, else exact_match, else f1 of the domain system and of the general one on
+    the expert questions). For every threshold, a held-out domain question routed to the domain system is expected
+    to score the domain system's quality, one routed to general the general system's; the cost axis is the share
+    of all held-out queries the domain system receives. Writes ``quality_cost.png`` and ``quality_cost.json``."""
+    if GENERAL not in targets or not len(p_special):
         return None
     quality: dict[str, float] = {}
-    for step_id, art in ctx.options.get("artifacts", {}).items():
+    for step_id, art in sorted(ctx.options.get("artifacts", {}).items()):
         if not step_id.startswith("eval."):
             continue
         for target in (DOMAIN, GENERAL):
-            sid = targets[target]
-            scores = art.metrics.get(sid, {})
+            scores = art.metrics.get(targets[target])
+            if not isinstance(scores, dict) or target in quality:
+                continue
             for name in ("accuracy", "exact_match", "f1"):
-                if name in scores:
-                    quality.setdefault(target, float(scores[name]["value"]))
+                value = scores[name].get("value") if isinstance(scores.get(name), dict) else None
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    quality[target] = float(value)
                     break
-    if len(quality) < 2 or not len(p_special):
+    if len(quality) < 2:
         return None
+    import numpy as np
+
+    p = np.asarray(p_special, dtype=float)
+    is_domain = np.array([g != GENERAL for g in golds]) if golds is not None else np.ones(len(p), dtype=bool)
+    if not is_domain.any():
+        return None
+
+    def point(t: float) -> tuple[float, float]:
+        sent = p >= t
+        recall = float(sent[is_domain].mean())
+        return float(sent.mean()), recall * quality[DOMAIN] + (1 - recall) * quality[GENERAL]
+
+    thresholds = sorted(set(np.linspace(0, 1, 101).round(4).tolist()) | {round(float(threshold), 4)})
+    points = [(t, *point(t)) for t in thresholds]
+    chosen = point(threshold)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    thresholds = np.linspace(0, 1, 51)
-    shares = [(p_special >= t).mean() for t in thresholds]
-    expected = [s * quality[DOMAIN] + (1 - s) * quality[GENERAL] for s in shares]
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    ax.plot(shares, expected, "o-", ms=3)
+    ax.plot([x for _, x, _ in points], [y for _, _, y in points], "o-", ms=2, label="router thresholds")
+    ax.plot([chosen[0]], [chosen[1]], "r*", ms=12, label=f"threshold {threshold:.2f}")
     ax.set_xlabel("share of queries sent to the domain model")
-    ax.set_ylabel("expected quality")
-    ax.set_title("routing: quality vs cost")
+    ax.set_ylabel("expected quality on domain questions")
+    ax.set_title(f"routing: quality vs cost ({targets[DOMAIN]} vs {targets[GENERAL]})", fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(ctx.out_dir / "quality_cost.png")
     plt.close(fig)
-    return "quality_cost.png"
+    data = {"quality": quality, "threshold": threshold, "share": round(chosen[0], 4),
+            "expected_quality": round(chosen[1], 4),
+            "points": [{"threshold": t, "share": round(x, 4), "expected_quality": round(y, 4)} for t, x, y in points]}
+    (ctx.out_dir / "quality_cost.json").write_text(json.dumps(data, indent=1))
+    return data
 
 
 def route_query(folder: Path, query: str) -> dict[str, Any]:

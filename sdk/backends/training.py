@@ -133,8 +133,17 @@ def perplexity(model: Any, blocks: list[list[int]], batch_size: int = 8) -> Opti
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-def progress_callback(progress: Any, description: str, total: int) -> Any:
-    """A TrainerCallback showing step, loss and throughput in a rich progress bar."""
+def check_model_exists(model: str, step_id: str, source: Any) -> None:
+    """A local base model folder that vanished since planning is a clear error, not a hub lookup."""
+    if (os.path.isabs(model) or model.startswith(".")) and not (Path(model) / "config.json").is_file():
+        raise DslError(f"{step_id}: the base model folder {model} (from {source}) does not exist or has no "
+                       "config.json; run the step that makes it, or fix the path")
+
+
+def progress_callback(progress: Any, description: str, total: int,
+                      tokens: Optional[Callable[[], int]] = None) -> Any:
+    """A TrainerCallback showing step, loss and throughput (steps/s, and tokens/s when ``tokens`` counts the
+    tokens trained so far) in a rich progress bar."""
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
@@ -142,9 +151,10 @@ def progress_callback(progress: Any, description: str, total: int) -> Any:
             self.ctx = progress.task(description, total=total) if progress is not None else None
             self.task: Any = None
             self.started = time.time()
-            self.tokens = 0
+            self.first = 0
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.started, self.first = time.time(), state.global_step
             if self.ctx is not None and self.task is None:
                 self.task = self.ctx.__enter__()
                 self.task.update(total=state.max_steps or total, completed=state.global_step)
@@ -155,8 +165,12 @@ def progress_callback(progress: Any, description: str, total: int) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
             if self.task is not None and logs and "loss" in logs:
-                rate = state.global_step / max(time.time() - self.started, 1e-9)
-                self.task.update(loss=float(logs["loss"]), steps_per_s=round(rate, 2))
+                elapsed = max(time.time() - self.started, 1e-9)
+                fields: dict[str, Any] = {"loss": round(float(logs["loss"]), 4),
+                                          "steps_per_s": round((state.global_step - self.first) / elapsed, 2)}
+                if tokens is not None:
+                    fields["tokens_per_s"] = round(tokens() / elapsed)
+                self.task.update(**fields)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.ctx is not None and self.task is not None:
@@ -164,6 +178,15 @@ def progress_callback(progress: Any, description: str, total: int) -> Any:
                 self.task = None
 
     return _Progress()
+
+
+def quiet(trainer: Any) -> Any:
+    """No log dicts printed to stdout (transformers adds a PrinterCallback when tqdm is off): stdout belongs to
+    the CLI (``dsl apply --json``); the progress bar shows step, loss and throughput instead."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def latest_checkpoint(folder: Path) -> Optional[str]:
@@ -179,18 +202,48 @@ def loss_history(trainer: Any) -> list[dict[str, float]]:
     return [{"step": int(r["step"]), "loss": float(r["loss"])} for r in trainer.state.log_history if "loss" in r]
 
 
+_PLOT_IMPORT: Optional[Any] = None
+
+
+def prewarm_plotting() -> None:
+    """Import matplotlib in a background thread while the trainer runs (torch releases the GIL in its kernels),
+    so the loss curve costs no import time at the end of training."""
+    global _PLOT_IMPORT
+    import threading
+
+    if _PLOT_IMPORT is None and is_main_process():
+        def _import() -> None:
+            try:
+                import matplotlib
+
+                matplotlib.use("Agg")
+                import matplotlib.figure
+                from matplotlib.backends import backend_agg
+            except Exception:
+                pass
+
+        _PLOT_IMPORT = threading.Thread(target=_import, name="dsl-matplotlib-import", daemon=True)
+        _PLOT_IMPORT.start()
+
+
 def write_loss_curve(out_dir: Path, history: list[dict[str, float]], title: str,
                      eval_history: Optional[list[dict[str, float]]] = None) -> None:
     (out_dir / "loss.json").write_text(json.dumps(history, indent=1))
     if not history:
         return
+    if _PLOT_IMPORT is not None:
+        _PLOT_IMPORT.join()
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss")
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], "o-" if len(history) < 3 else "-",
+            label="train loss")
     if eval_history:
         ax.plot([h["step"] for h in eval_history], [h["loss"] for h in eval_history], "o-", label="eval loss")
     ax.set_xlabel("optimizer step")
@@ -200,7 +253,6 @@ def write_loss_curve(out_dir: Path, history: list[dict[str, float]], title: str,
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_dir / "loss.png")
-    plt.close(fig)
 
 
 def write_model_card(folder: Path, title: str, base: str, data: dict[str, Any], params: dict[str, Any],
@@ -249,6 +301,7 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
         "seed": block["seed"],
         "data_seed": block["seed"],
         "logging_steps": block["logging_steps"],
+        "logging_first_step": True,  # a loss curve has a point even when the run is shorter than logging_steps
         "save_steps": block["save_steps"],
         "save_strategy": "steps",
         "save_total_limit": 2,
@@ -355,7 +408,10 @@ def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
     if compute.get("cpu") or not _cuda():
         env["DSL_DDP_BACKEND"] = "gloo"
+    (work / "error.txt").unlink(missing_ok=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if (work / "error.txt").exists():  # a DslError in a rank: the user's message, not a traceback
+        raise DslError((work / "error.txt").read_text(encoding="utf-8"))
     if proc.returncode != 0:
         raise DslError(f"the {compute.get('launcher')} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads((work / "result.json").read_text())
@@ -375,7 +431,7 @@ def distributed_args() -> Optional[dict[str, Any]]:
     if os.environ.get("DSL_DISTRIBUTED") != "1":
         return None
     out: dict[str, Any] = {}
-    if os.environ.get("DSL_DDP_BACKEND"):
+    if os.environ.get("DSL_DDP_BACKEND") and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a single process has no group
         out["ddp_backend"] = os.environ["DSL_DDP_BACKEND"]
     return out
 
@@ -390,7 +446,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of each launched process: ``python -m sdk.backends.training JOB.json``."""
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
-    result = run_job(job, None, lambda m: None)
+    try:
+        result = run_job(job, None, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
+    except DslError as e:
+        if is_main_process():
+            (Path(argv[0]).parent / "error.txt").write_text(str(e), encoding="utf-8")
+        raise SystemExit(1) from None
     if is_main_process() and job.get("result_path"):
         Path(job["result_path"]).write_text(json.dumps(result))
 

@@ -32,6 +32,7 @@ class LocalEngine:
         self.max_batch_size = max_batch_size
         self.queue: "queue.Queue[Optional[_Request]]" = queue.Queue()
         self.batches = 0
+        self.requests = 0
         self.worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self.worker.start()
 
@@ -78,6 +79,7 @@ class LocalEngine:
                     out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                               max_new_tokens=max(r.max_tokens for r in batch), pad_token_id=pad)
                 self.batches += 1
+                self.requests += len(batch)
                 for i, r in enumerate(batch):
                     new = out[i][width:width + r.max_tokens].tolist()
                     eos = self.tokenizer.eos_token_id

@@ -1,0 +1,105 @@
+# A telecom operations assistant on Llama 3 8B Instruct: continued pre-training on the operator's notes,
+# LoRA fine-tuning on troubleshooting Q&A, hybrid RAG, two evals (operations questions and the quickstart's
+# expert set), a router with a general endpoint for everything else, and SGLang serving. Training runs on
+# 8 GPUs with FSDP. recipes/telecom-gpu.dsl extends this recipe for two 8-GPU machines.
+#
+#   export GENERAL_API_KEY=...
+#   dsl apply recipes/telecom.dsl
+#
+# The corpus reuses the quickstart's notes plus a few operations notes in telecom/.
+domain telecom {
+  description = "SIP, IMS and VoLTE operations assistant"
+
+  base_model llama3 {
+    id = "meta-llama/Meta-Llama-3-8B-Instruct"
+    dtype = bfloat16
+  }
+
+  corpus notes {
+    paths = ["quickstart/corpus/*.md", "telecom/corpus/*.md"]
+    split = { by = word, length = 300, overlap = 30 }
+    dedupe = near
+    near_threshold = 0.9
+  }
+
+  dataset ops {
+    path = "telecom/sft.jsonl"
+    format = chat
+    system_prompt = "You are a telecom network engineer. Answer precisely and name the interface or message involved."
+    validation_split = 0.1
+  }
+
+  # Continued pre-training: the hub model keeps its tokenizer and reads the notes in 1024-token blocks.
+  pretrain notes {
+    from = base_model.llama3
+    corpus = corpus.notes
+    epochs = 1
+    learning_rate = 2e-05
+    batch_size = 4
+    gradient_accumulation = 4
+    block_size = 1024
+    warmup_ratio = 0.03
+    save_steps = 200
+  }
+
+  finetune ops {
+    from = pretrain.notes
+    data = dataset.ops
+    method = lora
+    lora = { rank = 16, alpha = 32 }
+    epochs = 3
+    learning_rate = 0.0002
+    batch_size = 4
+    max_length = 2048
+  }
+
+  rag ops {
+    corpus = corpus.notes
+    retriever = hybrid
+    top_k = 5
+    generator = finetune.ops
+    max_new_tokens = 256
+  }
+
+  eval ops {
+    data = "telecom/eval.jsonl"
+    metrics = [exact_match, f1, citation_recall, recall_at_k, mrr]
+    systems = [base_model.llama3, finetune.ops, rag.ops]
+    gate = rag.ops.f1 >= base_model.llama3.f1 + 0.05
+  }
+
+  eval expert {
+    data = "quickstart/eval.jsonl"
+    metrics = [exact_match, f1, citation_recall]
+    systems = [base_model.llama3, pretrain.notes, rag.ops]
+    limit = 40
+    fail_on_contamination = true
+  }
+
+  route {
+    classifier = embedding
+    examples = "telecom/route.jsonl"
+    eval_sets = [eval.ops, eval.expert]
+    domain = rag.ops
+    general = endpoint {
+      url = "https://api.openai.com/v1"
+      model = "gpt-4o-mini"
+      api_key = env("GENERAL_API_KEY")
+    }
+    threshold = 0.5
+  }
+
+  serve {
+    engine = sglang
+    host = "0.0.0.0"
+    port = 8000
+    sglang = { tp = 1, dp = 4, max_loras_per_batch = 8 }
+  }
+
+  compute {
+    launcher = accelerate
+    num_processes = 8
+    mixed_precision = bf16
+    fsdp = { sharding = full_shard }
+  }
+}
