@@ -136,7 +136,7 @@ def test_pipeline_yaml_round_trip(applied: Path) -> None:
     art = sdk.workspace.open_workspace(applied).artifact("rag.docs")
     text = (art.path / "pipeline.yaml").read_text()
     pipe = Pipeline.loads(text)
-    assert set(pipe.graph.nodes) == {"bm25", "query_embedder", "dense", "joiner"}
+    assert set(pipe.graph.nodes) == {"bm25", "query_embedder", "dense", "joiner", "prompt_builder"}
     assert Pipeline.loads(pipe.dumps()).dumps() == pipe.dumps()
 
 

