@@ -286,9 +286,11 @@ def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
                       f"{o.seconds:.1f}s" if o.seconds else "", (o.summary or o.error)[:90])
     console = _out_console()
     console.print(table)
-    c = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("ran", "up_to_date", "skipped", "failed")}
+    c = {s: sum(1 for o in result.outcomes if o.status == s)
+         for s in ("ran", "up_to_date", "skipped", "failed", "gate_failed")}
+    gates = f", {c['gate_failed']} gate failed" if c["gate_failed"] else ""
     console.print(f"Apply complete: {c['ran']} ran, {c['up_to_date']} up to date, {c['skipped']} skipped, "
-                  f"{c['failed']} failed. Workdir: {wd}")
+                  f"{c['failed']} failed{gates}. Workdir: {wd}")
     from sdk.state import StateStore
 
     state = StateStore(wd).load()

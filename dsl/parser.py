@@ -219,8 +219,8 @@ def _node(v: Value, path: str) -> Any:
 
 
 def _attach_comments(doc: Document, comments: list[Token]) -> None:
-    """Give each comment to the item whose line it ends (trailing), else to the next item in the same block
-    (leading), else to the enclosing block's closing brace, else to the end of the file."""
+    """Give each comment to the item whose line it ends (trailing), else to the file's header when it comes
+    before ``extends``, else to the next item in the same block (leading), else to the enclosing block's closing brace, else to the end of the file."""
     items: list[Any] = []
     blocks: list[Block] = []
 
@@ -246,6 +246,9 @@ def _attach_comments(doc: Document, comments: list[Token]) -> None:
             continue
         enclosing = [b for b in blocks if b.span.line < c.line <= b.end_line]
         inner = enclosing[-1] if enclosing else None
+        if inner is None and doc.extends and c.line < doc.extends[0][1].line:
+            doc.header_comments.append(text)  # a file's header stays above its `extends` line
+            continue
         siblings = inner.items if inner is not None else doc.items
         nxt = next((it for it in siblings if it.span.line > c.line), None)
         if nxt is not None:

@@ -2,7 +2,7 @@
 ``print_spec`` prints a Spec (``spec.to_dsl()``) by first turning it into a syntax tree.
 
 Canonical form: two-space indents, one attribute per line, one blank line between blocks, blank lines inside a
-block kept (at most one), short lists and objects on one line, numbers and strings normalised.
+block kept (at most one), short lists and objects on one line, strings normalised, numbers kept as written.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def format_value(v: Value, indent: int) -> str:
         if v.raw and v.raw.startswith('"""'):
             return v.raw
         return quote(v.value)
-    if v.kind == "number":
-        return format_number(v.value)
+    if v.kind == "number":  # as the author wrote it (2e-5 stays 2e-5, 1_000 stays 1_000)
+        return v.raw if v.raw else format_number(v.value)
     if v.kind == "bool":
         return "true" if v.value else "false"
     if v.kind == "name":

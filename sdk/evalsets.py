@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError
+from sdk.jsonl import parse_jsonl
 from sdk.metrics import ngrams, normalize
 
 
@@ -64,15 +65,7 @@ def _format(name: str) -> str:
 def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[int | None, Any, dict[str, Any]]]:
     out: list[tuple[int | None, Any, dict[str, Any]]] = []
     if fmt == "jsonl":
-        for n, raw in enumerate(text.split("\n"), start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(shown, n, f"expected a JSON object, found {type(obj).__name__}")
+        for n, obj in parse_jsonl(text.split("\n"), shown):
             out.append((n, None, obj))
     elif fmt == "tsv":
         reader = csv.DictReader(io.StringIO(text), delimiter="\t")

@@ -71,3 +71,12 @@ def test_fields_that_do_not_fit_the_format_are_a_spec_error(tmp_path: Path) -> N
     path = _recipe(tmp_path, ['{"text": "x"}'], "text", '    fields = { output = "a" }\n')
     with pytest.raises(SpecError, match="fields output do not apply to format text"):
         load(path)
+
+
+def test_jsonl_reader_keeps_line_separators_inside_strings(tmp_path: Path) -> None:
+    from sdk.jsonl import read_jsonl
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"text": "one\u2028two"}, ensure_ascii=False) + "\n\n" + '{"text": "b"}\n', encoding="utf-8")
+    rows = list(read_jsonl(f))
+    assert rows == [(1, {"text": "one\u2028two"}), (3, {"text": "b"})]

@@ -4,11 +4,8 @@ bootstrap CIs, gates, contamination, reports, endpoint failures, and lm-evaluati
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,7 @@ from sdk import metrics as M
 from sdk.errors import DataError
 from sdk.evalsets import check, export_lm_eval, load_items
 from sdk.spec import EvalBlock
+from tests._openai_server import OpenAIServer, chat_completion
 from tests._tiny import make_tiny_model
 from tests.conftest import ROOT, run_dsl
 
@@ -179,37 +177,20 @@ def test_contamination_is_reported_and_can_fail(tmp_path: Path) -> None:
     assert "leak" in json.loads((art.path / "summary.json").read_text())["contamination"]["items"]
 
 
-class _FlakyUpstream:
+class _FlakyUpstream(OpenAIServer):
     """A real OpenAI-compatible HTTP server that answers `fail_after` requests, then fails with 500."""
 
     def __init__(self, fail_after: int) -> None:
-        import uvicorn
-        from fastapi import FastAPI
+        self.calls, self.fail_after = 0, fail_after
+        super().__init__(self._handle)
+
+    def _handle(self, body: dict, request: Request):  # type: ignore[no-untyped-def]
         from fastapi.responses import JSONResponse
 
-        self.calls, self.fail_after = 0, fail_after
-        app = FastAPI()
-
-        @app.post("/v1/chat/completions")
-        async def chat(request: Request):  # type: ignore[no-untyped-def]
-            self.calls += 1
-            if self.calls > self.fail_after:
-                return JSONResponse({"error": {"message": "down"}}, status_code=500)
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "1"}, "finish_reason": "stop"}]}
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.calls += 1
+        if self.calls > self.fail_after:
+            return JSONResponse({"error": {"message": "down"}}, status_code=500)
+        return chat_completion("1", usage=False)
 
 
 def test_endpoint_failing_mid_run_saves_answers_and_resumes(tmp_path: Path) -> None:

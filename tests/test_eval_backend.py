@@ -104,6 +104,7 @@ def test_failed_gate_keeps_the_report_and_says_why(tmp_path: Path, models: tuple
     assert r.returncode != 0
     assert "gate base_model.a.accuracy.ci_low >= 0.99 failed: base_model.a.accuracy.ci_low = " in r.stderr
     assert "margin -" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 4 and "0 failed, 1 gate failed" in r.stdout and "Next:" not in r.stdout
     st = state(tmp_path)["eval.mc"]
     assert st["status"] == "gate_failed"
     md = (Path(st["artifact"]) / "report.md").read_text()

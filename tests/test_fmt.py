@@ -34,7 +34,7 @@ def test_fmt_is_idempotent_and_keeps_comments() -> None:
     assert format_text(once) == once
     for comment in ("# header comment", "# tiny model", "# the data", "# closing"):
         assert comment in once
-    assert "learning_rate = 0.001" in once
+    assert "learning_rate = 1_000e-6" in once  # numbers stay as written, as terraform fmt keeps them
     assert "split = { by = word, length = 50, overlap = 5 }" in once
 
 
@@ -96,3 +96,12 @@ def test_print_then_parse_is_identity(spec: sdk.Spec) -> None:
     again = loads(text_, base_dir=spec.base_dir)
     assert again == spec
     assert format_text(text_) == text_  # printed specs are canonical
+
+
+def test_fmt_keeps_numbers_as_written_and_the_header_above_extends() -> None:
+    text = ('# Telecom on a GPU\n# second line\nextends "base.dsl"\n\ndomain x {\n  pretrain p {\n'
+            '    learning_rate = 2e-5\n    max_steps = 1_000\n  }\n}\n')
+    out = format_text(text)
+    assert out.startswith('# Telecom on a GPU\n# second line\nextends "base.dsl"\n')
+    assert "learning_rate = 2e-5\n" in out and "max_steps = 1_000\n" in out
+    assert format_text(out) == out

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import sdk
 import sdk.workspace
 from dsl.parser import load
 from sdk.backends.rag import RagSystem
+from tests._openai_server import OpenAIServer, chat_completion
 from tests._tiny import make_tiny_model
 from tests.conftest import run_dsl
 
@@ -155,36 +154,17 @@ def test_generation_with_a_tiny_local_model_and_citations(tmp_path: Path) -> Non
     assert data["system"] == "rag.docs" and data["sources"][0]["source"] == "docs/sip.txt"
 
 
-class _Upstream:
-    """A small real OpenAI-compatible server (FastAPI on uvicorn, in a thread) that records its requests."""
+class _Upstream(OpenAIServer):
+    """A real OpenAI-compatible server that records each request's body and authorization header."""
 
     def __init__(self, reply: str = "INVITE starts the call [1].") -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
         self.requests: list[dict] = []
-        app = FastAPI()
+        self.reply = reply
+        super().__init__(self._handle)
 
-        @app.post("/v1/chat/completions")
-        async def chat(request: Request) -> dict:
-            body = await request.json()
-            self.requests.append({"body": body, "auth": request.headers.get("authorization")})
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    def _handle(self, body: dict, request: Request) -> dict:
+        self.requests.append({"body": body, "auth": request.headers.get("authorization")})
+        return chat_completion(self.reply, model=body["model"])
 
 
 def test_generation_with_an_openai_compatible_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

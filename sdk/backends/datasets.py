@@ -14,6 +14,7 @@ from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.errors import DataError
+from sdk.jsonl import read_jsonl
 
 ROLES = ("system", "user", "assistant", "tool")
 DEFAULT_FIELDS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
@@ -31,20 +32,8 @@ def read_rows(path: Path, block: Any, shown_as: str | None = None) -> list[dict[
     """Parse and normalise every row; raise DataError naming the file and line of the first bad one."""
     shown = shown_as or str(path)
     fields = {**DEFAULT_FIELDS, **dict(block.fields)}
-    try:
-        raw_lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(shown, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows: list[dict[str, Any]] = []
-    for n, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(shown, n, f"expected a JSON object, found {type(obj).__name__}")
+    for n, obj in read_jsonl(path, shown):
         rows.append(_normalise(obj, block, fields, shown, n))
     if not rows:
         raise DataError(shown, None, "the dataset has no rows")

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from sdk.backends.base import Artifact, Backend, CheckContext, StepContext, StepResult
 from sdk.errors import DataError, DslError
+from sdk.jsonl import read_jsonl
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 EXTENSIONS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl",
@@ -93,13 +94,7 @@ def _format_of(path: Path, block: Any) -> str:
 
 def _read_jsonl(path: Path, shown: str, text_field: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
+    for n, obj in read_jsonl(path, shown, objects=False):
         if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
             raise DataError(shown, n, f"row has no string field {text_field!r}", "set text_field in the corpus block")
         out.append((obj[text_field], {"line": n}))

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from sdk import expr as E
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.errors import DataError, DslError
+from sdk.jsonl import read_jsonl
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
 GENERAL = "general"
@@ -31,13 +32,7 @@ def read_examples(path: Path, shown: str, known: Optional[set[str]] = None) -> l
     if not path.is_file():
         raise DslError(f"{shown}: no such file (route examples are relative to the recipe)")
     out = []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
+    for n, obj in read_jsonl(path, shown, objects=False):
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not isinstance(obj.get("target"), str):
             raise DataError(shown, n, 'each row needs {"text": "...", "target": "..."}')
         if known is not None and obj["target"] not in known:

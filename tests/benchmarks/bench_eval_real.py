@@ -112,73 +112,105 @@ def teleqna_and_hearsay(work: Path, items: int, model: Path) -> tuple[int, dict]
     return show(steps, "eval.teleqna") + show(steps, "eval.hearsay"), steps
 
 
+RAG_PROMPT = "{% for doc in documents %}Context: {{ doc.content }}\\n{% endfor %}Question: {{ question }}"
+
+
 def pubmedqa(work: Path, items: int, steps_n: int) -> tuple[int, dict]:
     pq = json.loads((DATA / "pubmedqa" / "ori_pqal.json").read_text())
-    test_ids = set(json.loads((DATA / "pubmedqa" / "test_ground_truth.json").read_text()))
-    train = [k for k in pq if k not in test_ids]
-    rng = random.Random(0)
-    evaluated = sorted(test_ids & set(pq))
-    rng.shuffle(evaluated)
-    evaluated = evaluated[:items]
-    (work / "train").mkdir(parents=True)
-    (work / "abstracts").mkdir()
-    lines = []
+    test_ids = sorted(set(json.loads((DATA / "pubmedqa" / "test_ground_truth.json").read_text())) & set(pq))
+    random.Random(0).shuffle(test_ids)
+    evaluated = test_ids[:items]
+    train = [k for k in pq if k not in set(evaluated)]  # every other item: never an evaluated one
+    for d in ("train", "contexts"):
+        (work / d).mkdir(parents=True)
+    texts, sft = [], []
     for k in train:
         row = pq[k]
-        q, label = clean(row["QUESTION"]), row["final_decision"]
-        lines.append(f"Context: {clean(row['LONG_ANSWER'])} Question: {q} Answer: {label}")
-        lines.append(f"Question: {q} Answer: {label}")
-    rng.shuffle(lines)
-    (work / "train" / "pubmedqa_train.txt").write_text("\n\n".join(lines) + "\n")
-    for k, row in pq.items():  # the retrieval corpus: every abstract
-        (work / "abstracts" / f"{k}.txt").write_text(clean(" ".join(row["CONTEXTS"]) + " " + row["LONG_ANSWER"]) + "\n")
+        q, ctx, conclusion = clean(row["QUESTION"]), clean(" ".join(row["CONTEXTS"])), clean(row["LONG_ANSWER"])
+        texts.append(f"{ctx} {conclusion}")
+        # retrieval-augmented fine-tuning: each item once with its abstract as the rag prompt renders it, once bare
+        sft.append({"messages": [{"role": "user", "content": f"Context: {ctx}\nQuestion: {q}"},
+                                 {"role": "assistant", "content": conclusion}]})
+        sft.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": conclusion}]})
+    random.Random(1).shuffle(sft)
+    (work / "train" / "abstracts.txt").write_text("\n\n".join(texts) + "\n")
+    (work / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft))
+    for k, row in pq.items():  # the retrieval corpus: the CONTEXTS of all 1,000 items, one document per PMID
+        (work / "contexts" / f"{k}.txt").write_text(clean(" ".join(row["CONTEXTS"])) + "\n")
     (work / "eval.json").write_text(json.dumps({k: {**pq[k], "SOURCES": [k]} for k in evaluated}))
     (work / "r.dsl").write_text(f"""domain pubmed {{
   base_model tiny {{
-    architecture = llama {{ layers = 2, hidden = 128, heads = 4, vocab = 3000, context = 512 }}
+    architecture = llama {{ layers = 2, hidden = 128, heads = 4, vocab = 4000, context = 1024 }}
   }}
   corpus train {{
     paths = ["train/*.txt"]
     split = {{ by = passage, length = 1, overlap = 0 }}
     dedupe = none
   }}
-  corpus abstracts {{
-    paths = ["abstracts/*.txt"]
+  corpus contexts {{
+    paths = ["contexts/*.txt"]
     split = {{ by = word, length = 400, overlap = 0 }}
     dedupe = none
+  }}
+  dataset raft {{
+    path = "sft.jsonl"
+    format = chat
+    validation_split = 0.05
   }}
   pretrain pm {{
     from = base_model.tiny
     corpus = corpus.train
     max_steps = {steps_n}
     batch_size = 8
-    block_size = 128
+    block_size = 256
     learning_rate = 0.002
     warmup_ratio = 0.05
     holdout = 0.02
     logging_steps = 20
     save_steps = 200
   }}
+  finetune pm {{
+    from = pretrain.pm
+    data = dataset.raft
+    method = full
+    max_steps = {steps_n}
+    batch_size = 8
+    learning_rate = 0.001
+    max_length = 768
+    logging_steps = 20
+    save_steps = 200
+  }}
   rag pm {{
-    corpus = corpus.abstracts
+    corpus = corpus.contexts
     retriever = bm25
     top_k = 1
-    generator = pretrain.pm
+    generator = finetune.pm
+    prompt = "{RAG_PROMPT}"
+    max_new_tokens = 64
+  }}
+  eval conclusions {{
+    data = "eval.json"
+    format = json
+    fields = {{ question = "QUESTION", answer = "LONG_ANSWER", sources = "SOURCES" }}
+    metrics = [f1, recall_at_k]
+    systems = [finetune.pm, rag.pm]
+    max_new_tokens = 64
+    contamination = true
   }}
   eval pubmedqa {{
     data = "eval.json"
     format = json
     fields = {{ question = "QUESTION", answer = "", label = "final_decision", sources = "SOURCES" }}
     prompt = "{PROMPT}"
-    metrics = [accuracy, macro_f1, recall_at_k]
-    systems = [pretrain.pm, rag.pm]
-    contamination = true
+    metrics = [accuracy, macro_f1]
+    systems = [finetune.pm, rag.pm]
   }}
 }}
 """)
     steps = apply(work / "r.dsl")
     print(f"  pretrain: {steps['pretrain.pm']['summary']}")
-    return show(steps, "eval.pubmedqa"), steps
+    print(f"  finetune: {steps['finetune.pm']['summary']}")
+    return show(steps, "eval.pubmedqa") + show(steps, "eval.conclusions"), steps
 
 
 def main() -> None:
