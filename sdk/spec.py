@@ -110,6 +110,12 @@ def _parse_ref(v: Any) -> Ref:
     raise PydanticCustomError("ref", "expected a reference KIND.LABEL (e.g. finetune.sip), got {value}", {"value": repr(v)})
 
 
+def _dump_ref(v: Any) -> Any:
+    """A reference dumps as its text. Pydantic hands a union's first member's serializer every value of the union,
+    so an Endpoint in a Union[ref, Endpoint] field arrives here too: it dumps as its own object."""
+    return str(v) if isinstance(v, Ref) else v.model_dump(mode="json", exclude_none=False)
+
+
 def _ref_of(*kinds: str) -> Any:
     def check(v: Any) -> Ref:
         ref = _parse_ref(v)
@@ -124,7 +130,7 @@ def _ref_of(*kinds: str) -> Any:
     return Annotated[
         Ref,
         BeforeValidator(check),
-        PlainSerializer(str, return_type=str),
+        PlainSerializer(_dump_ref),
         WithJsonSchema({"type": "string", "pattern": rf"^({'|'.join(kinds)})\.[A-Za-z_][A-Za-z0-9_-]*$"}),
     ]
 

@@ -321,8 +321,6 @@ def test_secrets_stay_references(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         assert f"sentinel-secret-{name}" not in dumped + plan.stdout + plan.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="sdk/spec.py bug: in Union[ref, Endpoint] fields (route.general, rag.generator, "
-                   "eval.systems) the ref's PlainSerializer(str) also serializes an Endpoint, so model_dump gives its repr")
 def test_endpoints_dump_as_objects() -> None:
     spec = sdk.load(RECIPES / "medicine.dsl")
     general = spec.model_dump(mode="json")["route"]["default"]["general"]
