@@ -446,6 +446,12 @@ class _Converter:
                 if "." in name:
                     self.error(f"{name!r} is not an attribute name", item.span)
                     continue
+                if item.value.kind == "name" and item.value.value == "null":
+                    # `name = null`: left unset (its default), e.g. to drop an attribute a base recipe sets
+                    if name in out:
+                        self.error(f"attribute {name!r} is set twice in this block", item.span)
+                    out.pop(name, None)
+                    continue
                 value = self.value(item.value, path + (name,))
             else:  # a nested block is an object attribute: `split { by = word }`, `store pgvector { ... }`
                 name, val_span = item.kind, item.span

@@ -68,6 +68,15 @@ domain child {
     assert child.finetune == base.finetune
 
 
+def test_null_unsets_an_inherited_attribute(tmp_path: Path) -> None:
+    write_small(tmp_path)
+    (tmp_path / "child.dsl").write_text('extends "recipe.dsl"\ndomain child {\n  pretrain base { max_steps = null }\n}\n')
+    base, child = load(tmp_path / "recipe.dsl"), load(tmp_path / "child.dsl")
+    assert base.pretrain["base"].max_steps == 3
+    assert child.pretrain["base"].max_steps is None  # back to the default (train for `epochs`)
+    assert child.pretrain["base"].corpus == base.pretrain["base"].corpus
+
+
 def test_extends_cycle_and_missing_base_are_located(tmp_path: Path) -> None:
     (tmp_path / "a.dsl").write_text('extends "b.dsl"\ndomain a {}\n')
     (tmp_path / "b.dsl").write_text('extends "a.dsl"\ndomain b {}\n')
