@@ -58,3 +58,15 @@ def test_status_shows_lineage(tmp_path: Path) -> None:
     proc = run_dsl("status", str(path))
     assert proc.returncode == 0
     assert "lineage" in proc.stdout and "file corpus/a.txt" in proc.stdout and "step pretrain.base" in proc.stdout
+
+
+def test_a_command_asks_for_its_own_option_when_blocks_are_several(tmp_path: Path) -> None:
+    from tests._specs import SMALL
+
+    two = SMALL.replace("  eval expert {", '  eval second {\n    data = "eval.jsonl"\n    systems = [pretrain.base]\n  }\n\n  eval expert {', 1)
+    assert two != SMALL
+    recipe = write_small(tmp_path, two)
+    r = run_dsl("report", str(recipe))
+    assert r.returncode == 1 and "several eval blocks (second, expert): choose one with --eval" in r.stderr
+    r = run_dsl("report", str(recipe), "--eval", "eval.nope")
+    assert r.returncode == 1 and "no eval block 'nope'" in r.stderr and "have: second, expert" in r.stderr

@@ -17,8 +17,9 @@ def open_ws(file: str, workdir: Optional[str]) -> Any:
     return open_workspace(file, workdir)
 
 
-def only_label(ws: Any, kind: str, given: Optional[str]) -> str:
-    """The label of the ``kind`` block the user means: given as KIND.LABEL or LABEL, or the only one."""
+def only_label(ws: Any, kind: str, given: Optional[str], option: str) -> str:
+    """The label of the ``kind`` block the user means: given as KIND.LABEL or LABEL (by ``option``), or the only
+    one."""
     from sdk.errors import DslError
 
     labels = list(getattr(ws.spec, kind))
@@ -30,5 +31,5 @@ def only_label(ws: Any, kind: str, given: Optional[str]) -> str:
     if not labels:
         raise DslError(f"{ws.recipe.path} has no {kind} block")
     if len(labels) > 1:
-        raise DslError(f"{ws.recipe.path} has several {kind} blocks ({', '.join(labels)}): choose one with --system")
+        raise DslError(f"{ws.recipe.path} has several {kind} blocks ({', '.join(labels)}): choose one with {option}")
     return labels[0]

@@ -21,7 +21,7 @@ def command(file: str, question: str, system: Optional[str], workdir: Optional[s
     from sdk.backends.rag import RagSystem
 
     ws = open_ws(file, workdir)
-    label = only_label(ws, "rag", system)
+    label = only_label(ws, "rag", system, "--system")
     ws.artifact(f"rag.{label}")
     rag = RagSystem.open(ws.spec, label, ws.artifacts())
     out = rag.answer(question)

@@ -17,7 +17,7 @@ from dsl.commands._common import json_option, only_label, open_ws, workdir_optio
 def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> None:
     """Show the evaluation report of an applied recipe."""
     ws = open_ws(file, workdir)
-    label = only_label(ws, "eval", name)
+    label = only_label(ws, "eval", name, "--eval")
     art = ws.artifact(f"eval.{label}")
     summary = json.loads((art.path / art.outputs.get("summary", "summary.json")).read_text())
     if as_json:

@@ -13,14 +13,15 @@ from dsl.commands._common import json_option, only_label, open_ws, workdir_optio
 @click.command("route")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("query")
+@click.option("--route", "name", help="The route block (route.NAME); default: the only one.")
 @workdir_option
 @json_option
-def command(file: str, query: str, workdir: Optional[str], as_json: bool) -> None:
+def command(file: str, query: str, name: Optional[str], workdir: Optional[str], as_json: bool) -> None:
     """Route a query: prints the target and its probability."""
     from sdk.backends.route import Router
 
     ws = open_ws(file, workdir)
-    label = only_label(ws, "route", None)
+    label = only_label(ws, "route", name, "--route")
     art = ws.artifact(f"route.{label}")
     decision = Router.load(art.path).route(query)
     if as_json:

@@ -12,17 +12,18 @@ from sdk.errors import DslError
 
 @click.command("serve")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--serve", "name", help="The serve block (serve.NAME); default: the only one.")
 @workdir_option
 @click.option("--host", help="Bind address (default: the serve block's, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: the serve block's).")
-def command(file: str, workdir: Optional[str], host: Optional[str], port: Optional[int]) -> None:
+def command(file: str, name: Optional[str], workdir: Optional[str], host: Optional[str], port: Optional[int]) -> None:
     """Start the OpenAI-compatible gateway for an applied recipe."""
     from sdk.backends.serve import load_config
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve
 
     ws = open_ws(file, workdir)
-    label = only_label(ws, "serve", None)
+    label = only_label(ws, "serve", name, "--serve")
     config = load_config(ws.artifact(f"serve.{label}"))
     proc = None
     if config["engine"] == "sglang":
