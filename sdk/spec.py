@@ -549,6 +549,9 @@ class ComputeBlock(Block):
     main_process_port: int = Field(default=29500, ge=1, le=65535, description="Port of rank 0")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(default="no", description="Mixed precision")
     cpu: bool = Field(default=False, description="Force CPU training (gloo backend)")
+    activation_checkpointing: Optional[bool] = Field(
+        default=None, description="Recompute activations in the backward pass to save memory (default: on for "
+        "fine-tuning on a GPU, off on the CPU and for pre-training)")
     deepspeed: Optional[DeepSpeed] = Field(default=None, description="DeepSpeed ZeRO settings")
     fsdp: Optional[Fsdp] = Field(default=None, description="FSDP settings")
 

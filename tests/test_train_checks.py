@@ -49,3 +49,22 @@ def test_instruction_data_needs_a_chat_template_too(tmp_path: Path) -> None:
         sdk.plan(load(path))
     path.write_text(path.read_text().replace("data = dataset.d }", 'data = dataset.d  chat_template = file("t.jinja") }'))
     assert sdk.plan(load(path)) is not None
+
+
+def test_activation_checkpointing_is_off_on_cpu_unless_asked_and_never_warns() -> None:
+    import warnings
+
+    from trl import SFTConfig
+
+    from sdk.backends import training as T
+
+    block = {"batch_size": 2, "gradient_accumulation": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
+             "warmup_ratio": 0.0, "scheduler": "linear", "seed": 0, "logging_steps": 1, "save_steps": 10,
+             "max_steps": 2, "epochs": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        off = SFTConfig(**T.training_args(block, Path("/tmp/x"), has_eval=False, fine_tuning=True))
+        on = SFTConfig(**T.training_args({**block, "compute": {"activation_checkpointing": True}}, Path("/tmp/x"),
+                                         has_eval=False, fine_tuning=True))
+    assert off.gradient_checkpointing is False  # TRL would turn it on; on a CPU it only costs time
+    assert on.gradient_checkpointing is True

@@ -143,7 +143,8 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         peft_config = LoraConfig(r=lora.get("rank", 16), lora_alpha=lora.get("alpha", 32),
                                  lora_dropout=lora.get("dropout", 0.05), task_type="CAUSAL_LM",
                                  target_modules="all-linear" if targets == "all_linear" else list(targets))
-    args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args())
+    args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args(),
+                           fine_tuning=True)
     config = SFTConfig(**args, max_length=block["max_length"], packing=block["packing"], **cfg_extra)
     total = block.get("max_steps") or max(1, int(len(train_rows) / (block["batch_size"] * block["gradient_accumulation"]) * block["epochs"]))
     try:

@@ -286,7 +286,18 @@ Trained by domain-dsl.
 """, encoding="utf-8")
 
 
-def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: Optional[dict] = None) -> dict[str, Any]:
+def _checkpointing_arg() -> str:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: Optional[dict] = None,
+                  fine_tuning: bool = False) -> dict[str, Any]:
     import torch
 
     args: dict[str, Any] = {
@@ -318,6 +329,10 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
     else:
         args["num_train_epochs"] = block["epochs"]
     compute = block.get("compute") or {}
+    checkpointing = compute.get("activation_checkpointing")
+    if checkpointing is None:  # TRL turns it on for fine-tuning: worth it on a GPU, only slower on a CPU
+        checkpointing = fine_tuning and torch.cuda.is_available()
+    args[_checkpointing_arg()] = bool(checkpointing)
     if compute.get("mixed_precision") == "bf16" and torch.cuda.is_available():
         args["bf16"] = True
     if compute.get("mixed_precision") == "fp16" and torch.cuda.is_available():
