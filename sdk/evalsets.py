@@ -240,7 +240,7 @@ def contamination(items: list[EvalItem], texts: list[str], n: int = 13) -> dict[
 # ------------------------------------------------------------------------------------------------ export
 
 
-def export_lm_eval(items: list[EvalItem], out_dir: Path, task: str) -> Path:
+def export_lm_eval(items: list[EvalItem], out_dir: Path, task: str, max_new_tokens: int = 64) -> Path:
     """An lm-evaluation-harness task (YAML + JSONL) that ``lm_eval --include_path OUT_DIR --tasks TASK`` runs.
 
     Multiple-choice and classification sets become ``output_type: multiple_choice`` (the labels are the choices),
@@ -271,7 +271,7 @@ def export_lm_eval(items: list[EvalItem], out_dir: Path, task: str) -> Path:
                 "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
     else:
         body = ("output_type: generate_until\ndoc_to_target: answer\ntarget_delimiter: \" \"\n"
-                "generation_kwargs:\n  until: [\"\\n\"]\n  do_sample: false\n"
+                f"generation_kwargs:\n  until: [\"\\n\"]\n  do_sample: false\n  max_gen_toks: {int(max_new_tokens)}\n"
                 "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
                 "    ignore_case: true\n    ignore_punctuation: true\n")
     yaml_path = out_dir / f"{task}.yaml"

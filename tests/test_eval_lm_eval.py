@@ -59,3 +59,44 @@ def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
         mine = [local.loglik(RAW_PROMPT.format(question=question), " " + c) for c in choices]
         lm = [float(resp[0][0]) for resp in s["resps"]]
         assert mine == pytest.approx(lm, abs=1e-3), s["doc"]["id"]
+
+
+def test_lm_eval_runs_an_exported_free_answer_set(tmp_path: Path) -> None:
+    model = tiny_model(tmp_path, 1)
+    rows = [{"id": f"g{i}", "question": q, "answer": a} for i, (q, a) in enumerate([
+        ("Which protocol sets up VoIP calls?", "SIP"), ("What does RTP carry?", "media"),
+        ("Which subsystem does 3GPP define for multimedia?", "IMS"), ("Which protocol describes media sessions?", "SDP")])]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_dsl("eval-set", "export", str(data), "--out", str(tmp_path / "task"), "--task", "tiny_qa",
+                "--max-new-tokens", "24")
+    assert r.returncode == 0, r.stderr
+    yaml = (tmp_path / "task" / "tiny_qa.yaml").read_text()
+    assert "output_type: generate_until" in yaml and "max_gen_toks: 24" in yaml
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    out = subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model}", "--tasks", "tiny_qa",
+                          "--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1",
+                          "--output_path", str(tmp_path / "lm-out"), "--log_samples"],
+                         env=env, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads(next((tmp_path / "lm-out").rglob("results_*.json")).read_text())
+    assert 0.0 <= results["results"]["tiny_qa"]["exact_match,none"] <= 1.0
+    samples = [json.loads(x) for x in next((tmp_path / "lm-out").rglob("samples_tiny_qa_*.jsonl")).read_text().splitlines()]
+    assert sorted(s["doc"]["id"] for s in samples) == [r["id"] for r in rows]
+
+    # lm-eval's greedy answers are the model's own answers to the same prompt
+    from sdk.backends.base import Artifact
+    from sdk.backends.evaluate import RAW_PROMPT, LocalModel
+    from sdk.backends.models import handle
+
+    local = LocalModel(handle(Artifact("base_model.a", tmp_path, {"outputs": {"model": str(model), "model_source": "local"}})))
+    answers = []
+    for s in samples:
+        mine = local.generate(s["doc"]["question"], 24, prompt=RAW_PROMPT.format(question=s["doc"]["question"]))
+        theirs = s["resps"][0][0].strip().split("\n")[0].strip()
+        assert mine == theirs, s["doc"]["id"]
+        answers.append(mine)
+    assert any(answers), "the tiny model answered nothing: the comparison would be empty"

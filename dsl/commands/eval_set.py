@@ -149,13 +149,15 @@ def check(file: str | None, fields: tuple[str, ...], fmt: str, password_env: str
               help="Export format.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Output folder.")
 @click.option("--task", default=None, help="Task name (default: the file's stem).")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=64, show_default=True,
+              help="Longest generated answer (free-answer sets; lm-eval's max_gen_toks).")
 @_fields
 @click.option("--input-format", "fmt", type=click.Choice(["auto", "jsonl", "json", "tsv"]), default="auto",
               help="Format of FILE (default: by extension).")
 @_password
 @_spec
 @_eval
-def export(file: str | None, target: str, out: str, task: str | None, fields: tuple[str, ...], fmt: str,
+def export(file: str | None, target: str, out: str, task: str | None, max_new_tokens: int, fields: tuple[str, ...], fmt: str,
            password_env: str | None, spec_file: str | None, name: str | None) -> None:
     """Write an lm-evaluation-harness task (YAML + JSONL) that lm_eval runs as it is."""
     import re
@@ -164,6 +166,6 @@ def export(file: str | None, target: str, out: str, task: str | None, fields: tu
 
     items, shown, _, _ = _items(file, fields, fmt, password_env, spec_file, name)
     task_name = task or re.sub(r"\W+", "_", Path(shown).stem).strip("_") or "eval_set"
-    path = export_lm_eval(items, Path(out), task_name)
+    path = export_lm_eval(items, Path(out), task_name, max_new_tokens)
     click.echo(f"wrote {path} and {path.with_suffix('.jsonl')} ({len(items)} items); run it with:\n"
                f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {out} --tasks {task_name}")
