@@ -220,7 +220,8 @@ def _node(v: Value, path: str) -> Any:
 
 def _attach_comments(doc: Document, comments: list[Token]) -> None:
     """Give each comment to the item whose line it ends (trailing), else to the file's header when it comes
-    before ``extends``, else to the next item in the same block (leading), else to the enclosing block's closing brace, else to the end of the file."""
+    before ``extends``, else to the next item in the same block (leading), else to the enclosing block's closing
+    brace, else to the end of the file."""
     items: list[Any] = []
     blocks: list[Block] = []
 
