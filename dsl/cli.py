@@ -224,8 +224,8 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     """Run every step that is not up to date, in dependency order."""
     from sdk.errors import SpecError
     from sdk.executor import apply
-    from sdk.plans import Plan
     from sdk.planner import PlanProblems
+    from sdk.plans import Plan
     from sdk.progress import Progress
 
     recipe = _load(file)

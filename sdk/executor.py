@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable, Optional
 
 from sdk import spec as S
 from sdk.backends.base import Artifact, GateFailed, Registry, StepContext, StepResult, require
-from sdk.errors import DslError, StepFailed
+from sdk.errors import DslError
 from sdk.hashing import HashCache
-from sdk.plans import Action, Plan, Step
 from sdk.planner import plan as make_plan
+from sdk.plans import Action, Plan, Step
 from sdk.progress import Progress
 from sdk.state import State, StateStore, WorkdirLock, write_atomic
 

@@ -4,7 +4,7 @@ round-trips through JSON, so it can be saved and checked for staleness before it
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 

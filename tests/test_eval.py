@@ -22,7 +22,6 @@ from tests._openai_server import OpenAIServer, chat_completion
 from tests._tiny import make_tiny_model
 from tests.conftest import ROOT, run_dsl
 
-
 # --------------------------------------------------------------------------------------------- metrics
 
 def test_metric_functions() -> None:

@@ -218,7 +218,6 @@ def prewarm_plotting() -> None:
 
                 matplotlib.use("Agg")
                 import matplotlib.figure
-                from matplotlib.backends import backend_agg
             except Exception:
                 pass
 
