@@ -386,7 +386,7 @@ def test_quickstart_sizes() -> None:
     assert 60 <= len(_jsonl(base / "sft.jsonl")) <= 100
     assert 40 <= len(_jsonl(base / "eval.jsonl")) <= 60
     route = _jsonl(base / "route.jsonl")
-    assert 150 <= len(route) <= 250
+    assert 300 <= len(route) <= 450
     domain = sum(r["target"] == "domain" for r in route)
     assert abs(domain - (len(route) - domain)) <= len(route) // 10
     assert len({r["text"] for r in route}) == len(route)
