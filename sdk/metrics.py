@@ -152,3 +152,26 @@ def paired_bootstrap_p(a: Sequence[float], b: Sequence[float], resamples: int = 
         if (d <= 0 < observed) or (d >= 0 > observed):
             flipped += 1
     return min(1.0, 2 * (flipped + 1) / (resamples + 1))
+
+
+def paired_perplexity_p(a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]], resamples: int = 1000,
+                        seed: int = 0) -> float:
+    """Two-sided paired-bootstrap p-value that two systems' token-weighted perplexities differ, from each item's
+    (NLL, tokens) under system a and system b: items are resampled together, as in ``paired_bootstrap_p``."""
+    assert len(a) == len(b)
+    n = len(a)
+
+    def diff(idx: Sequence[int]) -> float:
+        return (sum(a[i][0] for i in idx) / max(1, sum(a[i][1] for i in idx))
+                - sum(b[i][0] for i in idx) / max(1, sum(b[i][1] for i in idx)))  # log-perplexity, same sign
+
+    observed = diff(range(n)) if n else 0.0
+    if observed == 0:
+        return 1.0
+    rng = random.Random(seed)
+    flipped = 0
+    for _ in range(resamples):
+        d = diff([rng.randrange(n) for _ in range(n)])
+        if (d <= 0 < observed) or (d >= 0 > observed):
+            flipped += 1
+    return min(1.0, 2 * (flipped + 1) / (resamples + 1))

@@ -63,6 +63,9 @@ def test_two_models_side_by_side_report_and_reproducibility(tmp_path: Path, mode
         ppl = m[sid]["perplexity"]
         assert 1.0 < ppl["ci_low"] < ppl["value"] < ppl["ci_high"]
     assert set(m["comparisons"]) == {"base_model.b"}
+    ppl_cmp = m["comparisons"]["base_model.b"]["perplexity"]  # token-weighted, paired over the same items
+    assert ppl_cmp["difference"] == pytest.approx(m["base_model.b"]["perplexity"]["value"] - m["base_model.a"]["perplexity"]["value"])
+    assert 0.0 < ppl_cmp["p_value"] <= 1.0
     cmp = m["comparisons"]["base_model.b"]["accuracy"]
     assert cmp["difference"] == pytest.approx(m["base_model.b"]["accuracy"]["value"] - m["base_model.a"]["accuracy"]["value"], abs=1e-3)
     assert 0.0 <= cmp["p_value"] <= 1.0
@@ -203,3 +206,20 @@ def test_secret_key_is_sent_but_never_written(tmp_path: Path, models: tuple[Path
             assert "sk-very-secret-123" not in f.read_text(errors="replace"), f
     assert "report.html" in seen and "state.json" in seen
     assert os.environ.get("EVAL_TEST_KEY") is None
+
+
+def test_answer_nll_scores_the_answer_after_the_prompt(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    from sdk.backends.base import Artifact
+    from sdk.backends.evaluate import LocalModel
+    from sdk.backends.models import handle
+
+    local = LocalModel(handle(Artifact("base_model.a", tmp_path, {"outputs": {"model": str(models[0]), "model_source": "local"}})))
+    prompt = "Question: Which request starts a SIP call?\nAnswer:"
+    nll, n = local.answer_nll(prompt, "INVITE")
+    assert n == len(local.encode(prompt + " INVITE")) - len(local.encode(prompt)) > 0  # the answer's tokens only
+    assert nll == pytest.approx(-local.loglik(prompt, " INVITE")) and nll > 0
+    # a prompt that ends in whitespace (a chat template's turn marker) gets no extra space
+    assert local.answer_nll(prompt + "\n", "INVITE")[0] == pytest.approx(-local.loglik(prompt + "\n", "INVITE"))
+    # conditional on the prompt: context in it changes the score, the token count stays
+    with_context = local.answer_nll("Context: an INVITE request starts a call.\n" + prompt, "INVITE")
+    assert with_context[1] == n and with_context[0] != pytest.approx(nll)

@@ -87,6 +87,19 @@ def test_paired_bootstrap_p() -> None:
     assert M.paired_bootstrap_p(better, noisy, 1000, 0) > 0.2
 
 
+def test_paired_perplexity_p() -> None:
+    # (NLL, tokens) per item: a reads 0.5 nats/token better on 40 of 50 items, worse by 0.1 on 10
+    a = [(10.0, 10)] * 40 + [(16.0, 10)] * 10
+    b = [(15.0, 10)] * 40 + [(15.0, 10)] * 10
+    assert M.paired_perplexity_p(a, b, 1000, 0) < 0.01
+    assert M.paired_perplexity_p(a, a, 1000, 0) == 1.0
+    # token weighting: one long item decides the perplexity, so resampling it away flips the sign often
+    long_worse = [(1.0, 10)] * 5 + [(300.0, 100)]
+    long_base = [(2.0, 10)] * 5 + [(280.0, 100)]
+    assert M.perplexity(sum(x for x, _ in long_worse), 150) > M.perplexity(sum(x for x, _ in long_base), 150)
+    assert M.paired_perplexity_p(long_worse, long_base, 1000, 0) > 0.2
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.sampled_from([0.0, 1.0]), min_size=1, max_size=40), st.integers(0, 10))
 def test_bootstrap_interval_contains_the_mean(values: list[float], seed: int) -> None:

@@ -75,7 +75,7 @@ def test_finetune_rag_side_by_side_with_citations_and_contamination(tmp_path: Pa
   }}
   eval expert {{
     data = "eval.jsonl"
-    metrics = [exact_match, f1, citation_precision, citation_recall, recall_at_k, mrr]
+    metrics = [exact_match, f1, citation_precision, citation_recall, recall_at_k, mrr, perplexity]
     systems = [finetune.ft, rag.docs, rag.tuned]
     ngram = 8
     max_new_tokens = 6
@@ -104,7 +104,14 @@ def test_finetune_rag_side_by_side_with_citations_and_contamination(tmp_path: Pa
     assert steps["eval.cls"]["status"] == "done", r.stderr
 
     m = steps["eval.expert"]["metrics"]
-    assert set(m["finetune.ft"]) == {"exact_match", "f1"}  # no retrieval: citation metrics do not apply
+    assert set(m["finetune.ft"]) == {"exact_match", "f1", "perplexity"}  # no retrieval: citation metrics do not apply
+    # answer perplexity: each system scores the reference after its own prompt (rag: with the retrieved chunks)
+    for sid in ("finetune.ft", "rag.docs", "rag.tuned"):
+        assert m[sid]["perplexity"]["n"] == len(EVAL) and 1.0 < m[sid]["perplexity"]["value"]
+    assert set(m["comparisons"]["rag.tuned"]) >= {"f1", "perplexity"}
+    assert m["rag.tuned"]["perplexity"]["value"] != pytest.approx(m["finetune.ft"]["perplexity"]["value"])  # same model
+    assert m["comparisons"]["rag.tuned"]["perplexity"]["difference"] == pytest.approx(
+        m["rag.tuned"]["perplexity"]["value"] - m["finetune.ft"]["perplexity"]["value"])
     for sid in ("rag.docs", "rag.tuned"):
         # BM25 over three distinct notes finds each question's note; sources match by file stem or path
         assert m[sid]["recall_at_k"]["value"] == 1.0

@@ -6,7 +6,9 @@ Scoring:
 - multiple choice and classification: local models by the log-likelihood of each option after
   ``Question: ...\\nAnswer:`` (the lm-evaluation-harness convention); endpoints by parsing the chosen option;
 - rag systems: their answer, citations against the item's ``sources``, retrieval recall@k and MRR; for choices and
-  labels, the rag's local generator scores the options with the retrieved chunks in the prompt.
+  labels, the rag's local generator scores the options with the retrieved chunks in the prompt;
+- perplexity: of the reference answer right after the prompt the system answers from (a rag system's own prompt,
+  retrieved chunks included), so a model alone and the same model behind retrieval compare on the same tokens.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def system_id(system: Any) -> str:
 class LocalModel:
     """A causal LM for generation and log-likelihood scoring."""
 
-    def __init__(self, handle: Any) -> None:
-        from sdk.backends.models import load
+    def __init__(self, handle: Any = None, *, model: Any = None, tokenizer: Any = None) -> None:
+        if handle is not None:
+            from sdk.backends.models import load
 
-        self.model, self.tokenizer = load(handle, merge=bool(handle.adapter))
+            model, tokenizer = load(handle, merge=bool(handle.adapter))
+        self.model, self.tokenizer = model, tokenizer
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
@@ -58,6 +62,16 @@ class LocalModel:
 
     def logliks(self, context: str, continuations: list[str]) -> list[float]:
         """Log-likelihood of each continuation after the same context, in one right-padded batch."""
+        return [lp for lp, _ in self._scored(context, continuations)]
+
+    def answer_nll(self, prompt: str, answer: str) -> tuple[float, int]:
+        """(negative log-likelihood, tokens) of ``answer`` right after ``prompt``: what the model would have to
+        write. A space goes between them unless the prompt ends in whitespace (a chat template's turn marker)."""
+        sep = "" if not prompt or prompt[-1].isspace() else " "
+        lp, n = self._scored(prompt, [sep + answer])[0]
+        return -lp, n
+
+    def _scored(self, context: str, continuations: list[str]) -> list[tuple[float, int]]:
         import torch
 
         pairs = [self._pair(context, c) for c in continuations]
@@ -71,27 +85,25 @@ class LocalModel:
         for row, (ids, n) in enumerate(pairs):
             positions = torch.arange(len(ids) - n - 1, len(ids) - 1)
             targets = torch.tensor(ids[len(ids) - n:])
-            out.append(float(logprobs[row, positions, targets].sum()))
+            out.append((float(logprobs[row, positions, targets].sum()), n))
         return out
 
-    def nll(self, text: str) -> tuple[float, int]:
-        import torch
+    def chat(self, content: str) -> str:
+        """``content`` as one user turn in the tokenizer's chat template, ready for the assistant's reply."""
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
+                                                  add_generation_prompt=True, tokenize=False)
 
-        ids = self.encode(text)[: self.max_len]
-        if len(ids) < 2:
-            return 0.0, 0
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids]))
-        return float(out.loss) * (len(ids) - 1), len(ids) - 1
+    def generation_prompt(self, question: str, prompt: str | None = None) -> str:
+        """What generation starts from: ``prompt`` if given, else the question in the chat template, else
+        ``Question: ...\nAnswer:``."""
+        if prompt is not None:
+            return prompt
+        return self.chat(question) if self.tokenizer.chat_template else RAW_PROMPT.format(question=question)
 
     def generate(self, question: str, max_new_tokens: int, prompt: str | None = None) -> str:
         import torch
 
-        if prompt is None and self.tokenizer.chat_template:
-            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                                        add_generation_prompt=True, tokenize=False)
-        elif prompt is None:
-            prompt = RAW_PROMPT.format(question=question)
+        prompt = self.generation_prompt(question, prompt)
         ids = self.encode(prompt)[-(self.max_len - max_new_tokens):]
         with torch.no_grad():
             out = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
@@ -190,10 +202,11 @@ class SystemRunner:
         self.local: LocalModel | None = None
         self.endpoint: EndpointModel | None = None
         self.rag: Any = None
+        self.reader: LocalModel | None = None  # a rag system's local generator, when answers are generated
         if isinstance(system, Endpoint):
             self.endpoint = EndpointModel(system)
         elif system.kind == "rag":
-            from sdk.backends.rag import RagSystem
+            from sdk.backends.rag import LocalChatGenerator, RagSystem
 
             gen = spec.rag[system.label].generator
             scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
@@ -202,13 +215,18 @@ class SystemRunner:
             self.rag = RagSystem.open(spec, system.label, artifacts, with_generator=not scored)
             if scored:
                 self.local = _local(artifacts, str(gen))
+            elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
+                pipe = self.rag.generator.component.pipeline
+                self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
         else:
             self.local = _local(artifacts, str(system))
 
     def answer(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
+        """The system's answer to one item; with ``want_nll``, also the negative log-likelihood of the reference
+        answer after the very prompt the system answered from (for a rag system: with its retrieved chunks)."""
         task = self.task
         options = item.choices if task == "multiple_choice" else (self.labels if task == "classification" else None)
-        context, sources, retrieved = None, [], []
+        context, sources, retrieved, read_prompt = None, [], [], None
         if self.rag is not None and (self.local is not None or options):
             docs = self.rag.retrieve(item.question)
             retrieved = [str(d["meta"].get("source") or d["id"]) for d in docs]
@@ -227,6 +245,8 @@ class SystemRunner:
                 pred = options[idx] if idx is not None else text.strip()
         elif self.rag is not None:
             out = self.rag.answer(item.question, max_new_tokens=max_new_tokens)
+            if self.reader is not None:
+                read_prompt = self.reader.chat(self.rag.render_prompt(item.question, out["documents"]))
             pred = (out["answer"] or "").strip().split("\n")[0].strip()
             retrieved = [str(s.get("source") or s["id"]) for s in out["sources"]]
             cited = [retrieved[i - 1] for i in out.get("cited", []) if 0 < i <= len(retrieved)]
@@ -237,8 +257,14 @@ class SystemRunner:
         else:
             pred = self.endpoint.ask(item.question, max_new_tokens).strip()  # type: ignore[union-attr]
         nll = None
-        if want_nll and self.local is not None and item.answers:
-            nll = self.local.nll(f"{self.prompter(item)} {item.answers[0]}")
+        reference = item.answers[0] if item.answers else item.label
+        if want_nll and reference:
+            if self.local is not None:
+                prompt = self.prompter(item, context) if options else \
+                    self.local.generation_prompt(item.question, self.prompter(item) if self.prompter.template else None)
+                nll = self.local.answer_nll(prompt, reference)
+            elif self.reader is not None and read_prompt is not None:
+                nll = self.reader.answer_nll(read_prompt, reference)
         return Answer(pred, sources, retrieved, nll)
 
 
@@ -361,12 +387,12 @@ class EvalBackend(Backend):
             if "judge" in block.metrics and block.judge is not None else None
         rows: dict[str, list[dict[str, Any]]] = {}
         per_item: dict[str, list[dict[str, float | None]]] = {}
-        nlls: dict[str, list[tuple[float, int]]] = {}
+        nlls: dict[str, dict[str, tuple[float, int]]] = {}  # system -> item id -> (NLL, tokens) of its answer
         for system in block.systems:
             sid = system_id(system)
             done = _load_partial(ctx.checkpoint_dir, sid)
             runner: SystemRunner | None = None
-            rows[sid], per_item[sid], nlls[sid] = [], [], []
+            rows[sid], per_item[sid], nlls[sid] = [], [], {}
             if done:
                 ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
             with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
@@ -392,7 +418,7 @@ class EvalBackend(Backend):
                         done[item.id] = {}
                     scores = score_item(item, ans, task, list(block.metrics), k, judged)
                     if ans.nll:
-                        nlls[sid].append(ans.nll)
+                        nlls[sid][item.id] = ans.nll
                     per_item[sid].append(scores)
                     correct = next((scores[m] for m in ("accuracy", "exact_match") if scores.get(m) is not None),
                                    None)
@@ -403,7 +429,7 @@ class EvalBackend(Backend):
         results = aggregate(per_item, nlls, block)
         if "macro_f1" in block.metrics:
             add_macro_f1(results, rows, block)
-        comparisons = compare(per_item, block)
+        comparisons = compare(per_item, block, nlls)
         contam = self._contamination(ctx, items, block, artifacts)
         for system_rows in rows.values():
             for r in system_rows:
@@ -492,7 +518,7 @@ def training_steps(spec: Any, systems: list[Any]) -> list[str]:
     return sorted(out)
 
 
-def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str, list[tuple[float, int]]],
+def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str, dict[str, tuple[float, int]]],
               block: Any) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for sid, scores in per_item.items():
@@ -505,21 +531,25 @@ def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str
                 v, lo, hi = M.bootstrap_ci(values, block.bootstrap, block.confidence, block.seed)
                 out[sid][m] = {"value": v, "ci_low": lo, "ci_high": hi, "n": len(values)}
         if "perplexity" in block.metrics and nlls.get(sid):
-            ppl, lo, hi = perplexity_ci(nlls[sid], block.bootstrap, block.confidence, block.seed)
+            ppl, lo, hi = perplexity_ci(list(nlls[sid].values()), block.bootstrap, block.confidence, block.seed)
             out[sid]["perplexity"] = {"value": ppl, "ci_low": lo, "ci_high": hi, "n": len(nlls[sid])}
     return out
+
+
+def _perplexity(nlls: list[tuple[float, int]]) -> float:
+    return M.perplexity(sum(x for x, _ in nlls), sum(n for _, n in nlls))
 
 
 def perplexity_ci(nlls: list[tuple[float, int]], resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
     """Token-weighted perplexity of the gold answers, with a bootstrap interval over items."""
     import random
 
-    value = M.perplexity(sum(a for a, _ in nlls), sum(b for _, b in nlls))
+    value = _perplexity(nlls)
     rng, n = random.Random(seed), len(nlls)
     samples = []
     for _ in range(resamples):
         pick = [nlls[rng.randrange(n)] for _ in range(n)]
-        samples.append(M.perplexity(sum(a for a, _ in pick), sum(b for _, b in pick)))
+        samples.append(_perplexity(pick))
     samples.sort()
     return value, samples[int((1 - confidence) / 2 * resamples)], samples[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
 
@@ -542,8 +572,10 @@ def add_macro_f1(results: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
         results[sid]["macro_f1"] = {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
 
 
-def compare(per_item: dict[str, list[dict[str, float | None]]], block: Any) -> dict[str, dict[str, dict[str, float]]]:
-    """Each system against the first: mean difference and paired-bootstrap p-value per metric."""
+def compare(per_item: dict[str, list[dict[str, float | None]]], block: Any,
+            nlls: dict[str, dict[str, tuple[float, int]]] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Each system against the first: mean difference and paired-bootstrap p-value per metric (for perplexity,
+    the difference of the token-weighted perplexities over the items both systems scored)."""
     systems = list(per_item)
     if len(systems) < 2:
         return {}
@@ -559,6 +591,12 @@ def compare(per_item: dict[str, list[dict[str, float | None]]], block: Any) -> d
             a, b = [p[0] for p in pairs], [p[1] for p in pairs]
             out[sid][m] = {"difference": M.mean(a) - M.mean(b),
                            "p_value": M.paired_bootstrap_p(a, b, block.bootstrap, block.seed)}
+        if "perplexity" in block.metrics and nlls:
+            both = [i for i in nlls.get(sid, {}) if i in nlls.get(first, {})]
+            if both:
+                a2, b2 = [nlls[sid][i] for i in both], [nlls[first][i] for i in both]
+                out[sid]["perplexity"] = {"difference": _perplexity(a2) - _perplexity(b2),
+                                          "p_value": M.paired_perplexity_p(a2, b2, block.bootstrap, block.seed)}
     return out
 
 
