@@ -14,6 +14,7 @@ def _fmt(v: Any) -> str:
 
 
 def metrics_chart(path: Path, summary: dict[str, Any]) -> bool:
+    """Bars with CI error bars per metric and system; perplexity (unbounded, lower is better) in its own panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,27 +23,44 @@ def metrics_chart(path: Path, summary: dict[str, Any]) -> bool:
     results = summary["metrics"]
     systems = list(results)
     names = sorted({m for r in results.values() for m in r if m != "perplexity"})
-    if not systems or not names:
+    ppl = [sid for sid in systems if "perplexity" in results[sid]]
+    if not systems or not (names or ppl):
         return False
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names) * max(1, len(systems)) / 2), 4), dpi=100)
     width = 0.8 / len(systems)
-    for i, sid in enumerate(systems):
-        xs, ys, lo, hi = [], [], [], []
-        for j, m in enumerate(names):
-            if m in results[sid]:
-                r = results[sid][m]
-                xs.append(j + i * width)
-                ys.append(r["value"])
-                lo.append(max(0.0, r["value"] - r["ci_low"]))
-                hi.append(max(0.0, r["ci_high"] - r["value"]))
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=sid)
-    ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(names))])
-    ax.set_xticklabels(names)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel(f"score ({summary.get('confidence', 0.95):.0%} bootstrap CI)")
-    ax.set_title(f"{summary['step']}: {summary['n_items']} items")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    panels = [p for p in (names, ppl) if p]
+    fig, axes = plt.subplots(1, len(panels), dpi=100, squeeze=False,
+                             figsize=(max(4, (max(6, 0.8 * len(names) * len(systems)) if names else 0) + (3 if ppl else 0)), 4),
+                             gridspec_kw={"width_ratios": [max(1, len(names)) if p is names else 1 for p in panels]})
+
+    def bars(ax: Any, metrics: list[str], sids: list[str]) -> None:
+        for i, sid in enumerate(sids):
+            xs, ys, lo, hi = [], [], [], []
+            for j, m in enumerate(metrics):
+                if m in results[sid]:
+                    r = results[sid][m]
+                    xs.append(j + i * width)
+                    ys.append(r["value"])
+                    lo.append(max(0.0, r["value"] - r["ci_low"]))
+                    hi.append(max(0.0, r["ci_high"] - r["value"]))
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=sid, color=f"C{systems.index(sid)}")
+        ax.set_xticks([j + width * (len(sids) - 1) / 2 for j in range(len(metrics))])
+        ax.set_xticklabels(metrics)
+        ax.grid(axis="y", alpha=0.3)
+
+    confidence = f"{summary.get('confidence', 0.95):.0%} bootstrap CI"
+    if names:
+        ax = axes[0][0]
+        bars(ax, names, systems)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"score ({confidence})")
+        ax.legend(fontsize=8)
+    if ppl:
+        ax = axes[0][-1]
+        bars(ax, ["perplexity"], ppl)
+        ax.set_ylabel(f"perplexity, lower is better ({confidence})")
+        if not names:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{summary['step']}: {summary['n_items']} items")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

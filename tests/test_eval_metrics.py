@@ -115,3 +115,22 @@ def test_f1_bounds_and_em_implies_f1(pred: str, golds: list[str]) -> None:
     assert 0.0 <= f1 <= 1.0
     if M.exact_match(pred, golds) == 1.0:
         assert f1 == 1.0
+
+
+def test_metrics_chart_gives_perplexity_its_own_panel(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sdk.report import metrics_chart
+
+    def cell(v: float, lo: float, hi: float) -> dict:
+        return {"value": v, "ci_low": lo, "ci_high": hi, "n": 10}
+
+    both = {"step": "eval.x", "n_items": 10, "metrics": {
+        "a": {"f1": cell(0.2, 0.1, 0.3), "perplexity": cell(130.0, 120.0, 140.0)},
+        "b": {"f1": cell(0.3, 0.2, 0.4), "perplexity": cell(120.0, 110.0, 130.0)}}}
+    assert metrics_chart(tmp_path / "both.png", both)
+    only = {"step": "eval.x", "n_items": 10, "metrics": {"a": {"perplexity": cell(130.0, 120.0, 140.0)}}}
+    assert metrics_chart(tmp_path / "only.png", only)  # a perplexity-only eval still gets its chart
+    assert not metrics_chart(tmp_path / "none.png", {"step": "eval.x", "n_items": 0, "metrics": {}})
+    from PIL import Image
+
+    # two panels make a wider figure than one
+    assert Image.open(tmp_path / "both.png").size[0] > Image.open(tmp_path / "only.png").size[0]
