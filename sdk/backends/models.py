@@ -61,6 +61,14 @@ def handle(artifact: Artifact) -> ModelHandle:
     )
 
 
+def quiet_library_deprecations() -> None:
+    """PEFT and TRL still read transformers 5's deprecated ``is_gradient_checkpointing``: a warning the user can do
+    nothing about (our own arguments use the new name), so it is not shown."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dtype: str = "auto") -> tuple[Any, Any]:
     """Load (model, tokenizer) with transformers, applying the adapter if there is one."""
     import torch
@@ -80,6 +88,7 @@ def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dt
     if h.adapter:
         from peft import PeftModel
 
+        quiet_library_deprecations()
         model = PeftModel.from_pretrained(model, h.adapter)
         if merge:
             model = model.merge_and_unload()

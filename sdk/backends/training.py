@@ -402,6 +402,9 @@ def accelerate_config(compute: dict[str, Any]) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any], progress: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run a pretrain or finetune job in this process (``job["kind"]`` picks which)."""
+    from sdk.backends.models import quiet_library_deprecations
+
+    quiet_library_deprecations()
     if job["kind"] == "pretrain":
         from sdk.backends.pretrain import pretrain_job
 
