@@ -36,7 +36,8 @@ def quickstart() -> sdk.Spec:
              max_new_tokens=32)
         .rag("tuned", corpus="corpus.telecom", retriever="hybrid", top_k=3, generator="finetune.sip",
              max_new_tokens=32)
-        .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "citation_recall", "recall_at_k"],
+        .eval("expert", data="quickstart/eval.jsonl",
+              metrics=["exact_match", "f1", "perplexity", "citation_recall", "recall_at_k"],
               systems=["pretrain.base", "finetune.sip", "rag.docs", "rag.tuned"], max_new_tokens=16,
               gate="rag.tuned.citation_recall.ci_low >= 0.6")
         .route(classifier="tfidf", examples="quickstart/route.jsonl", domain="rag.tuned", general="pretrain.base")
