@@ -352,7 +352,20 @@ class DatasetBlock(Block):
     )
     system_prompt: Optional[str] = Field(default=None, description="System message prepended to every example")
     validation_split: float = Field(default=0.0, ge=0.0, lt=0.9, description="Share held out for eval loss")
+    retrieval: Optional[_ref_of("rag")] = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Rag system whose retrieved chunks go into each row's last user turn, rendered with its prompt "
+        "(retrieval-augmented fine-tuning)",
+    )
+    keep_bare: bool = Field(default=True, description="With retrieval: also keep each row as written, without chunks")
     backend: Optional[str] = Field(default=None, description="Backend name (default: jsonl)")
+
+    @model_validator(mode="after")
+    def _retrieval_needs_turns(self) -> "DatasetBlock":
+        if self.retrieval is not None and self.format == "text":
+            raise PydanticCustomError("incompatible", "retrieval applies to formats chat and instruction (rows with a "
+                                      "user turn), not to format text", {})
+        return self
 
     @model_validator(mode="after")
     def _known_fields(self) -> "DatasetBlock":
@@ -684,18 +697,16 @@ class Spec(Block):
                     )
                     add(path, f"reference {ref} does not match any block", hint)
 
-        # cycles among model steps (pretrain from pretrain, finetune from finetune)
-        for kind in ("pretrain", "finetune"):
-            for label in getattr(self, kind):
-                seen: list[str] = [f"{kind}.{label}"]
-                ref = getattr(self, kind)[label].from_
-                while ref.kind in ("pretrain", "finetune") and self.has(ref):
-                    if str(ref) in seen:
-                        cycle = " -> ".join(seen[seen.index(str(ref)):] + [str(ref)])
-                        add((kind, label, "from"), f"cyclic reference: {cycle}")
-                        break
-                    seen.append(str(ref))
-                    ref = self.get(ref).from_  # type: ignore[attr-defined]
+        # cycles: a step that needs itself (finetune from finetune, or a dataset augmented by a rag system whose
+        # generator trains on that dataset), reported at each reference that closes one
+        edges = {f"{kind}.{label}": [(path, str(ref)) for path, ref in _refs_in(block, (kind, label))
+                                     if ref.kind != "compute" and self.has(ref)]
+                 for kind, label, block in self.blocks()}
+        for node, out in edges.items():
+            for path, target in out:
+                trail = _path_between(edges, target, node)
+                if trail is not None:
+                    add(path, f"cyclic reference: {' -> '.join([node, *trail])}")
 
         # gates and thresholds reference metrics that some eval produces
         produced = self.produced_metrics()
@@ -784,6 +795,24 @@ class Spec(Block):
         if must_be_dir and not target.is_dir():
             return f"{rel!r} is not a folder"
         return None
+
+
+def _path_between(edges: dict[str, list[tuple[Any, str]]], start: str, goal: str) -> Optional[list[str]]:
+    """The shortest chain of references from ``start`` to ``goal`` (both included), or None."""
+    parents: dict[str, Optional[str]] = {start: None}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        if node == goal:
+            trail = [node]
+            while parents[trail[-1]] is not None:
+                trail.append(parents[trail[-1]])  # type: ignore[arg-type]
+            return trail[::-1]
+        for _, nxt in edges.get(node, []):
+            if nxt not in parents:
+                parents[nxt] = node
+                queue.append(nxt)
+    return None
 
 
 def _refs_in(value: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Ref]]:
