@@ -24,14 +24,14 @@ def quickstart() -> sdk.Spec:
     return (
         sdk.Domain("quickstart", description="SIP, IMS, VoLTE and 5G core assistant, trained from scratch on a CPU",
                    base_dir=RECIPES)
-        .base_model("tiny", architecture=llama(layers=2, hidden=128, heads=4, vocab=2000, context=256))
+        .base_model("tiny", architecture=llama(layers=2, hidden=128, heads=4, vocab=2000, context=1024))
         .corpus("telecom", paths=["quickstart/corpus/*.md"], split={"by": "word", "length": 120, "overlap": 20},
                 dedupe="near")
-        .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.1)
+        .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.1, retrieval="rag.docs")
         .pretrain("base", from_="base_model.tiny", corpus="corpus.telecom", max_steps=1200, batch_size=8,
                   block_size=128, learning_rate=1e-3, warmup_ratio=0.05, save_steps=200)
         .finetune("sip", from_="pretrain.base", data="dataset.qa", method="lora", lora={"rank": 8, "alpha": 16},
-                  max_steps=200, batch_size=4, learning_rate=1e-3, max_length=256, save_steps=50)
+                  max_steps=200, batch_size=4, learning_rate=1e-3, max_length=1024, save_steps=50)
         .rag("docs", corpus="corpus.telecom", retriever="hybrid", top_k=3, generator="pretrain.base",
              max_new_tokens=32)
         .rag("tuned", corpus="corpus.telecom", retriever="hybrid", top_k=3, generator="finetune.sip",
@@ -218,7 +218,7 @@ TWINS: dict[str, Callable[[], sdk.Spec]] = {
 _TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "rag.ops",
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
-    "quickstart.dsl": ["base_model.tiny", "corpus.telecom", "dataset.qa", "pretrain.base", "finetune.sip", "rag.docs",
+    "quickstart.dsl": ["base_model.tiny", "corpus.telecom", "pretrain.base", "rag.docs", "dataset.qa", "finetune.sip",
                        "rag.tuned", "eval.expert", "route.default", "serve.default"],
     "medicine.dsl": ["base_model.llama3", "corpus.guidelines", "dataset.qa", "finetune.clinical", "rag.guidelines",
                      "eval.clinical", "route.default", "serve.default"],
