@@ -347,7 +347,7 @@ def _text(spec: Any, value: Any) -> str | None:
 
 class EvalBackend(Backend):
     name = "builtin"
-    version = "1"
+    version = "2"  # 2: perplexity of the answer after each system's own prompt
     kinds = ("eval",)
     requires = ("torch", "transformers")
     install_hint = "pip install 'domain-dsl[all]'"
