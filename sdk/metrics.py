@@ -7,7 +7,7 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -134,44 +134,42 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 1000, confidence: flo
     return mean(vals), lo, hi
 
 
-def paired_bootstrap_p(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0) -> float:
-    """Two-sided p-value that systems a and b (scored on the same items) differ: how often a resample's
-    difference falls on the other side of zero from the observed one."""
-    assert len(a) == len(b)
-    n = len(a)
-    if n == 0:
-        return 1.0
-    diffs = [x - y for x, y in zip(a, b)]
-    observed = sum(diffs) / n
+def _paired_p(statistic: Callable[[Sequence[int]], float], n: int, resamples: int, seed: int) -> float:
+    """Two-sided paired-bootstrap p-value of ``statistic`` (a difference between two systems, computed over the
+    items at the given indexes): how often a resample of the items puts it on the other side of zero from the
+    observed value."""
+    observed = statistic(range(n)) if n else 0.0
     if observed == 0:
         return 1.0
     rng = random.Random(seed)
     flipped = 0
     for _ in range(resamples):
-        d = sum(diffs[rng.randrange(n)] for _ in range(n)) / n
+        d = statistic([rng.randrange(n) for _ in range(n)])
         if (d <= 0 < observed) or (d >= 0 > observed):
             flipped += 1
     return min(1.0, 2 * (flipped + 1) / (resamples + 1))
+
+
+def paired_bootstrap_p(a: Sequence[float], b: Sequence[float], resamples: int = 1000, seed: int = 0) -> float:
+    """Two-sided p-value that systems a and b (scored on the same items) differ in mean score."""
+    assert len(a) == len(b)
+    diffs = [x - y for x, y in zip(a, b)]
+    return _paired_p(lambda idx: sum(diffs[i] for i in idx) / len(idx), len(diffs), resamples, seed)
+
+
+def token_perplexity(nlls: Sequence[tuple[float, int]]) -> float:
+    """Token-weighted perplexity of items given as (NLL, tokens)."""
+    return perplexity(sum(x for x, _ in nlls), sum(n for _, n in nlls))
 
 
 def paired_perplexity_p(a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]], resamples: int = 1000,
                         seed: int = 0) -> float:
-    """Two-sided paired-bootstrap p-value that two systems' token-weighted perplexities differ, from each item's
-    (NLL, tokens) under system a and system b: items are resampled together, as in ``paired_bootstrap_p``."""
+    """Two-sided p-value that two systems' token-weighted perplexities differ, from each item's (NLL, tokens)
+    under system a and system b; items are resampled together, as in ``paired_bootstrap_p``."""
     assert len(a) == len(b)
-    n = len(a)
 
-    def diff(idx: Sequence[int]) -> float:
+    def log_ppl_diff(idx: Sequence[int]) -> float:  # the sign of the perplexity difference
         return (sum(a[i][0] for i in idx) / max(1, sum(a[i][1] for i in idx))
-                - sum(b[i][0] for i in idx) / max(1, sum(b[i][1] for i in idx)))  # log-perplexity, same sign
+                - sum(b[i][0] for i in idx) / max(1, sum(b[i][1] for i in idx)))
 
-    observed = diff(range(n)) if n else 0.0
-    if observed == 0:
-        return 1.0
-    rng = random.Random(seed)
-    flipped = 0
-    for _ in range(resamples):
-        d = diff([rng.randrange(n) for _ in range(n)])
-        if (d <= 0 < observed) or (d >= 0 > observed):
-            flipped += 1
-    return min(1.0, 2 * (flipped + 1) / (resamples + 1))
+    return _paired_p(log_ppl_diff, len(a), resamples, seed)

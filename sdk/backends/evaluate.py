@@ -536,20 +536,16 @@ def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str
     return out
 
 
-def _perplexity(nlls: list[tuple[float, int]]) -> float:
-    return M.perplexity(sum(x for x, _ in nlls), sum(n for _, n in nlls))
-
-
 def perplexity_ci(nlls: list[tuple[float, int]], resamples: int, confidence: float, seed: int) -> tuple[float, float, float]:
     """Token-weighted perplexity of the gold answers, with a bootstrap interval over items."""
     import random
 
-    value = _perplexity(nlls)
+    value = M.token_perplexity(nlls)
     rng, n = random.Random(seed), len(nlls)
     samples = []
     for _ in range(resamples):
         pick = [nlls[rng.randrange(n)] for _ in range(n)]
-        samples.append(_perplexity(pick))
+        samples.append(M.token_perplexity(pick))
     samples.sort()
     return value, samples[int((1 - confidence) / 2 * resamples)], samples[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
 
@@ -595,7 +591,7 @@ def compare(per_item: dict[str, list[dict[str, float | None]]], block: Any,
             both = [i for i in nlls.get(sid, {}) if i in nlls.get(first, {})]
             if both:
                 a2, b2 = [nlls[sid][i] for i in both], [nlls[first][i] for i in both]
-                out[sid]["perplexity"] = {"difference": _perplexity(a2) - _perplexity(b2),
+                out[sid]["perplexity"] = {"difference": M.token_perplexity(a2) - M.token_perplexity(b2),
                                           "p_value": M.paired_perplexity_p(a2, b2, block.bootstrap, block.seed)}
     return out
 
