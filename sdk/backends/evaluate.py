@@ -246,7 +246,7 @@ class SystemRunner:
         elif self.rag is not None:
             out = self.rag.answer(item.question, max_new_tokens=max_new_tokens)
             if self.reader is not None:
-                read_prompt = self.reader.chat(self.rag.render_prompt(item.question, out["documents"]))
+                read_prompt = self.reader.chat(out["prompt"])
             pred = (out["answer"] or "").strip().split("\n")[0].strip()
             retrieved = [str(s.get("source") or s["id"]) for s in out["sources"]]
             cited = [retrieved[i - 1] for i in out.get("cited", []) if 0 < i <= len(retrieved)]

@@ -519,7 +519,8 @@ class RagSystem:
         rag.answer("question", max_new_tokens=64)
             -> {"answer": str, "sources": [{"index": 1, "id", "source", "page", "content", "score"}, ...],
                 "cited": [1, ...],  # source indexes the answer cites as [n]
-                "documents": [... as retrieve ...]}
+                "documents": [... as retrieve ...],
+                "prompt": str}  # what the generator was given (before its chat template)
 
     ``with_generator=False`` opens it for retrieval only (answer() then returns an empty answer and the sources).
     """
@@ -594,7 +595,8 @@ class RagSystem:
             return {"answer": "", "sources": sources, "cited": [], "documents": documents}
         prompt = self.render_prompt(question, documents)
         text = self.generator(prompt, max_new_tokens or self.block.max_new_tokens)
-        return {"answer": text, "sources": sources, "cited": citations(text, len(sources)), "documents": documents}
+        return {"answer": text, "sources": sources, "cited": citations(text, len(sources)), "documents": documents,
+                "prompt": prompt}
 
 
 @dataclass
