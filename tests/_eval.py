@@ -40,6 +40,15 @@ def tiny_model(folder: Path, seed: int = 0) -> Path:
     return target
 
 
+def local_model(folder: Path, model: Path) -> Any:
+    """The eval step's LocalModel over a local model folder, as a base_model block would give it."""
+    from sdk.backends.base import Artifact
+    from sdk.backends.evaluate import LocalModel
+    from sdk.backends.models import handle
+
+    return LocalModel(handle(Artifact("base_model.a", folder, {"outputs": {"model": str(model), "model_source": "local"}})))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

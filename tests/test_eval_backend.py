@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdk.state import StateStore
-from tests._eval import MC_ITEMS, openai_server, tiny_model, write_mc_set
+from tests._eval import MC_ITEMS, local_model, openai_server, tiny_model, write_mc_set
 from tests.conftest import run_dsl
 
 pytestmark = pytest.mark.slow
@@ -209,11 +209,7 @@ def test_secret_key_is_sent_but_never_written(tmp_path: Path, models: tuple[Path
 
 
 def test_answer_nll_scores_the_answer_after_the_prompt(tmp_path: Path, models: tuple[Path, Path]) -> None:
-    from sdk.backends.base import Artifact
-    from sdk.backends.evaluate import LocalModel
-    from sdk.backends.models import handle
-
-    local = LocalModel(handle(Artifact("base_model.a", tmp_path, {"outputs": {"model": str(models[0]), "model_source": "local"}})))
+    local = local_model(tmp_path, models[0])
     prompt = "Question: Which request starts a SIP call?\nAnswer:"
     nll, n = local.answer_nll(prompt, "INVITE")
     assert n == len(local.encode(prompt + " INVITE")) - len(local.encode(prompt)) > 0  # the answer's tokens only

@@ -12,10 +12,25 @@ from pathlib import Path
 import pytest
 
 from sdk.state import StateStore
-from tests._eval import MC_ITEMS, tiny_model, write_mc_set
+from tests._eval import MC_ITEMS, local_model, tiny_model, write_mc_set
 from tests.conftest import run_dsl
 
 pytestmark = pytest.mark.slow
+
+
+def run_lm_eval(tmp_path: Path, model: Path, task: str) -> tuple[dict, list[dict]]:
+    """The real lm_eval CLI, offline, on the task exported into tmp_path/task: its results and logged samples."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    out = subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model}", "--tasks", task,
+                          "--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1",
+                          "--output_path", str(tmp_path / "lm-out"), "--log_samples"],
+                         env=env, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads(next((tmp_path / "lm-out").rglob("results_*.json")).read_text())
+    samples = [json.loads(x) for x in next((tmp_path / "lm-out").rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
+    return results, samples
 
 
 def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
@@ -25,17 +40,8 @@ def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "task" / "tiny_mc.yaml").is_file()
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
-    lm_eval = Path(sys.executable).parent / "lm_eval"
-    out = subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model}", "--tasks", "tiny_mc",
-                          "--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1",
-                          "--output_path", str(tmp_path / "lm-out"), "--log_samples"],
-                         env=env, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    results = json.loads(next((tmp_path / "lm-out").rglob("results_*.json")).read_text())
+    results, samples = run_lm_eval(tmp_path, model, "tiny_mc")
     theirs = results["results"]["tiny_mc"]["acc,none"]
-    samples = [json.loads(x) for x in next((tmp_path / "lm-out").rglob("samples_tiny_mc_*.jsonl")).read_text().splitlines()]
     assert len(samples) == len(MC_ITEMS)
 
     # our eval step on the same items and model
@@ -48,11 +54,9 @@ def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
     assert ours == pytest.approx(theirs, abs=1e-6)
 
     # and option by option, the same log-likelihoods
-    from sdk.backends.base import Artifact
-    from sdk.backends.evaluate import RAW_PROMPT, LocalModel
-    from sdk.backends.models import handle
+    from sdk.backends.evaluate import RAW_PROMPT
 
-    local = LocalModel(handle(Artifact("base_model.a", tmp_path, {"outputs": {"model": str(model), "model_source": "local"}})))
+    local = local_model(tmp_path, model)
     by_id = {i: (q, c) for i, q, c, _ in MC_ITEMS}
     for s in samples:
         question, choices = by_id[s["doc"]["id"]]
@@ -74,25 +78,14 @@ def test_lm_eval_runs_an_exported_free_answer_set(tmp_path: Path) -> None:
     yaml = (tmp_path / "task" / "tiny_qa.yaml").read_text()
     assert "output_type: generate_until" in yaml and "max_gen_toks: 24" in yaml
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")}
-    lm_eval = Path(sys.executable).parent / "lm_eval"
-    out = subprocess.run([str(lm_eval), "--model", "hf", "--model_args", f"pretrained={model}", "--tasks", "tiny_qa",
-                          "--include_path", str(tmp_path / "task"), "--device", "cpu", "--batch_size", "1",
-                          "--output_path", str(tmp_path / "lm-out"), "--log_samples"],
-                         env=env, check=False, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    results = json.loads(next((tmp_path / "lm-out").rglob("results_*.json")).read_text())
+    results, samples = run_lm_eval(tmp_path, model, "tiny_qa")
     assert 0.0 <= results["results"]["tiny_qa"]["exact_match,none"] <= 1.0
-    samples = [json.loads(x) for x in next((tmp_path / "lm-out").rglob("samples_tiny_qa_*.jsonl")).read_text().splitlines()]
     assert sorted(s["doc"]["id"] for s in samples) == [r["id"] for r in rows]
 
     # lm-eval's greedy answers are the model's own answers to the same prompt
-    from sdk.backends.base import Artifact
-    from sdk.backends.evaluate import RAW_PROMPT, LocalModel
-    from sdk.backends.models import handle
+    from sdk.backends.evaluate import RAW_PROMPT
 
-    local = LocalModel(handle(Artifact("base_model.a", tmp_path, {"outputs": {"model": str(model), "model_source": "local"}})))
+    local = local_model(tmp_path, model)
     answers = []
     for s in samples:
         mine = local.generate(s["doc"]["question"], 24, prompt=RAW_PROMPT.format(question=s["doc"]["question"]))
