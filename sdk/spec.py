@@ -198,7 +198,7 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 # ----------------------------------------------------------------------------------------- shared objects
