@@ -22,6 +22,17 @@ from sdk.errors import DslError
 UPSTREAM_KEY = "upstream-secret-777"
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,7 +163,7 @@ def gateways(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypa
     tiny = {"type": "model", "model": str(model_dir), "adapter": None, "tokenizer": None}
 
     def remote(port: int) -> dict[str, Any]:
-        return {"type": "endpoint", "url": f"http://127.0.0.1:{port}/v1", "model": "m", "timeout": 30,
+        return {"type": "endpoint", "url": f"http://127.0.0.1:{port}/v1", "model": "m", "timeout": 30, "max_retries": 0,
                 "api_key_env": "UP_KEY"}
 
     with_general = Gateway({**base, "variants": {"base_model.tiny": tiny, "finetune.remote": remote(slow_port),
@@ -199,7 +210,7 @@ def test_timeout_falls_back_to_general_and_direct_calls_get_503(gateways: Any) -
     assert r.status_code == 200 and r.headers["x-dsl-target"] == "base_model.tiny"
     assert "general" in {m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]}
     metrics = httpx.get(f"{url}/metrics").text
-    assert "dsl_fallbacks_total 1" in metrics and 'dsl_errors_total{code="503"} 1' in metrics
+    assert metric(metrics, "dsl_fallbacks_total") == 1 and metric(metrics, "dsl_errors_total", code="503") == 1
     assert UPSTREAM_KEY not in metrics and UPSTREAM_KEY not in r.text
 
 
@@ -252,9 +263,8 @@ def test_completions_batch_prompts_and_stream(gateways: Any) -> None:
     assert "".join(c.choices[0].text for c in streamed) == one.choices[0].text
     assert streamed[-1].choices[0].finish_reason == "stop"
 
-    def batches(text: str) -> int:
-        line = next(ln for ln in text.splitlines() if ln.startswith('dsl_engine_batches_total{variant="base_model.tiny"}'))
-        return int(line.split()[-1])
+    def batches(text: str) -> float:
+        return metric(text, "dsl_engine_batches_total", variant="base_model.tiny")
 
     after = httpx.get(f"{url}/metrics").text
     assert batches(after) - batches(before) < 8  # the six prompts of one request were batched
@@ -345,8 +355,12 @@ def test_dsl_serve_with_sglang_missing_says_how_to_install(tmp_path: Path, model
 
     if importlib.util.find_spec("sglang") is not None:
         pytest.skip("sglang is installed here: dsl serve would really launch it")
+    import shutil
+
+    shutil.copytree(model_dir, tmp_path / "model")  # inside the recipe's folder (paths outside it are refused)
+    model_dir = tmp_path / "model"
     (tmp_path / "r.dsl").write_text(f'''domain s {{
-  base_model tiny {{ path = "{model_dir}" }}
+  base_model tiny {{ path = "model" }}
   serve {{ engine = sglang  engine_port = {free_port()} }}
 }}
 ''')

@@ -13,7 +13,7 @@ from sdk.backends.base import Backend, StepContext, StepResult
 
 def endpoint_config(ep: Any) -> dict[str, Any]:
     return {"type": "endpoint", "url": ep.url.rstrip("/"), "model": ep.model, "timeout": ep.timeout,
-            "api_key_env": ep.api_key.env if ep.api_key else None}
+            "api_key_env": ep.api_key.env if ep.api_key else None, "max_retries": ep.max_retries}
 
 
 class ServeBackend(Backend):

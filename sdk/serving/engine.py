@@ -1,4 +1,6 @@
-"""The embedded engine: a transformers model behind a queue, batching concurrent requests on the CPU."""
+"""The embedded engine: a transformers model behind a queue, batching concurrent requests on the CPU. A request
+whose client left (its ``cancel`` event is set) is dropped from the queue, or stops generating at the next token
+of the batch it runs in."""
 
 from __future__ import annotations
 
@@ -9,16 +11,26 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
+class Cancelled(Exception):
+    """The request was cancelled (its client disconnected, or its wait timed out) before it finished."""
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
     max_tokens: int
+    cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
 
 
 class LocalEngine:
     """Generates for chat messages; a worker thread takes up to ``max_batch_size`` queued requests at a time
-    and runs them as one left-padded batch."""
+    and runs them as one left-padded batch.
+
+    Counters: ``batches``, ``requests`` (generated), ``tokens`` (new tokens generated, all requests), ``dropped``
+    (cancelled while queued: never generated), ``stopped`` (cancelled while generating: stopped at the next token)
+    and ``tokens_after_cancel`` (tokens generated for a request after its cancellation, at most one per stopped
+    request)."""
 
     def __init__(self, handle: Any, max_batch_size: int = 8, name: str = "") -> None:
         from sdk.backends.models import load
@@ -31,8 +43,9 @@ class LocalEngine:
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self.max_batch_size = max_batch_size
         self.queue: "queue.Queue[Optional[_Request]]" = queue.Queue()
-        self.batches = 0
-        self.requests = 0
+        self.batches = self.requests = self.tokens = 0
+        self.dropped = self.stopped = self.tokens_after_cancel = 0
+        self.busy = False
         self.worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self.worker.start()
 
@@ -41,56 +54,118 @@ class LocalEngine:
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
-    def submit(self, prompt: str, max_tokens: int) -> Future:
+    def submit(self, prompt: str, max_tokens: int, cancel: Optional[threading.Event] = None) -> Future:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         keep = max(1, self.max_len - max_tokens)
-        req = _Request(ids[-keep:], max_tokens)
+        req = _Request(ids[-keep:], max_tokens, cancel if cancel is not None else threading.Event())
         self.queue.put(req)
         return req.future
 
-    def generate(self, messages: list[dict[str, str]], max_tokens: int, timeout: Optional[float] = None) -> tuple[str, int, int]:
-        """(text, prompt tokens, completion tokens)."""
-        prompt = self.prompt(messages)
-        return self.submit(prompt, max_tokens).result(timeout=timeout)
+    def generate(self, messages: list[dict[str, str]], max_tokens: int, timeout: Optional[float] = None,
+                 cancel: Optional[threading.Event] = None) -> tuple[str, int, int]:
+        """(text, prompt tokens, completion tokens). Setting ``cancel`` drops or stops the request (it then
+        raises :class:`Cancelled`); so does a wait past ``timeout`` (it then raises ``TimeoutError``)."""
+        cancel = cancel if cancel is not None else threading.Event()
+        future = self.submit(self.prompt(messages), max_tokens, cancel)
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            cancel.set()  # nobody waits for it any more: do not generate it
+            raise
 
-    def _loop(self) -> None:
-        import torch
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return self.queue.empty() and not self.busy
 
-        while True:
+    def _take(self) -> Optional[list[_Request]]:
+        """The next batch of live requests (cancelled ones are dropped), or None when closed."""
+        batch: list[_Request] = []
+        while not batch:
             first = self.queue.get()
             if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch_size:
-                try:
-                    nxt = self.queue.get(timeout=0.005)
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.queue.put(None)
-                    break
-                batch.append(nxt)
+                return None
+            self.busy = True
+            if first.cancel.is_set():
+                self._drop(first)
+                self.busy = False
+                continue
+            batch.append(first)
+        while len(batch) < self.max_batch_size:
             try:
-                width = max(len(r.prompt_ids) for r in batch)
-                pad = self.tokenizer.pad_token_id
-                ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch])
-                mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch])
-                with torch.no_grad():
-                    out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                              max_new_tokens=max(r.max_tokens for r in batch), pad_token_id=pad)
-                self.batches += 1
-                self.requests += len(batch)
-                for i, r in enumerate(batch):
-                    new = out[i][width:width + r.max_tokens].tolist()
-                    eos = self.tokenizer.eos_token_id
-                    if eos in new:
-                        new = new[: new.index(eos)]
-                    text = self.tokenizer.decode(new, skip_special_tokens=True)
-                    r.future.set_result((text.strip(), len(r.prompt_ids), len(new)))
+                nxt = self.queue.get(timeout=0.005)
+            except queue.Empty:
+                break
+            if nxt is None:
+                self.queue.put(None)
+                break
+            if nxt.cancel.is_set():
+                self._drop(nxt)
+            else:
+                batch.append(nxt)
+        return batch
+
+    def _drop(self, r: _Request) -> None:
+        self.dropped += 1
+        r.future.set_exception(Cancelled("cancelled before generation"))
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
             except Exception as e:  # noqa: BLE001 - every waiting request gets the error
                 for r in batch:
                     if not r.future.done():
                         r.future.set_exception(e)
+            finally:
+                self.busy = False
+
+    def _run(self, batch: list[_Request]) -> None:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        width = max(len(r.prompt_ids) for r in batch)
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch])
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch])
+        done = [False] * len(batch)
+        cancelled = [False] * len(batch)
+        engine = self
+
+        class PerRow(StoppingCriteria):
+            """Stops each row at its own max_tokens, at EOS, or when its client left (checked every token)."""
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                made = input_ids.shape[1] - width
+                for i, r in enumerate(batch):
+                    if done[i]:
+                        continue
+                    engine.tokens += 1
+                    if r.cancel.is_set():
+                        done[i] = cancelled[i] = True
+                        engine.tokens_after_cancel += 1
+                        engine.stopped += 1
+                    elif made >= r.max_tokens or int(input_ids[i, -1]) == eos:
+                        done[i] = True
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=pad,
+                                      max_new_tokens=max(r.max_tokens for r in batch),
+                                      stopping_criteria=StoppingCriteriaList([PerRow()]))
+        self.batches += 1
+        self.requests += len(batch)
+        for i, r in enumerate(batch):
+            if cancelled[i]:
+                r.future.set_exception(Cancelled("cancelled during generation"))
+                continue
+            new = out[i][width:width + r.max_tokens].tolist()
+            if eos in new:
+                new = new[: new.index(eos)]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            r.future.set_result((text.strip(), len(r.prompt_ids), len(new)))
 
     def close(self) -> None:
         self.queue.put(None)

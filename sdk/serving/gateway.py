@@ -1,109 +1,31 @@
-"""The OpenAI-compatible gateway (FastAPI): /v1/models, /v1/chat/completions (with stream=true as server-sent
-events), /v1/completions, /health and /metrics. ``model="auto"`` routes each request through the router; a
-variant's name (``finetune.sip``, ``rag.docs``, ``general``) addresses it directly. Every response says which
-target served it (header ``X-DSL-Target`` and field ``dsl_target``); a fallback to the general target is marked
-(``X-DSL-Fallback: true``, ``dsl_fallback``)."""
+"""The gateway's variants and how to reach them (the HTTP side is :mod:`sdk.serving.app`). ``model="auto"``
+routes each request through the router; a variant's name (``finetune.sip``, ``rag.docs``, ``general``)
+addresses it directly. A fallback to the general target is marked. Systems the serve step withheld (``"withheld":
+{name: reason}`` in serve.json, e.g. a failed promotion gate) are never served: a request naming one gets 404 with
+the reason, and ``auto`` falls back to the general target instead of routing to one."""
 
 from __future__ import annotations
 
-import hmac
-import json
-import os
+import logging
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from sdk.serving.metrics import Metrics
+from sdk.serving.protocol import ClientError, ClientGone, UpstreamError
+from sdk.serving.upstream import call_endpoint
 
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Union[str, list[dict[str, Any]], None] = ""
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(p.get("text", "")) for p in self.content if isinstance(p, dict))
-        return self.content or ""
+log = logging.getLogger("dsl.gateway")
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    stream: bool = False
+class Withheld(Exception):
+    """A request named a system the serve step withheld: 404 with the reason."""
 
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    prompt: Union[str, list[str]]
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    stream: bool = False
-
-
-class UpstreamError(Exception):
-    pass
-
-
-class Metrics:
-    """Prometheus counters kept by hand (no secrets, no request bodies)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: dict[tuple[str, str], int] = {}
-        self.fallbacks = 0
-        self.errors: dict[int, int] = {}
-        self.latency_sum: dict[str, float] = {}
-        self.latency_count: dict[str, int] = {}
-        self.tokens = 0
-        self.engines: Optional[dict[str, Any]] = None  # the gateway's local engines, for batch counters
-
-    def observe(self, target: str, status: str, seconds: float, tokens: int = 0) -> None:
-        with self.lock:
-            self.requests[(target, status)] = self.requests.get((target, status), 0) + 1
-            self.latency_sum[target] = self.latency_sum.get(target, 0.0) + seconds
-            self.latency_count[target] = self.latency_count.get(target, 0) + 1
-            self.tokens += tokens
-
-    def error(self, code: int) -> None:
-        with self.lock:
-            self.errors[code] = self.errors.get(code, 0) + 1
-
-    def render(self) -> str:
-        lines = ["# HELP dsl_requests_total Requests served, by target and outcome.", "# TYPE dsl_requests_total counter"]
-        with self.lock:
-            for (t, s), n in sorted(self.requests.items()):
-                lines.append(f'dsl_requests_total{{target="{t}",status="{s}"}} {n}')
-            lines += ["# HELP dsl_fallbacks_total Requests answered by the general target after the domain target failed.",
-                      "# TYPE dsl_fallbacks_total counter", f"dsl_fallbacks_total {self.fallbacks}",
-                      "# HELP dsl_errors_total Error responses by HTTP status.", "# TYPE dsl_errors_total counter"]
-            lines += [f'dsl_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
-            lines += ["# HELP dsl_request_seconds Time to answer, by target.", "# TYPE dsl_request_seconds summary"]
-            for t in sorted(self.latency_sum):
-                lines.append(f'dsl_request_seconds_sum{{target="{t}"}} {self.latency_sum[t]:.6f}')
-                lines.append(f'dsl_request_seconds_count{{target="{t}"}} {self.latency_count[t]}')
-            lines += ["# HELP dsl_completion_tokens_total Generated tokens.", "# TYPE dsl_completion_tokens_total counter",
-                      f"dsl_completion_tokens_total {self.tokens}"]
-        if self.engines is not None:
-            engines = dict(self.engines)
-            lines += ["# HELP dsl_engine_batches_total Batches generated by the local engine.",
-                      "# TYPE dsl_engine_batches_total counter"]
-            lines += [f'dsl_engine_batches_total{{variant="{n}"}} {e.batches}' for n, e in sorted(engines.items())]
-            lines += ["# HELP dsl_engine_batched_requests_total Requests generated by the local engine.",
-                      "# TYPE dsl_engine_batched_requests_total counter"]
-            lines += [f'dsl_engine_batched_requests_total{{variant="{n}"}} {e.requests}' for n, e in sorted(engines.items())]
-            lines += ["# HELP dsl_engine_queue_depth Requests waiting for the local engine.",
-                      "# TYPE dsl_engine_queue_depth gauge"]
-            lines += [f'dsl_engine_queue_depth{{variant="{n}"}} {e.queue.qsize()}' for n, e in sorted(engines.items())]
-        return "\n".join(lines) + "\n"
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} is withheld from serving: {reason}")
+        self.name, self.reason = name, reason
 
 
 class Gateway:
@@ -114,11 +36,11 @@ class Gateway:
         self.config = config
         self.spec = spec
         self.artifacts = artifacts or {}
+        self.withheld: dict[str, str] = {str(k): str(v) for k, v in (config.get("withheld") or {}).items()}
         self.engines: dict[str, Any] = {}
         self.rags: dict[str, Any] = {}
         self.router: Any = None
-        self.metrics = Metrics()
-        self.metrics.engines = self.engines
+        self.metrics = Metrics(self.engines)
         self.lock = threading.Lock()
         if config.get("router"):
             from sdk.backends.route import Router
@@ -126,18 +48,19 @@ class Gateway:
             self.router = Router.load(Path(config["router"]))
         if preload:
             for name, v in config["variants"].items():
-                if v["type"] in ("model", "rag"):
+                if v["type"] in ("model", "rag") and name not in self.withheld:
                     self._ready(name)
 
     @property
     def general(self) -> Optional[str]:
         """The variant answering the general target: ``general`` (an endpoint) or a model / rag step."""
         general = self.config.get("general")
-        return "general" if isinstance(general, dict) else general
+        name = "general" if isinstance(general, dict) else general
+        return None if name in self.withheld else name
 
     @property
     def models(self) -> list[str]:
-        names = set(self.config["variants"]) | ({"general"} if self.general else set())
+        names = (set(self.config["variants"]) | ({"general"} if self.general else set())) - set(self.withheld)
         return (["auto"] if self.router is not None or self.config.get("domain_target") else []) + sorted(names)
 
     # ------------------------------------------------------------------------------------------ variants
@@ -155,11 +78,14 @@ class Gateway:
     def _rag(self, name: str) -> Any:
         with self.lock:
             if name not in self.rags:
-                from sdk.backends.rag import RagSystem
-
-                v = self.config["variants"][name]
-                self.rags[name] = RagSystem.open(self.spec, v["label"], self.artifacts, with_generator=False)
+                self.rags[name] = self._open_rag(self.config["variants"][name])
         return self.rags[name]
+
+    def _open_rag(self, v: dict[str, Any]) -> Any:
+        """The rag system of a variant, opened without its generator (the gateway calls the generator itself)."""
+        from sdk.backends.rag import RagSystem
+
+        return RagSystem.open(self.spec, v["label"], self.artifacts, with_generator=False)
 
     def _ready(self, name: str) -> None:
         v = self.config["variants"][name]
@@ -172,19 +98,34 @@ class Gateway:
             if gen.get("type") == "model":
                 self._engine(v["generator"])
 
-    def complete(self, name: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+    def _generate(self, name: str, messages: list[dict[str, str]], max_tokens: int,
+                  cancel: Optional[threading.Event]) -> dict[str, Any]:
+        from sdk.serving.engine import Cancelled
+
+        try:
+            text, p, c = self._engine(name).generate(messages, max_tokens, timeout=float(self.config.get("timeout", 60)),
+                                                     cancel=cancel)
+        except Cancelled:
+            raise ClientGone() from None
+        except TimeoutError:
+            raise UpstreamError("the local engine timed out") from None
+        return {"text": text, "prompt_tokens": p, "completion_tokens": c}
+
+    def complete(self, name: str, messages: list[dict[str, str]], max_tokens: int,
+                 cancel: Optional[threading.Event] = None) -> dict[str, Any]:
         """Answer with one variant: {"text", "prompt_tokens", "completion_tokens", "sources"?}."""
         if name not in self.config["variants"]:
             raise KeyError(name)
         v = self.config["variants"][name]
         timeout = float(self.config.get("timeout", 60))
         if v["type"] == "model":
-            text, p, c = self._engine(name).generate(messages, max_tokens, timeout=timeout)
-            return {"text": text, "prompt_tokens": p, "completion_tokens": c}
+            return self._generate(name, messages, max_tokens, cancel)
         if v["type"] == "endpoint":
             return call_endpoint(v, messages, max_tokens, timeout)
-        rag = self._rag(name)
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        if not question.strip():
+            raise ClientError(f"{name} answers a question: send at least one user message with text", "messages")
+        rag = self._rag(name)
         docs = rag.retrieve(question)
         prompt = rag.render_prompt(question, docs)
         gen = v.get("generator")
@@ -195,8 +136,7 @@ class Gateway:
             target = gen if isinstance(gen, dict) else self.config["variants"][gen]
             answer = call_endpoint(target, [{"role": "user", "content": prompt}], max_tokens, timeout)
         else:
-            text, p, c = self._engine(gen).generate([{"role": "user", "content": prompt}], max_tokens, timeout=timeout)
-            answer = {"text": text, "prompt_tokens": p, "completion_tokens": c}
+            answer = self._generate(gen, [{"role": "user", "content": prompt}], max_tokens, cancel)
         cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer["text"])}
         answer["sources"] = [{"index": i + 1, "id": d["id"], "source": d["meta"].get("source"),
                               "page": d["meta"].get("page"), "score": d["score"], "content": d["content"],
@@ -206,8 +146,15 @@ class Gateway:
 
     def resolve(self, requested: str, messages: list[dict[str, str]]) -> tuple[str, Optional[dict[str, Any]]]:
         """(variant name, routing decision) for a request's model field."""
-        if requested == "general" and self.general:
-            return self.general, None
+        if requested in self.withheld:
+            raise Withheld(requested, self.withheld[requested])
+        if requested == "general":
+            general = self.config.get("general")
+            name = "general" if isinstance(general, dict) else general
+            if name in self.withheld:
+                raise Withheld(str(name), self.withheld[str(name)])
+            if self.general:
+                return self.general, None
         if requested != "auto":
             return requested, None
         if self.router is None:
@@ -219,245 +166,49 @@ class Gateway:
             system = self.general
         return str(system), decision
 
-    def answer(self, requested: str, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+    def answer(self, requested: str, messages: list[dict[str, str]], max_tokens: int,
+               cancel: Optional[threading.Event] = None) -> dict[str, Any]:
+        """The answer of the requested (or routed) target; with ``auto``, the general target's answer, marked as
+        a fallback, when the domain target fails. Raises UpstreamError (503), ClientError (400), Withheld and
+        KeyError (404) and ClientGone (the client left)."""
         name, decision = self.resolve(requested, messages)
         if name in (None, "None"):
             raise UpstreamError("the router sent this query to the general target, and none is configured")
         started = time.time()
         try:
-            out = self.complete(name, messages, max_tokens)
+            if name in self.withheld:
+                raise UpstreamError(f"{name} is withheld from serving")
+            out = self.complete(name, messages, max_tokens, cancel)
             out.update(target=name, fallback=False, routing=decision)
             self.metrics.observe(name, "ok", time.time() - started, out.get("completion_tokens", 0))
             return out
-        except KeyError:
+        except (KeyError, ClientError, ClientGone):
             raise
         except Exception as e:  # noqa: BLE001 - the domain target failed: fall back when we can
             self.metrics.observe(name, "error", time.time() - started)
+            reason = str(e) if isinstance(e, UpstreamError) else "internal error"
+            if not isinstance(e, UpstreamError):
+                log.warning("%s failed: %s: %s", name, type(e).__name__, e)
             fallback = self.general
             if requested != "auto" or not fallback or fallback == name:
-                raise UpstreamError(f"{name} failed: {type(e).__name__}: {e}") from None
-            out = self.complete(fallback, messages, max_tokens)
-            with self.metrics.lock:
-                self.metrics.fallbacks += 1
-            out.update(target=fallback, fallback=True, routing=decision, fallback_reason=f"{name}: {type(e).__name__}")
+                raise UpstreamError(f"{name} failed: {reason}") from None
+            try:
+                out = self.complete(fallback, messages, max_tokens, cancel)
+            except (ClientError, ClientGone):
+                raise
+            except Exception as e2:  # noqa: BLE001 - the general target failed too: a clean 503
+                if not isinstance(e2, UpstreamError):
+                    log.warning("%s failed: %s: %s", fallback, type(e2).__name__, e2)
+                raise UpstreamError(f"{name} failed: {reason}; the general target failed too") from None
+            self.metrics.fallbacks.inc()
+            out.update(target=fallback, fallback=True, routing=decision, fallback_reason=f"{name}: {reason}")
             return out
 
 
-def call_endpoint(v: dict[str, Any], messages: list[dict[str, str]], max_tokens: int, timeout: float) -> dict[str, Any]:
-    import httpx
+def __getattr__(name: str) -> Any:
+    """``create_app`` and ``serve`` live in :mod:`sdk.serving.app`; importable from here as before."""
+    if name in ("create_app", "serve"):
+        from sdk.serving import app
 
-    headers = {}
-    if v.get("api_key_env"):
-        headers["Authorization"] = f"Bearer {os.environ.get(v['api_key_env'], '')}"
-    try:
-        r = httpx.post(f"{v['url']}/chat/completions", json={"model": v["model"], "messages": messages,
-                                                               "max_tokens": max_tokens}, headers=headers,
-                       timeout=min(timeout, float(v.get("timeout", timeout))))
-    except httpx.HTTPError as e:
-        raise UpstreamError(f"{v['url']} unreachable: {type(e).__name__}") from None
-    if r.status_code != 200:
-        raise UpstreamError(f"{v['url']} answered {r.status_code}")
-    data = r.json()
-    usage = data.get("usage") or {}
-    return {"text": data["choices"][0]["message"].get("content") or "",
-            "prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0)}
-
-
-class BodyLimit:
-    """ASGI middleware: a request body (chunked or not) past ``limit`` bytes stops being read and gets 413."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    from starlette.exceptions import HTTPException
-
-                    raise HTTPException(413, f"request body is larger than {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def error(status: int, message: str, kind: str = "invalid_request_error", param: Optional[str] = None,
-          code: Optional[str] = None) -> Any:
-    from fastapi.responses import JSONResponse
-
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
-
-
-def create_app(gateway: Gateway) -> Any:
-    import asyncio
-
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import PlainTextResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    config = gateway.config
-    key_env = config.get("api_key_env")
-    limit = int(config.get("max_request_bytes", 1_000_000))
-    max_tokens_cap = int(config.get("max_tokens", 256))
-    app = FastAPI(title=f"dsl gateway: {config.get('domain')}", docs_url=None, redoc_url=None)
-    app.state.gateway = gateway
-    app.add_middleware(BodyLimit, limit=limit)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if request.url.path.startswith("/v1/"):
-            if key_env:
-                expected = os.environ.get(key_env, "")
-                got = request.headers.get("authorization", "")
-                if not expected or not hmac.compare_digest(got.encode(), f"Bearer {expected}".encode()):
-                    gateway.metrics.error(401)
-                    return error(401, "missing or wrong API key: send Authorization: Bearer <key>", "authentication_error",
-                                 code="invalid_api_key")
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > limit:
-                gateway.metrics.error(413)
-                return error(413, f"request body is larger than {limit} bytes", code="request_too_large")
-        try:
-            return await call_next(request)
-        except Exception as e:  # noqa: BLE001 - never a 500 with a traceback
-            gateway.metrics.error(500)
-            return error(500, f"internal error: {type(e).__name__}", "server_error")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Any:
-        gateway.metrics.error(400)
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error(400, f"invalid request: {first.get('msg', 'malformed body')}" + (f" ({param})" if param else ""),
-                     param=param)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        gateway.metrics.error(exc.status_code)
-        code = "request_too_large" if exc.status_code == 413 else None
-        return error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error",
-                     code=code)
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "domain": config.get("domain"), "models": gateway.models}
-
-    @app.get("/metrics")
-    def metrics() -> Any:
-        return PlainTextResponse(gateway.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        now = int(time.time())
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "dsl"}
-                                           for m in gateway.models]}
-
-    async def run(requested: str, messages: list[dict[str, str]], max_tokens: int) -> Any:
-        if requested not in gateway.models:
-            return error(404, f"unknown model {requested!r}; available: {', '.join(gateway.models)}", param="model",
-                         code="model_not_found")
-        try:
-            return await asyncio.to_thread(gateway.answer, requested, messages, max_tokens)
-        except UpstreamError as e:
-            gateway.metrics.error(503)
-            return error(503, str(e), "server_error", code="upstream_unavailable")
-
-    def described(out: dict[str, Any]) -> dict[str, Any]:
-        """The fields every answer carries: which target served it, fallback, routing decision, RAG sources."""
-        extra: dict[str, Any] = {"dsl_target": out["target"], "dsl_fallback": out["fallback"]}
-        if out.get("fallback_reason"):
-            extra["dsl_fallback_reason"] = out["fallback_reason"]
-        if out.get("routing"):
-            r = out["routing"]
-            extra["dsl_routing"] = {"target": r["target"], "probability": round(float(r["probability"]), 4)}
-        if "sources" in out:
-            extra["sources"] = out["sources"]
-        return extra
-
-    def headers(out: dict[str, Any]) -> dict[str, str]:
-        return {"X-DSL-Target": out["target"], "X-DSL-Fallback": "true" if out["fallback"] else "false"}
-
-    @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest) -> Any:
-        from fastapi.responses import JSONResponse
-
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        cap = min(req.max_completion_tokens or req.max_tokens or max_tokens_cap, max_tokens_cap)
-        out = await run(req.model, messages, cap)
-        if not isinstance(out, dict):
-            return out
-        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        extra = described(out)
-        if req.stream:
-            def events() -> Any:
-                # dsl_target / dsl_fallback on every chunk; sources (which can be long) on the first one only
-                base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                        "dsl_target": out["target"], "dsl_fallback": out["fallback"]}
-                yield f"data: {json.dumps({**base, **extra, 'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}]})}\n\n"
-                words = out["text"].split(" ")
-                for i, w in enumerate(words):
-                    piece = w if i == 0 else " " + w
-                    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {'content': piece}, 'finish_reason': None}]})}\n\n"
-                yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream", headers=headers(out))
-        body = {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"]}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": out.get("prompt_tokens", 0), "completion_tokens": out.get("completion_tokens", 0),
-                          "total_tokens": out.get("prompt_tokens", 0) + out.get("completion_tokens", 0)}, **extra}
-        return JSONResponse(body, headers=headers(out))
-
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> Any:
-        from fastapi.responses import JSONResponse
-
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-        if not prompts:
-            return error(400, "prompt is empty", param="prompt")
-        if len(prompts) > 64:
-            return error(400, f"at most 64 prompts per request, got {len(prompts)}", param="prompt")
-        cap = min(req.max_tokens or max_tokens_cap, max_tokens_cap)
-        # several prompts run concurrently, so the local engine batches them
-        outs = await asyncio.gather(*(run(req.model, [{"role": "user", "content": p}], cap) for p in prompts))
-        bad = next((o for o in outs if not isinstance(o, dict)), None)
-        if bad is not None:
-            return bad
-        last = outs[-1]
-        rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        if req.stream:
-            def events() -> Any:
-                base = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                        "dsl_target": last["target"], "dsl_fallback": last["fallback"]}
-                for i, out in enumerate(outs):
-                    yield f"data: {json.dumps({**base, **described(out), 'choices': [{'index': i, 'text': out['text'], 'finish_reason': None, 'logprobs': None}]})}\n\n"
-                    yield f"data: {json.dumps({**base, 'choices': [{'index': i, 'text': '', 'finish_reason': 'stop', 'logprobs': None}]})}\n\n"
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream", headers=headers(last))
-        prompt_tokens = sum(o.get("prompt_tokens", 0) for o in outs)
-        completion_tokens = sum(o.get("completion_tokens", 0) for o in outs)
-        body = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
-                "choices": [{"index": i, "text": o["text"], "finish_reason": "stop", "logprobs": None}
-                            for i, o in enumerate(outs)],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens}, **described(last)}
-        return JSONResponse(body, headers=headers(last))
-
-    return app
-
-
-def serve(gateway: Gateway, host: str, port: int, log_level: str = "warning") -> None:
-    import uvicorn
-
-    uvicorn.run(create_app(gateway), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30,
-                access_log=False)
+        return getattr(app, name)
+    raise AttributeError(name)

@@ -1,0 +1,233 @@
+"""The gateway's HTTP API (FastAPI): /v1/models, /v1/chat/completions (with stream=true as server-sent events),
+/v1/completions, /health and /metrics; and :func:`serve`, which runs it on uvicorn. Every response says which
+target served it (header ``X-DSL-Target`` and field ``dsl_target``); a fallback to the general target is marked
+(``X-DSL-Fallback: true``, ``dsl_fallback``). A client that disconnects before its answer cancels its
+generation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, Optional
+
+from fastapi import Request  # module level: FastAPI resolves the endpoints' annotations from these globals
+
+from sdk.serving.protocol import ChatRequest, ClientError, ClientGone, CompletionRequest, UpstreamError, error
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read by then, so the next ASGI message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def create_app(gateway: Any) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from sdk.serving.asgi import Guard
+    from sdk.serving.gateway import Withheld
+
+    config = gateway.config
+    max_tokens_cap = int(config.get("max_tokens", 256))
+    threads = max(32, 4 * int(config.get("max_batch_size", 8)))
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        # requests wait for the engine in threads: enough of them that a full batch can queue up
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="gateway"))
+        yield
+
+    app = FastAPI(title=f"dsl gateway: {config.get('domain')}", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.gateway = gateway
+    app.add_middleware(Guard, gateway=gateway, key_env=config.get("api_key_env"),
+                       limit=int(config.get("max_request_bytes", 1_000_000)),
+                       body_timeout=float(config.get("body_timeout", 30)))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Any:
+        gateway.metrics.error(400)
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error(400, f"invalid request: {first.get('msg', 'malformed body')}" + (f" ({param})" if param else ""),
+                     param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        gateway.metrics.error(exc.status_code)
+        code = {413: "request_too_large", 408: "request_timeout"}.get(exc.status_code)
+        return error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error",
+                     code=code)
+
+    def withheld_list() -> list[dict[str, str]]:
+        return [{"id": n, "reason": r} for n, r in sorted(gateway.withheld.items())]
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "domain": config.get("domain"), "models": gateway.models, "withheld": gateway.withheld}
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        now = int(time.time())
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "dsl"}
+                                           for m in gateway.models], "withheld": withheld_list()}
+
+    def refused(requested: str) -> Optional[Any]:
+        if requested in gateway.withheld:
+            return error(404, f"model {requested!r} is withheld from serving: {gateway.withheld[requested]}",
+                         param="model", code="model_not_found")
+        if requested not in gateway.models:
+            return error(404, f"unknown model {requested!r}; available: {', '.join(gateway.models)}", param="model",
+                         code="model_not_found")
+        return None
+
+    async def run(request: Request, requested: str, conversations: list[list[dict[str, str]]], max_tokens: int) -> Any:
+        """The answers for each conversation (run concurrently, so the local engine batches them), or the error
+        response. When the client disconnects first, their generation is cancelled."""
+        no = refused(requested)
+        if no is not None:
+            gateway.metrics.error(404)
+            return no
+        cancel = threading.Event()
+        work = asyncio.gather(*(asyncio.to_thread(gateway.answer, requested, m, max_tokens, cancel)
+                                for m in conversations), return_exceptions=True)
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not work.done():
+            cancel.set()  # the engine drops the queued requests and stops the running ones at the next token
+            gateway.metrics.disconnects.inc()
+            work.add_done_callback(lambda f: f.exception())  # nobody awaits it any more
+            return error(499, "the client closed the request", code="client_closed_request")
+        outs = work.result()
+        for o in outs:
+            if isinstance(o, BaseException):
+                return failure(o)
+        return outs
+
+    def failure(e: BaseException) -> Any:
+        if isinstance(e, UpstreamError):
+            status, out = 503, error(503, str(e), "server_error", code="upstream_unavailable")
+        elif isinstance(e, ClientError):
+            status, out = 400, error(400, str(e), param=e.param)
+        elif isinstance(e, Withheld):
+            status, out = 404, error(404, str(e), param="model", code="model_not_found")
+        elif isinstance(e, KeyError):
+            status, out = 404, error(404, "unknown model", param="model", code="model_not_found")
+        elif isinstance(e, ClientGone):
+            status, out = 499, error(499, "the client closed the request", code="client_closed_request")
+        else:
+            raise e
+        gateway.metrics.error(status)
+        return out
+
+    def described(out: dict[str, Any]) -> dict[str, Any]:
+        """The fields every answer carries: which target served it, fallback, routing decision, RAG sources."""
+        extra: dict[str, Any] = {"dsl_target": out["target"], "dsl_fallback": out["fallback"]}
+        if out.get("fallback_reason"):
+            extra["dsl_fallback_reason"] = out["fallback_reason"]
+        if out.get("routing"):
+            r = out["routing"]
+            extra["dsl_routing"] = {"target": r["target"], "probability": round(float(r["probability"]), 4)}
+        if "sources" in out:
+            extra["sources"] = out["sources"]
+        return extra
+
+    def headers(out: dict[str, Any]) -> dict[str, str]:
+        return {"X-DSL-Target": out["target"], "X-DSL-Fallback": "true" if out["fallback"] else "false"}
+
+    def sse(obj: dict[str, Any]) -> str:
+        return f"data: {json.dumps(obj)}\n\n"
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request) -> Any:
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        cap = min(req.max_completion_tokens or req.max_tokens or max_tokens_cap, max_tokens_cap)
+        outs = await run(request, req.model, [messages], cap)
+        if not isinstance(outs, list):
+            return outs
+        out = outs[0]
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        extra = described(out)
+        if req.stream:
+            def events() -> Any:
+                # dsl_target / dsl_fallback on every chunk; sources (which can be long) on the first one only
+                base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                        "dsl_target": out["target"], "dsl_fallback": out["fallback"]}
+                yield sse({**base, **extra, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                         "finish_reason": None}]})
+                for i, w in enumerate(out["text"].split(" ")):
+                    piece = w if i == 0 else " " + w
+                    yield sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers(out))
+        usage = {"prompt_tokens": out.get("prompt_tokens", 0), "completion_tokens": out.get("completion_tokens", 0)}
+        body = {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": out["text"]}, "finish_reason": "stop"}],
+                "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}, **extra}
+        return JSONResponse(body, headers=headers(out))
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request) -> Any:
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            return error(400, "prompt is empty", param="prompt")
+        if len(prompts) > 64:
+            return error(400, f"at most 64 prompts per request, got {len(prompts)}", param="prompt")
+        cap = min(req.max_tokens or max_tokens_cap, max_tokens_cap)
+        outs = await run(request, req.model, [[{"role": "user", "content": p}] for p in prompts], cap)
+        if not isinstance(outs, list):
+            return outs
+        last = outs[-1]
+        rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if req.stream:
+            def events() -> Any:
+                base = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
+                        "dsl_target": last["target"], "dsl_fallback": last["fallback"]}
+                for i, out in enumerate(outs):
+                    yield sse({**base, **described(out), "choices": [{"index": i, "text": out["text"],
+                                                                      "finish_reason": None, "logprobs": None}]})
+                    yield sse({**base, "choices": [{"index": i, "text": "", "finish_reason": "stop", "logprobs": None}]})
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers(last))
+        prompt_tokens = sum(o.get("prompt_tokens", 0) for o in outs)
+        completion_tokens = sum(o.get("completion_tokens", 0) for o in outs)
+        body = {"id": rid, "object": "text_completion", "created": created, "model": req.model,
+                "choices": [{"index": i, "text": o["text"], "finish_reason": "stop", "logprobs": None}
+                            for i, o in enumerate(outs)],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}, **described(last)}
+        return JSONResponse(body, headers=headers(last))
+
+    return app
+
+
+def serve(gateway: Any, host: str, port: int, log_level: str = "warning") -> None:
+    import uvicorn
+
+    from sdk.serving.asgi import server_config
+
+    config = server_config(create_app(gateway), host, port, float(gateway.config.get("header_timeout", 10)),
+                           log_level=log_level, timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()

@@ -1,0 +1,132 @@
+"""The gateway's HTTP guards, below FastAPI: an ASGI middleware for auth (``/v1``, ``/openapi.json`` and
+``/docs`` when a key is set), body size and body-read time limits and a last-resort 500 without internals; and a
+uvicorn h11 protocol that closes connections whose request headers do not arrive in time (slow-header clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from typing import Any, Optional
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sdk.serving.protocol import error
+
+log = logging.getLogger("dsl.gateway")
+PROTECTED = ("/v1/", "/openapi.json", "/docs")
+
+
+class Guard:
+    """Auth (timing-safe), a Content-Length over ``limit`` (413), a body (chunked or not) past ``limit`` bytes
+    (413, reading stops) or not read within ``body_timeout`` seconds (408), and a 500 that names nothing."""
+
+    def __init__(self, app: Any, gateway: Any, key_env: Optional[str], limit: int, body_timeout: float) -> None:
+        self.app, self.gateway, self.key_env, self.limit, self.body_timeout = app, gateway, key_env, limit, body_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refusal = None
+        if self.key_env and path.startswith(PROTECTED):
+            expected = os.environ.get(self.key_env, "")
+            got = headers.get("authorization", "")
+            if not expected or not hmac.compare_digest(got.encode(), f"Bearer {expected}".encode()):
+                refusal = error(401, "missing or wrong API key: send Authorization: Bearer <key>", "authentication_error",
+                                code="invalid_api_key")
+        length = headers.get("content-length", "")
+        if refusal is None and length.isdigit() and int(length) > self.limit:
+            refusal = error(413, f"request body is larger than {self.limit} bytes", code="request_too_large")
+        if refusal is not None:
+            self.gateway.metrics.error(refusal.status_code)
+            await refusal(scope, receive, send)
+            return
+        seen, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+
+        async def limited() -> Any:
+            nonlocal seen, complete
+            from starlette.exceptions import HTTPException
+
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body was not received within {self.body_timeout:g}s") from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body is larger than {self.limit} bytes")
+            return message
+
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except Exception as e:  # noqa: BLE001 - never a 500 with a traceback or an exception's name
+            log.warning("internal error on %s: %s: %s", path, type(e).__name__, e)
+            if not started:
+                self.gateway.metrics.error(500)
+                await error(500, "internal error", "server_error")(scope, receive, send)
+
+
+class HeaderTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete ``header_timeout``
+    seconds after it opened or after its previous response (uvicorn itself only times out idle keep-alives)."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._disarm()
+            self._arm()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(app: Any, host: str, port: int, header_timeout: float = 10.0, log_level: str = "warning",
+                  **kw: Any) -> Any:
+    """The uvicorn configuration the gateway runs with (``dsl serve`` and the tests alike)."""
+    import uvicorn
+
+    protocol = type("GatewayH11", (HeaderTimeoutH11,), {"header_timeout": float(header_timeout)})
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, access_log=False,
+                          timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, **kw)

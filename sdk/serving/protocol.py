@@ -1,0 +1,83 @@
+"""What the gateway accepts and how it refuses: strict OpenAI request models (no coercion: ``stream: "yes"`` is
+an error, text must be valid Unicode without lone surrogates), the errors the gateway raises, and OpenAI's
+error shape ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it contains a lone surrogate such as \\ud800)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: Union[Text, list[dict[str, Any]], None] = ""
+
+    @model_validator(mode="after")
+    def _parts_are_text(self) -> "Message":
+        _unicode(self.text())
+        return self
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if isinstance(p, dict))
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: Text
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    model: Text
+    prompt: Union[Text, list[Text]]
+    max_tokens: Optional[int] = Field(default=None, ge=1)
+    temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+
+class UpstreamError(Exception):
+    """A target failed (timed out, unreachable, a bad answer): 503 ``upstream_unavailable``, or a fallback. The
+    message is for clients: it names the target and what went wrong, never exception classes or internals."""
+
+
+class ClientError(Exception):
+    """The request cannot be answered as sent (a rag target without a user question): 400."""
+
+    def __init__(self, message: str, param: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; its generation was cancelled."""
+
+
+def error(status: int, message: str, kind: str = "invalid_request_error", param: Optional[str] = None,
+          code: Optional[str] = None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    def clean(text: Optional[str]) -> Optional[str]:  # an echoed lone surrogate must not break the error itself
+        return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return JSONResponse({"error": {"message": clean(message), "type": kind, "param": clean(param), "code": code}},
+                        status_code=status)
