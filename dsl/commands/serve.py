@@ -1,7 +1,8 @@
-"""dsl serve FILE [--host] [--port]"""
+"""dsl serve FILE [--host] [--port] [--no-auth]"""
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import click
@@ -16,7 +17,10 @@ from sdk.errors import DslError
 @workdir_option
 @click.option("--host", help="Bind address (default: the serve block's, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: the serve block's).")
-def command(file: str, name: Optional[str], workdir: Optional[str], host: Optional[str], port: Optional[int]) -> None:
+@click.option("--no-auth", is_flag=True, help="Serve without an API key even though the serve block names one "
+              "whose variable is unset.")
+def command(file: str, name: Optional[str], workdir: Optional[str], host: Optional[str], port: Optional[int],
+            no_auth: bool) -> None:
     """Start the OpenAI-compatible gateway for an applied recipe."""
     from sdk.backends.serve import load_config
     from sdk.serving import sglang
@@ -25,15 +29,23 @@ def command(file: str, name: Optional[str], workdir: Optional[str], host: Option
     ws = open_ws(file, workdir)
     label = only_label(ws, "serve", name, "--serve")
     config = load_config(ws.artifact(f"serve.{label}"))
+    key_env = config.get("api_key_env")
+    if key_env and not os.environ.get(key_env):
+        if not no_auth:
+            raise DslError(f"serve.{label} requires an API key, but the variable {key_env} is unset or empty: "
+                           f"export {key_env}=<key> (or pass --no-auth to serve without one)")
+        click.echo(f"warning: {key_env} is unset and --no-auth was given: the gateway answers without an API key",
+                   err=True)
+        config["api_key_env"] = None
     proc = None
     if config["engine"] == "sglang":
         sg = config["sglang"]
         if sg.get("command"):
             proc = sglang.start(sg["command"], sg["port"], log=lambda line: click.echo(line, err=True))
             url = f"http://127.0.0.1:{sg['port']}/v1"
-            for name, v in config["variants"].items():
+            for variant, v in config["variants"].items():
                 if v.get("sglang_model"):
-                    config["variants"][name] = {"type": "endpoint", "url": url, "model": v["sglang_model"],
+                    config["variants"][variant] = {"type": "endpoint", "url": url, "model": v["sglang_model"],
                                                 "timeout": config["timeout"]}
     try:
         try:
@@ -43,7 +55,8 @@ def command(file: str, name: Optional[str], workdir: Optional[str], host: Option
         except Exception as e:  # noqa: BLE001 - a model or index that does not load: say which, no traceback
             raise DslError(f"the gateway could not load what it serves: {type(e).__name__}: {e}") from None
         h, p = host or config["host"], port or config["port"]
-        click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1", err=True)
+        withheld = f" (withheld: {', '.join(sorted(gateway.withheld))})" if gateway.withheld else ""
+        click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1{withheld}", err=True)
         serve(gateway, h, p)
     finally:
         if proc is not None:

@@ -85,7 +85,8 @@ class Gateway:
         """The rag system of a variant, opened without its generator (the gateway calls the generator itself)."""
         from sdk.backends.rag import RagSystem
 
-        return RagSystem.open(self.spec, v["label"], self.artifacts, with_generator=False)
+        return RagSystem.open(self.artifacts[f"rag.{v['label']}"], with_generator=False,
+                              base_dir=getattr(self.spec, "base_dir", None))
 
     def _ready(self, name: str) -> None:
         v = self.config["variants"][name]
@@ -182,11 +183,13 @@ class Gateway:
             out.update(target=name, fallback=False, routing=decision)
             self.metrics.observe(name, "ok", time.time() - started, out.get("completion_tokens", 0))
             return out
-        except (KeyError, ClientError, ClientGone):
+        except (ClientError, ClientGone):
             raise
         except Exception as e:  # noqa: BLE001 - the domain target failed: fall back when we can
+            if isinstance(e, KeyError) and requested != "auto":
+                raise
             self.metrics.observe(name, "error", time.time() - started)
-            reason = str(e) if isinstance(e, UpstreamError) else "internal error"
+            reason = str(e) if isinstance(e, UpstreamError) else "not served" if isinstance(e, KeyError) else "internal error"
             if not isinstance(e, UpstreamError):
                 log.warning("%s failed: %s: %s", name, type(e).__name__, e)
             fallback = self.general

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 
 def _unicode(text: str) -> str:
@@ -23,12 +23,16 @@ Text = Annotated[str, AfterValidator(_unicode)]
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Union[Text, list[dict[str, Any]], None] = ""
+    content: Union[str, list[dict[str, Any]], None] = ""
 
-    @model_validator(mode="after")
-    def _parts_are_text(self) -> "Message":
-        _unicode(self.text())
-        return self
+    @field_validator("content")
+    @classmethod
+    def _unicode_content(cls, content: Any) -> Any:
+        parts = content if isinstance(content, list) else [{"text": content or ""}]
+        for p in parts:
+            if isinstance(p.get("text"), str):
+                _unicode(p["text"])
+        return content
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -49,10 +53,17 @@ class ChatRequest(BaseModel):
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     model: Text
-    prompt: Union[Text, list[Text]]
+    prompt: Union[str, list[str]]
     max_tokens: Optional[int] = Field(default=None, ge=1)
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
     stream: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _unicode_prompt(cls, prompt: Any) -> Any:
+        for p in [prompt] if isinstance(prompt, str) else prompt:
+            _unicode(p)
+        return prompt
 
 
 class UpstreamError(Exception):

@@ -15,8 +15,8 @@ _clients: dict[tuple[str, str, float, int], Any] = {}
 _lock = threading.Lock()
 
 
-def client(v: dict[str, Any], timeout: float) -> Any:
-    """One client (and connection pool) per endpoint, key, timeout and retry count."""
+def client(v: dict[str, Any], timeout: float) -> tuple[Any, dict[str, Any]]:
+    """One client (and connection pool) per endpoint, key, timeout and retry count, and the request's extra headers."""
     from openai import Omit, OpenAI
 
     key = os.environ.get(v["api_key_env"], "") if v.get("api_key_env") else ""
@@ -25,9 +25,8 @@ def client(v: dict[str, Any], timeout: float) -> Any:
     with _lock:
         ident = (v["url"], key, t, retries)
         if ident not in _clients:
-            _clients[ident] = OpenAI(base_url=v["url"], api_key=key, timeout=t, max_retries=retries,
-                                     default_headers=None if key else {"Authorization": Omit()})
-        return _clients[ident]
+            _clients[ident] = OpenAI(base_url=v["url"], api_key=key or "unused", timeout=t, max_retries=retries)
+        return _clients[ident], ({} if key else {"Authorization": Omit()})  # no key: no Authorization header
 
 
 def call_endpoint(v: dict[str, Any], messages: list[dict[str, str]], max_tokens: int, timeout: float) -> dict[str, Any]:
@@ -35,7 +34,9 @@ def call_endpoint(v: dict[str, Any], messages: list[dict[str, str]], max_tokens:
     import openai
 
     try:
-        reply = client(v, timeout).chat.completions.create(model=v["model"], messages=messages, max_tokens=max_tokens)
+        openai_client, headers = client(v, timeout)
+        reply = openai_client.chat.completions.create(model=v["model"], messages=messages, max_tokens=max_tokens,
+                                                      extra_headers=headers)
     except openai.APITimeoutError:
         raise UpstreamError("the upstream timed out") from None
     except openai.APIConnectionError:
@@ -44,7 +45,9 @@ def call_endpoint(v: dict[str, Any], messages: list[dict[str, str]], max_tokens:
         raise UpstreamError(f"the upstream answered {e.status_code}") from None
     except Exception:  # noqa: BLE001 - a body that is not a chat completion at all
         raise UpstreamError("the upstream sent a malformed answer") from None
-    choices = getattr(reply, "choices", None)
+    if not hasattr(reply, "choices"):  # e.g. an HTML page: the client hands back the text
+        raise UpstreamError("the upstream sent a malformed answer")
+    choices = reply.choices
     if not isinstance(choices, list) or not choices:
         raise UpstreamError("the upstream answered without choices")
     message = getattr(choices[0], "message", None)
