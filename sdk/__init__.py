@@ -21,8 +21,9 @@ __version__ = "0.1.0"
 
 
 def load(path: Union[str, Path]) -> Spec:
-    """Parse and validate a recipe file (following ``extends``)."""
-    from dsl.parser import load as _load
+    """Parse and validate a recipe file (following ``extends``), through the loader registered for its suffix
+    (the DSL registers ``.dsl``; the SDK does not import it)."""
+    from sdk.loaders import load as _load
 
     return _load(path)
 

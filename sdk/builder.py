@@ -42,6 +42,28 @@ class Domain:
             self._data["description"] = description
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
 
+    def __getattr__(self, kind: str) -> Any:
+        """One method per declared block kind (``.finetune("sip", ...)``, ``.route(...)``), plugins' kinds too:
+        labelled kinds take a label first, unlabelled ones only attributes."""
+        from sdk.spec import kinds
+
+        if kind.startswith("_") or kind not in kinds.kind_names():
+            raise AttributeError(kind)
+        decl = kinds.get_kind(kind)
+
+        def add(*args: Any, **attrs: Any) -> "Domain":
+            if decl.labelled:
+                if len(args) != 1 or not isinstance(args[0], str):
+                    raise TypeError(f"{kind}() takes its label first: .{kind}(\"LABEL\", ...)")
+                return self._add(kind, args[0], attrs)
+            if args:
+                raise TypeError(f"{kind} blocks take no label: .{kind}(...attributes...)")
+            return self._add(kind, None, attrs)
+
+        add.__name__ = kind
+        add.__doc__ = decl.doc
+        return add
+
     def _add(self, kind: str, label: Optional[str], attrs: dict[str, Any]) -> "Domain":
         label = label or S.DEFAULT_LABEL
         group = self._data.setdefault(kind, {})
@@ -50,38 +72,8 @@ class Domain:
         group[label] = attrs
         return self
 
-    def base_model(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("base_model", label, attrs)
-
-    def corpus(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("corpus", label, attrs)
-
-    def dataset(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("dataset", label, attrs)
-
-    def pretrain(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("pretrain", label, attrs)
-
-    def finetune(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("finetune", label, attrs)
-
-    def rag(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("rag", label, attrs)
-
-    def eval(self, label: str, **attrs: Any) -> "Domain":
-        return self._add("eval", label, attrs)
-
-    def route(self, label: Optional[str] = None, **attrs: Any) -> "Domain":
-        return self._add("route", label, attrs)
-
-    def serve(self, label: Optional[str] = None, **attrs: Any) -> "Domain":
-        return self._add("serve", label, attrs)
-
-    def compute(self, label: Optional[str] = None, **attrs: Any) -> "Domain":
-        return self._add("compute", label, attrs)
-
     def build(self, check_files: bool = True) -> S.Spec:
         """Validate and return the Spec; errors raise SpecError with every problem listed."""
-        from dsl.parser import validate
+        from sdk.validation import validate
 
-        return validate(self._data, {}, {}, self._base_dir.resolve(), check_files)
+        return validate(self._data, self._base_dir, check_files)

@@ -7,7 +7,6 @@ step succeeds; a failed step leaves earlier artifacts and state intact, and the 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,10 +17,13 @@ from sdk import spec as S
 from sdk.backends.base import Artifact, GateFailed, Registry, StepContext, StepResult, require
 from sdk.errors import DslError
 from sdk.hashing import HashCache
+from sdk.integrity import damaged, read_manifest, record
 from sdk.planner import plan as make_plan
+from sdk.planner import refingerprint
 from sdk.plans import Action, Plan, Step
 from sdk.progress import Progress
-from sdk.state import State, StateStore, WorkdirLock, write_atomic
+from sdk.spec import kinds as K
+from sdk.state import ARTIFACTS, State, StateStore, WorkdirLock, remove_inside, write_atomic
 
 
 @dataclass
@@ -31,6 +33,7 @@ class StepOutcome:
     seconds: float = 0.0
     summary: str = ""
     error: str = ""
+    fresh: bool = True  # False for a step that was up to date (a kept failed gate is reported, not re-run)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class ApplyResult:
 
     @property
     def ran(self) -> list[str]:
-        return [o.id for o in self.outcomes if o.status in ("ran", "gate_failed")]
+        return [o.id for o in self.outcomes if o.fresh and o.status in ("ran", "gate_failed")]
 
     @property
     def gate_failures(self) -> list[StepOutcome]:
@@ -60,22 +63,36 @@ def default_workdir(spec: S.Spec) -> Path:
     return spec.base_dir / ".dsl"
 
 
-def load_artifact(step_id: str, entry: dict[str, Any]) -> Optional[Artifact]:
-    path = Path(entry.get("artifact", ""))
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
+def load_artifact(state: State, step_id: str) -> Optional[Artifact]:
+    """The finished artifact of a step (its folder resolved inside the workdir, its manifest read), or None."""
+    path = state.artifact_path(step_id)
+    if path is None:
         return None
-    return Artifact(step_id, path, json.loads(manifest_path.read_text(encoding="utf-8")))
+    manifest, _ = read_manifest(path)
+    return Artifact(step_id, path.resolve(), manifest) if manifest is not None else None
 
 
-def finished_artifacts(state: State) -> dict[str, Artifact]:
+def finished_artifacts(state: State, only: Optional[Iterable[str]] = None) -> dict[str, Artifact]:
     out: dict[str, Artifact] = {}
     for step_id, entry in state.steps.items():
-        if entry.get("status") in ("done", "gate_failed"):
-            art = load_artifact(step_id, entry)
+        if (only is None or step_id in only) and entry.get("status") in ("done", "gate_failed"):
+            art = load_artifact(state, step_id)
             if art is not None:
                 out[step_id] = art
     return out
+
+
+def _clean_leftovers(workdir: Path, the_plan: Plan) -> None:
+    """Remove what a killed apply left: temporary artifact folders, and checkpoints of fingerprints no step will
+    run again (those of a step that will re-run with the same fingerprint stay: training resumes from them)."""
+    arts = workdir / ARTIFACTS
+    for tmp in arts.glob("*/.tmp-*") if arts.is_dir() else []:
+        remove_inside(workdir, tmp)
+    keep = {(s.id, s.fingerprint[:16]) for s in the_plan.steps if s.action in (Action.CREATE, Action.REPLACE)}
+    ckpts = workdir / "checkpoints"
+    for folder in ckpts.glob("*/*") if ckpts.is_dir() else []:
+        if (folder.parent.name, folder.name) not in keep:
+            remove_inside(workdir, folder)
 
 
 def _lineage(state: State, step: Step) -> dict[str, Any]:
@@ -106,6 +123,7 @@ def apply(
     "skipped" | "failed" | "gate_failed" | "deleted" (the CLI prints from it)."""
     workdir = Path(workdir) if workdir else default_workdir(spec)
     registry = registry or Registry()
+    replace = tuple(replace)
     log = log or (lambda msg: None)
     notify = on_step or (lambda step, event: None)
     store = StateStore(workdir)
@@ -119,38 +137,41 @@ def apply(
         state.domain = spec.name
         state.hashes = cache.entries
         result = ApplyResult(the_plan, workdir=workdir)
-        blocked: dict[str, str] = {}
+        _clean_leftovers(workdir, the_plan)
         with progress:
             for step in the_plan.steps:
                 if step.action is Action.DELETE:
+                    folder = state.artifact_path(step.id)
                     entry = state.steps.pop(step.id, {})
-                    if entry.get("artifact"):
-                        shutil.rmtree(Path(entry["artifact"]).parent, ignore_errors=True)
+                    if folder is not None:
+                        remove_inside(workdir, folder.parent)
+                    elif entry.get("artifact"):
+                        log(f"{step.id}: its recorded artifact {entry['artifact']!r} is outside the workdir's "
+                            "artifacts: not deleted")
                     store.save(state)
                     result.outcomes.append(StepOutcome(step.id, "deleted"))
                     notify(step, "deleted")
                     continue
-                why = next((blocked[d] for d in step.depends_on if d in blocked), None)
-                if why:
-                    blocked[step.id] = why
-                    result.outcomes.append(StepOutcome(step.id, "skipped", error=why))
-                    notify(step, "skipped")
-                    continue
+                if step.action is not Action.NOOP:
+                    # early cutoff: the inputs that ran before this step may have produced what they produced
+                    # before, in which case this step is still up to date
+                    step.fingerprint, step.inputs = refingerprint(spec, step, state)
+                    entry = state.steps.get(step.id) or {}
+                    if step.id not in set(replace) and entry.get("fingerprint") == step.fingerprint \
+                            and entry.get("status") in ("done", "gate_failed") \
+                            and not damaged(state, step.id, entry):
+                        step.action, step.reason = Action.NOOP, "up to date: its inputs produced the same output"
                 if step.action is Action.NOOP:
                     entry = state.steps[step.id]
                     status = "gate_failed" if entry.get("status") == "gate_failed" else "up_to_date"
-                    if status == "gate_failed":
-                        blocked[step.id] = f"gate of {step.id} failed"
                     result.outcomes.append(StepOutcome(step.id, status, summary=entry.get("summary", ""),
-                                                       error=entry.get("error", "")))
+                                                       error=entry.get("error", ""), fresh=False))
                     notify(step, status)
                     continue
                 notify(step, "start")
                 outcome = _run_step(spec, step, state, store, registry, workdir, options or {}, progress, log)
                 result.outcomes.append(outcome)
                 notify(step, outcome.status)
-                if outcome.status == "gate_failed":
-                    blocked[step.id] = f"gate of {step.id} failed"
                 if outcome.status == "failed":
                     break
         return result
@@ -173,18 +194,22 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
               options: dict[str, Any], progress: Progress, log: Callable[[str], None]) -> StepOutcome:
     backend = registry.get(step.backend)
     block = getattr(spec, step.kind)[step.label]
-    final = workdir / "artifacts" / step.id / step.fingerprint
-    tmp = workdir / "artifacts" / step.id / f".tmp-{step.fingerprint[:16]}"
+    rel = f"{ARTIFACTS}/{step.id}/{step.fingerprint}"
+    final = workdir / rel
+    tmp = workdir / ARTIFACTS / step.id / f".tmp-{step.fingerprint[:16]}"
     checkpoints = workdir / "checkpoints" / step.id / step.fingerprint[:16]
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    artifacts = finished_artifacts(state)
-    inputs = {d: artifacts[d] for d in step.depends_on if d in artifacts}
+    remove_inside(workdir, tmp)
+    started = time.time()
+    try:
+        tmp.mkdir(parents=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DslError(f"{workdir}: cannot write the artifact of {step.id} ({e.strerror or e}); the workdir must "
+                       "be writable and its disk not full") from None
+    inputs = finished_artifacts(state, only=step.depends_on)
     ctx = StepContext(spec=spec, step_id=step.id, kind=step.kind, label=step.label, block=block,
                       fingerprint=step.fingerprint, out_dir=tmp, workdir=workdir, checkpoint_dir=checkpoints,
-                      inputs=inputs, progress=progress, log=log, options={**options, "artifacts": artifacts})
-    started = time.time()
+                      inputs=inputs, progress=progress, log=log, options=dict(options))
     status, error = "done", ""
     try:
         missing = [d for d in step.depends_on if d not in inputs]
@@ -194,11 +219,14 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
         result = backend.run(ctx)
         if not isinstance(result, StepResult):
             raise DslError(f"backend {backend.name!r} returned {type(result).__name__}, not a StepResult")
+        _check_outputs(step, backend.name, result)
     except GateFailed as e:
         result, status, error = e.result, "gate_failed", str(e)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for interrupts
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_inside(workdir, tmp)
         message = str(e) if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.errno in (28, 30):  # ENOSPC, EROFS: say so plainly
+            message = f"cannot write in {workdir} ({e.strerror}); free some space or make it writable"
         entry = dict(state.steps.get(step.id, {}))
         entry.update(status="failed", error=message, failed_fingerprint=step.fingerprint,
                      backend=step.backend, backend_version=step.backend_version)
@@ -215,25 +243,38 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     entry = {
         "status": status, "fingerprint": step.fingerprint, "backend": step.backend,
         "backend_version": step.backend_version, "config": step.config, "files": step.files,
-        "inputs": {d: state.steps[d]["fingerprint"] for d in step.depends_on if d in state.steps},
-        "artifact": str(final), "metrics": result.metrics, "summary": result.summary,
+        "inputs": dict(step.inputs), "artifact": rel, "metrics": result.metrics, "summary": result.summary,
         "started_at": started, "finished_at": finished, "duration_s": round(finished - started, 3),
+        "state_version": 2,
     }
     if error:
         entry["error"] = error
     entry["lineage"] = _lineage(state, step)
+    written = record(tmp)
     manifest = {"step": step.id, **{k: v for k, v in entry.items() if k != "artifact"}, "outputs": result.outputs,
-                "inputs": {d: {"fingerprint": inputs[d].manifest.get("fingerprint"), "artifact": str(inputs[d].path)}
-                           for d in step.depends_on if d in inputs}}
+                "written": written,
+                "inputs": {d: {"fingerprint": state.steps[d].get("fingerprint"), "artifact": state.steps[d].get("artifact"),
+                               "digest": step.inputs.get(d)} for d in step.depends_on if d in state.steps}}
+    facets = K.get_kind(step.kind).facets
+    entry["facets"] = facets(manifest) if facets else {}
+    manifest["facets"] = entry["facets"]
     write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
     if final.exists():
-        shutil.rmtree(final)
+        remove_inside(workdir, final)
     tmp.rename(final)
-    old = state.steps.get(step.id, {}).get("artifact")
+    old = state.artifact_path(step.id)
     state.steps[step.id] = entry
     store.save(state)
-    if old and old != str(final):
-        shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if old is not None and old.resolve() != final.resolve():
+        remove_inside(workdir, old)
+    remove_inside(workdir, checkpoints)
     return StepOutcome(step.id, "ran" if status == "done" else "gate_failed", finished - started,
                        summary=result.summary, error=error)
+
+
+def _check_outputs(step: Step, backend: str, result: StepResult) -> None:
+    """A backend returns every output its kind declares (later steps and systems read them)."""
+    missing = [o for o in K.get_kind(step.kind).outputs if o not in result.outputs]
+    if missing:
+        raise DslError(f"backend {backend!r} did not return the declared output(s) {', '.join(missing)} of a "
+                       f"{step.kind} step")

@@ -1,4 +1,10 @@
-"""spec + state -> plan. Pure: no I/O beyond hashing the files that steps read."""
+"""spec + state -> plan. Pure: no I/O beyond hashing the files that steps read and stat-ing artifacts.
+
+Fingerprints follow what inputs *produced*, not how they were configured (early cutoff): a step's fingerprint
+holds, for each dependency, the digest of the facets of that dependency's outputs it reads (declared by its kind).
+A dependency that will re-run has no output yet: the dependent is planned ``~`` ("input X will change"), and the
+executor decides again once X has run: when X produced what it produced before, the dependent stays up to date.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from sdk.backends.base import CheckContext, Registry, backend_name
 from sdk.errors import DslError
 from sdk.graph import Graph
 from sdk.hashing import HashCache, digest
+from sdk.integrity import damaged
 from sdk.plans import Action, Plan, Step
-
-STEP_KINDS = ("base_model", "corpus", "dataset", "pretrain", "finetune", "rag", "eval", "route", "serve")
+from sdk.spec import kinds as K
 
 
 class PlanProblems(DslError):
@@ -23,61 +29,57 @@ class PlanProblems(DslError):
         self.problems = problems
 
 
-def dependencies(spec: S.Spec, kind: str, label: str, block: S.Block) -> list[str]:
-    deps = [str(r) for r in S.refs_of(block) if r.kind != "compute"]
-    if kind == "route":
-        deps += [f"eval.{e}" for e in spec.eval]
-    if kind == "serve":
-        deps += [f"route.{r}" for r in spec.route] + [f"eval.{e}" for e in spec.eval]
-        deps += [f"{k}.{lbl}" for k in ("pretrain", "finetune", "rag") for lbl in getattr(spec, k)]
-    return list(dict.fromkeys(deps))
+def dependencies(spec: Any, kind: str, label: str, block: S.Block) -> dict[str, Optional[tuple[str, ...]]]:
+    """step id -> the facets of its outputs this step reads (None: all of them; (): only the order)."""
+    decl = K.get_kind(kind)
+    steps = set(K.step_kinds())
+    deps: dict[str, Optional[tuple[str, ...]]] = {}
+    for ref in S.refs_of(block):
+        if ref.kind in steps:
+            deps[str(ref)] = decl.consumes(spec, label, block, str(ref)) if decl.consumes else None
+    for dep, facets in (decl.implicit(spec, label, block) if decl.implicit else []):
+        if dep not in deps or deps[dep] is not None and facets is not None:
+            deps[dep] = facets if dep not in deps else tuple(dict.fromkeys((deps[dep] or ()) + (facets or ())))
+        elif facets is None:
+            deps[dep] = None
+    deps.pop(f"{kind}.{label}", None)
+    return deps
 
 
-def build_graph(spec: S.Spec) -> Graph:
+def build_graph(spec: Any) -> Graph:
     g = Graph()
+    steps = set(K.step_kinds())
     for kind, label, block in spec.blocks():
-        if kind in STEP_KINDS:
-            g.add(f"{kind}.{label}", dependencies(spec, kind, label, block))
+        if kind in steps:
+            g.add(f"{kind}.{label}", list(dependencies(spec, kind, label, block)))
     return g
 
 
-def _compute_for(spec: S.Spec, block: S.Block) -> Optional[S.ComputeBlock]:
-    """The compute block a training step launches with: the one it names, else the domain's only one."""
-    if "compute" not in type(block).model_fields:
-        return None
-    ref = getattr(block, "compute", None)
-    if isinstance(ref, S.Ref):
-        return spec.compute.get(ref.label)
-    return next(iter(spec.compute.values()), None)
-
-
-def step_config(spec: S.Spec, kind: str, block: S.Block) -> dict[str, Any]:
-    config = block.model_dump(mode="json", by_alias=True)
+def step_config(spec: Any, kind: str, block: S.Block) -> dict[str, Any]:
+    """What enters the fingerprint and the state for a block: its attributes (plus what its kind adds, e.g. the
+    compute block a training step launches with), without the backend's name (which is recorded apart)."""
+    make = K.get_kind(kind).extra.get("config")
+    config = make(spec, block) if make else block.model_dump(mode="json", by_alias=True)
     config.pop("backend", None)
-    compute = _compute_for(spec, block)
-    if compute is not None:
-        config["compute"] = compute.model_dump(mode="json")
     return config
 
 
-def files_read(spec: S.Spec, kind: str, block: S.Block, extra: Iterable[Path]) -> list[Path]:
-    import glob as _glob
-
-    base = spec.base_dir
-    paths: list[Path] = []
-    if isinstance(block, S.CorpusBlock):
-        for pattern in block.paths:
-            paths += [Path(p) for p in sorted(_glob.glob(str(base / pattern), recursive=True)) if Path(p).is_file()]
-    for attr in ("path", "data", "examples"):
-        value = getattr(block, attr, None)
-        if isinstance(value, str) and kind != "base_model":
-            paths.append(base / value)
-    for attr in ("prompt", "chat_template", "rubric"):
-        value = getattr(block, attr, None)
-        if isinstance(value, S.FileRef):
-            paths.append(base / value.path)
+def files_read(spec: Any, kind: str, block: S.Block, extra: Iterable[Path]) -> list[Path]:
+    decl = K.get_kind(kind)
+    paths = list(decl.reads(spec, block)) if decl.reads else []
     paths += list(extra)
     return list(dict.fromkeys(p.resolve() for p in paths))
+
+
+def input_token(entry: Optional[dict[str, Any]], facets: Optional[tuple[str, ...]], pending_fp: Optional[str]) -> str:
+    """What a dependent's fingerprint holds for one input: the digest of the facets it reads of that input's last
+    output, or ``pending:<fp>`` while the input has yet to run."""
+    if facets == ():
+        return "order"
+    if pending_fp is not None or entry is None or "facets" not in entry:
+        return f"pending:{pending_fp or (entry or {}).get('fingerprint', '')}"
+    have = entry["facets"]
+    return digest({k: have.get(k) for k in sorted(have)} if facets is None else {k: have.get(k) for k in facets})
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -109,8 +111,14 @@ def _short(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def fingerprint(kind: str, config: dict[str, Any], backend: str, version: str, inputs: dict[str, str],
+                files: dict[str, str]) -> str:
+    return digest({"kind": kind, "config": config, "backend": backend, "backend_version": version,
+                   "inputs": inputs, "files": files})
+
+
 def plan(
-    spec: S.Spec,
+    spec: Any,
     state: Any,
     registry: Optional[Registry] = None,
     *,
@@ -155,11 +163,14 @@ def plan(
         config = step_config(spec, kind, block)
         files = {_rel(p, spec.base_dir): hash_cache.file_hash(p)
                  for p in files_read(spec, kind, block, be.extra_inputs(spec, kind, label, block)) if p.is_file()}
-        deps = graph.deps[step_id]
-        fp = digest({"kind": kind, "config": config, "backend": name, "backend_version": be.version,
-                     "inputs": {d: fps[d] for d in deps}, "files": files})
+        deps = dependencies(spec, kind, label, block)
+        inputs = {d: input_token(recorded.get(d), facets,
+                                 fps[d] if actions.get(d, Action.NOOP) is not Action.NOOP else None)
+                  for d, facets in deps.items()}
+        fp = fingerprint(kind, config, name, be.version, inputs, files)
         fps[step_id] = fp
         if wanted is not None and step_id not in wanted:
+            actions[step_id] = Action.NOOP if recorded.get(step_id, {}).get("fingerprint") == fp else Action.REPLACE
             continue
         old = recorded.get(step_id)
         changes: list[str] = []
@@ -176,26 +187,34 @@ def plan(
             changes += [f"file {c}" for c in _diff(old.get("files", {}), files)]
             if old.get("backend") != name or old.get("backend_version") != be.version:
                 changes.append(f"backend {old.get('backend')}@{old.get('backend_version')} -> {name}@{be.version}")
-            changed_inputs = [d for d in deps if (old.get("inputs") or {}).get(d) != fps[d]]
+            old_inputs = old.get("inputs") or {}
             reasons = []
             if any(c.startswith("config") for c in changes):
                 reasons.append("configuration changed")
             if any(c.startswith("file") for c in changes):
                 reasons.append("input files changed")
-            for d in changed_inputs:
-                reasons.append(f"input {d} {'will change' if actions.get(d) in (Action.CREATE, Action.REPLACE) else 'changed'}")
+            for d in deps:
+                if actions.get(d) in (Action.CREATE, Action.REPLACE) and inputs[d] != "order":
+                    reasons.append(f"input {d} will change")
+                elif old_inputs.get(d) != inputs[d]:
+                    reasons.append(f"input {d} changed" if old_inputs.get(d, "").startswith(("pending", "order"))
+                                   or d in old_inputs else f"input {d} added")
             if any(c.startswith("backend") for c in changes):
                 reasons.append("backend changed")
+            if not reasons and old.get("state_version", 1) < 2:
+                reasons.append("workdir from an older version: inputs are now keyed by what they produced")
             reason = "; ".join(reasons) or "fingerprint changed"
-        elif old.get("artifact") and not Path(old["artifact"]).is_dir():
-            action, reason = Action.REPLACE, f"artifact {old['artifact']} is missing"
         else:
-            action, reason = Action.NOOP, "up to date"
-            if old.get("status") == "gate_failed":
-                reason = f"up to date (its gate failed: {old.get('error', '')})"
+            problem = damaged(state, step_id, old)
+            if problem:
+                action, reason = Action.REPLACE, f"artifact damaged: {problem}"
+            else:
+                action, reason = Action.NOOP, "up to date"
+                if old.get("status") == "gate_failed":
+                    reason = f"up to date (its gate failed: {old.get('error', '')})"
         actions[step_id] = action
         steps.append(Step(step_id, kind, label, name, be.version, action, fp, list(deps), reason, changes,
-                          config, files))
+                          config, files, inputs))
     if problems:
         raise PlanProblems(problems)
     if wanted is None:
@@ -206,3 +225,10 @@ def plan(
                                   Action.DELETE, old.get("fingerprint", ""), [], "no longer in the spec"))
     return Plan(spec.name, steps, serial=getattr(state, "serial", 0), lineage=getattr(state, "lineage", None))
 
+
+def refingerprint(spec: Any, step: Step, state: Any) -> tuple[str, dict[str, str]]:
+    """The fingerprint of a planned step now that the inputs before it have run (the executor's second look)."""
+    block = getattr(spec, step.kind)[step.label]
+    deps = dependencies(spec, step.kind, step.label, block)
+    inputs = {d: input_token(state.steps.get(d), facets, None) for d, facets in deps.items()}
+    return fingerprint(step.kind, step.config, step.backend, step.backend_version, inputs, step.files), inputs

@@ -34,6 +34,7 @@ class Step:
     changes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # path (relative to the recipe) -> sha256
+    inputs: dict[str, str] = field(default_factory=dict)  # dependency -> digest of the outputs it reads
 
     def to_json(self, full: bool = False) -> dict[str, Any]:
         out = {
@@ -47,7 +48,8 @@ class Step:
             "changes": list(self.changes),
         }
         if full:
-            out.update(label=self.label, backend_version=self.backend_version, config=self.config, files=self.files)
+            out.update(label=self.label, backend_version=self.backend_version, config=self.config, files=self.files,
+                       inputs=self.inputs)
         return out
 
     @classmethod

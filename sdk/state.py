@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 from sdk.errors import DslError, LockError
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: artifact paths relative to the workdir; inputs keyed by what they produced (facets)
+ARTIFACTS = "artifacts"
 
 
 @dataclass
@@ -24,10 +25,45 @@ class State:
     domain: Optional[str] = None
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     hashes: dict[str, list[Any]] = field(default_factory=dict)
+    workdir: Optional[Path] = None  # where it was read from (not saved: a workdir refers to itself relatively)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "lineage": self.lineage, "serial": self.serial, "domain": self.domain,
                 "steps": self.steps, "hashes": self.hashes}
+
+    def artifact_path(self, step_id: str) -> Optional[Path]:
+        """The artifact folder of a step, resolved inside this workdir's artifacts folder; None when the recorded
+        path would lead anywhere else (an absolute path, ``..``, a symlink out)."""
+        rel = (self.steps.get(step_id) or {}).get("artifact")
+        if not rel or self.workdir is None:
+            return None
+        return inside(self.workdir, rel)
+
+
+def inside(workdir: Path, rel: str) -> Optional[Path]:
+    """``workdir/rel`` when it resolves inside ``workdir/artifacts`` (symlinks followed), else None."""
+    if not isinstance(rel, str) or Path(rel).is_absolute():
+        return None
+    root = (Path(workdir) / ARTIFACTS).resolve()
+    target = (Path(workdir) / rel).resolve()
+    return Path(workdir) / rel if target != root and target.is_relative_to(root) else None
+
+
+def remove_inside(workdir: Path, path: Path) -> bool:
+    """Delete a folder only when it lies inside ``workdir/artifacts`` or ``workdir/checkpoints`` (resolved,
+    symlinks included); every delete of the executor goes through here. Returns whether it deleted."""
+    import shutil
+
+    p = Path(path)
+    if p.is_symlink():
+        return False
+    resolved = p.resolve()
+    for name in (ARTIFACTS, "checkpoints"):
+        root = (Path(workdir) / name).resolve()
+        if resolved != root and resolved.is_relative_to(root):
+            shutil.rmtree(resolved, ignore_errors=True)
+            return True
+    return False
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -53,19 +89,66 @@ class StateStore:
 
     def load(self) -> State:
         if not self.path.exists():
-            return State()
+            return State(workdir=self.workdir)
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise DslError(f"{self.path}: state file is unreadable ({e}); move it away to start afresh") from None
-        if data.get("version") != STATE_VERSION:
+        problem = _shape_problem(data)
+        if problem:
+            raise DslError(f"{self.path}: state file is damaged ({problem}); move it away to start afresh")
+        if data.get("version") not in (1, STATE_VERSION):
             raise DslError(f"{self.path}: state version {data.get('version')} is not supported")
-        return State(data["lineage"], data["serial"], data.get("domain"), data.get("steps", {}), data.get("hashes", {}))
+        steps = data.get("steps", {})
+        if data["version"] == 1:
+            _migrate_v1(self.workdir, steps)
+        return State(data["lineage"], data["serial"], data.get("domain"), steps, data.get("hashes", {}),
+                     workdir=self.workdir)
 
     def save(self, state: State) -> None:
         state.lineage = state.lineage or str(uuid.uuid4())
         state.serial += 1
-        write_atomic(self.path, json.dumps(state.to_json(), indent=2, sort_keys=True))
+        try:
+            write_atomic(self.path, json.dumps(state.to_json(), indent=2, sort_keys=True))
+        except OSError as e:
+            raise DslError(f"{self.path}: cannot save the state ({e.strerror or e}); "
+                           "the workdir must be writable and its disk not full") from None
+
+
+_ENTRY_TYPES = {"status": str, "fingerprint": str, "artifact": str, "backend": str, "config": dict, "files": dict,
+                "inputs": dict, "facets": dict, "metrics": dict, "error": str}
+
+
+def _shape_problem(data: Any) -> Optional[str]:
+    """Where valid JSON does not have the state's structure: the path of the first bad entry."""
+    if not isinstance(data, dict):
+        return "the top level is not an object"
+    for key, tp in (("lineage", str), ("serial", int), ("steps", dict), ("hashes", dict)):
+        if key in ("lineage", "serial") and key not in data:
+            return f"{key} is missing"
+        if key in data and not isinstance(data[key], tp):
+            return f"{key} is not {'a number' if tp is int else 'an object' if tp is dict else 'a string'}"
+    for step_id, entry in (data.get("steps") or {}).items():
+        if not isinstance(entry, dict):
+            return f"steps.{step_id} is not an object"
+        for key, tp in _ENTRY_TYPES.items():
+            if key in entry and entry[key] is not None and not isinstance(entry[key], tp):
+                return f"steps.{step_id}.{key} has the wrong type"
+    for path, entry in (data.get("hashes") or {}).items():
+        if not isinstance(entry, list):
+            return f"hashes.{path} is not a list"
+    return None
+
+
+def _migrate_v1(workdir: Path, steps: dict[str, Any]) -> None:
+    """Version 1 stored absolute artifact paths: those inside this workdir become relative; any other is dropped
+    (the step then re-runs rather than read or delete anything outside the workdir)."""
+    root = Path(workdir).resolve()
+    for entry in steps.values():
+        art = entry.get("artifact")
+        if isinstance(art, str) and Path(art).is_absolute():
+            p = Path(art).resolve()
+            entry["artifact"] = p.relative_to(root).as_posix() if p.is_relative_to(root) else None
 
 
 class WorkdirLock:

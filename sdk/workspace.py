@@ -1,4 +1,4 @@
-"""A recipe together with its workdir and state: what the commands that read applied results use."""
+"""A spec together with its workdir and state: what the commands that read applied results use."""
 
 from __future__ import annotations
 
@@ -13,21 +13,26 @@ from sdk.state import State, StateStore
 
 @dataclass
 class Workspace:
-    recipe: Any  # dsl.parser.Recipe
+    spec: Any
     workdir: Path
     state: State
+    recipe: Any = None  # what the spec was loaded from (the DSL's Recipe, with spans), when known
 
     @property
-    def spec(self) -> Any:
-        return self.recipe.spec
+    def source(self) -> str:
+        return str(getattr(self.recipe, "path", None) or self.spec.base_dir)
 
     def artifact(self, step_id: str) -> Artifact:
         from sdk.executor import load_artifact
+        from sdk.integrity import damaged
 
         entry = self.state.steps.get(step_id)
         if entry is None or entry.get("status") not in ("done", "gate_failed"):
-            raise DslError(f"step {step_id} has not been applied: run dsl apply {self.recipe.path}")
-        art = load_artifact(step_id, entry)
+            raise DslError(f"step {step_id} has not been applied: run dsl apply {self.source}")
+        problem = damaged(self.state, step_id, entry)
+        if problem:
+            raise DslError(f"the artifact of {step_id} in {self.workdir} is damaged ({problem}): run dsl apply")
+        art = load_artifact(self.state, step_id)
         if art is None:
             raise DslError(f"the artifact of {step_id} is missing from {self.workdir}: run dsl apply again")
         return art
@@ -37,10 +42,39 @@ class Workspace:
 
         return finished_artifacts(self.state)
 
+    def drift(self, step_id: str) -> Optional[str]:
+        """One line when the recipe changed since ``step_id`` was applied (what is used is the applied version)."""
+        from sdk.systems import drift
 
-def open_workspace(recipe_path: Union[str, Path], workdir: Optional[Union[str, Path]] = None) -> Workspace:
-    from dsl.parser import load_recipe
+        return drift(self.spec, self.state, step_id)
 
-    recipe = load_recipe(recipe_path)
-    wd = Path(workdir) if workdir else recipe.spec.base_dir / ".dsl"
-    return Workspace(recipe, wd, StateStore(wd).load())
+    def rag(self, label: str, with_generator: bool = True) -> Any:
+        """The applied rag system ``rag.LABEL``, opened from its artifact."""
+        from sdk.backends.rag import RagSystem
+
+        return RagSystem.open(self.artifact(f"rag.{label}"), with_generator=with_generator,
+                              base_dir=self.spec.base_dir)
+
+    def promotion(self) -> dict[str, dict[str, Any]]:
+        from sdk.promotion import promotion
+
+        return promotion(self.state.steps)
+
+
+def open_workspace(recipe: Union[str, Path, Any], workdir: Optional[Union[str, Path]] = None,
+                   loaded: Any = None) -> Workspace:
+    """A workspace for a recipe file (loaded through the registered loader, see :func:`sdk.load`) or a Spec."""
+    if isinstance(recipe, (str, Path)):
+        from sdk.loaders import load
+
+        spec = load(recipe)
+        loaded = loaded or _Source(Path(recipe))
+    else:
+        spec = recipe
+    wd = Path(workdir) if workdir else spec.base_dir / ".dsl"
+    return Workspace(spec, wd, StateStore(wd).load(), loaded)
+
+
+@dataclass
+class _Source:
+    path: Path

@@ -36,7 +36,7 @@ def state(folder: Path) -> dict:
 
 
 def artifact(folder: Path, step: str) -> Path:
-    return Path(state(folder)[step]["artifact"])
+    return folder / ".dsl" / state(folder)[step]["artifact"]
 
 
 SIDE_BY_SIDE = """  eval mc {
@@ -110,7 +110,7 @@ def test_failed_gate_keeps_the_report_and_says_why(tmp_path: Path, models: tuple
     assert r.returncode == 4 and "0 failed, 1 gate failed" in r.stdout and "Next:" not in r.stdout
     st = state(tmp_path)["eval.mc"]
     assert st["status"] == "gate_failed"
-    md = (Path(st["artifact"]) / "report.md").read_text()
+    md = (tmp_path / ".dsl" / st["artifact"] / "report.md").read_text()
     assert "FAILED (base_model.a.accuracy.ci_low = " in md
     r = run_dsl("report", str(tmp_path / "r.dsl"))
     assert r.returncode == 0 and "FAILED" in r.stdout

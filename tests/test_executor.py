@@ -26,7 +26,8 @@ def test_apply_then_reapply_is_a_noop(tmp_path: Path) -> None:
     state = StateStore(tmp_path / ".dsl").load()
     assert all(e["status"] == "done" for e in state.steps.values())
     for step_id, entry in state.steps.items():
-        art = Path(entry["artifact"])
+        assert not Path(entry["artifact"]).is_absolute()  # a workdir refers to itself relatively
+        art = tmp_path / ".dsl" / entry["artifact"]
         assert art.parent.name == step_id and art.name == entry["fingerprint"]
         manifest = json.loads((art / "manifest.json").read_text())
         assert manifest["fingerprint"] == entry["fingerprint"] and manifest["backend"] == "test"
@@ -63,18 +64,29 @@ def test_failed_replacement_keeps_the_previous_artifact(tmp_path: Path) -> None:
     assert result.failed
     entry = StateStore(tmp_path / ".dsl").load().steps["finetune.sip"]
     assert entry["status"] == "failed" and entry["artifact"] == old["artifact"]
-    assert Path(old["artifact"], "manifest.json").is_file()
+    assert (tmp_path / ".dsl" / old["artifact"] / "manifest.json").is_file()
 
 
-def test_gate_failure_blocks_dependents(tmp_path: Path) -> None:
+def test_a_failed_gate_withholds_the_systems_it_names_from_serving(tmp_path: Path) -> None:
+    from sdk.backends.serve import load_config
+    from sdk.workspace import open_workspace
+
     path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 >= 2"))
     result = sdk.apply(load(path), backend="test")
-    assert [o.id for o in result.gate_failures] == ["eval.expert"]
+    assert [o.id for o in result.gate_failures] == ["eval.expert"] and not result.ok
     assert "rag.docs.f1 >= 2" in result.gate_failures[0].error
-    skipped = {o.id for o in result.outcomes if o.status == "skipped"}
-    assert skipped == {"route.default", "serve.default"}
-    again = sdk.apply(load(path), backend="test")  # the gate stays failed, dependents stay blocked
-    assert again.gate_failures and {o.id for o in again.outcomes if o.status == "skipped"} == skipped
+    assert not [o for o in result.outcomes if o.status == "skipped"]  # serving runs, and withholds
+    ws = open_workspace(path)
+    promo = ws.promotion()
+    assert promo["rag.docs"]["promoted"] is False and promo["rag.docs"]["decided_by"] == ["eval.expert"]
+    assert promo["finetune.sip"]["promoted"] is True  # no gate names it
+    again = sdk.apply(load(path), backend="test")  # the gate stays failed; nothing re-runs
+    assert again.gate_failures and not again.ran
+    # with the gate passing, rag.docs is promoted: serve re-runs (the verdict it reads changed), eval too
+    path.write_text(path.read_text().replace("gate = rag.docs.f1 >= 2", "gate = rag.docs.f1 >= 0"))
+    fixed = sdk.apply(load(path), backend="test")
+    assert fixed.ok and set(fixed.ran) == {"eval.expert", "serve.default"}
+    assert open_workspace(path).promotion()["rag.docs"]["promoted"] is True
 
 
 def test_concurrent_apply_fails_at_once_with_a_lock_message(tmp_path: Path) -> None:
@@ -129,7 +141,7 @@ def test_custom_backend_through_the_registry(tmp_path: Path) -> None:
 
         def run(self, ctx):  # type: ignore[no-untyped-def]
             (ctx.out_dir / "echo.txt").write_text(ctx.step_id)
-            return StepResult(metrics={"n": 1}, summary="echoed")
+            return StepResult(metrics={"n": 1}, outputs={"chunks": "echo.txt"}, summary="echoed")
 
     registry = Registry()
     registry.register("echo", Echo)
@@ -140,7 +152,7 @@ def test_custom_backend_through_the_registry(tmp_path: Path) -> None:
     result = sdk.apply(spec, registry=registry)
     assert result.ok
     entry = StateStore(tmp_path / ".dsl").load().steps["corpus.c"]
-    assert entry["backend_version"] == "7" and Path(entry["artifact"], "echo.txt").read_text() == "corpus.c"
+    assert entry["backend_version"] == "7" and (tmp_path / ".dsl" / entry["artifact"] / "echo.txt").read_text() == "corpus.c"
 
 
 def test_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:

@@ -12,9 +12,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 
 def open_ws(file: str, workdir: Optional[str]) -> Any:
+    from dsl.parser import load_recipe
     from sdk.workspace import open_workspace
 
-    return open_workspace(file, workdir)
+    recipe = load_recipe(file)
+    return open_workspace(recipe.spec, workdir, loaded=recipe)
+
+
+def say_drift(ws: Any, step_id: str) -> Optional[str]:
+    """Print (to stderr) one line when the recipe changed since ``step_id`` was applied; return it."""
+    line = ws.drift(step_id)
+    if line:
+        click.echo(f"note: {line}", err=True)
+    return line
 
 
 def only_label(ws: Any, kind: str, given: Optional[str], option: str) -> str:

@@ -91,7 +91,7 @@ class StepContext:
     out_dir: Path
     workdir: Path
     checkpoint_dir: Path  # survives a failed or killed run of the same fingerprint: resume from here
-    inputs: dict[str, Artifact]  # step id -> artifact of each dependency
+    inputs: dict[str, Artifact]  # step id -> artifact of each dependency its kind declares, and nothing else
     progress: Any  # sdk.progress.Progress: .task(description, total) -> handle with .advance(n), .update(**fields)
     log: Callable[[str], None]
     options: dict[str, Any] = field(default_factory=dict)  # apply-wide options (e.g. {"quick": True})
@@ -129,32 +129,17 @@ class MissingDependency(DslError):
     pass
 
 
-# name -> ("module:Class", install hint)
-BUILTIN: dict[str, tuple[str, str]] = {
-    "test": ("sdk.backends.testing:TestBackend", ""),
-    "hf": ("sdk.backends.models:HFModelBackend", ""),
-    "jsonl": ("sdk.backends.datasets:JsonlDatasetBackend", ""),
-    "haystack": ("sdk.backends.rag:HaystackBackend", "pip install 'domain-dsl[rag]'"),
-    "transformers": ("sdk.backends.pretrain:PretrainBackend", "pip install 'domain-dsl[train]'"),
-    "trl": ("sdk.backends.finetune:FinetuneBackend", "pip install 'domain-dsl[train]'"),
-    "builtin": ("sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
-    "sklearn": ("sdk.backends.route:RouteBackend", "pip install 'domain-dsl[serve]'"),
-    "gateway": ("sdk.backends.serve:ServeBackend", "pip install 'domain-dsl[serve]'"),
-}
-
-DEFAULTS: dict[str, str] = {
-    "base_model": "hf",
-    "corpus": "haystack",
-    "dataset": "jsonl",
-    "pretrain": "transformers",
-    "finetune": "trl",
-    "rag": "haystack",
-    "eval": "builtin",
-    "route": "sklearn",
-    "serve": "gateway",
-}
-
 ENTRY_POINT_GROUP = "dsl.backends"
+TEST_BACKEND = ("sdk.backends.testing:TestBackend", "")
+
+
+def builtin_backends() -> dict[str, tuple[str, str]]:
+    """name -> ("module:Class", install hint): the test backend, and each kind's declared default backend."""
+    from sdk.spec import kinds
+
+    import sdk.spec  # noqa: F401 - declares the built-in kinds and reads the kind plugins
+
+    return {"test": TEST_BACKEND, **kinds.backend_targets()}
 
 
 class Registry:
@@ -162,14 +147,15 @@ class Registry:
     group; a broken plugin is reported when it is used, never when the CLI starts."""
 
     def __init__(self, extra: Optional[dict[str, str]] = None) -> None:
-        self._targets: dict[str, tuple[str, str]] = dict(BUILTIN)
+        self._builtin = builtin_backends()
+        self._targets: dict[str, tuple[str, str]] = dict(self._builtin)
         self._loaded: dict[str, Backend] = {}
         self._entry_points_read = False
         for name, target in (extra or {}).items():
             self.register(name, target)
 
     def register(self, name: str, target: "str | type[Backend]", install_hint: str = "") -> None:
-        if name in self._targets and name not in BUILTIN:
+        if name in self._targets and name not in self._builtin:
             raise ValueError(f"backend {name!r} is already registered")
         if isinstance(target, str):
             self._targets[name] = (target, install_hint)
@@ -223,9 +209,11 @@ class Registry:
 
 
 def backend_name(kind: str, block: Any, override: Optional[str] = None) -> str:
+    from sdk.spec import kinds
+
     if override:
         return override
-    return getattr(block, "backend", None) or DEFAULTS.get(kind, "test")
+    return getattr(block, "backend", None) or kinds.get_kind(kind).backend or "test"
 
 
 def require(backend: Backend) -> None:

@@ -142,7 +142,7 @@ class JsonlDatasetBackend(Backend):
         if block.retrieval is not None:
             from sdk.backends.rag import RagSystem
 
-            rag = RagSystem.open(ctx.spec, block.retrieval.label, ctx.inputs, with_generator=False)
+            rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
             with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} rows", total=len(rows)) as bar:
                 train, n_train = with_retrieval(train, rag, block.keep_bare, bar)
                 val, n_val = with_retrieval(val, rag, block.keep_bare, bar)

@@ -24,6 +24,7 @@ from sdk import metrics as M
 from sdk.backends.base import Artifact, Backend, CheckContext, GateFailed, StepContext, StepResult
 from sdk.errors import DataError, DslError
 from sdk.evalsets import EvalItem, contamination, load_items
+from sdk.spec.blocks.eval import training_steps
 
 RAW_PROMPT = "Question: {question}\nAnswer:"
 CONTEXT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
@@ -208,13 +209,17 @@ class SystemRunner:
         elif system.kind == "rag":
             from sdk.backends.rag import LocalChatGenerator, RagSystem
 
-            gen = spec.rag[system.label].generator
+            from sdk.systems import applied_block, input_artifact
+
+            rag_art = artifacts[str(system)]
+            gen = applied_block(rag_art).generator
             scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
             # options are scored by the generator's log-likelihood with the retrieved chunks in the prompt;
             # free answers come from the rag system itself (its prompt, its generator, its citations)
-            self.rag = RagSystem.open(spec, system.label, artifacts, with_generator=not scored)
+            self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir)
             if scored:
-                self.local = _local(artifacts, str(gen))
+                gen_art = input_artifact(rag_art, str(gen))
+                self.local = _local({str(gen): gen_art}, str(gen))
             elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
                 pipe = self.rag.generator.component.pipeline
                 self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
@@ -379,8 +384,11 @@ class EvalBackend(Backend):
         if task == "classification" and len(labels) < 2:
             raise DataError(block.data, None, f"classification needs at least two labels; found {labels or 'none'} "
                                               "(map the label column with fields = { label = \"...\" })")
-        artifacts: dict[str, Artifact] = {**ctx.options.get("artifacts", {}), **ctx.inputs}
-        k = max((ctx.spec.rag[s.label].top_k for s in block.systems if getattr(s, "kind", "") == "rag"), default=5)
+        from sdk.systems import applied_block
+
+        artifacts: dict[str, Artifact] = dict(ctx.inputs)
+        k = max((applied_block(artifacts[str(s)]).top_k for s in block.systems if getattr(s, "kind", "") == "rag"),
+                default=5)
         want_nll = "perplexity" in block.metrics
         prompter = Prompter(_text(ctx.spec, block.prompt))
         judge = Judge(block.judge, _text(ctx.spec, block.rubric) or DEFAULT_RUBRIC) \
@@ -484,38 +492,12 @@ def _remote(spec: Any, system: Any) -> bool:
 
     if isinstance(system, Endpoint):
         return True
-    return getattr(system, "kind", "") == "rag" and isinstance(spec.rag[system.label].generator, Endpoint)
+    return getattr(system, "kind", "") == "rag" and isinstance(getattr(spec.rag.get(system.label), "generator", None),
+                                                               Endpoint)
 
 
 def _lines(path: Path) -> list[str]:
     return [x for x in path.read_text(encoding="utf-8").split("\n") if x.strip()] if path.exists() else []
-
-
-def training_steps(spec: Any, systems: list[Any]) -> list[str]:
-    """Corpus and dataset steps whose text the systems saw: pretrain corpora, SFT data, rag corpora (walking
-    ``from`` chains and rag generators)."""
-    seen: set[str] = set()
-    out: list[str] = []
-
-    def walk(ref: Any) -> None:
-        kind, label = getattr(ref, "kind", None), getattr(ref, "label", None)
-        if kind is None or f"{kind}.{label}" in seen:
-            return
-        seen.add(f"{kind}.{label}")
-        blk = getattr(spec, kind, {}).get(label)
-        if blk is None:
-            return
-        if kind in ("corpus", "dataset"):
-            out.append(f"{kind}.{label}")
-            return
-        for attr in ("corpus", "data", "from_", "generator"):
-            walk(getattr(blk, attr, None))
-
-    for s in systems:
-        walk(s)
-    if not out:  # systems trained elsewhere (hub models, endpoints): the recipe's own data is the best proxy
-        out = [f"corpus.{label}" for label in spec.corpus] + [f"dataset.{label}" for label in spec.dataset]
-    return sorted(out)
 
 
 def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str, dict[str, tuple[float, int]]],

@@ -369,7 +369,7 @@ def build_index(ctx: StepContext) -> StepResult:
         store.save_to_disk(str(ctx.out_dir / "store.json"))
         outputs.update(store="store.json")
     elapsed = max(time.time() - started, 1e-9)
-    pipeline, exported = export_pipeline(ctx.spec, block, store, ctx.options.get("artifacts") or ctx.inputs)
+    pipeline, exported = export_pipeline(ctx.spec, block, store, ctx.inputs)
     (ctx.out_dir / "pipeline.yaml").write_text(pipeline.dumps(), encoding="utf-8")
     outputs["pipeline"] = "pipeline.yaml"
     outputs["pipeline_generator"] = exported
@@ -514,7 +514,7 @@ def _endpoint_component(gen: Any) -> Any:
 class RagSystem:
     """A finished rag step, ready to answer. The query API used by ``dsl ask``, the eval backend and the gateway::
 
-        rag = RagSystem.open(spec, "docs", artifacts)   # artifacts: step id -> Artifact of finished steps
+        rag = RagSystem.open(artifact)   # the applied rag step's artifact (Workspace.rag("docs") finds it)
         rag.retrieve("question", top_k=5)  -> [{"id", "content", "meta": {"source", "page", ...}, "score"}, ...]
         rag.answer("question", max_new_tokens=64)
             -> {"answer": str, "sources": [{"index": 1, "id", "source", "page", "content", "score"}, ...],
@@ -534,26 +534,35 @@ class RagSystem:
     _warm: bool = field(default=False)
 
     @classmethod
-    def open(cls, spec: Any, label: str, artifacts: dict[str, Artifact], with_generator: bool = True) -> "RagSystem":
+    def open(cls, art: Artifact, with_generator: bool = True, base_dir: Optional[Path] = None) -> "RagSystem":
+        """Open the applied rag system of artifact ``art``: its block as applied (from the manifest), its index,
+        its prompt, and the generator it was applied with. ``base_dir`` resolves a relative embedder path."""
+        from sdk.systems import applied_block, input_artifact
+
         _quiet_haystack()
-        if label not in spec.rag:
-            raise DslError(f"there is no rag block named {label!r}"
-                           + (f" (rag blocks: {', '.join(sorted(spec.rag))})" if spec.rag else ""))
-        block = spec.rag[label]
-        art = artifacts.get(f"rag.{label}")
-        if art is None:
-            raise DslError(f"rag.{label} has not been applied: run dsl apply")
+        block = applied_block(art)
+        label = art.step_id.partition(".")[2]
         if block.store.type == "pgvector":
             _check_reachable(block.store)
             store = _pg_store(block.store)
         else:
             from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-            store = InMemoryDocumentStore.load_from_disk(str(art.path / art.outputs.get("store", "store.json")))
+            path = art.path / art.outputs.get("store", "store.json")
+            try:
+                store = InMemoryDocumentStore.load_from_disk(str(path))
+            except Exception as e:  # noqa: BLE001 - a damaged index is named, not shown as a traceback
+                raise DslError(f"the index of {art.step_id} ({path.name}) cannot be read ({type(e).__name__}); "
+                               f"run dsl apply --replace {art.step_id}") from None
         prompt_file = art.path / art.outputs.get("prompt", "prompt.j2")
-        prompt = prompt_file.read_text(encoding="utf-8") if prompt_file.exists() else prompt_text(spec, block)
-        generator = make_generator(spec, block, artifacts) if with_generator else None
-        return cls(spec, label, block, query_pipeline(block, store, base_dir=spec.base_dir), prompt, generator)
+        prompt = prompt_file.read_text(encoding="utf-8") if prompt_file.exists() else DEFAULT_PROMPT
+        generator = None
+        if with_generator and block.generator is not None:
+            from sdk.spec import Ref
+
+            gen_art = input_artifact(art, str(block.generator)) if isinstance(block.generator, Ref) else None
+            generator = make_generator(block, gen_art)
+        return cls(None, label, block, query_pipeline(block, store, base_dir=base_dir), prompt, generator)
 
     def retrieve(self, question: str, top_k: Optional[int] = None) -> list[dict[str, Any]]:
         """The top_k chunks for a question (default: the block's top_k), best first."""
@@ -615,7 +624,7 @@ def citations(text: str, n: int) -> list[int]:
     return sorted(i for i in found if 1 <= i <= n)
 
 
-def make_generator(spec: Any, block: Any, artifacts: dict[str, Artifact]) -> Any:
+def make_generator(block: Any, art: Optional[Artifact]) -> Any:
     """A callable (prompt, max_new_tokens) -> text for the block's generator, or None for retrieval only."""
     from sdk.spec import Endpoint, Ref
 
@@ -639,7 +648,6 @@ def make_generator(spec: Any, block: Any, artifacts: dict[str, Artifact]) -> Any
 
         return call_endpoint
     assert isinstance(gen, Ref)
-    art = artifacts.get(str(gen))
     if art is None:
         raise DslError(f"the generator {gen} of this rag system has not been applied: run dsl apply")
     return LocalChatGenerator.from_artifact(art)

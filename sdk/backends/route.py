@@ -244,7 +244,9 @@ class RouteBackend(Backend):
         for ref in block.eval_sets:
             from sdk.evalsets import load_items
 
-            ev = ctx.spec.eval[ref.label]
+            from sdk.systems import applied_block
+
+            ev = applied_block(ctx.input(ref))
             rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
         labels = [t for _, t in rows]
         if len(set(labels)) < 2:
@@ -342,7 +344,7 @@ def evaluate_routes(preds: list[str], golds: list[str], classes: list[str]) -> d
 
 
 def _metric(ctx: StepContext, m: Any) -> float:
-    for step_id, art in ctx.options.get("artifacts", {}).items():
+    for step_id, art in ctx.inputs.items():
         if step_id.startswith("eval.") and isinstance(art.metrics.get(m.system), dict):
             value = (art.metrics[m.system].get(m.metric) or {}).get(m.bound)
             if isinstance(value, (int, float)):
@@ -361,7 +363,7 @@ def quality_cost_curve(ctx: StepContext, block: Any, p_special: Any, targets: di
     if GENERAL not in targets or not len(p_special):
         return None
     quality: dict[str, float] = {}
-    for step_id, art in sorted(ctx.options.get("artifacts", {}).items()):
+    for step_id, art in sorted(ctx.inputs.items()):
         if not step_id.startswith("eval."):
             continue
         for target in (DOMAIN, GENERAL):

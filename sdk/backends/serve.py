@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
+from sdk.errors import DslError
 
 
 def endpoint_config(ep: Any) -> dict[str, Any]:
@@ -18,35 +19,43 @@ def endpoint_config(ep: Any) -> dict[str, Any]:
 
 class ServeBackend(Backend):
     name = "gateway"
-    version = "1"
+    version = "2"
     kinds = ("serve",)
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.models import handle
         from sdk.spec import Endpoint, Ref
 
+        from sdk.promotion import withheld
+        from sdk.spec import kinds
+        from sdk.systems import applied_block
+
         block: Any = ctx.block
         spec = ctx.spec
-        artifacts = ctx.options.get("artifacts", ctx.inputs)
+        artifacts = ctx.inputs
+        # a system a failed gate names is not served (the eval inputs are the gates' verdicts)
+        held = withheld({sid: {**art.manifest, "status": art.manifest.get("status", "done")}
+                         for sid, art in artifacts.items()})
         variants: dict[str, Any] = {}
-        for kind in ("base_model", "pretrain", "finetune"):
-            for label in getattr(spec, kind):
-                art = artifacts.get(f"{kind}.{label}")
-                if art is None or art.outputs.get("model_source") in ("scratch", "hub"):
-                    continue
-                h = handle(art)
-                variants[f"{kind}.{label}"] = {"type": "model", "model": h.model, "adapter": h.adapter,
-                                               "tokenizer": h.tokenizer}
-        for label, rag in spec.rag.items():
-            gen = rag.generator
-            variants[f"rag.{label}"] = {"type": "rag", "label": label,
-                                        "generator": endpoint_config(gen) if isinstance(gen, Endpoint) else (str(gen) if gen else None)}
-        route = next(iter(spec.route.values()), None)
-        router = None
+        for sid, art in sorted(artifacts.items()):
+            kind = sid.partition(".")[0]
+            if sid in held or not kinds.get_kind(kind).is_model:
+                continue
+            if art.outputs.get("model_source") in ("scratch", "hub"):
+                continue
+            h = handle(art)
+            variants[sid] = {"type": "model", "model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer}
+        for sid, art in sorted(artifacts.items()):
+            if not sid.startswith("rag.") or sid in held:
+                continue
+            gen = applied_block(art).generator
+            variants[sid] = {"type": "rag", "label": sid.partition(".")[2],
+                             "generator": endpoint_config(gen) if isinstance(gen, Endpoint) else (str(gen) if gen else None)}
+        route_art = next((a for sid, a in sorted(artifacts.items()) if sid.startswith("route.")), None)
+        route = applied_block(route_art) if route_art is not None else None
+        router = str(route_art.path) if route_art is not None else None
         general: Any = None
         if route is not None:
-            art = artifacts.get(f"route.{next(iter(spec.route))}")
-            router = str(art.path) if art else None
             if isinstance(route.general, Endpoint):
                 general = endpoint_config(route.general)
                 variants["general"] = general
@@ -56,27 +65,26 @@ class ServeBackend(Backend):
             "domain": spec.name, "engine": block.engine, "host": block.host, "port": block.port,
             "api_key_env": block.api_key.env if block.api_key else None, "max_batch_size": block.max_batch_size,
             "max_tokens": block.max_tokens, "max_request_bytes": block.max_request_bytes, "timeout": block.timeout,
-            "variants": variants, "router": router, "general": general,
+            "variants": variants, "router": router, "general": general, "withheld": held,
             "domain_target": str(route.domain) if route is not None else None,
         }
         notes: list[str] = []
         if block.engine == "sglang":
             config["sglang"], notes = sglang_plan(variants, hub_bases(spec, artifacts), block)
+        config = _relative(config, Path(ctx.workdir).resolve())
         (ctx.out_dir / "serve.json").write_text(json.dumps(config, indent=2))
         names = ", ".join(["auto"] + sorted(variants))
         summary = f"{block.engine} gateway on {block.host}:{block.port} serving {names}"
+        if held:
+            summary += f"; withheld: {', '.join(f'{k} ({v})' for k, v in sorted(held.items()))}"
         return StepResult(outputs={"config": "serve.json", "models": ["auto"] + sorted(variants)},
                           summary="; ".join([summary] + notes))
 
 
 def hub_bases(spec: Any, artifacts: dict[str, Any]) -> dict[str, str]:
     """base_model steps that name a hub model: SGLang can serve them even though the CPU engine does not load them."""
-    out = {}
-    for label in spec.base_model:
-        art = artifacts.get(f"base_model.{label}")
-        if art is not None and art.outputs.get("model_source") == "hub":
-            out[f"base_model.{label}"] = str(art.outputs["model"])
-    return out
+    return {sid: str(art.outputs["model"]) for sid, art in sorted(artifacts.items())
+            if sid.startswith("base_model.") and art.outputs.get("model_source") == "hub"}
 
 
 def sglang_plan(variants: dict[str, Any], hubs: dict[str, str], block: Any) -> tuple[dict[str, Any], list[str]]:
@@ -111,5 +119,45 @@ def sglang_plan(variants: dict[str, Any], hubs: dict[str, str], block: Any) -> t
     return {"base": base, "adapters": adapters, "port": block.engine_port, "command": command}, notes
 
 
+WORKDIR = "$WORKDIR/"
+
+
+def _relative(value: Any, root: Path) -> Any:
+    """Paths inside the workdir are written relative to it (``$WORKDIR/artifacts/...``): a workdir copied or moved
+    elsewhere serves its own artifacts, never the original's."""
+    if isinstance(value, dict):
+        return {k: _relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/") and Path(value).is_relative_to(root):
+        return WORKDIR + Path(value).relative_to(root).as_posix()
+    return value
+
+
+def _absolute(value: Any, root: Path) -> Any:
+    if isinstance(value, dict):
+        return {k: _absolute(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_absolute(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(WORKDIR):
+        from sdk.state import inside
+
+        target = inside(root, value[len(WORKDIR):])
+        if target is None:
+            raise DslError(f"serve.json names {value!r}, which is outside the workdir's artifacts")
+        return str(target.resolve())
+    return value
+
+
 def load_config(art: Any) -> dict[str, Any]:
-    return json.loads((Path(art.path) / art.outputs.get("config", "serve.json")).read_text())
+    """serve.json of a serve artifact, its workdir paths resolved where the workdir is now."""
+    from sdk.systems import workdir_of
+
+    path = Path(art.path) / art.outputs.get("config", "serve.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DslError(f"{path} cannot be read ({type(e).__name__}); run dsl apply --replace {art.step_id}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("variants"), dict):
+        raise DslError(f"{path} is not a serve configuration; run dsl apply --replace {art.step_id}")
+    return _absolute(config, workdir_of(art).resolve())

@@ -26,7 +26,7 @@ class TestBackend(Backend):
     __test__ = False  # not a pytest class
     name = "test"
     version = "1"
-    kinds = ("base_model", "corpus", "dataset", "pretrain", "finetune", "rag", "eval", "route", "serve")
+    kinds = ("base_model", "corpus", "dataset", "pretrain", "finetune", "rag", "eval", "route", "serve")  # any kind
 
     def run(self, ctx: StepContext) -> StepResult:
         if ctx.options.get("test_sleep"):
@@ -38,8 +38,10 @@ class TestBackend(Backend):
         with ctx.progress.task(f"{ctx.step_id} (test)", total=3) as task:
             for _ in range(3):
                 task.advance()
+        from sdk.spec.kinds import get_kind
+
         metrics: dict[str, Any] = {}
-        outputs: dict[str, Any] = {"out": "out.json"}
+        outputs: dict[str, Any] = {"out": "out.json", **{o: "out.json" for o in get_kind(ctx.kind).outputs}}
         if ctx.kind == "eval":
             block: Any = ctx.block
             for system in block.systems:

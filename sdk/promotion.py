@@ -1,0 +1,64 @@
+"""Promotion is state: a gate decides which systems are served.
+
+A system (a model or a rag step) is promoted when its step is applied and every gate that names it passed; a
+system named by a failed gate is withheld, and so is one whose last run failed or that was never applied. A
+system no gate names is promoted by being applied (no gate, no guard). ``dsl serve`` exposes promoted systems
+only; ``dsl status`` shows each system's promotion and the eval that decided it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdk import expr as E
+from sdk.spec import kinds as K
+
+
+def gate_systems(gate_text: Any) -> list[str]:
+    if not isinstance(gate_text, str) or not gate_text:
+        return []
+    try:
+        return sorted({m.system for m in E.metrics(E.parse(gate_text))})
+    except E.ExprSyntaxError:
+        return []
+
+
+def verdicts(entries: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, bool, str]]]:
+    """system -> [(eval step, passed, detail)] from the recorded eval steps (state entries or manifests)."""
+    out: dict[str, list[tuple[str, bool, str]]] = {}
+    for step_id, entry in sorted(entries.items()):
+        if not step_id.startswith("eval.") or entry.get("status") not in ("done", "gate_failed"):
+            continue
+        passed = entry.get("status") != "gate_failed"
+        detail = "gate passed" if passed else (entry.get("error") or "gate failed")
+        for system in gate_systems((entry.get("config") or {}).get("gate")):
+            out.setdefault(system, []).append((step_id, passed, detail))
+    return out
+
+
+def promotion(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """system id -> {"promoted": bool, "reason": str, "decided_by": [eval step ids]} for every system step."""
+    by_system = verdicts(entries)
+    out: dict[str, dict[str, Any]] = {}
+    for step_id, entry in sorted(entries.items()):
+        kind = step_id.partition(".")[0]
+        if kind not in K.kind_names() or not K.get_kind(kind).is_system:
+            continue
+        decided = by_system.get(step_id, [])
+        failed = [(e, d) for e, ok, d in decided if not ok]
+        if entry.get("status") not in ("done", "gate_failed"):
+            out[step_id] = {"promoted": False, "reason": f"its last run failed: {entry.get('error', '')}".strip(),
+                            "decided_by": []}
+        elif failed:
+            out[step_id] = {"promoted": False, "reason": f"gate of {failed[0][0]} failed",
+                            "decided_by": [e for e, _ in failed]}
+        elif decided:
+            out[step_id] = {"promoted": True, "reason": f"gate of {', '.join(e for e, _, _ in decided)} passed",
+                            "decided_by": [e for e, _, _ in decided]}
+        else:
+            out[step_id] = {"promoted": True, "reason": "applied; no gate names it", "decided_by": []}
+    return out
+
+
+def withheld(entries: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {s: p["reason"] for s, p in promotion(entries).items() if not p["promoted"]}

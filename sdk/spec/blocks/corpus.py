@@ -1,0 +1,47 @@
+"""``corpus LABEL { paths = [...] }``: domain documents, ingested, cleaned, deduplicated and chunked."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from sdk.spec.kinds import content_facets, declare
+from sdk.spec.objects import Split
+from sdk.spec.paths import expand, path_problem
+from sdk.spec.values import Block, Fraction, Problem
+
+
+def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    out = []
+    for i, pattern in enumerate(block.paths):
+        problem = path_problem(spec, pattern, glob=True) if check_files else expand(spec, pattern)[1] \
+            if pattern.startswith("/") or ".." in pattern else None
+        if problem:
+            out.append(Problem(path=("corpus", label, "paths", i), message=problem))
+    return out
+
+
+def _reads(spec: Any, block: Any) -> list:
+    files: list = []
+    for pattern in block.paths:
+        files += expand(spec, pattern)[0]
+    return files
+
+
+@declare("corpus", backend=("haystack", "sdk.backends.rag:HaystackBackend", "pip install 'domain-dsl[rag]'"),
+         outputs=("chunks",), check=_check, reads=_reads, facets=content_facets)
+class CorpusBlock(Block):
+    """Domain documents, ingested, cleaned, deduplicated and chunked."""
+
+    paths: list[str] = Field(min_length=1, description="Glob patterns relative to the recipe")
+    format: Literal["auto", "text", "markdown", "jsonl", "html", "pdf"] = Field(
+        default="auto", description="File format; auto goes by extension"
+    )
+    text_field: str = Field(default="text", description="Field holding the text in JSONL files")
+    split: Split = Field(default_factory=Split, description="Chunking")
+    dedupe: Literal["none", "exact", "near"] = Field(default="exact", description="Duplicate removal")
+    near_threshold: Fraction = Field(default=0.85, description="Jaccard similarity of word 5-gram shingles above which two chunks are near-duplicates")
+    clean: bool = Field(default=True, description="Collapse whitespace, drop empty lines and boilerplate")
+    min_chars: int = Field(default=20, ge=0, description="Drop chunks shorter than this")
+    backend: Optional[str] = Field(default=None, description="Backend name (default: haystack)")

@@ -1,0 +1,142 @@
+"""``eval LABEL { data = "x.jsonl"  systems = [...]  gate = ... }``: an expert eval set, systems side by side."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from sdk import expr as _expr
+from sdk.spec.kinds import Dep, declare
+from sdk.spec.objects import Endpoint, FieldMap
+from sdk.spec.paths import named_files, path_problem
+from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, TextOrFile, ref_of, suggest
+
+# Metrics an eval can compute (a gate over any other metric is an error at plan time). The metric functions are
+# registered under the same names in sdk.metrics.
+METRIC_NAMES = ("exact_match", "f1", "accuracy", "macro_f1", "citation_precision", "citation_recall",
+                "recall_at_k", "mrr", "perplexity", "judge")
+MetricName = Literal["exact_match", "f1", "accuracy", "macro_f1", "citation_precision", "citation_recall",
+                     "recall_at_k", "mrr", "perplexity", "judge"]
+
+
+def training_steps(spec: Any, systems: list[Any]) -> list[str]:
+    """Corpus and dataset steps whose text the systems saw: pretrain corpora, SFT data, rag corpora (walking
+    ``from`` chains and rag generators)."""
+    seen: set[str] = set()
+    out: list[str] = []
+
+    def walk(ref: Any) -> None:
+        kind, label = getattr(ref, "kind", None), getattr(ref, "label", None)
+        if kind is None or f"{kind}.{label}" in seen:
+            return
+        seen.add(f"{kind}.{label}")
+        blk = getattr(spec, kind, {}).get(label)
+        if blk is None:
+            return
+        if kind in ("corpus", "dataset"):
+            out.append(f"{kind}.{label}")
+            return
+        for attr in ("corpus", "data", "from_", "generator"):
+            walk(getattr(blk, attr, None))
+
+    for s in systems:
+        walk(s)
+    if not out:  # systems trained elsewhere (hub models, endpoints): the recipe's own data is the best proxy
+        out = [f"corpus.{label}" for label in spec.corpus] + [f"dataset.{label}" for label in spec.dataset]
+    return sorted(out)
+
+
+def metric_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[str]]]:
+    produced = spec.produced_metrics()
+    if m.metric not in METRIC_NAMES:
+        return f"unknown metric {m.metric!r} in {m}", suggest(m.metric, METRIC_NAMES)
+    if m.system not in produced:
+        systems = sorted(produced)
+        hint = suggest(m.system, systems)
+        return (f"{m.system} is not a system of any eval block, so {m} is never measured",
+                hint or (f"systems under eval: {', '.join(systems)}" if systems else None))
+    if m.metric not in produced[m.system]:
+        return (f"no eval computes {m.metric} for {m.system} (it gets {', '.join(sorted(produced[m.system]))})",
+                f"add {m.metric} to the metrics of an eval that lists {m.system}")
+    return None
+
+
+def condition_problems(spec: Any, path: tuple, condition: Any) -> list[Problem]:
+    out = []
+    for m in _expr.metrics(condition) if condition is not None else []:
+        problem = metric_problem(spec, m)
+        if problem:
+            out.append(Problem(path=path, message=problem[0], hint=problem[1], focus=str(m)))
+    return out
+
+
+def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    out = condition_problems(spec, ("eval", label, "gate"), block.gate)
+    problem = path_problem(spec, block.data) if check_files else None
+    if problem:
+        out.append(Problem(path=("eval", label, "data"), message=problem))
+    return out
+
+
+def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
+    """Contamination is checked against the text the systems trained on: those data steps are inputs too."""
+    if not block.contamination:
+        return []
+    return [(s, ("content",)) for s in training_steps(spec, [s for s in block.systems if isinstance(s, Ref)])]
+
+
+def gated_systems(block: Any) -> list[str]:
+    """The systems a failed gate withholds from serving: every system its condition names."""
+    return sorted({m.system for m in _expr.metrics(block.gate)}) if block.gate is not None else []
+
+
+def _facets(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What later steps read of an eval: its items (the route learns from the questions), its verdict (serving
+    promotes by it) and its metrics (route thresholds). Changing max_new_tokens changes only the metrics."""
+    from sdk.hashing import digest
+
+    config = manifest.get("config") or {}
+    data_hash = (manifest.get("files") or {}).get(config.get("data"))
+    item_config = {k: config.get(k) for k in ("data", "format", "fields", "limit", "task")}
+    gate = config.get("gate")
+    return {"items": digest({"data": data_hash, "config": item_config}),
+            "verdict": digest({"gate": gate, "passed": manifest.get("status") != "gate_failed"}),
+            "metrics": digest(manifest.get("metrics") or {})}
+
+
+@declare("eval", backend=("builtin", "sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
+         check=_check, implicit=_implicit, facets=_facets,
+         reads=lambda spec, block: named_files(spec, block, ("data",)))
+class EvalBlock(Block):
+    """An expert eval set, systems compared side by side on it, and an optional gate."""
+
+    data: str = Field(description="Eval set: JSONL (or JSON, TSV, or an encrypted zip) relative to the recipe")
+    format: Literal["auto", "jsonl", "json", "tsv"] = Field(default="auto", description="File format of data")
+    fields: FieldMap = Field(default_factory=FieldMap, description="Column mapping for public formats")
+    password: Optional[Secret] = Field(default=None, description='Zip password, as env("NAME")')
+    task: Literal["auto", "generate", "multiple_choice", "classification"] = Field(default="auto", description="How items are asked and scored")
+    metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match", "f1"], min_length=1, description="Metrics to compute")
+    systems: list[Union[ref_of("@system"), Endpoint]] = Field(  # type: ignore[valid-type]
+        min_length=1, description="Systems compared on the same items; differences are against the first"
+    )
+    gate: Optional[Expr] = Field(default=None, description="Condition that must hold, e.g. rag.docs.exact_match >= 0.5")
+    limit: Optional[PositiveInt] = Field(default=None, description="Use only the first N items")
+    seed: int = Field(default=0, description="Seed of the bootstrap and sampling")
+    bootstrap: int = Field(default=1000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals")
+    contamination: bool = Field(default=True, description="Check n-gram overlap with training data")
+    ngram: int = Field(default=13, ge=3, le=50, description="n of the contamination n-grams")
+    fail_on_contamination: bool = Field(default=False, description="Make contamination an error")
+    prompt: Optional[TextOrFile] = Field(default=None, description="Jinja2 template for asking a question")
+    max_new_tokens: PositiveInt = Field(default=64, description="Longest generated answer")
+    judge: Optional[Endpoint] = Field(default=None, description="LLM judge endpoint (off unless given)")
+    rubric: Optional[TextOrFile] = Field(default=None, description="Rubric for the judge")
+    backend: Optional[str] = Field(default=None, description="Backend name (default: builtin)")
+
+    @model_validator(mode="after")
+    def _judge_needs_endpoint(self) -> "EvalBlock":
+        if "judge" in self.metrics and self.judge is None:
+            raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
+        return self

@@ -1,0 +1,43 @@
+"""``finetune LABEL { from = MODEL  data = dataset.X  method = lora }``: supervised fine-tuning with TRL."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from sdk.spec.blocks.pretrain import with_compute
+from sdk.spec.kinds import content_facets, declare
+from sdk.spec.objects import Lora, TrainCommon
+from sdk.spec.paths import named_files
+from sdk.spec.values import PositiveInt, TextOrFile, ref_of
+
+
+@declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend",
+                                             "pip install 'domain-dsl[train]'"),
+         outputs=("adapter",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
+         extra={"config": with_compute})
+class FinetuneBlock(TrainCommon):
+    """Supervised fine-tuning with TRL, full or through LoRA/QLoRA adapters."""
+
+    from_: ref_of("@model") = Field(alias="from", description="Model to fine-tune")  # type: ignore[valid-type]
+    data: ref_of("dataset") = Field(description="Dataset to train on")  # type: ignore[valid-type]
+    method: Literal["full", "lora", "qlora"] = Field(default="lora", description="full, lora, or qlora (4-bit NF4)")
+    lora: Optional[Lora] = Field(default=None, description="LoRA settings (lora and qlora); defaults apply when omitted")
+    max_length: PositiveInt = Field(default=512, description="Truncate examples to this many tokens")
+    packing: bool = Field(default=False, description="Pack several examples per sequence")
+    assistant_only_loss: bool = Field(default=True, description="Compute the loss on assistant tokens only (chat)")
+    chat_template: Optional[TextOrFile] = Field(default=None, description="Chat template used for training, serving and eval")
+    merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
+    batch_size: PositiveInt = Field(default=4, description="Per-device batch size")
+    compute: Optional[ref_of("compute")] = Field(default=None, description="Compute block to launch with")  # type: ignore[valid-type]
+    backend: Optional[str] = Field(default=None, description="Backend name (default: trl)")
+
+    @model_validator(mode="after")
+    def _lora_needs_adapter_method(self) -> "FinetuneBlock":
+        if self.method == "full" and self.lora is not None:
+            raise PydanticCustomError(
+                "incompatible", "lora settings do not apply to method = full (use lora or qlora, or drop lora)", {}
+            )
+        return self

@@ -1,0 +1,44 @@
+"""``serve { engine = local | sglang ... }``: the OpenAI-compatible gateway and its engine."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from sdk.spec.blocks.eval import gated_systems
+from sdk.spec.kinds import Dep, content_facets, declare, get_kind
+from sdk.spec.objects import SGLangOptions
+from sdk.spec.values import Block, PositiveInt, Secret
+
+
+def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
+    """What the gateway serves: the router, every model and system step, and the verdict of every gate (a system
+    whose gate failed is withheld)."""
+    deps: list[Dep] = [(f"route.{r}", None) for r in spec.route]
+    for kind, lbl, _ in spec.blocks():
+        if kind != "serve" and get_kind(kind).is_system:
+            deps.append((f"{kind}.{lbl}", None))
+    deps += [(f"eval.{e}", ("verdict",)) for e, ev in spec.eval.items() if gated_systems(ev)]
+    return deps
+
+
+@declare("serve", labelled=False, backend=("gateway", "sdk.backends.serve:ServeBackend",
+                                            "pip install 'domain-dsl[serve]'"),
+         outputs=("config",), implicit=_implicit, facets=content_facets)
+class ServeBlock(Block):
+    """The OpenAI-compatible gateway and its engine."""
+
+    engine: Literal["local", "sglang"] = Field(default="local", description="local (transformers, CPU) or sglang (GPU)")
+    host: str = Field(default="127.0.0.1", description="Bind address")
+    port: int = Field(default=8000, ge=1, le=65535, description="Gateway port")
+    api_key: Optional[Secret] = Field(default=None, description='Bearer key clients must send, as env("NAME")')
+    sglang: SGLangOptions = Field(default_factory=SGLangOptions, description="SGLang launch options")
+    engine_port: int = Field(default=30000, ge=1, le=65535, description="Port of the SGLang server behind the gateway")
+    max_batch_size: PositiveInt = Field(default=8, description="Requests batched together by the local engine")
+    max_tokens: PositiveInt = Field(default=256, description="Upper bound on max_tokens per request")
+    max_request_bytes: PositiveInt = Field(default=1_000_000, description="Larger requests get 413")
+    timeout: float = Field(default=60.0, gt=0, description="Seconds for an upstream call")
+    backend: Optional[str] = Field(default=None, description="Backend name (default: gateway)")
+
+

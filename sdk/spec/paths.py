@@ -1,0 +1,136 @@
+"""Paths a recipe names, confined to the recipe's folder (or to the roots its domain allows), regular files only,
+with bounded globs. Every kind that reads files checks and lists them through here, so the rule is one rule."""
+
+from __future__ import annotations
+
+import glob as _glob
+import stat
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.spec.values import FileRef
+
+GLOB_LIMIT = 100_000  # entries a glob may walk before it stops with an error
+FILE_REF_ATTRS = ("prompt", "chat_template", "rubric")
+
+
+def allowed_roots(spec: Any) -> list[Path]:
+    base = spec.base_dir.resolve()
+    return [base] + [(base / r).resolve() for r in (getattr(spec, "roots", None) or [])]
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def _where(spec: Any) -> str:
+    roots = getattr(spec, "roots", None) or []
+    extra = f" or the domain's roots ({', '.join(roots)})" if roots else ""
+    return f"the recipe's folder ({spec.base_dir}){extra}"
+
+
+def confine(spec: Any, rel: str) -> tuple[Optional[Path], Optional[str]]:
+    """The resolved path (symlinks followed) of ``rel``, or a problem when it lies outside the allowed roots."""
+    target = (spec.base_dir / rel).resolve()
+    if not _inside(target, allowed_roots(spec)):
+        return None, (f"{rel!r} is outside {_where(spec)}; add its folder to roots = [...] in the domain "
+                      "to allow it")
+    return target, None
+
+
+def regular_file_problem(path: Path, shown: str, max_bytes: Optional[int] = None) -> Optional[str]:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{shown!r} does not exist (paths are relative to the recipe's folder)"
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+        return f"{shown!r} is {what}; only regular files are read"
+    if max_bytes is not None and st.st_size > max_bytes:
+        return (f"{shown!r} is {st.st_size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB "
+                "(raise max_file_mb in the domain)")
+    return None
+
+
+def max_bytes(spec: Any) -> int:
+    return int((getattr(spec, "max_file_mb", None) or 4096) * 2**20)
+
+
+def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
+    """The regular files a glob matches inside the allowed roots, sorted; or a problem. Stops after GLOB_LIMIT
+    entries instead of walking a whole disk."""
+    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        prefix = []
+        for part in Path(pattern).parts:
+            if _glob.has_magic(part):
+                break
+            prefix.append(part)
+        fixed = Path(*prefix) if prefix else Path(".")
+        _, problem = confine(spec, str(fixed))
+        if problem:
+            return [], f"glob {pattern!r} reaches outside {_where(spec)}; add its folder to roots = [...] in the domain"
+    roots = allowed_roots(spec)
+    files: list[Path] = []
+    for n, match in enumerate(_glob.iglob(str(spec.base_dir / pattern), recursive=True)):
+        if n >= GLOB_LIMIT:
+            return [], f"glob {pattern!r} walks more than {GLOB_LIMIT} entries; narrow it"
+        p = Path(match)
+        try:
+            st = p.lstat() if not p.is_symlink() else p.stat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        if not _inside(p.resolve(), roots):  # a symlink inside the folder pointing out of it
+            return [], f"{p.relative_to(spec.base_dir) if p.is_relative_to(spec.base_dir) else p} (from glob " \
+                       f"{pattern!r}) leads outside {_where(spec)}"
+        files.append(p)
+    return sorted(dict.fromkeys(files)), None
+
+
+def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool = False) -> Optional[str]:
+    if glob:
+        files, problem = expand(spec, rel)
+        if problem:
+            return problem
+        if not files:
+            return f"glob {rel!r} matches no file (paths are relative to the recipe's folder)"
+        limit = max_bytes(spec)
+        for f in files:
+            p = regular_file_problem(f, str(f), limit)
+            if p:
+                return p
+        return None
+    target, problem = confine(spec, rel)
+    if problem:
+        return problem
+    assert target is not None
+    if must_be_dir:
+        if not target.exists():
+            return f"{rel!r} does not exist (paths are relative to the recipe's folder)"
+        return None if target.is_dir() else f"{rel!r} is not a folder"
+    return regular_file_problem(target, rel, max_bytes(spec))
+
+
+def file_ref_problems(spec: Any, kind: str, label: str, block: Any, check_files: bool) -> list[tuple[tuple, str]]:
+    out = []
+    for attr in FILE_REF_ATTRS:
+        value = getattr(block, attr, None)
+        if not isinstance(value, FileRef):
+            continue
+        target = (spec.base_dir / value.path).resolve()
+        if Path(value.path).is_absolute() or not target.is_relative_to(spec.base_dir.resolve()):
+            out.append(((kind, label, attr), f"file({value.path!r}) escapes the recipe's folder"))
+        elif check_files:
+            problem = path_problem(spec, value.path)
+            if problem:
+                out.append(((kind, label, attr), problem))
+    return out
+
+
+def named_files(spec: Any, block: Any, attrs: tuple[str, ...] = ()) -> list[Path]:
+    """Files a block names (``attrs`` holding paths, plus file() values): their hashes enter the fingerprint."""
+    base = spec.base_dir
+    paths = [base / getattr(block, a) for a in attrs if isinstance(getattr(block, a, None), str)]
+    paths += [base / v.path for a in FILE_REF_ATTRS if isinstance(v := getattr(block, a, None), FileRef)]
+    return paths

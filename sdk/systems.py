@@ -1,0 +1,64 @@
+"""Systems apart from steps: a step builds an artifact; a system (a rag pipeline, a router, a model with its
+adapter) is opened from an applied artifact's manifest, which records the configuration that was applied.
+
+``dsl ask``, ``dsl route``, ``dsl serve``, the eval backend and dataset retrieval open systems through here, and
+never read the current recipe's block for what was applied. When the recipe has changed since, :func:`drift`
+says so in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.backends.base import Artifact
+from sdk.errors import DslError
+from sdk.integrity import read_manifest
+from sdk.spec import kinds as K
+from sdk.state import inside
+
+
+def workdir_of(art: Artifact) -> Path:
+    """An artifact lives at WORKDIR/artifacts/STEP/FINGERPRINT."""
+    return Path(art.path).parents[2]
+
+
+def applied_block(art: Artifact) -> Any:
+    """The block as it was applied, validated again from the manifest's configuration."""
+    kind = art.step_id.partition(".")[0]
+    config = dict(art.manifest.get("config") or {})
+    if isinstance(config.get("compute"), dict):  # training steps record the compute block they launched with
+        config.pop("compute")
+    try:
+        return K.get_kind(kind).block.model_validate(config)
+    except Exception as e:  # noqa: BLE001 - a manifest is data: a bad one is a damaged artifact
+        raise DslError(f"the manifest of {art.step_id} ({art.path}) does not hold a valid {kind} configuration "
+                       f"({type(e).__name__}); run dsl apply --replace {art.step_id}") from None
+
+
+def input_artifact(art: Artifact, dep: str) -> Artifact:
+    """The artifact a step read as its input ``dep`` when it ran (resolved inside the same workdir)."""
+    rel = ((art.manifest.get("inputs") or {}).get(dep) or {}).get("artifact")
+    path = inside(workdir_of(art), rel) if rel else None
+    if path is None or not path.is_dir():
+        raise DslError(f"{art.step_id} was applied with {dep}, whose artifact is gone; run dsl apply")
+    manifest, problem = read_manifest(path)
+    if manifest is None:
+        raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}); run dsl apply")
+    return Artifact(dep, path.resolve(), manifest)
+
+
+def drift(spec: Any, state: Any, step_id: str) -> Optional[str]:
+    """One line when the recipe's block differs from what was applied, naming the first changes."""
+    from sdk.planner import _diff, step_config
+
+    kind, _, label = step_id.partition(".")
+    block = getattr(spec, kind, {}).get(label)
+    entry = state.steps.get(step_id) or {}
+    if block is None or "config" not in entry:
+        return None
+    changes = _diff(entry["config"], step_config(spec, kind, block))
+    if not changes:
+        return None
+    shown = ", ".join(c.replace(": ", " ", 1) for c in changes[:2]) + (", ..." if len(changes) > 2 else "")
+    return f"{step_id} changed since it was applied ({shown}): using the applied version; run dsl apply"
