@@ -38,6 +38,7 @@ class Attribute:
     trailing: Optional[str] = None  # comment after the value on the same line
     blank_before: bool = False
     end_line: int = 0
+    end_col: int = 0
 
 
 @dataclass
@@ -50,8 +51,10 @@ class Block:
     comments: list[str] = field(default_factory=list)
     trailing: Optional[str] = None
     inner_trailing: list[str] = field(default_factory=list)  # comments before the closing brace
+    closing_trailing: Optional[str] = None  # comment after the closing brace of a block of several lines
     blank_before: bool = False
     end_line: int = 0
+    end_col: int = 0
 
 
 @dataclass
@@ -61,3 +64,4 @@ class Document:
     items: list[Union[Attribute, Block]]
     header_comments: list[str] = field(default_factory=list)
     footer_comments: list[str] = field(default_factory=list)
+    footer_blank: bool = False  # a blank line above the footer comments

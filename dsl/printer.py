@@ -1,8 +1,9 @@
 """Canonical recipe text: ``format_document`` prints a syntax tree with its comments (``dsl fmt``);
 ``print_spec`` prints a Spec (``spec.to_dsl()``) by first turning it into a syntax tree.
 
-Canonical form: two-space indents, one attribute per line, one blank line between blocks, blank lines inside a
-block kept (at most one), short lists and objects on one line, strings normalised, numbers kept as written.
+Canonical form: two-space indents, one attribute per line, the author's blank lines kept (at most one in a row)
+and never added, each comment on the line it was written on, short lists and objects on one line, strings
+normalised, numbers kept as written (in expressions too).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sdk.errors import Span
 INDENT = "  "
 WIDTH = 100
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED = {"true", "false", "and", "or", "not", "extends"}
+_RESERVED = {"true", "false", "null", "and", "or", "not", "extends"}
 _NOWHERE = Span("<spec>", 0, 0)
 
 
@@ -49,8 +50,8 @@ def format_value(v: Value, indent: int) -> str:
         return "true" if v.value else "false"
     if v.kind == "name":
         return v.value
-    if v.kind == "expr":
-        return E.to_text(v.value)
+    if v.kind == "expr":  # as written, spaced canonically (0.0 stays 0.0)
+        return expr_text(v.raw) if v.raw else E.to_text(v.value)
     if v.kind == "call":
         fn, args = v.value
         return f"{fn}({', '.join(format_value(a, indent) for a in args)})"
@@ -75,6 +76,30 @@ def format_value(v: Value, indent: int) -> str:
     raise AssertionError(v.kind)  # pragma: no cover
 
 
+_EXPR_TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|(?:\d[\d_]*(?:\.\d[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?'
+                         r'|<=|>=|==|!=|[<>+*()-]|[^\s()<>=!+*#-]+|\S')
+
+
+def expr_text(raw: str) -> str:
+    """An expression's tokens as written, one space around operators and words, none inside parentheses or after
+    a unary minus. Comments inside it are kept by the comment pass, not here."""
+    out: list[str] = []
+    prev, unary = "", False
+    for tok in _EXPR_TOKEN.findall(raw):
+        if tok.startswith("#"):
+            continue
+        if out and prev != "(" and tok != ")" and not unary:
+            out.append(" ")
+        out.append(tok)
+        unary = tok == "-" and not _operand_end(prev)
+        prev = tok
+    return "".join(out)
+
+
+def _operand_end(tok: str) -> bool:
+    return tok == ")" or (bool(tok) and (tok[0].isalnum() or tok[0] in '_."') and tok not in ("not", "and", "or"))
+
+
 def _key(key: str) -> str:
     return key if _IDENT.match(key) and key not in _RESERVED else quote(key)
 
@@ -83,39 +108,34 @@ def _item_lines(item: Union[Attribute, Block], indent: int) -> list[str]:
     pad = INDENT * indent
     lines = [f"{pad}{c}" for c in item.comments]
     if isinstance(item, Attribute):
-        text = f"{pad}{item.name} = {format_value(item.value, indent)}"
-        if item.trailing:
-            text += f"  {item.trailing}"
-        return lines + text.split("\n")
+        text = f"{pad}{item.name} = {format_value(item.value, indent)}".split("\n")
+        if item.trailing:  # on the attribute's first line, where it was written
+            text[0] += f"  {item.trailing}"
+        return lines + text
     head = f"{pad}{item.kind}" + (f" {item.label}" if item.label else "") + " {"
     if not item.items and not item.inner_trailing:
         return lines + [head + "}" + (f"  {item.trailing}" if item.trailing else "")]
     if item.trailing:
         head += f"  {item.trailing}"
     body: list[str] = []
-    prev: Optional[Union[Attribute, Block]] = None
-    for child in item.items:
-        separate = prev is not None and (isinstance(child, Block) or isinstance(prev, Block)) and item.kind == "domain"
-        if prev is not None and (child.blank_before or separate):
+    for i, child in enumerate(item.items):
+        if i and child.blank_before:  # blank lines are the author's: kept (at most one), never added
             body.append("")
         body += _item_lines(child, indent + 1)
-        prev = child
     body += [f"{INDENT * (indent + 1)}{c}" for c in item.inner_trailing]
-    return lines + [head] + body + [f"{pad}}}"]
+    return lines + [head] + body + [f"{pad}}}" + (f"  {item.closing_trailing}" if item.closing_trailing else "")]
 
 
 def format_document(doc: Document) -> str:
     out: list[str] = [f"{c}" for c in doc.header_comments]
     for path, _ in doc.extends:
         out.append(f"extends {quote(path)}")
-    if doc.extends:
-        out.append("")
     for i, item in enumerate(doc.items):
-        if i:
+        if item.blank_before and (i or doc.extends):
             out.append("")
         out += _item_lines(item, 0)
     if doc.footer_comments:
-        out += [""] + doc.footer_comments
+        out += ([""] if doc.footer_blank else []) + doc.footer_comments
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -192,7 +212,7 @@ def spec_document(spec: S.Spec) -> Document:
     for kind, label, block in spec.blocks():
         attrs: list[Union[Attribute, Block]] = [Attribute(k, v, _NOWHERE) for k, v in _model_pairs(block)]
         shown = None if kind in S.UNLABELLED and label == S.DEFAULT_LABEL else label
-        items.append(Block(kind, shown, attrs, _NOWHERE))
+        items.append(Block(kind, shown, attrs, _NOWHERE, blank_before=bool(items)))
     return Document("<spec>", [], [Block("domain", spec.name, items, _NOWHERE)])
 
 
