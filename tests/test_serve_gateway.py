@@ -300,6 +300,11 @@ def test_serve_step_plans_sglang_for_the_adapters(tmp_path: Path) -> None:
                              "finetune.law": {"adapter": "adapter", "base": "/models/base", "base_source": "local"}}.items():
         (tmp_path / step_id).mkdir()
         arts[step_id] = Artifact(step_id, tmp_path / step_id, {"outputs": outputs, "metrics": {}})
+    from sdk.planner import step_config
+
+    (tmp_path / "rag.docs").mkdir()  # the serve step reads a rag system's generator from its applied manifest
+    arts["rag.docs"] = Artifact("rag.docs", tmp_path / "rag.docs",
+                                {"outputs": {}, "metrics": {}, "config": step_config(spec, "rag", spec.get("rag.docs"))})
     out = tmp_path / "out"
     out.mkdir()
     ctx = StepContext(spec=spec, step_id="serve.default", kind="serve", label="default", block=spec.serve["default"],
