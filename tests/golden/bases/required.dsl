@@ -1,0 +1,4 @@
+domain base {
+  corpus c { paths = ["../notes.txt"] }
+  rag r { corpus = corpus.c }
+}

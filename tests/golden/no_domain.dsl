@@ -1,0 +1,2 @@
+corpus c { paths = ["notes.txt"] }
+rag r { corpus = corpus.c }

@@ -1,0 +1,5 @@
+extends "bases/required.dsl"
+
+domain child {
+  rag r { corpus = null }
+}

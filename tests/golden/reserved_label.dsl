@@ -1,0 +1,4 @@
+domain t {
+  corpus null { paths = ["notes.txt"] }
+  corpus not { paths = ["notes.txt"] }
+}

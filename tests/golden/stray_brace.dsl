@@ -1,0 +1,6 @@
+domain t {
+  corpus c {
+    paths = ["notes.txt"] }
+  }
+  dataset d { path = "notes.txt"  format = text }
+}

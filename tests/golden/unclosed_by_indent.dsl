@@ -1,0 +1,5 @@
+domain t {
+  corpus c {
+    paths = ["notes.txt"]
+  dataset d { path = "notes.txt"  format = text }
+}

@@ -1,0 +1,5 @@
+domain t {
+  rag r {
+    top_k: 3
+  }
+}
