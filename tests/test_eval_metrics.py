@@ -134,3 +134,87 @@ def test_metrics_chart_gives_perplexity_its_own_panel(tmp_path) -> None:  # type
 
     # two panels make a wider figure than one
     assert Image.open(tmp_path / "both.png").size[0] > Image.open(tmp_path / "only.png").size[0]
+
+
+# ------------------------------------------- the numpy/scipy statistics against the earlier pure-Python loops
+
+
+def _old_ci(values: list[float], resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    import random
+
+    rng, n = random.Random(seed), len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return means[int((1 - confidence) / 2 * resamples)], means[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
+
+
+def _old_paired_p(diff_of, n: int, resamples: int, seed: int) -> float:  # type: ignore[no-untyped-def]
+    import random
+
+    observed = diff_of(range(n))
+    if observed == 0:
+        return 1.0
+    rng, flipped = random.Random(seed), 0
+    for _ in range(resamples):
+        d = diff_of([rng.randrange(n) for _ in range(n)])
+        flipped += (d <= 0 < observed) or (d >= 0 > observed)
+    return min(1.0, 2 * (flipped + 1) / (resamples + 1))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_numpy_statistics_match_the_pure_python_ones(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    a = [float(rng.random() < 0.55) for _ in range(300)]
+    b = [float(rng.random() < 0.45) if rng.random() < 0.5 else x for x in a]
+    f1 = [rng.betavariate(2, 5) for _ in range(300)]
+    for values in (a, f1):
+        old_lo, old_hi = _old_ci(values, 2000, 0.95, seed)
+        width = old_hi - old_lo
+        for method in ("percentile", "bca"):
+            mean, lo, hi = M.bootstrap_ci(values, 2000, 0.95, seed + 100, method=method)
+            assert mean == pytest.approx(sum(values) / len(values))
+            # the same interval within Monte-Carlo error (a few % of its width; BCa moves it a little more)
+            assert abs(lo - old_lo) < 0.1 * width and abs(hi - old_hi) < 0.1 * width, (method, lo, hi, old_lo, old_hi)
+    diffs = [x - y for x, y in zip(a, b)]
+    old_p = _old_paired_p(lambda idx: sum(diffs[i] for i in idx) / len(idx), len(diffs), 2000, seed)
+    new_p = M.paired_bootstrap_p(a, b, 2000, seed + 100)
+    assert abs(new_p - old_p) < max(0.02, 0.25 * old_p), (new_p, old_p)
+    na = [(rng.uniform(5, 30), rng.randint(5, 20)) for _ in range(200)]
+    nb = [(x * rng.uniform(0.85, 1.1), t) for x, t in na]
+
+    def log_ppl_diff(idx):  # type: ignore[no-untyped-def]
+        idx = list(idx)
+        return (sum(na[i][0] for i in idx) / sum(na[i][1] for i in idx)
+                - sum(nb[i][0] for i in idx) / sum(nb[i][1] for i in idx))
+
+    old_pp = _old_paired_p(log_ppl_diff, len(na), 2000, seed)
+    new_pp = M.paired_perplexity_p(na, nb, 2000, seed + 100)
+    assert abs(new_pp - old_pp) < max(0.02, 0.25 * old_pp), (new_pp, old_pp)
+
+
+def test_perplexity_and_macro_f1_intervals() -> None:
+    nlls = [(10.0, 10), (20.0, 10), (15.0, 10), (30.0, 20)] * 10
+    value, lo, hi = M.token_perplexity_ci(nlls, 500, 0.95, 0)
+    assert value == pytest.approx(M.token_perplexity(nlls)) and lo < value < hi
+    assert M.token_perplexity_ci([(10.0, 10)] * 5, 200) == pytest.approx((math.e, math.e, math.e))
+    preds = ["yes", "no", "yes", "maybe", "no"] * 8
+    golds = ["yes", "no", "no", "maybe", "no"] * 8
+    value, lo, hi = M.macro_f1_ci(preds, golds, 500, 0.95, 0)
+    assert value == pytest.approx(M.macro_f1(preds, golds)) and lo <= value <= hi < 1.0
+    # the vectorised statistic is the per-resample macro-F1: with every item right, every resample scores 1
+    assert M.macro_f1_ci(golds, golds, 200) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="bootstrap method"):
+        M.bootstrap_ci([0.0, 1.0], 10, method="normal")
+
+
+def test_statistics_of_a_large_set_are_reproducible() -> None:
+    import random
+
+    rng = random.Random(0)
+    values = [float(rng.random() < 0.7) for _ in range(10_000)]
+    first = M.bootstrap_ci(values, 1000, 0.95, 5)
+    assert first == M.bootstrap_ci(values, 1000, 0.95, 5)
+    assert first[1] < 0.7 < first[2] and first[2] - first[1] < 0.03  # about +-1.96 * sqrt(.21/10000) = 0.018
+    other = [v if rng.random() < 0.97 else 1.0 - v for v in values]
+    assert M.paired_bootstrap_p(values, other, 1000, 5) == M.paired_bootstrap_p(values, other, 1000, 5)
