@@ -58,7 +58,7 @@ def test_sft_then_dpo_through_dsl_apply_gives_a_model_that_evals_can_name(tmp_pa
                max_steps = 3  batch_size = 2  logging_steps = 1  learning_rate = 0.001  validation_split = 0.25 }
 ''', '''
   eval side { data = "eval.jsonl"  metrics = [exact_match, perplexity]  systems = [finetune.sip, align.pref]
-              max_new_tokens = 4  bootstrap = 50 }
+              max_new_tokens = 4  bootstrap = 100 }
 ''')
     r = run_dsl("apply", str(path), timeout=900)
     steps = StateStore(tmp_path / ".dsl").load().steps
