@@ -7,6 +7,8 @@ with the source line and a caret (``dsl.messages``, ``dsl.locate``); secrets are
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -143,8 +145,12 @@ def _inherited_path(d: Diagnostic, main: Optional[str], base_dir: Path) -> Diagn
         return d
     if not any(w in d.message for w in ("does not exist", "matches no file", "no such file")):
         return d
-    hint = (f"this path comes from {d.span.path}, which {main} extends, and is read from {_folder(base_dir)}, "
-            f"the folder of {main}")
+    hint = (f"this path comes from {d.span.path}, which {main} extends, and is read from {_folder(base_dir)} "
+            f"(the folder of {main})")
+    m = re.search(r"'([^']+)'", d.message)
+    if m and not Path(m.group(1)).is_absolute():
+        there = os.path.relpath(Path(d.span.path).resolve().parent / m.group(1), base_dir)
+        hint += f"; from there it is {there!r}"
     return Diagnostic(d.message, d.span, f"{d.hint}; {hint}" if d.hint else hint, d.severity)
 
 
@@ -153,7 +159,7 @@ def _folder(base_dir: Path) -> str:
         shown = str(base_dir.relative_to(Path.cwd()))
     except ValueError:
         shown = str(base_dir)
-    return (shown if shown != "." else "the current folder") + ("/" if shown != "." else "")
+    return shown.rstrip("/") + "/"
 
 
 def load(path: Union[str, Path], check_files: bool = True) -> S.Spec:

@@ -51,3 +51,22 @@ def test_debug_flag_shows_traceback_only_for_internal_errors() -> None:
 def test_usage_error_exit_code() -> None:
     proc = run_dsl("plan")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_brace_errors_come_with_the_matching_brace_as_a_note() -> None:
+    for case in ("stray_brace", "unclosed_by_indent"):
+        text = (GOLDEN / f"{case}.err").read_text()
+        assert text.count(": error: ") == 1 and text.count(": note: ") == 1, case
+    assert "unclosed_by_indent.dsl:2:12: error: this '{' is never closed" in (GOLDEN / "unclosed_by_indent.err").read_text()
+    assert "stray_brace.dsl:4:3: error: this '}' closes nothing" in (GOLDEN / "stray_brace.err").read_text()
+
+
+def test_empty_and_domainless_files_get_one_located_error() -> None:
+    for case in ("empty", "no_domain"):
+        text = (GOLDEN / f"{case}.err").read_text()
+        assert text.count(": error: ") == 1 and text.startswith(f"{case}.dsl:1:1: error: the recipe has no domain")
+
+
+def test_deep_nesting_is_a_located_error_not_an_internal_one() -> None:
+    proc = run_dsl("validate", "deep_nesting.dsl", cwd=GOLDEN)
+    assert proc.returncode == 1 and "nesting deeper than 64 brackets" in proc.stderr and "internal" not in proc.stderr

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import sdk
 from dsl.parser import loads
-from dsl.printer import format_text
+from dsl.printer import format_text, print_spec
 from tests._specs import SMALL
 from tests.conftest import run_dsl
 
@@ -92,7 +92,7 @@ def specs(draw: st.DrawFn) -> sdk.Spec:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_print_then_parse_is_identity(spec: sdk.Spec) -> None:
-    text_ = spec.to_dsl()
+    text_ = print_spec(spec)
     again = loads(text_, base_dir=spec.base_dir)
     assert again == spec
     assert format_text(text_) == text_  # printed specs are canonical
