@@ -1,5 +1,6 @@
-"""Random mutations of every recipe (deleted braces, swapped tokens, misspelled names, wrong types, junk)
-never produce a traceback: each either still loads or fails with located errors (file:line:col)."""
+"""Random mutations of every recipe (deleted braces, swapped tokens, misspelled names, wrong types, junk; byte-level
+and token-level deletions, duplications and swaps over every recipe in recipes/ and tests/) and generated token
+soups never produce a traceback: each either still loads or fails with located errors (file:line:col)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dsl.parser import load_recipe
 from sdk.errors import DslError
@@ -84,3 +87,101 @@ def test_mutations_give_located_errors_never_tracebacks(tmp_path: Path, seed: in
                 e.format()  # formatting never fails either
             checked += 1
     assert checked >= 40
+
+
+# ------------------------------------------------- byte-level, token-level and generated recipes (in process)
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_FILES = sorted(ROOT.glob("recipes/*.dsl")) + sorted((ROOT / "tests").rglob("*.dsl"))
+
+
+def check_never_internal(path: Path, data: bytes) -> None:
+    """What `dsl validate` and `dsl fmt` do in process: a DslError with located diagnostics, or success."""
+    from dsl.printer import format_text
+
+    path.write_bytes(data)
+    try:
+        load_recipe(path)
+    except DslError as e:
+        assert any(d.span is not None for d in e.diagnostics), e.format()
+        e.format()
+    try:
+        text = data.decode("utf-8")
+        out = format_text(text, str(path))
+    except (DslError, UnicodeDecodeError):
+        return
+    assert format_text(out, str(path)) == out  # whatever parses, formats idempotently
+
+
+def byte_mutation(data: bytes, rng: random.Random) -> bytes:
+    if not data:
+        return bytes([rng.randrange(256)])
+    i = rng.randrange(len(data))
+    k = rng.randint(1, 8)
+    op = rng.choice(["delete", "duplicate", "swap", "insert", "flip"])
+    if op == "delete":
+        return data[:i] + data[i + k:]
+    if op == "duplicate":
+        return data[:i + k] + data[i:i + k] + data[i + k:]
+    if op == "swap":
+        j = rng.randrange(len(data))
+        a, b = sorted((i, j))
+        return data[:a] + data[b:b + k] + data[a + k:b] + data[a:a + k] + data[b + k:]
+    if op == "insert":
+        return data[:i] + bytes(rng.randrange(256) for _ in range(k)) + data[i:]
+    return data[:i] + bytes([data[i] ^ (1 << rng.randrange(8))]) + data[i + 1:]
+
+
+def token_mutation(text: str, rng: random.Random) -> str:
+    spans = [(m.start(), m.end()) for m in TOKEN.finditer(text)]
+    if len(spans) < 2:
+        return text
+    i, j = sorted(rng.sample(range(len(spans)), 2))
+    (s1, e1), (s2, e2) = spans[i], spans[j]
+    op = rng.choice(["delete", "duplicate", "swap", "move"])
+    if op == "delete":
+        return text[:s1] + text[e1:]
+    if op == "duplicate":
+        return text[:e1] + " " + text[s1:e1] + text[e1:]
+    if op == "swap":
+        return text[:s1] + text[s2:e2] + text[e1:s2] + text[s1:e1] + text[e2:]
+    return text[:s1] + text[e1:s2] + " " + text[s1:e1] + " " + text[s2:]
+
+
+@pytest.mark.parametrize("level", ["byte", "token"])
+def test_byte_and_token_mutations_of_every_recipe(tmp_path: Path, level: str) -> None:
+    assert CORPUS_FILES
+    rng = random.Random(level)
+    target = tmp_path / "mutant.dsl"
+    for original in CORPUS_FILES:
+        data = original.read_bytes()
+        for _ in range(6):
+            if level == "byte":
+                mutated = byte_mutation(byte_mutation(data, rng), rng)
+            else:
+                mutated = token_mutation(token_mutation(data.decode("utf-8", "replace"), rng), rng).encode()
+            check_never_internal(target, mutated)
+
+
+PIECES = ["domain", "d", "{", "}", "[", "]", "(", ")", "=", ",", "rag", "r", "corpus", "c", "paths", '"x"',
+          '"""a\nb"""', "1", "-2.5e3", "1_000", "true", "false", "null", "not", "and", "or", ">=", "+", "*",
+          "env(\"K\")", "file(\"p\")", "rag.r.f1", "corpus.c", "endpoint", "extends", "#c\n", "\n", ":", ";",
+          "\ufeff", "'", "\\", "top_k", "gate", "route", "serve", "main"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(PIECES), max_size=40), st.integers(0, 3))
+def test_generated_recipes_never_give_internal_errors(tmp_path: Path, pieces: list[str], wrap: int) -> None:
+    text = " ".join(pieces)
+    if wrap:
+        text = "domain g {\n" + text + "\n}\n"
+    check_never_internal(tmp_path / "gen.dsl", text.encode())
+
+
+def test_deep_nesting_of_every_kind_is_a_located_error(tmp_path: Path) -> None:
+    for text in ("domain t { x = " + "[" * 2000 + "]" * 2000 + " }",
+                 "domain t { gate = " + "(" * 2000 + "1" + ")" * 2000 + " }",
+                 "domain t { gate = " + "not " * 3000 + "true }",
+                 "domain t { x = " + "- " * 3000 + "1 }",
+                 "domain t {" * 2000):
+        check_never_internal(tmp_path / "deep.dsl", text.encode())
