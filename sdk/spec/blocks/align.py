@@ -26,7 +26,7 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
 
 @declare("align", role="model", backend=("trl_dpo", "sdk.backends.align:AlignBackend",
                                           "pip install 'domain-dsl[train]'"),
-         outputs=("adapter",), check=_check, facets=content_facets,
+         outputs=("tokenizer",), check=_check, facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("pairs",)))
 class AlignBlock(TrainCommon):
     """Preference tuning (DPO and its loss variants) with TRL, on chosen/rejected answer pairs."""
