@@ -322,18 +322,22 @@ def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
 def status(file: str, workdir: Optional[str], as_json: bool) -> None:
     """Show each step: its state, artifact, metrics and lineage back to source files."""
     from sdk.planner import build_graph
+    from sdk.promotion import promotion
     from sdk.state import StateStore
+    from sdk.systems import drift
 
     recipe = _load(file)
     wd = _workdir(recipe, workdir)
     state = StateStore(wd).load()
+    promoted = promotion(state.steps)
     rows = []
     for step_id in build_graph(recipe.spec).order():
         entry = state.steps.get(step_id, {})
         rows.append({"id": step_id, "status": entry.get("status", "not applied"),
                      "fingerprint": entry.get("fingerprint"), "artifact": entry.get("artifact"),
                      "summary": entry.get("summary", ""), "error": entry.get("error"),
-                     "lineage": entry.get("lineage", {}), "metrics": entry.get("metrics", {})})
+                     "lineage": entry.get("lineage", {}), "metrics": entry.get("metrics", {}),
+                     "promotion": promoted.get(step_id), "drift": drift(recipe.spec, state, step_id)})
     if as_json:
         click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "serial": state.serial,
                                "lineage": state.lineage, "steps": rows}, indent=2, default=str))
@@ -347,6 +351,12 @@ def status(file: str, workdir: Optional[str], as_json: bool) -> None:
         tree = Tree(f"[{color}]{r['status']:<12}[/] [bold]{r['id']}[/]  {r['summary']}")
         if r["artifact"]:
             tree.add(f"artifact: {r['artifact']}")
+        if r["promotion"]:
+            p = r["promotion"]
+            tree.add(f"[{'green' if p['promoted'] else 'red'}]{'promoted' if p['promoted'] else 'withheld'}[/]: "
+                     f"{p['reason']}")
+        if r["drift"]:
+            tree.add(f"[yellow]{r['drift']}[/]")
         if r["error"]:
             tree.add(f"[red]error: {r['error']}[/]")
         lineage = r["lineage"]

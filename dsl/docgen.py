@@ -28,9 +28,11 @@ def type_name(tp: Any) -> str:
         if inner is S.Ref:
             for meta in args[1:]:
                 schema = getattr(meta, "json_schema", None)
-                if schema and "pattern" in schema:
-                    kinds = schema["pattern"].split("(")[1].split(")")[0].replace("|", " \\| ")
-                    return f"reference to {kinds}"
+                if schema and "x-kinds" in schema:
+                    names: list[str] = []
+                    for k in schema["x-kinds"]:  # a role (@model, @system) stands for every kind that has it
+                        names += S.kinds_with_role(k[1:]) if k.startswith("@") else [k]
+                    return "reference to " + " \\| ".join(dict.fromkeys(names))
             return "reference"
         if inner is S.SecretRef:
             return 'env("NAME")'

@@ -13,12 +13,14 @@ from typing import Any, Iterable, Optional
 
 from sdk import spec as S
 from sdk.backends.base import CheckContext, Registry, backend_name
+from sdk.diffs import diff as _diff
 from sdk.errors import DslError
 from sdk.graph import Graph
 from sdk.hashing import HashCache, digest
 from sdk.integrity import damaged
 from sdk.plans import Action, Plan, Step
 from sdk.spec import kinds as K
+from sdk.spec.kinds import config_of as step_config
 
 
 class PlanProblems(DslError):
@@ -55,15 +57,6 @@ def build_graph(spec: Any) -> Graph:
     return g
 
 
-def step_config(spec: Any, kind: str, block: S.Block) -> dict[str, Any]:
-    """What enters the fingerprint and the state for a block: its attributes (plus what its kind adds, e.g. the
-    compute block a training step launches with), without the backend's name (which is recorded apart)."""
-    make = K.get_kind(kind).extra.get("config")
-    config = make(spec, block) if make else block.model_dump(mode="json", by_alias=True)
-    config.pop("backend", None)
-    return config
-
-
 def files_read(spec: Any, kind: str, block: S.Block, extra: Iterable[Path]) -> list[Path]:
     decl = K.get_kind(kind)
     paths = list(decl.reads(spec, block)) if decl.reads else []
@@ -87,28 +80,6 @@ def _rel(path: Path, base: Path) -> str:
         return str(path.relative_to(base))
     except ValueError:
         return str(path)
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for k in sorted(set(old) | set(new), key=str):
-            name = f"{prefix}.{k}" if prefix else str(k)
-            if k not in old:
-                out.append(f"{name}: (unset) -> {_short(new[k])}")
-            elif k not in new:
-                out.append(f"{name}: {_short(old[k])} -> (unset)")
-            else:
-                out += _diff(old[k], new[k], name)
-        return out
-    if old != new:
-        return [f"{prefix}: {_short(old)} -> {_short(new)}"]
-    return []
-
-
-def _short(v: Any) -> str:
-    text = repr(v) if not isinstance(v, (int, float)) or isinstance(v, bool) else f"{v:g}"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def fingerprint(kind: str, config: dict[str, Any], backend: str, version: str, inputs: dict[str, str],

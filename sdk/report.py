@@ -121,12 +121,17 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def write_predictions(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+    flat = [r for rs in rows.values() for r in rs]
+    flat.sort(key=lambda r: (r["correct"] is None, bool(r["correct"]), r["system"], r["id"]))
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in flat)
+
+
 def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
                  artifacts: dict[str, Any], spec: Any) -> dict[str, str]:
     """Write predictions.jsonl (wrong answers first), summary.json, PNG charts, report.md and a self-contained
     report.html into ``out``; return the manifest outputs naming them."""
-    from sdk.backends.evaluate import write_predictions
-
     write_predictions(out / "predictions.jsonl", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     charts = []

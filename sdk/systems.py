@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from sdk.backends.base import Artifact
+from sdk.artifacts import Artifact
 from sdk.errors import DslError
 from sdk.integrity import read_manifest
 from sdk.spec import kinds as K
@@ -50,7 +50,8 @@ def input_artifact(art: Artifact, dep: str) -> Artifact:
 
 def drift(spec: Any, state: Any, step_id: str) -> Optional[str]:
     """One line when the recipe's block differs from what was applied, naming the first changes."""
-    from sdk.planner import _diff, step_config
+    from sdk.diffs import diff as _diff
+    from sdk.spec.kinds import config_of as step_config
 
     kind, _, label = step_id.partition(".")
     block = getattr(spec, kind, {}).get(label)

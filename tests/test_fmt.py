@@ -105,3 +105,49 @@ def test_fmt_keeps_numbers_as_written_and_the_header_above_extends() -> None:
     assert out.startswith('# Telecom on a GPU\n# second line\nextends "base.dsl"\n')
     assert "learning_rate = 2e-5\n" in out and "max_steps = 1_000\n" in out
     assert format_text(out) == out
+
+
+def test_fmt_keeps_gate_numbers_comments_and_adds_no_blank_lines() -> None:
+    text = ('domain x {  # head\n  corpus c { paths = ["a"] }  # one line\n  eval e {\n'
+            '    gate = rag.r.f1>=0.0+1e-3*2 and not rag.r.f1.ci_low<-0.50  # the gate\n'
+            '    data = "d"\n  }  # end of eval\n  rag r {\n    corpus = corpus.c\n  }\n}\n')
+    out = format_text(text)
+    assert "gate = rag.r.f1 >= 0.0 + 1e-3 * 2 and not rag.r.f1.ci_low < -0.50  # the gate\n" in out
+    assert "domain x {  # head\n" in out and "corpus c {  # one line\n" in out  # one attribute per line
+    assert "  }  # end of eval\n" in out
+    assert "\n\n" not in out  # the author wrote no blank line, fmt adds none
+    assert format_text(out) == out
+
+
+def test_fmt_keeps_blank_lines_the_author_wrote_at_most_one() -> None:
+    text = 'domain x {\n  corpus c { paths = ["a"] }\n\n\n\n  corpus d { paths = ["b"] }\n}\n'
+    out = format_text(text)
+    assert out == 'domain x {\n  corpus c {\n    paths = ["a"]\n  }\n\n  corpus d {\n    paths = ["b"]\n  }\n}\n'
+
+
+SPELLINGS = ["0.0", "0.50", "1e-3", "1_0.5", ".5", "2E+2", "-0.0"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs(), st.data())
+def test_fmt_keeps_comments_on_their_lines_and_numbers_as_spelled(spec: sdk.Spec, data: st.DataObject) -> None:
+    lines = print_spec(spec).split("\n")
+    spelled = data.draw(st.sampled_from(SPELLINGS))
+    out_lines, comments, in_long = [], {}, False
+    for i, line in enumerate(lines):
+        if line.count('"""') % 2:
+            in_long = not in_long
+        if line.strip().startswith("gate = "):
+            line = line.rstrip() + f" or rag.r.f1 > {spelled}"
+        if line.strip() and not in_long and '"""' not in line and data.draw(st.booleans()):
+            comments[f"# c{i}"] = line.strip()
+            line = line + f"  # c{i}"
+        out_lines.append(line)
+    text = "\n".join(out_lines)
+    out = format_text(text)
+    assert format_text(out) == out
+    assert loads(out, base_dir=spec.base_dir) == loads(text, base_dir=spec.base_dir)
+    assert f"rag.r.f1 > {spelled}" in out
+    for comment, code in comments.items():
+        line = next(ln for ln in out.split("\n") if ln.endswith(comment))
+        assert line.strip().startswith(code.split(" # ")[0].strip()), (comment, line)

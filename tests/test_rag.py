@@ -111,7 +111,7 @@ def test_ingestion_of_every_format_with_metadata(applied: Path) -> None:
 ])
 def test_each_retriever_finds_the_relevant_document(applied: Path, label: str, query: str, expected: str) -> None:
     ws = sdk.workspace.open_workspace(applied)
-    rag = RagSystem.open(ws.spec, label, ws.artifacts())
+    rag = ws.rag(label)
     docs = rag.retrieve(query)
     assert 1 <= len(docs) <= 2 and docs[0]["meta"]["source"] == expected
 
@@ -145,7 +145,7 @@ def test_generation_with_a_tiny_local_model_and_citations(tmp_path: Path) -> Non
                   'base_model tiny { path = "model" }')
     assert sdk.apply(load(path)).ok
     ws = sdk.workspace.open_workspace(path)
-    out = RagSystem.open(ws.spec, "docs", ws.artifacts()).answer("What starts a SIP call?")
+    out = ws.rag("docs").answer("What starts a SIP call?")
     assert isinstance(out["answer"], str) and [s["index"] for s in out["sources"]] == [1, 2]
     assert out["sources"][0]["source"] == "docs/sip.txt"
     proc = run_dsl("ask", str(path), "What starts a SIP call?", "--json")
@@ -175,7 +175,7 @@ def test_generation_with_an_openai_compatible_endpoint(tmp_path: Path, monkeypat
                                 f'model = "big", api_key = env("UPSTREAM_KEY") }} }}')
         assert sdk.apply(load(path)).ok
         ws = sdk.workspace.open_workspace(path)
-        out = RagSystem.open(ws.spec, "docs", ws.artifacts()).answer("What starts a SIP call?")
+        out = ws.rag("docs").answer("What starts a SIP call?")
         assert out["answer"] == "INVITE starts the call [1]." and out["cited"] == [1]
         sent = upstream.requests[-1]
         assert sent["auth"] == "Bearer sk-test-123" and sent["body"]["model"] == "big"
@@ -247,7 +247,7 @@ def test_pgvector_store_with_a_real_postgresql(tmp_path: Path, monkeypatch: pyte
         assert result.ok, [o.error for o in result.failed]
         ws = sdk.workspace.open_workspace(path)
         assert ws.artifact("rag.docs").outputs["store"] == "pgvector"
-        docs = RagSystem.open(ws.spec, "docs", ws.artifacts()).retrieve("What stores subscribers in IMS?")
+        docs = ws.rag("docs").retrieve("What stores subscribers in IMS?")
         assert docs and docs[0]["meta"]["source"] == "docs/ims.md"
         assert "chunks" in server.psql("SELECT count(*) FROM chunks;") or True
     finally:

@@ -152,7 +152,7 @@ def bm25_applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_top_k_can_be_raised_or_lowered_at_call_time(bm25_applied: Path) -> None:
     ws = sdk.workspace.open_workspace(bm25_applied)
-    rag = RagSystem.open(ws.spec, "kw", ws.artifacts())
+    rag = ws.rag("kw")
     assert len(rag.retrieve("Which codec does WebRTC use on the page that talks?")) == 2
     five = rag.retrieve("Which codec does WebRTC use on the page that talks?", top_k=5)
     assert len(five) == 5 and five[0]["meta"]["source"] == "docs/codec.html"
@@ -183,11 +183,11 @@ def test_the_reranker_reorders_the_candidates_by_a_local_cross_encoder(tmp_path:
     result = sdk.apply(load(path))
     assert result.ok, [o.error for o in result.failed]
     ws = sdk.workspace.open_workspace(path)
-    rag = RagSystem.open(ws.spec, "rr", ws.artifacts())
+    rag = ws.rag("rr")
     assert "ranker" in rag.pipeline.graph.nodes
     question = "How are NAT traversal problems solved on the page that talks about the calls?"
     ranked = rag.retrieve(question)
-    pool = RagSystem.open(ws.spec, "kw", ws.artifacts()).retrieve(question, top_k=20)
+    pool = ws.rag("kw").retrieve(question, top_k=20)
     assert len(ranked) == 3 and {d["id"] for d in ranked} <= {d["id"] for d in pool}
     model = CrossEncoder(str(xenc))
     logits = model.predict([(question, d["content"]) for d in pool])
@@ -280,7 +280,7 @@ def test_pgvector_holds_every_chunk_keeps_no_secret_and_names_a_stopped_server(t
         rows = server.psql("SELECT count(*) FROM kw_chunks;")
         assert f" {chunks}\n" in rows, rows
         # PostgreSQL full-text search (plainto_tsquery) needs every query word in the chunk
-        docs = RagSystem.open(ws.spec, "kw", ws.artifacts()).retrieve("WebRTC codec")
+        docs = ws.rag("kw").retrieve("WebRTC codec")
         assert docs and docs[0]["meta"]["source"] == "docs/codec.html" and docs[0]["meta"]["chunk_index"] == 0
         for f in (tmp_path / "w" / ".dsl").rglob("*"):
             if f.is_file():
@@ -288,7 +288,7 @@ def test_pgvector_holds_every_chunk_keeps_no_secret_and_names_a_stopped_server(t
         server.cleanup()
         stopped = True
         with pytest.raises(DslError, match="cannot reach the pgvector store"):
-            RagSystem.open(ws.spec, "kw", ws.artifacts())
+            ws.rag("kw")
     finally:
         if not stopped:
             server.cleanup()

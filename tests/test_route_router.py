@@ -110,10 +110,11 @@ def _run_route(path: Path, tmp: Path, evals: dict[str, Any]) -> tuple[Any, Path]
     artifacts = {}
     for step_id, metrics in evals.items():
         (tmp / step_id).mkdir()
-        artifacts[step_id] = Artifact(step_id, tmp / step_id, {"metrics": metrics, "outputs": {}})
+        applied = spec.eval[step_id.partition(".")[2]].model_dump(mode="json", by_alias=True)  # as applied
+        artifacts[step_id] = Artifact(step_id, tmp / step_id, {"metrics": metrics, "outputs": {}, "config": applied})
     ctx = StepContext(spec=spec, step_id="route.default", kind="route", label="default", block=spec.route["default"],
                       fingerprint="f", out_dir=out, workdir=tmp, checkpoint_dir=tmp / "ckpt", inputs=dict(artifacts),
-                      progress=Progress(enabled=False), log=lambda _: None, options={"artifacts": artifacts})
+                      progress=Progress(enabled=False), log=lambda _: None)
     return RouteBackend().run(ctx), out
 
 
@@ -163,7 +164,7 @@ def test_no_curve_without_both_qualities_and_bad_threshold_values(tmp_path: Path
 def test_eval_sets_alone_have_one_target_and_say_what_to_add(tmp_path: Path) -> None:
     path = _recipe(tmp_path, 'eval_sets = [eval.expert]  domain = rag.docs')
     with pytest.raises(DslError, match="add general examples"):
-        _run_route(path, tmp_path, {})
+        _run_route(path, tmp_path, {"eval.expert": {"n_items": 12}})  # the eval it reads is an input
 
 
 def test_unknown_target_is_located_at_its_line(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+from dsl.commands._common import json_option, only_label, open_ws, say_drift, workdir_option
 
 
 @click.command("ask")
@@ -18,18 +18,20 @@ from dsl.commands._common import json_option, only_label, open_ws, workdir_optio
 @json_option
 def command(file: str, question: str, system: Optional[str], workdir: Optional[str], as_json: bool) -> None:
     """Ask a RAG system a question; prints the answer and its cited sources."""
-    from sdk.backends.rag import RagSystem
-
     ws = open_ws(file, workdir)
     label = only_label(ws, "rag", system, "--system")
-    ws.artifact(f"rag.{label}")
-    rag = RagSystem.open(ws.spec, label, ws.artifacts())
+    changed = say_drift(ws, f"rag.{label}")  # what answers is the applied version, never the edited block
+    rag = ws.rag(label)
     out = rag.answer(question)
     if as_json:
         click.echo(json.dumps({"system": f"rag.{label}", "question": question, "answer": out["answer"],
-                               "cited": out["cited"], "sources": out["sources"]}, indent=2, default=str))
+                               "cited": out["cited"], "sources": out["sources"], "changed_since_applied": changed},
+                              indent=2, default=str))
         return
-    click.echo(out["answer"] or "(retrieval only: no generator)")
+    if rag.generator is None:
+        click.echo("(retrieval only: no generator)")
+    else:
+        click.echo(out["answer"] if out["answer"].strip() else "(empty answer)")
     click.echo("")
     click.echo("Sources:")
     for s in out["sources"]:

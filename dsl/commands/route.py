@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+from dsl.commands._common import json_option, only_label, open_ws, say_drift, workdir_option
 
 
 @click.command("route")
@@ -23,8 +23,9 @@ def command(file: str, query: str, name: Optional[str], workdir: Optional[str], 
     ws = open_ws(file, workdir)
     label = only_label(ws, "route", name, "--route")
     art = ws.artifact(f"route.{label}")
+    changed = say_drift(ws, f"route.{label}")
     decision = Router.load(art.path).route(query)
     if as_json:
-        click.echo(json.dumps(decision, indent=2))
+        click.echo(json.dumps({**decision, "changed_since_applied": changed}, indent=2))
         return
     click.echo(f"{decision['target']} -> {decision['system']}  (p = {decision['probability']:.3f})")

@@ -28,27 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from sdk.artifacts import Artifact  # noqa: F401 - re-exported: backends receive their inputs as Artifacts
 from sdk.errors import DslError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk.spec import Block, Problem, Spec
-
-
-@dataclass
-class Artifact:
-    """A finished step's output folder and its manifest (what a later step reads)."""
-
-    step_id: str
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.manifest.get("metrics", {})
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        return self.manifest.get("outputs", {})
 
 
 @dataclass
@@ -135,9 +119,8 @@ TEST_BACKEND = ("sdk.backends.testing:TestBackend", "")
 
 def builtin_backends() -> dict[str, tuple[str, str]]:
     """name -> ("module:Class", install hint): the test backend, and each kind's declared default backend."""
-    from sdk.spec import kinds
-
     import sdk.spec  # noqa: F401 - declares the built-in kinds and reads the kind plugins
+    from sdk.spec import kinds
 
     return {"test": TEST_BACKEND, **kinds.backend_targets()}
 

@@ -208,7 +208,6 @@ class SystemRunner:
             self.endpoint = EndpointModel(system)
         elif system.kind == "rag":
             from sdk.backends.rag import LocalChatGenerator, RagSystem
-
             from sdk.systems import applied_block, input_artifact
 
             rag_art = artifacts[str(system)]
@@ -621,11 +620,3 @@ def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: flo
         f.write(json.dumps({"id": item_id, "prediction": ans.prediction, "sources": ans.sources,
                             "retrieved": ans.retrieved, "nll": list(ans.nll) if ans.nll else None,
                             "judge": judged}) + "\n")
-
-
-def write_predictions(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
-    flat = [r for rs in rows.values() for r in rs]
-    flat.sort(key=lambda r: (r["correct"] is None, bool(r["correct"]), r["system"], r["id"]))
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in flat)
-

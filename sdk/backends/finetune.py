@@ -276,9 +276,9 @@ class FinetuneBackend(Backend):
             "data_hashes": data.manifest.get("files", {}),
         }
         if compute and compute.get("launcher") in ("torchrun", "accelerate"):
-            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log)
+            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log, module=__name__)
         else:
-            result = T.run_job(job, ctx.progress, ctx.log)
+            result = T.run_job(job, finetune_job, ctx.progress, ctx.log)
         m = result["metrics"]
         if block.method == "full":
             outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
@@ -295,3 +295,9 @@ class FinetuneBackend(Backend):
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method}: {m['steps']} steps, loss {m['train_loss']}"
                                   + (f", eval loss {m['eval_loss']}" if "eval_loss" in m else ""))
+
+
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.finetune JOB.json
+    from sdk.backends.training import main
+
+    main(finetune_job)

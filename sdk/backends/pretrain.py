@@ -154,9 +154,9 @@ class PretrainBackend(Backend):
         compute = _compute(ctx)
         job["block"]["compute"] = compute or {}
         if compute and compute.get("launcher") in ("torchrun", "accelerate"):
-            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log)
+            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log, module=__name__)
         else:
-            result = T.run_job(job, ctx.progress, ctx.log)
+            result = T.run_job(job, pretrain_job, ctx.progress, ctx.log)
         m = result["metrics"]
         return StepResult(
             metrics=m,
@@ -168,6 +168,13 @@ class PretrainBackend(Backend):
 
 
 def _compute(ctx: StepContext) -> dict[str, Any] | None:
-    from sdk.planner import step_config
+    from sdk.spec.blocks.pretrain import compute_for
 
-    return step_config(ctx.spec, ctx.kind, ctx.block).get("compute")
+    compute = compute_for(ctx.spec, ctx.block)
+    return compute.model_dump(mode="json") if compute is not None else None
+
+
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.pretrain JOB.json
+    from sdk.backends.training import main
+
+    main(pretrain_job)

@@ -243,7 +243,6 @@ class RouteBackend(Backend):
             rows += read_examples(ctx.spec.resolve_path(block.examples), block.examples, known_targets(block))
         for ref in block.eval_sets:
             from sdk.evalsets import load_items
-
             from sdk.systems import applied_block
 
             ev = applied_block(ctx.input(ref))

@@ -24,10 +24,8 @@ class ServeBackend(Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.models import handle
-        from sdk.spec import Endpoint, Ref
-
         from sdk.promotion import withheld
-        from sdk.spec import kinds
+        from sdk.spec import Endpoint, Ref, kinds
         from sdk.systems import applied_block
 
         block: Any = ctx.block

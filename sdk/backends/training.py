@@ -3,7 +3,7 @@ curve, the model card, checkpoint resume, and launching a training job in other 
 accelerate launch).
 
 A training *job* is a plain JSON-able dict, so the same function runs in-process or, under a launcher, in every
-rank of a multi-process run: ``python -m sdk.backends.training JOB.json``.
+rank of a multi-process run: ``python -m sdk.backends.pretrain JOB.json`` / ``python -m sdk.backends.finetune JOB.json``.
 """
 
 from __future__ import annotations
@@ -344,8 +344,10 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
 # ------------------------------------------------------------------------------------------------ launch
 
 
-def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path) -> list[str]:
-    """The command that runs a training job under the compute block's launcher."""
+def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path,
+                   module: str = "sdk.backends.finetune") -> list[str]:
+    """The command that runs a training job under the compute block's launcher: ``python -m MODULE JOB.json``,
+    where MODULE is the job's own module (its ``__main__`` calls :func:`main` with its job function)."""
     n = int(compute.get("num_processes", 1))
     if compute.get("launcher") == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
@@ -354,7 +356,7 @@ def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path) ->
             cmd += [f"--master_addr={compute.get('main_process_ip')}", f"--master_port={compute.get('main_process_port', 29500)}"]
         else:
             cmd += ["--master_port", str(compute.get("main_process_port", 29500))]
-        return cmd + ["-m", "sdk.backends.training", str(job_path)]
+        return cmd + ["-m", module, str(job_path)]
     config = accelerate_config(compute)
     config_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = config_dir / "accelerate.yaml"
@@ -362,7 +364,7 @@ def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path) ->
 
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=True))
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg_path),
-            "-m", "sdk.backends.training", str(job_path)]
+            "-m", module, str(job_path)]
 
 
 def accelerate_config(compute: dict[str, Any]) -> dict[str, Any]:
@@ -400,27 +402,24 @@ def accelerate_config(compute: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def run_job(job: dict[str, Any], progress: Any = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run a pretrain or finetune job in this process (``job["kind"]`` picks which)."""
+def run_job(job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], progress: Any = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run a training job in this process through its kind's job function (each job module owns its function
+    and its ``python -m`` entry point, so this module imports none of them)."""
     from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
-    if job["kind"] == "pretrain":
-        from sdk.backends.pretrain import pretrain_job
-
-        return pretrain_job(job, progress, log)
-    from sdk.backends.finetune import finetune_job
-
-    return finetune_job(job, progress, log)
+    return job_fn(job, progress, log)
 
 
-def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: Callable[[str], None],
+                 module: str) -> dict[str, Any]:
     """Run a job in several processes through the launcher; rank 0 writes the result file."""
     work.mkdir(parents=True, exist_ok=True)
     job_path = work / "job.json"
     job = {**job, "result_path": str(work / "result.json")}
     job_path.write_text(json.dumps(job))
-    cmd = launch_command(compute, job_path, work)
+    cmd = launch_command(compute, job_path, work, module)
     log("launching: " + " ".join(cmd))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
     if compute.get("cpu") or not _cuda():
@@ -459,12 +458,13 @@ def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point of each launched process: ``python -m sdk.backends.training JOB.json``."""
+def main(job_fn: Callable[..., dict[str, Any]], argv: Optional[list[str]] = None) -> None:
+    """Entry point of each launched process, called by a job module's ``__main__`` (``python -m
+    sdk.backends.finetune JOB.json``)."""
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
     try:
-        result = run_job(job, None, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
+        result = run_job(job, job_fn, None, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
     except DslError as e:
         if is_main_process():
             (Path(argv[0]).parent / "error.txt").write_text(str(e), encoding="utf-8")
@@ -472,6 +472,3 @@ def main(argv: Optional[list[str]] = None) -> None:
     if is_main_process() and job.get("result_path"):
         Path(job["result_path"]).write_text(json.dumps(result))
 
-
-if __name__ == "__main__":
-    main()

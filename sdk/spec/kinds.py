@@ -173,3 +173,12 @@ def content_facets(manifest: dict[str, Any]) -> dict[str, Any]:
     files = {name: meta.get("sha256") for name, meta in sorted((manifest.get("written") or {}).items())
              if not name.endswith(VOLATILE_SUFFIXES) and Path(name).name not in VOLATILE_NAMES}
     return {"content": digest({"files": files, "outputs": manifest.get("outputs") or {}})}
+
+
+def config_of(spec: Any, kind: str, block: Any) -> dict[str, Any]:
+    """What enters the fingerprint and the state for a block: its attributes (plus what its kind adds, e.g. the
+    compute block a training step launches with), without the backend's name (which is recorded apart)."""
+    make = get_kind(kind).extra.get("config")
+    config = make(spec, block) if make else block.model_dump(mode="json", by_alias=True)
+    config.pop("backend", None)
+    return config

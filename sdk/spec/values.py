@@ -118,7 +118,8 @@ def _ref_of(*kinds: str) -> Any:
         BeforeValidator(check),
         PlainSerializer(_dump_ref),
         WithJsonSchema({"type": "string", "pattern": r"^[a-z_]+\.[A-Za-z_][A-Za-z0-9_-]*$",
-                        "description": f"reference KIND.LABEL to a block of: {described}"}),
+                        "description": f"reference KIND.LABEL to a block of: {described}",
+                        "x-kinds": list(kinds)}),
     ]
 
 

@@ -69,7 +69,7 @@ def run(items: dict, work: Path) -> None:
     last = {}
     for label in ("bm25", "dense", "hybrid"):
         art = ws.artifact(f"rag.{label}")
-        rag = RagSystem.open(ws.spec, label, ws.artifacts(), with_generator=False)
+        rag = ws.rag(label, with_generator=False)
         r1, r5, r10, mrr, lat = [], [], [], [], []
         for pmid, item in items.items():
             t = time.perf_counter()

@@ -1,0 +1,126 @@
+"""A block kind and its backend defined outside sdk/, registered through the entry points a user would use
+(``dsl.kinds`` and ``dsl.backends`` in an installed distribution's metadata), validate, plan, apply and show in
+``dsl status`` without a line changed in sdk/ or dsl/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import run_dsl
+
+PLUGIN = '''
+from pydantic import Field
+
+from sdk.backends.base import Backend, StepResult
+from sdk.spec import Block, declare, ref_of
+from sdk.spec.paths import named_files, path_problem
+from sdk.spec.values import Problem
+
+
+def _check(spec, label, block, check_files):
+    problem = path_problem(spec, block.terms) if check_files else None
+    return [Problem(path=("glossary", label, "terms"), message=problem)] if problem else []
+
+
+@declare("glossary", backend=("glossary", "glossary_kind:GlossaryBackend"), outputs=("terms",), check=_check,
+         reads=lambda spec, block: named_files(spec, block, ("terms",)))
+class GlossaryBlock(Block):
+    """Domain terms, one per line, kept when long enough."""
+
+    terms: str = Field(description="Text file of terms, relative to the recipe")
+    min_length: int = Field(default=2, ge=1, description="Shortest term kept")
+    about: ref_of("dataset") = Field(default=None, description="Dataset the terms come from")
+
+
+class GlossaryBackend(Backend):
+    name, version, kinds = "glossary", "1", ("glossary",)
+
+    def run(self, ctx):
+        lines = (ctx.base_dir / ctx.block.terms).read_text().splitlines()
+        words = sorted({w.strip() for w in lines if len(w.strip()) >= ctx.block.min_length})
+        (ctx.out_dir / "terms.txt").write_text("\\n".join(words))
+        return StepResult(metrics={"terms": len(words)}, outputs={"terms": "terms.txt"},
+                          summary=f"{len(words)} terms")
+'''
+
+RECIPE = '''domain demo {
+  dataset qa {
+    path = "qa.jsonl"
+  }
+
+  glossary words {
+    terms = "terms.txt"
+    min_length = MINLEN
+    about = dataset.qa
+  }
+}
+'''
+
+
+def _plugin(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "glossary_kind.py").write_text(PLUGIN)
+    dist = site / "glossary_kind-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: glossary-kind\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[dsl.kinds]\nglossary = glossary_kind:GlossaryBlock\n\n"
+                                          "[dsl.backends]\nglossary = glossary_kind:GlossaryBackend\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_kind_from_a_plugin_validates_plans_applies_and_shows_in_status(tmp_path: Path) -> None:
+    env = _plugin(tmp_path)
+    (tmp_path / "terms.txt").write_text("SIP\nIMS\nx\nVoLTE\n")
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                                {"role": "assistant", "content": "a"}]}) + "\n")
+    recipe = tmp_path / "r.dsl"
+
+    recipe.write_text(RECIPE.replace("MINLEN", '"3"'))  # a string where a number belongs: located, strict
+    bad = run_dsl("validate", str(recipe), env=env)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert f"{recipe}:8:18" in bad.stderr or "r.dsl:8:18" in bad.stderr, bad.stderr
+
+    recipe.write_text(RECIPE.replace("MINLEN", "3").replace('terms = "terms.txt"', 'terms = "nope.txt"'))
+    missing = run_dsl("validate", str(recipe), env=env)
+    assert missing.returncode == 1 and "r.dsl:7:13" in missing.stderr and "'nope.txt' does not exist" in missing.stderr
+
+    recipe.write_text(RECIPE.replace("MINLEN", "3"))
+    assert run_dsl("validate", str(recipe), env=env).returncode == 0
+    plan = run_dsl("plan", str(recipe), "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    steps = {s["id"]: s for s in json.loads(plan.stdout)["steps"]}
+    assert steps["glossary.words"]["action"] == "create" and steps["glossary.words"]["backend"] == "glossary"
+    assert steps["glossary.words"]["depends_on"] == ["dataset.qa"]
+
+    applied = run_dsl("apply", str(recipe), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    status = json.loads(run_dsl("status", str(recipe), "--json", env=env).stdout)
+    row = next(r for r in status["steps"] if r["id"] == "glossary.words")
+    assert row["status"] == "done" and row["metrics"] == {"terms": 3} and row["summary"] == "3 terms"
+    art = tmp_path / ".dsl" / row["artifact"]
+    assert (art / "terms.txt").read_text().split("\n") == ["IMS", "SIP", "VoLTE"]
+    again = run_dsl("plan", str(recipe), env=env)
+    assert "No changes" in again.stdout
+
+    # the builder has the plugin's kind as a method too, and the schema lists it
+    code = ("import sdk, json; s = sdk.Domain('d').glossary('g', terms='t.txt').build(check_files=False); "
+            "print(json.dumps(sorted(s.glossary)))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert out.stdout.strip() == '["g"]', out.stderr
+    schema = run_dsl("schema", env=env)
+    assert "glossary" in json.loads(schema.stdout)["properties"]
+
+
+def test_a_broken_kind_plugin_does_not_break_the_cli(tmp_path: Path) -> None:
+    env = _plugin(tmp_path)
+    (tmp_path / "site" / "glossary_kind.py").write_text("raise ImportError('broken on purpose')\n")
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text('domain demo {\n  description = "no plugin kinds used"\n}\n')
+    r = run_dsl("validate", str(recipe), env=env)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
