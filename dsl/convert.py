@@ -147,10 +147,10 @@ class Converter:
         self.spans[("name",)] = (dom.label_span or dom.span, dom.label_span or dom.span)
         for item in dom.items:
             if isinstance(item, Attribute):
-                if item.name != "description":
-                    kind_hint = S.suggest(item.name, ("description",) + S.KINDS)
+                if item.name not in S.DOMAIN_ATTRIBUTES:
+                    kind_hint = S.suggest(item.name, S.DOMAIN_ATTRIBUTES + S.KINDS)
                     self.error(f"unknown domain attribute {item.name!r}", item.span,
-                               kind_hint or "the domain block takes `description` and blocks")
+                               kind_hint or f"the domain block takes {_words(S.DOMAIN_ATTRIBUTES)} and blocks")
                     continue
                 self.spans[(item.name,)] = (item.span, item.value.span)
                 data[item.name] = self.value(item.value, (item.name,))
@@ -162,7 +162,7 @@ class Converter:
             label = item.label
             if label is not None and item.kind in S.UNLABELLED:
                 self.error(f"a {item.kind} block takes no label", item.label_span or item.span,
-                           f"write `{item.kind} {{ ... }}`: route, serve and compute are one per domain")
+                           f"write `{item.kind} {{ ... }}`: {_words(S.UNLABELLED)} are one per domain")
                 label = None
             elif label is not None and not self.check_label(item):
                 continue
@@ -190,3 +190,7 @@ class Converter:
             return False
         return True
 
+
+def _words(names: tuple[str, ...]) -> str:
+    """a, b and c"""
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)

@@ -88,6 +88,8 @@ def _clean_leftovers(workdir: Path, the_plan: Plan) -> None:
     arts = workdir / ARTIFACTS
     for tmp in arts.glob("*/.tmp-*") if arts.is_dir() else []:
         remove_inside(workdir, tmp)
+    for half in workdir.glob(".state.json.*"):  # a state write killed before its rename
+        half.unlink(missing_ok=True)
     keep = {(s.id, s.fingerprint[:16]) for s in the_plan.steps if s.action in (Action.CREATE, Action.REPLACE)}
     ckpts = workdir / "checkpoints"
     for folder in ckpts.glob("*/*") if ckpts.is_dir() else []:

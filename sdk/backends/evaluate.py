@@ -218,12 +218,12 @@ class SystemRunner:
             self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir)
             if scored:
                 gen_art = input_artifact(rag_art, str(gen))
-                self.local = _local({str(gen): gen_art}, str(gen))
+                self.local = _local({str(gen): gen_art}, str(gen), spec)
             elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
                 pipe = self.rag.generator.component.pipeline
                 self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
         else:
-            self.local = _local(artifacts, str(system))
+            self.local = _local(artifacts, str(system), spec)
 
     def answer(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
         """The system's answer to one item; with ``want_nll``, also the negative log-likelihood of the reference
@@ -272,13 +272,13 @@ class SystemRunner:
         return Answer(pred, sources, retrieved, nll)
 
 
-def _local(artifacts: dict[str, Artifact], step_id: str) -> LocalModel:
-    from sdk.backends.models import handle
+def _local(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:
+    from sdk.backends.models import handle, recipe_trusts
 
     art = artifacts.get(step_id)
     if art is None:
         raise DslError(f"{step_id} has no finished artifact")
-    return LocalModel(handle(art))
+    return LocalModel(handle(art, trust_remote_code=spec is not None and recipe_trusts(spec, step_id)))
 
 
 def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: int,

@@ -42,7 +42,25 @@ def _abs(artifact: Artifact, value: Optional[str], source: str = "artifact") -> 
     return value
 
 
-def handle(artifact: Artifact) -> ModelHandle:
+def recipe_trusts(spec: Any, step_id: str) -> bool:
+    """Whether the *recipe* allows remote code for a model step: the base_model its ``from`` chain starts at says
+    ``trust_remote_code = true``. Nothing read from a workdir (a manifest, a config.json) can turn it on."""
+    seen: set[str] = set()
+    while step_id and step_id not in seen:
+        seen.add(step_id)
+        kind, _, label = step_id.partition(".")
+        block = getattr(spec, kind, {}).get(label) if kind else None
+        if block is None:
+            return False
+        if kind == "base_model":
+            return bool(block.trust_remote_code)
+        step_id = str(getattr(block, "from_", "") or "")
+    return False
+
+
+def handle(artifact: Artifact, trust_remote_code: bool = False) -> ModelHandle:
+    """Absolute paths of a model artifact. ``trust_remote_code`` comes from the caller (see :func:`recipe_trusts`),
+    never from the artifact."""
     out = artifact.outputs
     if out.get("model_source") == "scratch":
         raise DslError(f"{artifact.step_id} is an architecture with no weights yet: pretrain it first")
@@ -52,12 +70,13 @@ def handle(artifact: Artifact) -> ModelHandle:
             adapter=_abs(artifact, out["adapter"]),
             tokenizer=_abs(artifact, out.get("tokenizer")),
             revision=out.get("revision"),
+            trust_remote_code=trust_remote_code,
         )
     return ModelHandle(
         model=_abs(artifact, out["model"], out.get("model_source", "artifact")) or "",
         tokenizer=_abs(artifact, out.get("tokenizer")),
         revision=out.get("revision"),
-        trust_remote_code=bool(out.get("trust_remote_code", False)),
+        trust_remote_code=trust_remote_code,
     )
 
 
@@ -130,7 +149,6 @@ class HFModelBackend(Backend):
         else:
             outputs = {"model": block.id, "model_source": "hub", "revision": block.revision}
             summary = f"hub model {block.id}" + (f"@{block.revision}" if block.revision else "")
-        outputs["trust_remote_code"] = block.trust_remote_code
         outputs["dtype"] = block.dtype
         return StepResult(outputs=outputs, summary=summary)
 

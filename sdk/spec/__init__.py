@@ -73,6 +73,7 @@ from sdk.spec.domain import build_spec_class  # noqa: E402
 Spec: Any = build_spec_class()
 
 KINDS: tuple[str, ...] = _kinds.kind_names()
+DOMAIN_ATTRIBUTES: tuple[str, ...] = tuple(n for n in Spec.model_fields if n != "name" and n not in KINDS)
 UNLABELLED: tuple[str, ...] = _kinds.unlabelled()
 MODEL_KINDS: tuple[str, ...] = tuple(_kinds.kinds_with_role("model"))
 SYSTEM_KINDS: tuple[str, ...] = tuple(_kinds.kinds_with_role("system")) + ("endpoint",)
