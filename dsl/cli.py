@@ -22,6 +22,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "route": ("dsl.commands.route", "Route a query: prints the target and its probability."),
     "serve": ("dsl.commands.serve", "Start the OpenAI-compatible gateway for an applied recipe."),
     "report": ("dsl.commands.report", "Show the evaluation report of an applied recipe."),
+    "status": ("dsl.commands.status", "Show each step: state, promotion, drift, artifact, metrics and lineage."),
     "verify": ("dsl.commands.verify", "Check applied artifacts against the hashes their manifests recorded."),
     "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
 }
@@ -209,9 +210,9 @@ def _print_plan(the_plan: Any) -> None:
 
 
 def _out_console() -> Any:
-    from rich.console import Console
+    from dsl.commands._common import out_console
 
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    return out_console()
 
 
 @cli.command("apply")
@@ -314,60 +315,6 @@ def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
         console.print("Next:")
         for h in hints:
             console.print(f"  {h}")
-
-
-@cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--workdir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def status(file: str, workdir: Optional[str], as_json: bool) -> None:
-    """Show each step: its state, artifact, metrics and lineage back to source files."""
-    from sdk.planner import build_graph
-    from sdk.promotion import promotion
-    from sdk.state import StateStore
-    from sdk.systems import drift
-
-    recipe = _load(file)
-    wd = _workdir(recipe, workdir)
-    state = StateStore(wd).load()
-    promoted = promotion(state.steps)
-    rows = []
-    for step_id in build_graph(recipe.spec).order():
-        entry = state.steps.get(step_id, {})
-        rows.append({"id": step_id, "status": entry.get("status", "not applied"),
-                     "fingerprint": entry.get("fingerprint"), "artifact": entry.get("artifact"),
-                     "summary": entry.get("summary", ""), "error": entry.get("error"),
-                     "lineage": entry.get("lineage", {}), "metrics": entry.get("metrics", {}),
-                     "promotion": promoted.get(step_id), "drift": drift(recipe.spec, state, step_id)})
-    if as_json:
-        click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "serial": state.serial,
-                               "lineage": state.lineage, "steps": rows}, indent=2, default=str))
-        return
-    from rich.tree import Tree
-
-    console = _out_console()
-    console.print(f"[bold]{recipe.spec.name}[/]  workdir {wd}  (state serial {state.serial})")
-    for r in rows:
-        color = {"done": "green", "failed": "red", "gate_failed": "red"}.get(r["status"], "dim")
-        tree = Tree(f"[{color}]{r['status']:<12}[/] [bold]{r['id']}[/]  {r['summary']}")
-        if r["artifact"]:
-            tree.add(f"artifact: {r['artifact']}")
-        if r["promotion"]:
-            p = r["promotion"]
-            tree.add(f"[{'green' if p['promoted'] else 'red'}]{'promoted' if p['promoted'] else 'withheld'}[/]: "
-                     f"{p['reason']}")
-        if r["drift"]:
-            tree.add(f"[yellow]{r['drift']}[/]")
-        if r["error"]:
-            tree.add(f"[red]error: {r['error']}[/]")
-        lineage = r["lineage"]
-        if lineage.get("steps") or lineage.get("files"):
-            node = tree.add("lineage")
-            for s in lineage.get("steps", []):
-                node.add(f"step {s}")
-            for f, h in lineage.get("files", {}).items():
-                node.add(f"file {f}  sha256:{h[:12]}")
-        console.print(tree)
 
 
 @cli.command()

@@ -11,6 +11,15 @@ workdir_option = click.option("--workdir", type=click.Path(file_okay=False),
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
+def out_console() -> Any:
+    """A rich console for stdout: no highlighting, lines as long as they are when not on a terminal."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
 def open_ws(file: str, workdir: Optional[str]) -> Any:
     from dsl.parser import load_recipe
     from sdk.workspace import open_workspace

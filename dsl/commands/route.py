@@ -18,7 +18,7 @@ from dsl.commands._common import json_option, only_label, open_ws, say_drift, wo
 @json_option
 def command(file: str, query: str, name: Optional[str], workdir: Optional[str], as_json: bool) -> None:
     """Route a query: prints the target and its probability."""
-    from sdk.backends.route import Router
+    from sdk.backends.router import Router
 
     ws = open_ws(file, workdir)
     label = only_label(ws, "route", name, "--route")
