@@ -27,9 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-STEPS = 40
+STEPS = 30
 RUNS = 2
-LR = 5e-4
+LR = 5e-3
 
 QA = [("What starts a SIP call", "The INVITE request starts it."),
       ("What ends a SIP call", "The BYE request ends it."),
@@ -71,7 +71,7 @@ tok.save_pretrained(out + "/adapter")
 SFT_RECIPE = '''domain bench {
   base_model tiny { path = "model" }
   dataset mixed { path = "sft.jsonl" }
-  finetune sft { from = base_model.tiny  data = dataset.mixed  method = lora  merge = true  max_steps = 60  batch_size = 8
+  finetune sft { from = base_model.tiny  data = dataset.mixed  method = lora  merge = true  max_steps = 40  batch_size = 8
                  learning_rate = 0.001  max_length = 256 }
 }
 '''
