@@ -48,7 +48,8 @@ def _recipe(tmp: Path, align: str, evals: str = "") -> Path:
 
 @pytest.mark.slow
 def test_sft_then_dpo_through_dsl_apply_gives_a_model_that_evals_can_name(tmp_path: Path) -> None:
-    from sdk.backends.models import handle, load as load_model
+    from sdk.backends.models import handle
+    from sdk.backends.models import load as load_model
     from sdk.workspace import open_workspace
 
     _write(tmp_path / "eval.jsonl", [{"id": f"e{i}", "question": q, "answer": good}
@@ -72,6 +73,7 @@ def test_sft_then_dpo_through_dsl_apply_gives_a_model_that_evals_can_name(tmp_pa
     # LoRA over a LoRA fine-tune: the merged SFT model is the new adapter's base, kept in the artifact
     assert art.outputs["adapter"] == "adapter" and art.outputs["base"] == "base" and art.outputs["method"] == "dpo"
     assert (art.path / "loss.png").is_file() and "prefs.jsonl" in (art.path / "adapter" / "README.md").read_text()
+    assert [m["step"] for m in json.loads((art.path / "margins.json").read_text())] == [1, 2, 3]
     h = handle(art)
     assert h.model == str((art.path / "base").resolve())
     model, tok = load_model(h)
@@ -95,6 +97,20 @@ def test_a_bad_preference_row_is_a_located_error_before_any_model_loads(tmp_path
     assert [o.id for o in result.failed] == ["align.pref"]
     error = result.failed[0].error
     assert "prefs.jsonl:3:" in error and "missing 'rejected'" in error and "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_full_tuning_with_ipo_writes_a_full_model(tmp_path: Path) -> None:
+    from sdk.backends.models import handle
+    from sdk.workspace import open_workspace
+
+    path = _recipe(tmp_path, '  align full { from = base_model.local  pairs = "prefs.jsonl"  tune = full  loss = ipo\n'
+                             '               max_steps = 1  batch_size = 2 }\n')
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    art = open_workspace(path).artifact("align.full")
+    assert art.outputs["model"] == "model" and "adapter" not in art.outputs and art.metrics["steps"] == 1
+    assert handle(art).model == str((art.path / "model").resolve()) and (art.path / "model" / "config.json").is_file()
 
 
 def test_preference_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None:

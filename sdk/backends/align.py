@@ -10,10 +10,12 @@ the reference log-probs once. The outputs match ``finetune``'s, so :func:`sdk.ba
 from __future__ import annotations
 
 import importlib.util
+import json
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.errors import DataError, DslError
@@ -28,14 +30,14 @@ def _messages(value: Any, shown: str, line: int, key: str) -> list[dict[str, str
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def read_pairs(path: Path, shown: str, fields: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
+def read_pairs(path: Path, shown: str, fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Preference rows, normalised: all text, or all chat (prompt messages, one assistant message per answer).
     Each keeps ``_line``. A bad row raises a DataError at ``shown:LINE``."""
     from sdk.jsonl import read_jsonl
 
     cols = {k: (fields or {}).get(k, k) for k in ("prompt", "chosen", "rejected")}
     rows: list[dict[str, Any]] = []
-    chat_seen: Optional[tuple[int, bool]] = None
+    chat_seen: tuple[int, bool] | None = None
     for line, obj in read_jsonl(path, shown):
         row: dict[str, Any] = {}
         for key, col in cols.items():
@@ -189,7 +191,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
                 metrics[key.replace("/", "_")] = round(float(ev[key]), 4)
     metrics.update({k: v for k, v in job.get("summary", {}).items() if k != "identical_lines"})
     history = T.loss_history(trainer)
-    margins = [{"step": int(r["step"]), "loss": float(r["rewards/margins"])} for r in logs if "rewards/margins" in r]
+    margins = [{"step": int(r["step"]), "margin": float(r["rewards/margins"])} for r in logs if "rewards/margins" in r]
     if peft_config is None:
         trainer.save_model(str(out / "model"))
         tokenizer.save_pretrained(str(out / "model"))
@@ -203,7 +205,8 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
                                          revision=None if h.adapter else h.revision), merge=True)
             merged.save_pretrained(str(out / "merged"))
             tokenizer.save_pretrained(str(out / "merged"))
-    T.write_loss_curve(out, history, f"{job['step_id']} preference loss (eval line: reward margin)", margins)
+    T.write_loss_curve(out, history, f"{job['step_id']} preference (DPO) loss")
+    (out / "margins.json").write_text(json.dumps(margins, indent=1))  # reward margin (chosen - rejected) by step
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                        _params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
@@ -274,7 +277,7 @@ class AlignBackend(Backend):
                 outputs["revision"] = h.revision
         if block.tune != "full" and block.merge:
             outputs["merged"] = "merged"
-        outputs.update(loss_curve="loss.json", loss_plot="loss.png", method=block.method, tune=block.tune)
+        outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method, tune=block.tune)
         acc = m.get("eval_rewards_accuracies", m.get("rewards_accuracies"))
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method} ({block.loss}, {block.tune}): {m['steps']} steps, loss "

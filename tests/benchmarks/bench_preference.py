@@ -97,7 +97,7 @@ def pairs(wordings: list[str], numbers: range) -> list[dict]:
 
 def timed(cmd: list[str], cwd: Path) -> float:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed:\n{proc.stdout[-1500:]}\n{proc.stderr[-2500:]}")
     return time.perf_counter() - t
@@ -139,7 +139,7 @@ def main() -> None:
     sft = [{"messages": [{"role": "user", "content": f"{q}? ({j})"}, {"role": "assistant", "content": a}]}
            for j, (_, a) in enumerate(QA) for q, _ in QA]
     (work / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in sft) + "\n")
-    train, held = pairs(TRAIN_WORDING, range(0, 12)), pairs(HELD_WORDING, range(100, 108))
+    train, held = pairs(TRAIN_WORDING, range(12)), pairs(HELD_WORDING, range(100, 108))
     (work / "train_pairs.jsonl").write_text("\n".join(json.dumps(r) for r in train) + "\n")
     (work / "sft.dsl").write_text(SFT_RECIPE)
     timed([sys.executable, "-m", "dsl.cli", "apply", str(work / "sft.dsl"), "--no-progress"], work)

@@ -3,7 +3,7 @@ TRL's DPOTrainer, over LoRA/QLoRA adapters or all the weights, with the referenc
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -45,19 +45,19 @@ class AlignBlock(TrainCommon):
     tune: Literal["full", "lora", "qlora"] = Field(
         default="lora", description="Which weights train: full, lora, or qlora (as finetune's method); with an "
                                     "adapter the reference is the model with the adapter disabled")
-    lora: Optional[Lora] = Field(default=None, description="LoRA settings (lora and qlora)")
+    lora: Lora | None = Field(default=None, description="LoRA settings (lora and qlora)")
     precompute_ref: bool = Field(default=False, description="Compute the reference log-probs once before training")
     learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description="Peak learning rate")
     max_length: PositiveInt = Field(default=512, description="Truncate prompt + answer to this many tokens")
     validation_split: float = Field(default=0.0, ge=0.0, lt=0.9, description="Share of pairs held out for eval "
                                                                             "reward accuracy")
-    chat_template: Optional[TextOrFile] = Field(default=None, description="Chat template (default: the model's)")
+    chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
     batch_size: PositiveInt = Field(default=4, description="Per-device batch size (pairs)")
-    backend: Optional[str] = Field(default=None, description="Backend name (default: trl_dpo)")
+    backend: str | None = Field(default=None, description="Backend name (default: trl_dpo)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "AlignBlock":
+    def _consistent(self) -> AlignBlock:
         if self.tune == "full" and self.lora is not None:
             raise PydanticCustomError("incompatible", "lora settings do not apply to tune = full "
                                       "(use lora or qlora, or drop lora)", {})
