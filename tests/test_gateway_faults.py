@@ -258,6 +258,29 @@ def test_disconnected_clients_cancel_their_generation(served: Served) -> None:
     assert metric(served.metrics(), "dsl_disconnects_total") >= 40
 
 
+def test_streams_token_by_token_and_stop_when_the_client_leaves(served: Served) -> None:
+    client = served.client()
+    messages = [{"role": "user", "content": "How does a SIP call start?"}]
+    whole = client.chat.completions.create(model="base_model.tiny", max_tokens=40, messages=messages)
+    chunks = list(client.chat.completions.create(model="base_model.tiny", max_tokens=40, messages=messages, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 5 and "".join(pieces) == whole.choices[0].message.content  # token by token, same text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    _wait_engine_idle(served)
+    before = _engine_counters(served)
+    stream = client.chat.completions.create(model="base_model.tiny", max_tokens=48, messages=messages, stream=True)
+    for n, chunk in enumerate(stream):  # leave after the first pieces
+        if n == 2:
+            break
+    stream.close()
+    deadline = time.time() + 60
+    while _engine_counters(served)["stopped"] == before["stopped"]:
+        assert time.time() < deadline, "the stream's generation did not stop"
+        time.sleep(0.05)
+    _wait_engine_idle(served)
+    assert _engine_counters(served)["tokens"] - before["tokens"] < 48
+
+
 def test_slow_headers_and_slow_bodies_are_cut_off(served: Served) -> None:
     for opening in (b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"):  # silent, then slow headers
         with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:

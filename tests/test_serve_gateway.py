@@ -159,11 +159,11 @@ def gateways(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypa
     fast, fast_port = _upstream(0.0)
     tmp = tmp_path_factory.mktemp("gw")
     base = {"domain": "t", "engine": "local", "max_batch_size": 8, "max_tokens": 8, "max_request_bytes": 5000,
-            "timeout": 1.0, "api_key_env": None}
+            "timeout": 60, "api_key_env": None}
     tiny = {"type": "model", "model": str(model_dir), "adapter": None, "tokenizer": None}
 
     def remote(port: int) -> dict[str, Any]:
-        return {"type": "endpoint", "url": f"http://127.0.0.1:{port}/v1", "model": "m", "timeout": 30, "max_retries": 0,
+        return {"type": "endpoint", "url": f"http://127.0.0.1:{port}/v1", "model": "m", "timeout": 1.0, "max_retries": 0,
                 "api_key_env": "UP_KEY"}
 
     with_general = Gateway({**base, "variants": {"base_model.tiny": tiny, "finetune.remote": remote(slow_port),

@@ -157,15 +157,57 @@ def create_app(gateway: Any) -> Any:
     def sse(obj: dict[str, Any]) -> str:
         return f"data: {json.dumps(obj)}\n\n"
 
+    async def token_stream(requested: str, messages: list[dict[str, str]], cap: int, rid: str, created: int) -> Any:
+        """A stream sent token by token as the local engine makes them, when the target is a local model (other
+        targets answer whole, then in chunks). None when the target is not a local model. A client that
+        disconnects stops the stream, which cancels its generation."""
+        try:
+            name, decision = await asyncio.to_thread(gateway.resolve, requested, messages)
+        except Exception:  # noqa: BLE001 - withheld, or routing trouble: the whole-answer path says what
+            return None
+        if gateway.config["variants"].get(name, {}).get("type") != "model" or name in gateway.withheld:
+            return None
+        out = {"target": name, "fallback": False, "routing": decision}
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": requested,
+                "dsl_target": name, "dsl_fallback": False}
+
+        async def events() -> Any:
+            cancel = threading.Event()
+            pieces = gateway.stream(name, messages, cap, cancel)
+            try:
+                yield sse({**base, **described(out), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                                  "finish_reason": None}]})
+                while True:
+                    piece = await asyncio.to_thread(next, pieces, None)
+                    if piece is None:
+                        break
+                    yield sse({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            except ClientGone:
+                return
+            except UpstreamError as e:
+                gateway.metrics.error(503)
+                yield sse({"error": {"message": str(e), "type": "server_error", "param": None,
+                                     "code": "upstream_unavailable"}})
+            finally:
+                cancel.set()  # a no-op once generation is done; stops it when the client left mid-stream
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers(out))
+
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Any:
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         cap = min(req.max_completion_tokens or req.max_tokens or max_tokens_cap, max_tokens_cap)
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if req.stream and refused(req.model) is None:
+            live = await token_stream(req.model, messages, cap, rid, created)
+            if live is not None:
+                return live
         outs = await run(request, req.model, [messages], cap)
         if not isinstance(outs, list):
             return outs
         out = outs[0]
-        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         extra = described(out)
         if req.stream:
             def events() -> Any:

@@ -8,7 +8,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 
 class Cancelled(Exception):
@@ -21,6 +21,7 @@ class _Request:
     max_tokens: int
     cancel: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    tokens: Optional["queue.Queue[int]"] = None  # streaming: each new token id as the batch makes it
 
 
 class LocalEngine:
@@ -46,6 +47,7 @@ class LocalEngine:
         self.batches = self.requests = self.tokens = 0
         self.dropped = self.stopped = self.tokens_after_cancel = 0
         self.busy = False
+        self.last_batch = 1
         self.worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self.worker.start()
 
@@ -54,12 +56,50 @@ class LocalEngine:
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
-    def submit(self, prompt: str, max_tokens: int, cancel: Optional[threading.Event] = None) -> Future:
+    def submit(self, prompt: str, max_tokens: int, cancel: Optional[threading.Event] = None,
+               tokens: Optional["queue.Queue[int]"] = None) -> Future:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         keep = max(1, self.max_len - max_tokens)
-        req = _Request(ids[-keep:], max_tokens, cancel if cancel is not None else threading.Event())
+        req = _Request(ids[-keep:], max_tokens, cancel if cancel is not None else threading.Event(), tokens=tokens)
         self.queue.put(req)
         return req.future
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int, timeout: Optional[float] = None,
+               cancel: Optional[threading.Event] = None) -> Iterator[str]:
+        """The answer as text pieces, each as soon as the batch has made its tokens (decoded incrementally: a
+        character split over tokens, and trailing spaces, wait for what follows); the pieces join to
+        :meth:`generate`'s text. Closing the iterator early, or a wait past ``timeout``, cancels the request."""
+        import time
+
+        cancel = cancel if cancel is not None else threading.Event()
+        tokens: "queue.Queue[int]" = queue.Queue()
+        future = self.submit(self.prompt(messages), max_tokens, cancel, tokens)
+        deadline = time.monotonic() + timeout if timeout else None
+        ids: list[int] = []
+        sent = ""
+        try:
+            while True:
+                try:
+                    token = tokens.get(timeout=0.05)
+                except queue.Empty:
+                    if future.done() and tokens.empty():
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError("the local engine timed out") from None
+                    continue
+                if token == self.tokenizer.eos_token_id:
+                    continue
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                if not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
+                    yield text[len(sent):]
+                    sent = text
+            final = future.result()[0]  # raises Cancelled or the engine's error
+            if final.startswith(sent) and len(final) > len(sent):
+                yield final[len(sent):]
+        finally:
+            if not future.done():
+                cancel.set()
 
     def generate(self, messages: list[dict[str, str]], max_tokens: int, timeout: Optional[float] = None,
                  cancel: Optional[threading.Event] = None) -> tuple[str, int, int]:
@@ -90,9 +130,15 @@ class LocalEngine:
                 self.busy = False
                 continue
             batch.append(first)
+        # wait briefly for more: up to 5 ms, or up to 50 ms while fewer than the previous batch have come (clients
+        # that were just answered together send their next requests together)
+        import time
+
+        started = time.monotonic()
         while len(batch) < self.max_batch_size:
+            wait = (0.05 if len(batch) < self.last_batch else 0.005) - (time.monotonic() - started)
             try:
-                nxt = self.queue.get(timeout=0.005)
+                nxt = self.queue.get(timeout=max(wait, 0.0005))
             except queue.Empty:
                 break
             if nxt is None:
@@ -143,6 +189,8 @@ class LocalEngine:
                     if done[i]:
                         continue
                     engine.tokens += 1
+                    if r.tokens is not None:
+                        r.tokens.put(int(input_ids[i, -1]))
                     if r.cancel.is_set():
                         done[i] = cancelled[i] = True
                         engine.tokens_after_cancel += 1
@@ -157,6 +205,7 @@ class LocalEngine:
                                       stopping_criteria=StoppingCriteriaList([PerRow()]))
         self.batches += 1
         self.requests += len(batch)
+        self.last_batch = len(batch)
         for i, r in enumerate(batch):
             if cancelled[i]:
                 r.future.set_exception(Cancelled("cancelled during generation"))

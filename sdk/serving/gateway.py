@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from sdk.serving.metrics import Metrics
 from sdk.serving.protocol import ClientError, ClientGone, UpstreamError
@@ -111,6 +111,26 @@ class Gateway:
         except TimeoutError:
             raise UpstreamError("the local engine timed out") from None
         return {"text": text, "prompt_tokens": p, "completion_tokens": c}
+
+    def stream(self, name: str, messages: list[dict[str, str]], max_tokens: int,
+               cancel: Optional[threading.Event] = None) -> Iterator[str]:
+        """A local model's answer as text pieces, as its engine makes the tokens. Raises UpstreamError (also from
+        the iterator), ClientGone when cancelled."""
+        from sdk.serving.engine import Cancelled
+
+        started = time.time()
+        try:
+            yield from self._engine(name).stream(messages, max_tokens, float(self.config.get("timeout", 60)), cancel)
+        except Cancelled:
+            raise ClientGone() from None
+        except TimeoutError:
+            self.metrics.observe(name, "error", time.time() - started)
+            raise UpstreamError(f"{name} failed: the local engine timed out") from None
+        except Exception as e:  # noqa: BLE001 - named in the log, not to the client
+            self.metrics.observe(name, "error", time.time() - started)
+            log.warning("%s failed: %s: %s", name, type(e).__name__, e)
+            raise UpstreamError(f"{name} failed: internal error") from None
+        self.metrics.observe(name, "ok", time.time() - started)
 
     def complete(self, name: str, messages: list[dict[str, str]], max_tokens: int,
                  cancel: Optional[threading.Event] = None) -> dict[str, Any]:
