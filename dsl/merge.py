@@ -10,6 +10,7 @@ from dsl.syntax import BOM, parse_text
 from sdk import spec as S
 from sdk.errors import Diagnostic, Span, SpecError
 
+
 def _merge_blocks(base: Block, child: Block) -> None:
     """Child attributes override the base's one by one; child blocks replace or add blocks."""
     index = {(_key(it)): i for i, it in enumerate(base.items)}

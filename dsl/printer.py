@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import typing
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from pydantic import BaseModel
 

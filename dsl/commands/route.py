@@ -13,15 +13,14 @@ from dsl.commands._common import json_option, only_label, open_ws, say_drift, wo
 @click.command("route")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("query")
-@click.option("--route", "name", help="The route block (route.NAME); default: the only one.")
 @workdir_option
 @json_option
-def command(file: str, query: str, name: Optional[str], workdir: Optional[str], as_json: bool) -> None:
+def command(file: str, query: str, workdir: Optional[str], as_json: bool) -> None:
     """Route a query: prints the target and its probability."""
     from sdk.backends.router import Router
 
     ws = open_ws(file, workdir)
-    label = only_label(ws, "route", name, "--route")
+    label = only_label(ws, "route", None, "")  # route takes no label: one per domain
     art = ws.artifact(f"route.{label}")
     changed = say_drift(ws, f"route.{label}")
     decision = Router.load(art.path).route(query)

@@ -7,28 +7,35 @@ from typing import Optional
 
 import click
 
-from dsl.commands._common import only_label, open_ws, workdir_option
+from dsl.commands._common import only_label, open_ws, say_drift, workdir_option
 from sdk.errors import DslError
 
 
 @click.command("serve")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--serve", "name", help="The serve block (serve.NAME); default: the only one.")
 @workdir_option
 @click.option("--host", help="Bind address (default: the serve block's, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: the serve block's).")
 @click.option("--no-auth", is_flag=True, help="Serve without an API key even though the serve block names one "
               "whose variable is unset.")
-def command(file: str, name: Optional[str], workdir: Optional[str], host: Optional[str], port: Optional[int],
-            no_auth: bool) -> None:
+def command(file: str, workdir: Optional[str], host: Optional[str], port: Optional[int], no_auth: bool) -> None:
     """Start the OpenAI-compatible gateway for an applied recipe."""
     from sdk.backends.serve import load_config
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve
 
+    from sdk.promotion import withheld
+
     ws = open_ws(file, workdir)
-    label = only_label(ws, "serve", name, "--serve")
+    label = only_label(ws, "serve", None, "")
     config = load_config(ws.artifact(f"serve.{label}"))
+    # promotion is state: a gate that failed since serve.json was written withholds its systems now
+    held = {**withheld(ws.state.steps), **(config.get("withheld") or {})}
+    config["withheld"] = held
+    config["variants"] = {k: v for k, v in config["variants"].items() if k not in held}
+    for step_id in [f"serve.{label}", *sorted(config["variants"])]:
+        if "." in step_id:
+            say_drift(ws, step_id)
     key_env = config.get("api_key_env")
     if key_env and not os.environ.get(key_env):
         if not no_auth:

@@ -4,7 +4,6 @@ does). Variants: every pretrain and finetune model, every rag system, a local ba
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +65,11 @@ class ServeBackend(Backend):
             "variants": variants, "router": router, "general": general, "withheld": held,
             "domain_target": str(route.domain) if route is not None else None,
         }
-        notes: list[str] = []
-        if block.engine == "sglang":
-            config["sglang"], notes = sglang_plan(variants, hub_bases(spec, artifacts), block)
+        from sdk.backends.engines import ENGINES
+
+        planned, notes = ENGINES[block.engine]().plan(variants, hub_bases(spec, artifacts), block)
+        if planned is not None:
+            config[block.engine] = planned
         config = _relative(config, Path(ctx.workdir).resolve())
         (ctx.out_dir / "serve.json").write_text(json.dumps(config, indent=2))
         names = ", ".join(["auto"] + sorted(variants))
@@ -83,38 +84,6 @@ def hub_bases(spec: Any, artifacts: dict[str, Any]) -> dict[str, str]:
     """base_model steps that name a hub model: SGLang can serve them even though the CPU engine does not load them."""
     return {sid: str(art.outputs["model"]) for sid, art in sorted(artifacts.items())
             if sid.startswith("base_model.") and art.outputs.get("model_source") == "hub"}
-
-
-def sglang_plan(variants: dict[str, Any], hubs: dict[str, str], block: Any) -> tuple[dict[str, Any], list[str]]:
-    """One SGLang server: the base model most adapters apply to, with every adapter on it as ``--lora-paths
-    NAME=PATH``. Each variant it serves gets ``sglang_model`` (``base`` or ``base:NAME``, SGLang's naming); the
-    others stay on the local engine, and a note says so."""
-    from sdk.serving import sglang
-
-    models = {k: v for k, v in variants.items() if v.get("type") == "model"}
-    bases = Counter(v["model"] for v in models.values() if v.get("adapter"))
-    base = bases.most_common(1)[0][0] if bases else next(iter(hubs.values()), None) or \
-        next((v["model"] for v in models.values()), None)
-    notes: list[str] = []
-    adapters: dict[str, str] = {}
-    if base is None:
-        return {"base": None, "adapters": {}, "port": block.engine_port, "command": None}, \
-            ["sglang: no model to serve (only rag systems and endpoints)"]
-    for name, v in models.items():
-        if v["model"] != base:
-            notes.append(f"sglang: {name} is not on {base}, so the local engine serves it")
-            continue
-        if v.get("adapter"):
-            adapter = name.split(".", 1)[1]
-            adapters[adapter] = v["adapter"]
-            v["sglang_model"] = sglang.model_name(base, adapter)
-        else:
-            v["sglang_model"] = base
-    for name, hub in hubs.items():
-        if hub == base:
-            variants[name] = {"type": "model", "model": hub, "adapter": None, "tokenizer": None, "sglang_model": base}
-    command = sglang.launch_command(base, adapters, block.sglang.model_dump(), block.engine_port)
-    return {"base": base, "adapters": adapters, "port": block.engine_port, "command": command}, notes
 
 
 WORKDIR = "$WORKDIR/"

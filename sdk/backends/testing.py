@@ -1,6 +1,6 @@
 """A small deterministic backend for every kind of step, for tests and dry runs (``--backend test``).
 
-It writes the step's config and its inputs' fingerprints into ``out.json`` and makes up metrics that depend only on
+It writes the step's config, the hashes of the files it reads and its inputs' facets into ``out.json`` and makes up metrics that depend only on
 the fingerprint. ``options["test_fail"]`` (a step id) makes that step fail; ``options["test_sleep"]`` (seconds)
 slows every step down (to test locks); eval steps honour their gate over their made-up metrics.
 """
@@ -33,7 +33,14 @@ class TestBackend(Backend):
             time.sleep(float(ctx.options["test_sleep"]))
         if ctx.options.get("test_fail") == ctx.step_id:
             raise DslError(f"{ctx.step_id}: failing on purpose (test_fail)")
-        record = {"step": ctx.step_id, "inputs": {k: a.manifest.get("fingerprint") for k, a in ctx.inputs.items()}}
+        from sdk.hashing import file_sha256
+        from sdk.spec.kinds import config_of, get_kind
+
+        reads = get_kind(ctx.kind).reads
+        files = sorted(file_sha256(p) for p in (reads(ctx.spec, ctx.block) if reads else []) if p.is_file())
+        # what a real backend's output depends on: its configuration, the files it reads and its inputs' outputs
+        record = {"step": ctx.step_id, "config": config_of(ctx.spec, ctx.kind, ctx.block), "files": files,
+                  "inputs": {k: a.manifest.get("facets") for k, a in sorted(ctx.inputs.items())}}
         (ctx.out_dir / "out.json").write_text(json.dumps(record, indent=2, sort_keys=True))
         with ctx.progress.task(f"{ctx.step_id} (test)", total=3) as task:
             for _ in range(3):

@@ -36,7 +36,7 @@ def create_app(gateway: Any) -> Any:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from sdk.serving.asgi import Guard
-    from sdk.serving.gateway import Withheld
+    from sdk.serving.protocol import Withheld
 
     config = gateway.config
     max_tokens_cap = int(config.get("max_tokens", 256))

@@ -14,18 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sdk.serving.metrics import Metrics
-from sdk.serving.protocol import ClientError, ClientGone, UpstreamError
+from sdk.serving.protocol import ClientError, ClientGone, UpstreamError, Withheld  # noqa: F401 - re-exported
 from sdk.serving.upstream import call_endpoint
 
 log = logging.getLogger("dsl.gateway")
-
-
-class Withheld(Exception):
-    """A request named a system the serve step withheld: 404 with the reason."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"model {name!r} is withheld from serving: {reason}")
-        self.name, self.reason = name, reason
 
 
 class Gateway:

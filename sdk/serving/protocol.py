@@ -92,3 +92,11 @@ def error(status: int, message: str, kind: str = "invalid_request_error", param:
 
     return JSONResponse({"error": {"message": clean(message), "type": kind, "param": clean(param), "code": code}},
                         status_code=status)
+
+
+class Withheld(Exception):
+    """A request named a system the serve step withheld: 404 with the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} is withheld from serving: {reason}")
+        self.name, self.reason = name, reason

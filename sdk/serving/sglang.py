@@ -1,29 +1,13 @@
-"""SGLang behind the gateway: the launch command for the trained adapters, readiness, and request naming."""
+"""SGLang behind the gateway: starting it and waiting until it is ready (its launch command and request naming are
+planned at apply time by :mod:`sdk.backends.engines`)."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-
-def launch_command(base: str, adapters: dict[str, str], options: dict[str, Any], port: int,
-                   host: str = "127.0.0.1") -> list[str]:
-    """``python -m sglang.launch_server --model-path BASE --enable-lora --lora-paths name=path ...``"""
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", base, "--host", host, "--port", str(port),
-           "--tp", str(options.get("tp", 1)), "--dp", str(options.get("dp", 1))]
-    if adapters:
-        cmd += ["--enable-lora", "--lora-paths"] + [f"{name}={path}" for name, path in sorted(adapters.items())]
-        cmd += ["--max-loras-per-batch", str(options.get("max_loras_per_batch", 4))]
-    if options.get("mem_fraction") is not None:
-        cmd += ["--mem-fraction-static", str(options["mem_fraction"])]
-    return cmd + list(options.get("extra_args", []))
-
-
-def model_name(base: str, adapter: Optional[str]) -> str:
-    """SGLang addresses a LoRA adapter as ``base:adapter`` in the request's model field."""
-    return f"{base}:{adapter}" if adapter else base
+from sdk.backends.engines import launch_command, model_name  # noqa: F401 - re-exported
 
 
 def start(cmd: list[str], port: int, timeout: float = 900.0, log: Optional[Callable[[str], None]] = None,
