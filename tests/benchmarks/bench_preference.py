@@ -3,8 +3,8 @@ model it starts from, and what does the SDK cost over a plain TRL ``DPOTrainer``
 
 1. A tiny Llama is fine-tuned (LoRA, merged, through ``dsl apply``) on chat rows that use every answer phrase, right and
    wrong alike, so SFT alone has no reason to prefer the right one.
-2. Preference pairs: for each of several questions, chosen = the right answer and rejected = another question's
-   right answer (so "which answer" depends on the prompt, not on the answer alone), with similar lengths.
+2. Preference pairs: for each of several questions, chosen = its right answer and rejected = a wrong or evasive
+   answer of about the same length, paired differently across pairs.
    The training pairs and the held-out pairs use different question wordings and numbers.
 3. Preference accuracy on the held-out pairs = share where log p(chosen | prompt) > log p(rejected | prompt),
    for the SFT model and for the DPO model; the difference gets a paired bootstrap CI and p-value.
@@ -39,6 +39,10 @@ QA = [("What starts a SIP call", "The INVITE request starts it."),
       ("What routes SIP in IMS", "The S-CSCF routes it."),
       ("What runs voice over LTE", "VoLTE runs the voice."),
       ("What carries authentication", "Diameter carries it.")]
+# wrong or evasive answers of about the same length: the rejected side
+WRONG = ["Maybe the REGISTER does it.", "I think a 404 ends it.", "Perhaps the PSTN carries it.",
+         "It is not described.", "Nobody stores that data.", "The phone routes itself.", "Wi-Fi runs the voice.",
+         "No protocol carries it."]
 TRAIN_WORDING = ["{q}? ({i})", "Tell me: {q}? #{i}"]
 HELD_WORDING = ["Question {i}: {q}?", "{q}, please? [{i}]"]
 
@@ -87,9 +91,7 @@ def pairs(wordings: list[str], numbers: range) -> list[dict]:
     out = []
     for i in numbers:
         for k, (q, good) in enumerate(QA):
-            bad = QA[(k + 1 + i) % len(QA)][1]
-            if bad == good:
-                bad = QA[(k + 2) % len(QA)][1]
+            bad = WRONG[(k + i) % len(WRONG)]
             out.append({"prompt": [{"role": "user", "content": wordings[i % len(wordings)].format(q=q, i=i)}],
                         "chosen": good, "rejected": bad})
     return out
@@ -135,9 +137,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pref-"))
     answers = " ".join(a for _, a in QA) + " " + " ".join(q + "?" for q, _ in QA)
     make_tiny_model(work / "model", SAMPLE_TEXT * 3 + answers * 3, layers=2, hidden=96, vocab=700, context=256)
-    # SFT: every question is answered by every answer once, so SFT learns the phrases, not which one is right
+    # SFT: every question is answered once by every answer, right and wrong, so SFT has no preference
     sft = [{"messages": [{"role": "user", "content": f"{q}? ({j})"}, {"role": "assistant", "content": a}]}
-           for j, (_, a) in enumerate(QA) for q, _ in QA]
+           for j, a in enumerate([a for _, a in QA] + WRONG) for q, _ in QA]
     (work / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in sft) + "\n")
     train, held = pairs(TRAIN_WORDING, range(12)), pairs(HELD_WORDING, range(100, 108))
     (work / "train_pairs.jsonl").write_text("\n".join(json.dumps(r) for r in train) + "\n")
