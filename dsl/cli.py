@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("dsl.commands.status", "Show each step: state, promotion, drift, artifact, metrics and lineage."),
     "verify": ("dsl.commands.verify", "Check applied artifacts against the hashes their manifests recorded."),
     "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
+    "doctor": ("dsl.commands.doctor", "Check the machine for every step: packages, models, CUDA, servers, env vars."),
 }
 
 
@@ -81,14 +82,27 @@ def _workdir(recipe: Any, workdir: Optional[str]) -> Path:
     return Path(workdir) if workdir else recipe.spec.base_dir / ".dsl"
 
 
+def _warn(recipe: Any) -> Any:
+    """An ``on_warning`` callback printing located warnings (environment checks under --skip-checks)."""
+    from dataclasses import replace as _replace
+
+    def warn(problems: list[Any]) -> None:
+        for d in recipe.diagnostics(problems):
+            d = _replace(d, severity="warning")
+            click.echo(d.format(recipe.sources.get(d.span.path) if d.span else None), err=True)
+
+    return warn
+
+
 def _plan(recipe: Any, workdir: Path, backend: Optional[str], replace: tuple[str, ...],
-          target: tuple[str, ...]) -> Any:
+          target: tuple[str, ...], skip_checks: bool = False) -> Any:
     from sdk.errors import SpecError
     from sdk.planner import PlanProblems, plan
     from sdk.state import StateStore
 
     try:
-        return plan(recipe.spec, StateStore(workdir).load(), backend=backend, replace=replace, target=target or None)
+        return plan(recipe.spec, StateStore(workdir).load(), backend=backend, replace=replace, target=target or None,
+                    skip_checks=skip_checks, on_warning=_warn(recipe))
     except PlanProblems as e:
         raise SpecError(str(e), recipe.diagnostics(e.problems), recipe.sources) from None
 
@@ -175,6 +189,8 @@ def _common_plan_options(fn: Any) -> Any:
     fn = click.option("--backend", help="Run every step with this backend (e.g. test).")(fn)
     fn = click.option("--target", multiple=True, help="Only this step and its dependencies (repeatable).")(fn)
     fn = click.option("--replace", multiple=True, help="Force this step to re-run (repeatable).")(fn)
+    fn = click.option("--skip-checks", is_flag=True,
+                      help="Report failing environment checks (packages, models, CUDA, servers, env vars) as warnings.")(fn)
     return fn
 
 
@@ -184,10 +200,10 @@ def _common_plan_options(fn: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Save the plan, for dsl apply --plan.")
 def plan_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: tuple[str, ...],
-             replace: tuple[str, ...], as_json: bool, out: Optional[str]) -> None:
-    """Show what apply would run, and why."""
+             replace: tuple[str, ...], skip_checks: bool, as_json: bool, out: Optional[str]) -> None:
+    """Show what apply would run, and why (checking the machine for the steps that will run)."""
     recipe = _load(file)
-    the_plan = _plan(recipe, _workdir(recipe, workdir), backend, replace, target)
+    the_plan = _plan(recipe, _workdir(recipe, workdir), backend, replace, target, skip_checks)
     if out:
         from sdk.state import write_atomic
 
@@ -222,7 +238,8 @@ def _out_console() -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
 def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: tuple[str, ...],
-              replace: tuple[str, ...], plan_file: Optional[str], as_json: bool, progress: Optional[bool]) -> None:
+              replace: tuple[str, ...], skip_checks: bool, plan_file: Optional[str], as_json: bool,
+              progress: Optional[bool]) -> None:
     """Run every step that is not up to date, in dependency order."""
     from sdk.errors import SpecError
     from sdk.executor import apply
@@ -230,6 +247,8 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     from sdk.plans import Plan
     from sdk.progress import Progress
 
+    if progress is False:
+        _quiet_progress_bars()
     recipe = _load(file)
     wd = _workdir(recipe, workdir)
     console = _err_console()
@@ -257,7 +276,7 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     try:
         result = apply(recipe.spec, workdir=wd, backend=backend, replace=replace, target=target or None,
                        progress=Progress(enabled=progress), log=lambda m: console.print(f"    {m}"),
-                       on_step=on_step, saved_plan=saved)
+                       on_step=on_step, saved_plan=saved, skip_checks=skip_checks, on_warning=_warn(recipe))
     except PlanProblems as e:
         raise SpecError(str(e), recipe.diagnostics(e.problems), recipe.sources) from None
     outcomes = [o.__dict__ for o in result.outcomes]
@@ -265,7 +284,7 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
         click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "ok": result.ok,
                                "steps": outcomes}, indent=2, default=str))
     else:
-        _print_summary(result, recipe, wd)
+        _print_summary(result, recipe, wd, workdir)
     if result.failed:
         for o in result.failed:
             click.echo(f"error: {o.error}", err=True)
@@ -276,7 +295,23 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
         raise SystemExit(EXIT_GATE_FAILED)
 
 
-def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
+def _quiet_progress_bars() -> None:
+    """--no-progress: silence the progress bars of huggingface_hub, datasets, transformers and tqdm too (their own
+    switches: environment variables read when they are imported, here and in launched training processes; the
+    libraries already imported are told directly). Nothing is imported here."""
+    import os
+
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ[name] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def _print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"{recipe.spec.name}: apply summary", title_justify="left")
@@ -301,7 +336,8 @@ def _print_summary(result: Any, recipe: Any, wd: Path) -> None:
             console.print(f"Report ({step_id}): {Path(entry['artifact'], 'report.html')}")
     if not result.ok:
         return
-    spec, path = recipe.spec, recipe.path
+    spec = recipe.spec
+    path = f"{recipe.path} --workdir {workdir}" if workdir else str(recipe.path)
     hints = []
     if spec.serve:
         hints.append(f"dsl serve {path}            # OpenAI-compatible gateway, model=\"auto\" routes each query")

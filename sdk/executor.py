@@ -120,9 +120,12 @@ def apply(
     log: Optional[Callable[[str], None]] = None,
     on_step: Optional[Callable[[Step, str], None]] = None,
     saved_plan: Optional[Plan] = None,
+    skip_checks: bool = False,
+    on_warning: Optional[Callable[[list[S.Problem]], None]] = None,
 ) -> ApplyResult:
     """Plan and apply. ``on_step(step, event)`` is called with event "start" | "ran" | "up_to_date" |
-    "skipped" | "failed" | "gate_failed" | "deleted" (the CLI prints from it)."""
+    "skipped" | "failed" | "gate_failed" | "deleted" (the CLI prints from it). ``skip_checks`` turns failing
+    environment checks into warnings, passed to ``on_warning`` (see :func:`sdk.planner.plan`)."""
     workdir = Path(workdir) if workdir else default_workdir(spec)
     registry = registry or Registry()
     replace = tuple(replace)
@@ -133,7 +136,8 @@ def apply(
     with WorkdirLock(workdir):
         state = store.load()
         cache = HashCache(state.hashes)
-        the_plan = make_plan(spec, state, registry, backend=backend, replace=replace, target=target, hash_cache=cache)
+        the_plan = make_plan(spec, state, registry, backend=backend, replace=replace, target=target, hash_cache=cache,
+                             skip_checks=skip_checks, on_warning=on_warning)
         if saved_plan is not None:
             _check_not_stale(saved_plan, the_plan, state)
         state.domain = spec.name

@@ -9,7 +9,7 @@ executor decides again once X has run: when X produced what it produced before, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from sdk import spec as S
 from sdk.backends.base import CheckContext, Registry, backend_name
@@ -98,10 +98,14 @@ def plan(
     target: Optional[Iterable[str]] = None,
     hash_cache: Optional[HashCache] = None,
     check: bool = True,
+    skip_checks: bool = False,
+    on_warning: Optional[Callable[[list[S.Problem]], None]] = None,
 ) -> Plan:
     """Make a plan. ``state`` is an sdk.state.State (or None for a fresh workdir). ``backend`` forces one backend
     for every step (e.g. "test"); ``replace`` forces steps to re-run; ``target`` limits the plan to those steps and
-    their dependencies."""
+    their dependencies. With ``check``, the steps that will run also get their backends' environment checks
+    (``Backend.environment``): a failing one stops the plan, unless ``skip_checks`` makes it a warning; warnings
+    go to ``on_warning`` (a list of located problems)."""
     registry = registry or Registry()
     hash_cache = hash_cache or HashCache()
     recorded: dict[str, Any] = dict(getattr(state, "steps", {}) or {})
@@ -119,6 +123,7 @@ def plan(
             wanted |= {t} | graph.ancestors(t)
 
     problems: list[S.Problem] = []
+    warnings: list[S.Problem] = []
     steps: list[Step] = []
     fps: dict[str, str] = {}
     actions: dict[str, Action] = {}
@@ -183,9 +188,16 @@ def plan(
                 action, reason = Action.NOOP, "up to date"
                 if old.get("status") == "gate_failed":
                     reason = f"up to date (its gate failed: {old.get('error', '')})"
+        if check and action in (Action.CREATE, Action.REPLACE):
+            for p in be.environment(CheckContext(spec, kind, label, block)):
+                into = warnings if skip_checks or getattr(p, "severity", "error") == "warning" else problems
+                if all((q.path, q.message) != (p.path, p.message) for q in into):
+                    into.append(p)
         actions[step_id] = action
         steps.append(Step(step_id, kind, label, name, be.version, action, fp, list(deps), reason, changes,
                           config, files, inputs))
+    if warnings and on_warning is not None:
+        on_warning(warnings)
     if problems:
         raise PlanProblems(problems)
     if wanted is None:

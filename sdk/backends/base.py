@@ -14,6 +14,7 @@ Contract::
         install_hint = "pip install 'domain-dsl[train]'"
 
         def check(self, ctx: CheckContext) -> list[Problem]: ...   # optional, pure, at plan time
+        def environment(self, ctx: CheckContext) -> list[Problem]: ...  # optional: what the machine must offer
         def run(self, ctx: StepContext) -> StepResult: ...
 
 ``run`` writes everything into ``ctx.out_dir`` (a temporary folder renamed into place only on success), reads
@@ -43,6 +44,7 @@ class CheckContext:
     kind: str
     label: str
     block: "Block"
+    checked: list[dict[str, Any]] = field(default_factory=list)  # environment checks done: {"check", "ok"}
 
     @property
     def path(self) -> tuple[str, str]:
@@ -94,9 +96,22 @@ class Backend:
     kinds: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     install_hint: str = ""
+    reads_secrets: bool = True  # its steps read the env() variables of their blocks when they run
 
     def check(self, ctx: CheckContext) -> list["Problem"]:
         return []
+
+    def environment(self, ctx: CheckContext) -> list["Problem"]:
+        """Plan-time checks of the machine, for steps that will run (sdk.envchecks): by default, the required
+        packages are importable and the env() variables the step reads are set. Backends add their own (CUDA,
+        cached hub models, a reachable server) by extending this list. Problems may be warnings
+        (``severity = "warning"``)."""
+        from sdk import envchecks as E
+
+        problems = E.packages(ctx, self, ctx.path)
+        if self.reads_secrets:
+            problems += E.env_vars(ctx, E.secrets_read(ctx.spec, ctx.kind, ctx.label, ctx.block))
+        return problems
 
     def extra_inputs(self, spec: "Spec", kind: str, label: str, block: "Block") -> list[Path]:
         """Files this step reads beyond what the spec names (their content hashes enter the fingerprint)."""

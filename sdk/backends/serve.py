@@ -20,6 +20,17 @@ class ServeBackend(Backend):
     name = "gateway"
     version = "2"
     kinds = ("serve",)
+    reads_secrets = False  # the gateway reads api keys when dsl serve starts it, not this step
+
+    def environment(self, ctx: Any) -> list:
+        from sdk import envchecks as E
+
+        problems = super().environment(ctx)
+        if ctx.block.engine == "sglang":
+            at = ctx.path + ("engine",)
+            problems += E.package(ctx, "sglang", at, "engine = sglang", "pip install 'sglang[all]' (on a CUDA machine)")
+            problems += E.cuda(ctx, at, "engine = sglang", "serve with engine = local on this machine")
+        return problems
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.models import handle

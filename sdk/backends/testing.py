@@ -28,6 +28,9 @@ class TestBackend(Backend):
     version = "1"
     kinds = ("base_model", "corpus", "dataset", "pretrain", "finetune", "rag", "eval", "route", "serve")  # any kind
 
+    def environment(self, ctx: Any) -> list:
+        return []  # deterministic, needs nothing from the machine
+
     def run(self, ctx: StepContext) -> StepResult:
         if ctx.options.get("test_sleep"):
             time.sleep(float(ctx.options["test_sleep"]))
