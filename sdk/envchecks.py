@@ -224,7 +224,7 @@ def env_vars(ctx: Any, found: list[tuple[tuple[Any, ...], SecretRef]]) -> list[E
         _note(ctx, f"environment variable {ref.env} set", ok)
         if not ok:
             out.append(EnvProblem(path=path, message=f"environment variable {ref.env} is not set (read by "
-                                  f"env("{ref.env}") when this step runs)",
+                                  f'env("{ref.env}") when this step runs)',
                                   hint=f"export {ref.env}=... before dsl apply"))
     return out
 
@@ -241,8 +241,8 @@ def pgvector(ctx: Any, store: Any, path: tuple[Any, ...], timeout: float = 3.0) 
         reason = None if Path(sock, f".s.PGSQL.{port}").exists() else "no socket file"
     else:
         reason = tcp_answers(host, port, timeout)
-    _note(ctx, f"pgvector server answers (connection from env("{name}"))", reason is None)
+    _note(ctx, f'pgvector server answers (connection from env("{name}"))', reason is None)
     if reason is None:
         return []
-    return [EnvProblem(path=path, message=f"no PostgreSQL server answers at the connection in env("{name}") "
+    return [EnvProblem(path=path, message=f'no PostgreSQL server answers at the connection in env("{name}") '
                        f"({reason})", hint="start the server (or fix the connection string), or use store = memory {}")]
