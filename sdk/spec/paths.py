@@ -88,7 +88,10 @@ def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
     return sorted(dict.fromkeys(files)), None
 
 
-def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool = False) -> Optional[str]:
+def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool = False,
+                 confined: bool = True) -> Optional[str]:
+    """What is wrong with a path the recipe names, or None. Data paths are confined; a model folder
+    (``confined=False``) may live anywhere, like a hub id names a model anywhere."""
     if glob:
         files, problem = expand(spec, rel)
         if problem:
@@ -101,7 +104,7 @@ def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool =
             if p:
                 return p
         return None
-    target, problem = confine(spec, rel)
+    target, problem = confine(spec, rel) if confined else ((spec.base_dir / rel).resolve(), None)
     if problem:
         return problem
     assert target is not None

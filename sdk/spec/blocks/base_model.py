@@ -15,7 +15,7 @@ from sdk.spec.values import Block, Problem, TextOrFile
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     if check_files and block.path is not None:
-        problem = path_problem(spec, block.path, must_be_dir=True)
+        problem = path_problem(spec, block.path, must_be_dir=True, confined=False)
         if problem:
             return [Problem(path=("base_model", label, "path"), message=problem)]
     return []
