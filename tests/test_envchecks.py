@@ -221,16 +221,17 @@ def test_apply_next_hints_keep_the_workdir(tmp_path: Path) -> None:
 def test_no_progress_switches_library_bars_off(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
         monkeypatch.delenv(name, raising=False)
-    from dsl.cli import _quiet_progress_bars
-
-    _quiet_progress_bars()
-    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TQDM_DISABLE"] == "1"
     from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    from dsl.cli import _quiet_progress_bars
 
     enable_progress_bars()
     assert not are_progress_bars_disabled()
-    _quiet_progress_bars()  # huggingface_hub is imported now: told directly
     try:
+        _quiet_progress_bars()  # env switches for what imports later; huggingface_hub is imported: told directly
+        assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TQDM_DISABLE"] == "1"
+        assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
         assert are_progress_bars_disabled()
     finally:
+        monkeypatch.undo()
         enable_progress_bars()
