@@ -269,7 +269,7 @@ def test_streams_token_by_token_and_stop_when_the_client_leaves(served: Served) 
     _wait_engine_idle(served)
     before = _engine_counters(served)
     stream = client.chat.completions.create(model="base_model.tiny", max_tokens=48, messages=messages, stream=True)
-    for n, chunk in enumerate(stream):  # leave after the first pieces
+    for n, _ in enumerate(stream):  # leave after the first pieces
         if n == 2:
             break
     stream.close()
