@@ -128,10 +128,45 @@ def write_predictions(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in flat)
 
 
+PRIMARY = ("accuracy", "exact_match", "f1")
+
+
+def best_system(summary: dict[str, Any]) -> str | None:
+    """The system with the highest primary metric (accuracy, else exact match, else F1)."""
+    metrics = summary.get("metrics") or {}
+    for name in PRIMARY:
+        scored = [(cells[name]["value"], sid) for sid, cells in metrics.items()
+                  if isinstance(cells.get(name), dict) and cells[name].get("value") == cells[name].get("value")]
+        if scored:
+            return max(scored)[1]
+    return next(iter(metrics), None)
+
+
+def misses(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Wrong answers of one system by cause: retrieval (the answer was not in what retrieval found), generation
+    (it was, and the answer is still wrong), or unknown (no retrieval)."""
+    out = {"wrong": 0, "retrieval": 0, "generation": 0}
+    for r in rows:
+        if r.get("correct") == 0:
+            out["wrong"] += 1
+            if r.get("miss") in ("retrieval", "generation"):
+                out[r["miss"]] += 1
+    return out
+
+
+def _retrieved(r: dict[str, Any], n: int = 3) -> str:
+    found = [str(s) for s in (r.get("retrieved") or [])][:n]
+    return ", ".join(Path(s).name for s in found) if found else "-"
+
+
 def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
                  artifacts: dict[str, Any], spec: Any) -> dict[str, str]:
     """Write predictions.jsonl (wrong answers first), summary.json, PNG charts, report.md and a self-contained
     report.html into ``out``; return the manifest outputs naming them."""
+    best = best_system(summary)
+    best_rows = rows.get(best, []) if best else []
+    counts = misses(best_rows)
+    summary["misses"] = {"system": best, **counts}
     write_predictions(out / "predictions.jsonl", rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     charts = []
@@ -142,7 +177,7 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     head, body = table_rows(summary)
     gate = summary.get("gate")
     contam = summary.get("contamination", {})
-    wrong = [r for rs in rows.values() for r in rs if r["correct"] == 0][:20]
+    wrong = [r for r in best_rows if r["correct"] == 0][:20]
     md = [f"# Evaluation report: {summary['step']}", "",
           f"{summary['n_items']} items, task `{summary['task']}`, systems: {', '.join(summary['systems'])}.",
           (f"Each cell: mean [{summary.get('confidence', 0.95):.0%} bootstrap CI]; for systems after the first, the difference from the first and its "
@@ -160,10 +195,11 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     for name, title in charts:
         md += [f"## {title}", "", f"![{title}]({name})", ""]
     if wrong:
-        md += ["## Wrong answers (first 20; all in predictions.jsonl, wrong first)", "",
-               "| system | id | question | gold | prediction |", "|---|---|---|---|---|"]
-        md += [f"| {r['system']} | {r['id']} | {r['question'][:80]} | {r['gold'][:40]} | {str(r['prediction'])[:40]} |"
-               for r in wrong]
+        md += [f"## Wrong answers of the best system, {best} (first 20; every system's in predictions.jsonl)", "",
+               _miss_line(counts), "",
+               "| id | question | gold | prediction | retrieved | miss |", "|---|---|---|---|---|---|"]
+        md += [f"| {r['id']} | {r['question'][:80]} | {r['gold'][:40]} | {str(r['prediction'])[:40]} | "
+               f"{_retrieved(r)} | {r.get('miss') or '-'} |" for r in wrong]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     imgs = "".join(
         f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,"
@@ -172,8 +208,10 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>"
     gate_html = (f"<p class='{'ok' if gate['passed'] else 'bad'}'><b>Gate</b> <code>{html.escape(gate['expression'])}</code>: "
                  f"{'passed' if gate['passed'] else 'FAILED'} ({html.escape(gate['detail'])})</p>") if gate else ""
-    wrong_html = "".join(f"<tr><td>{html.escape(r['system'])}</td><td>{html.escape(r['id'])}</td><td>{html.escape(r['question'][:120])}</td>"
-                         f"<td>{html.escape(r['gold'])}</td><td>{html.escape(str(r['prediction'])[:80])}</td></tr>" for r in wrong)
+    wrong_html = "".join(f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(r['question'][:120])}</td>"
+                         f"<td>{html.escape(r['gold'])}</td><td>{html.escape(str(r['prediction'])[:80])}</td>"
+                         f"<td>{html.escape(_retrieved(r))}</td><td>{html.escape(r.get('miss') or '-')}</td></tr>"
+                         for r in wrong)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(summary['step'])} report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f3f3}}.ok{{color:#070}}.bad{{color:#b00}}
@@ -183,9 +221,17 @@ img{{max-width:100%}}</style></head><body>
 {table}{gate_html}
 <p>Contamination: {contam.get('contaminated', 0)} items share {contam.get('ngram', '')}-grams with training data.</p>
 {imgs}
-<h2>Wrong answers</h2><table><tr><th>system</th><th>id</th><th>question</th><th>gold</th><th>prediction</th></tr>{wrong_html}</table>
+<h2>Wrong answers of the best system, {html.escape(str(best))}</h2><p>{html.escape(_miss_line(counts))}</p>
+<table><tr><th>id</th><th>question</th><th>gold</th><th>prediction</th><th>retrieved</th><th>miss</th></tr>{wrong_html}</table>
 </body></html>"""
     (out / "report.html").write_text(page, encoding="utf-8")
     outputs = {"report": "report.md", "html": "report.html", "predictions": "predictions.jsonl", "summary": "summary.json"}
     outputs.update({n.split(".")[0] + "_chart": n for n, _ in charts})
     return outputs
+
+
+def _miss_line(counts: dict[str, int]) -> str:
+    return (f"{counts['wrong']} wrong: {counts['retrieval']} retrieval misses (the answer was not in the retrieved "
+            f"chunks), {counts['generation']} generation misses (it was, and the answer is still wrong)"
+            + (f", {counts['wrong'] - counts['retrieval'] - counts['generation']} without retrieval"
+               if counts['wrong'] > counts['retrieval'] + counts['generation'] else "") + ".")

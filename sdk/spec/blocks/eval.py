@@ -8,17 +8,16 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
+from sdk.metrics import METRICS
 from sdk.spec.kinds import Dep, declare
 from sdk.spec.objects import Endpoint, FieldMap
 from sdk.spec.paths import named_files, path_problem
 from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, TextOrFile, ref_of, suggest
 
-# Metrics an eval can compute (a gate over any other metric is an error at plan time). The metric functions are
-# registered under the same names in sdk.metrics.
-METRIC_NAMES = ("exact_match", "f1", "accuracy", "macro_f1", "citation_precision", "citation_recall",
-                "recall_at_k", "mrr", "perplexity", "judge")
-MetricName = Literal["exact_match", "f1", "accuracy", "macro_f1", "citation_precision", "citation_recall",
-                     "recall_at_k", "mrr", "perplexity", "judge"]
+# Metrics an eval can compute, from the metric registry (sdk.metrics: one function and its declaration each); a
+# gate over any other metric is an error at plan time.
+METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
+MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 
 
 def training_steps(spec: Any, systems: list[Any]) -> list[str]:

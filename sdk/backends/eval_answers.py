@@ -1,0 +1,202 @@
+"""How each system answers an eval's items: tasks, prompts, the runner for a model, a rag system or an endpoint,
+per-item scores, and the answers saved as they come (so a killed eval resumes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sdk import metrics as M
+from sdk.artifacts import Artifact
+from sdk.backends.eval_models import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, _local
+from sdk.evalsets import EvalItem
+
+
+def system_id(system: Any) -> str:
+    return f"endpoint:{system.model}" if hasattr(system, "url") else str(system)
+
+
+def task_of(block: Any, items: list[EvalItem]) -> str:
+    if block.task != "auto":
+        return str(block.task)
+    if all(it.choices for it in items):
+        return "multiple_choice"
+    if all(it.label is not None for it in items):
+        return "classification"
+    return "generate"
+
+
+@dataclass
+class Answer:
+    prediction: str
+    sources: list[str]
+    retrieved: list[str]
+    nll: tuple[float, int] | None = None
+    evidence: bool | None = None  # retrieval found the answer (a gold source, or the reference in a chunk); None: no retrieval
+
+
+def found_evidence(item: EvalItem, retrieved: list[str], contents: list[str]) -> bool:
+    """Whether retrieval brought what the answer needs: one of the item's gold sources, or (without sources) the
+    reference answer inside a retrieved chunk. A wrong answer with evidence is a generation miss, else a retrieval
+    miss."""
+    if item.sources:
+        keys = {_source_key(s) for s in retrieved}
+        return any(_source_key(s) in keys for s in item.sources)
+    refs = [M.normalize(a) for a in (item.answers or [item.gold]) if a]
+    text = M.normalize(" ".join(contents))
+    return any(r and r in text for r in refs)
+
+
+def _prompt_with(question: str, item: EvalItem, task: str, options: list[str] | None = None) -> str:
+    """What an endpoint (or a rag system's generator) is asked: the options numbered, and how to answer."""
+    if task == "multiple_choice" and options:
+        opts = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(options))
+        return f"{question}\nOptions:\n{opts}\nAnswer with the number of the right option."
+    if task == "classification" and options:
+        return f"{question}\nAnswer with one of: {', '.join(options)}."
+    return question
+
+
+class Prompter:
+    """The text a local model scores options after: ``Question: {question}\nAnswer:`` (lm-eval's convention) or
+    the block's Jinja2 ``prompt`` (variables: question, choices, context)."""
+
+    def __init__(self, template: str | None) -> None:
+        self.template = None
+        if template:
+            from jinja2 import Environment, StrictUndefined
+
+            self.template = Environment(undefined=StrictUndefined, autoescape=False).from_string(template)
+
+    def __call__(self, item: EvalItem, context: str | None = None) -> str:
+        if self.template is not None:
+            return self.template.render(question=item.question, choices=item.choices or [], context=context or "")
+        if context:
+            return CONTEXT_PROMPT.format(context=context, question=item.question)  # too long: cut at the left
+        return RAW_PROMPT.format(question=item.question)
+
+
+def _source_key(source: Any) -> str:
+    """Sources compare by file stem, so that gold ``sip`` or ``docs/sip.md`` matches a chunk from ``/x/docs/sip.md``."""
+    text = str(source or "")
+    return Path(text).stem if text else text
+
+
+class SystemRunner:
+    """Answers items for one system (a model step, a rag step or an endpoint)."""
+
+    def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str], task: str,
+                 prompter: Prompter) -> None:
+        from sdk.spec import Endpoint
+
+        self.spec, self.system, self.labels, self.task, self.prompter = spec, system, labels, task, prompter
+        self.local: LocalModel | None = None
+        self.endpoint: EndpointModel | None = None
+        self.rag: Any = None
+        self.reader: LocalModel | None = None  # a rag system's local generator, when answers are generated
+        if isinstance(system, Endpoint):
+            self.endpoint = EndpointModel(system)
+        elif system.kind == "rag":
+            from sdk.backends.rag import LocalChatGenerator, RagSystem
+            from sdk.systems import applied_block, input_artifact
+
+            rag_art = artifacts[str(system)]
+            gen = applied_block(rag_art).generator
+            scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
+            # options are scored by the generator's log-likelihood with the retrieved chunks in the prompt;
+            # free answers come from the rag system itself (its prompt, its generator, its citations)
+            self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir)
+            if scored:
+                gen_art = input_artifact(rag_art, str(gen))
+                self.local = _local({str(gen): gen_art}, str(gen), spec)
+            elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
+                pipe = self.rag.generator.component.pipeline
+                self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
+        else:
+            self.local = _local(artifacts, str(system), spec)
+
+    def answer(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
+        """The system's answer to one item; with ``want_nll``, also the negative log-likelihood of the reference
+        answer after the very prompt the system answered from (for a rag system: with its retrieved chunks)."""
+        task = self.task
+        options = item.choices if task == "multiple_choice" else (self.labels if task == "classification" else None)
+        context, sources, retrieved, read_prompt, evidence = None, [], [], None, None
+        if self.rag is not None and (self.local is not None or options):
+            docs = self.rag.retrieve(item.question)
+            retrieved = [str(d["meta"].get("source") or d["id"]) for d in docs]
+            context = "\n".join(d["content"] for d in docs)
+            sources = list(dict.fromkeys(retrieved))
+            evidence = found_evidence(item, retrieved, [d["content"] for d in docs])
+        if options:
+            if self.local is not None:
+                prompt = self.prompter(item, context)
+                scores = self.local.logliks(prompt, [" " + o for o in options])
+                pred = options[max(range(len(options)), key=lambda i: scores[i])]
+            else:
+                question = _prompt_with(item.question, item, task, options)
+                text = self.rag.answer(question, max_new_tokens=16)["answer"] if self.rag is not None \
+                    else self.endpoint.ask(question, 16)  # type: ignore[union-attr]
+                idx = M.parse_choice(text, options)
+                pred = options[idx] if idx is not None else text.strip()
+        elif self.rag is not None:
+            out = self.rag.answer(item.question, max_new_tokens=max_new_tokens)
+            if self.reader is not None:
+                read_prompt = self.reader.chat(out["prompt"])
+            pred = (out["answer"] or "").strip().split("\n")[0].strip()
+            retrieved = [str(s.get("source") or s["id"]) for s in out["sources"]]
+            evidence = found_evidence(item, retrieved, [str(s.get("content") or "") for s in out["sources"]])
+            cited = [retrieved[i - 1] for i in out.get("cited", []) if 0 < i <= len(retrieved)]
+            sources = list(dict.fromkeys(cited or retrieved))
+        elif self.local is not None:
+            pred = self.local.generate(item.question, max_new_tokens,
+                                       prompt=self.prompter(item) if self.prompter.template else None)
+        else:
+            pred = self.endpoint.ask(item.question, max_new_tokens).strip()  # type: ignore[union-attr]
+        nll = None
+        reference = item.answers[0] if item.answers else item.label
+        if want_nll and reference:
+            if self.local is not None:
+                prompt = self.prompter(item, context) if options else \
+                    self.local.generation_prompt(item.question, self.prompter(item) if self.prompter.template else None)
+                nll = self.local.answer_nll(prompt, reference)
+            elif self.reader is not None and read_prompt is not None:
+                nll = self.reader.answer_nll(read_prompt, reference)
+        return Answer(pred, sources, retrieved, nll, evidence)
+
+
+def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: int,
+               judged: float | None = None) -> dict[str, float | None]:
+    """Per-item scores of the per-item metrics (None: the metric does not apply to this item or system); each
+    metric is one function in the registry of :mod:`sdk.metrics`."""
+    view = M.Scored(prediction=ans.prediction, answers=item.answers or [item.gold], gold=item.gold, task=task,
+                    cited=[_source_key(s) for s in ans.sources], retrieved=[_source_key(s) for s in ans.retrieved],
+                    expected=[_source_key(s) for s in item.sources], k=k, judged=judged)
+    return {m: M.METRICS[m].score(view) for m in metrics if M.METRICS[m].score is not None}
+
+
+def _partial_path(folder: Path, sid: str) -> Path:
+    return folder / f"answers-{sid.replace(':', '_').replace('/', '_')}.jsonl"
+
+
+def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
+    path = _partial_path(folder, sid)
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        out[row["id"]] = row
+    return out
+
+
+def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(_partial_path(folder, sid), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": item_id, "prediction": ans.prediction, "sources": ans.sources,
+                            "retrieved": ans.retrieved, "nll": list(ans.nll) if ans.nll else None,
+                            "judge": judged, "evidence": ans.evidence}) + "\n")
