@@ -135,7 +135,7 @@ def main() -> None:
     from sdk.workspace import open_workspace
 
     work = Path(tempfile.mkdtemp(prefix="bench-pref-"))
-    answers = " ".join(a for _, a in QA) + " " + " ".join(q + "?" for q, _ in QA)
+    answers = " ".join(a for _, a in QA) + " " + " ".join(WRONG) + " " + " ".join(q + "?" for q, _ in QA)
     make_tiny_model(work / "model", SAMPLE_TEXT * 3 + answers * 3, layers=2, hidden=96, vocab=700, context=256)
     # SFT: every question is answered once by every answer, right and wrong, so SFT has no preference
     sft = [{"messages": [{"role": "user", "content": f"{q}? ({j})"}, {"role": "assistant", "content": a}]}
