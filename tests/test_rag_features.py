@@ -297,6 +297,10 @@ def test_pgvector_holds_every_chunk_keeps_no_secret_and_names_a_stopped_server(t
 def test_an_unset_connection_variable_is_named_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PG_CONN_UNSET", raising=False)
     path = recipe(tmp_path, 'rag vec { corpus = corpus.c  store = pgvector { connection = env("PG_CONN_UNSET") } }')
-    result = sdk.apply(load(path))
+    from sdk.planner import PlanProblems
+
+    with pytest.raises(PlanProblems, match="environment variable PG_CONN_UNSET is not set"):  # the plan-time check
+        sdk.apply(load(path))
+    result = sdk.apply(load(path), skip_checks=True)  # past the check, the step still names it
     assert [o.id for o in result.failed] == ["rag.vec"]
     assert "environment variable PG_CONN_UNSET, which is not set" in result.failed[0].error
