@@ -47,7 +47,7 @@ class LocalEngine:
         self.batches = self.requests = self.tokens = 0
         self.dropped = self.stopped = self.tokens_after_cancel = 0
         self.busy = False
-        self.last_batch = 1
+        self.last_batch, self.last_seconds = 1, 0.0
         self.worker = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
         self.worker.start()
 
@@ -76,7 +76,7 @@ class LocalEngine:
         future = self.submit(self.prompt(messages), max_tokens, cancel, tokens)
         deadline = time.monotonic() + timeout if timeout else None
         ids: list[int] = []
-        sent = ""
+        sent, held = "", 0
         try:
             while True:
                 try:
@@ -90,10 +90,13 @@ class LocalEngine:
                 if token == self.tokenizer.eos_token_id:
                     continue
                 ids.append(token)
+                held += 1
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                if not text.endswith("\ufffd") and text.startswith(sent) and len(text) > len(sent):
+                if text.endswith("\ufffd") and held < 4:  # a character's first bytes (UTF-8 has at most 4)
+                    continue
+                if text.startswith(sent) and len(text) > len(sent):
                     yield text[len(sent):]
-                    sent = text
+                    sent, held = text, 0
             final = future.result()[0]  # raises Cancelled or the engine's error
             if final.startswith(sent) and len(final) > len(sent):
                 yield final[len(sent):]
@@ -130,13 +133,14 @@ class LocalEngine:
                 self.busy = False
                 continue
             batch.append(first)
-        # wait briefly for more: up to 5 ms, or up to 50 ms while fewer than the previous batch have come (clients
-        # that were just answered together send their next requests together)
+        # wait briefly for more: up to 5 ms; while fewer than the previous batch have come, up to a tenth of the
+        # previous batch's time (at most 200 ms): clients answered together send their next requests together
         import time
 
         started = time.monotonic()
+        patience = max(0.005, min(0.2, 0.1 * self.last_seconds))
         while len(batch) < self.max_batch_size:
-            wait = (0.05 if len(batch) < self.last_batch else 0.005) - (time.monotonic() - started)
+            wait = (patience if len(batch) < self.last_batch else 0.005) - (time.monotonic() - started)
             try:
                 nxt = self.queue.get(timeout=max(wait, 0.0005))
             except queue.Empty:
@@ -169,6 +173,8 @@ class LocalEngine:
                 self.busy = False
 
     def _run(self, batch: list[_Request]) -> None:
+        import time
+
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -199,13 +205,14 @@ class LocalEngine:
                         done[i] = True
                 return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
+        started = time.monotonic()
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=pad,
                                       max_new_tokens=max(r.max_tokens for r in batch),
                                       stopping_criteria=StoppingCriteriaList([PerRow()]))
         self.batches += 1
         self.requests += len(batch)
-        self.last_batch = len(batch)
+        self.last_batch, self.last_seconds = len(batch), time.monotonic() - started
         for i, r in enumerate(batch):
             if cancelled[i]:
                 r.future.set_exception(Cancelled("cancelled during generation"))
