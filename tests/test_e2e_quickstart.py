@@ -1,5 +1,7 @@
-"""The main job end to end on a reduced quickstart (few training steps): apply, a no-op re-apply, an eval-only
-change, then `dsl serve` answering the official openai client with model="auto"."""
+"""The main job end to end on a reduced quickstart (half the eval items, fewer bootstrap resamples): apply, the
+thesis of the quickstart (fine-tuning plus retrieval beats either alone, with paired-bootstrap p < 0.05, on
+questions whose answers only the retrieved sheets hold), a no-op re-apply, an eval-only change, then `dsl serve`
+answering the official openai client with model="auto"."""
 
 from __future__ import annotations
 
@@ -21,23 +23,16 @@ pytestmark = pytest.mark.slow
 
 REDUCED = '''extends "quickstart.dsl"
 
-# The quickstart with a few training steps, for the end-to-end test.
+# The quickstart with half the eval items and fewer bootstrap resamples, for the end-to-end test. Training is
+# not reduced: the thesis below needs the skill the full schedule teaches.
 domain quickstart_reduced {
-  pretrain base {
-    max_steps = 30
-    save_steps = 15
-  }
-
-  finetune sip {
-    max_steps = 10
-  }
-
   eval expert {
-    limit = 12
+    limit = 30
     bootstrap = 200
   }
 }
 '''
+OTHERS = ("pretrain.base", "finetune.sip", "rag.docs")
 
 
 def _free_port() -> int:
@@ -59,10 +54,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_apply_reapply_change_and_serve(workspace: Path) -> None:
     recipe = str(workspace / "reduced.dsl")
     first = run_dsl("apply", recipe, "--json", "--no-progress", timeout=1800)
-    assert first.returncode in (0, 4), first.stderr[-3000:]
+    assert first.returncode == 0, first.stderr[-3000:]
     result = json.loads(first.stdout)
     ran = {s["id"] for s in result["steps"] if s["status"] == "ran"}
-    assert {"corpus.telecom", "pretrain.base", "finetune.sip", "rag.tuned", "eval.expert"} <= ran
+    assert {"corpus.handbook", "pretrain.base", "finetune.sip", "rag.tuned", "eval.expert"} <= ran
+    _assert_thesis(recipe)
 
     again = json.loads(run_dsl("apply", recipe, "--json", "--no-progress", timeout=600).stdout)
     assert {s["status"] for s in again["steps"]} <= {"up_to_date", "gate_failed", "skipped"}
@@ -80,6 +76,22 @@ def test_apply_reapply_change_and_serve(workspace: Path) -> None:
 
     if any(s["id"] == "serve.default" and s["status"] in ("ran", "up_to_date") for s in third["steps"]):
         _serve_and_query(recipe)
+
+
+def _assert_thesis(recipe: str) -> None:
+    """rag.tuned answers most questions about sites no model was trained on, and beats each other system on exact
+    match with a paired-bootstrap p < 0.05 (rag.tuned is listed first, so each comparison is against it); no eval
+    question overlaps the training data; the gate passed."""
+    report = run_dsl("report", recipe, "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    summary = json.loads(report.stdout)
+    scores = {sid: summary["metrics"][sid]["exact_match"]["value"] for sid in ("rag.tuned", *OTHERS)}
+    assert scores["rag.tuned"] >= 0.6, scores
+    for other in OTHERS:
+        cmp = summary["comparisons"][other]["exact_match"]
+        assert cmp["difference"] < 0 and cmp["p_value"] < 0.05, (other, cmp, scores)
+    assert summary["contamination"]["checked"] and summary["contamination"]["contaminated"] == 0
+    assert summary["gate"]["passed"], summary["gate"]
 
 
 def _serve_and_query(recipe: str) -> None:
@@ -101,7 +113,7 @@ def _serve_and_query(recipe: str) -> None:
                 time.sleep(1)
         assert "auto" in {m.id for m in models.data}
         reply = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": "What does the SIP INVITE method do?"}], max_tokens=16)
+            model="auto", messages=[{"role": "user", "content": "What is the T3412 timer at site Gepi?"}], max_tokens=16)
         assert reply.headers.get("x-dsl-target")
         body = reply.parse()
         assert body.choices[0].message.content is not None
