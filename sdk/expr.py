@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 CMP_OPS = ("<=", ">=", "==", "!=", "<", ">")
-BOUNDS = ("value", "ci_low", "ci_high")
+# value, the ends of its confidence interval, and the paired-bootstrap p-value of its difference from the first
+# system of its eval (so `rag.tuned.exact_match > finetune.sip.exact_match and finetune.sip.exact_match.p_value <
+# 0.05`, with rag.tuned first, says rag.tuned is better, significantly)
+BOUNDS = ("value", "ci_low", "ci_high", "p_value")
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ def metric_from_name(name: str, pos: int = 0) -> Metric:
         return Metric(parts[0], parts[1], parts[2])
     raise ExprSyntaxError(
         f"{name!r} is not a metric reference: write KIND.LABEL.METRIC (e.g. finetune.sip.exact_match),"
-        f" optionally followed by .ci_low or .ci_high",
+        f" optionally followed by .ci_low, .ci_high or .p_value",
         pos,
     )
 

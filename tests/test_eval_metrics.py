@@ -218,3 +218,31 @@ def test_statistics_of_a_large_set_are_reproducible() -> None:
     assert first[1] < 0.7 < first[2] and first[2] - first[1] < 0.03  # about +-1.96 * sqrt(.21/10000) = 0.018
     other = [v if rng.random() < 0.97 else 1.0 - v for v in values]
     assert M.paired_bootstrap_p(values, other, 1000, 5) == M.paired_bootstrap_p(values, other, 1000, 5)
+
+
+def test_a_gate_can_require_a_significant_difference() -> None:
+    import sdk
+    from sdk import expr as E
+    from sdk.backends.eval_stats import evaluate_gate
+    from sdk.errors import SpecError
+
+    results = {"rag.t": {"exact_match": {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}},
+               "finetune.s": {"exact_match": {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4, "p_value": 0.002}}}
+    gate = E.parse("rag.t.exact_match > finetune.s.exact_match and finetune.s.exact_match.p_value < 0.05")
+    ok, detail = evaluate_gate(gate, results)
+    assert ok and "finetune.s.exact_match.p_value = 0.0020" in detail
+    results["finetune.s"]["exact_match"]["p_value"] = 0.2
+    assert not evaluate_gate(gate, results)[0]
+
+    def spec(g: str):  # type: ignore[no-untyped-def]
+        return (sdk.Domain("d").base_model("b", id="x/y").rag("t", corpus="corpus.c").corpus("c", paths=["*.md"])
+                .finetune("s", from_="base_model.b", data="dataset.q").dataset("q", path="q.jsonl")
+                .eval("e", data="e.jsonl", systems=["rag.t", "finetune.s"], gate=g).build(check_files=False))
+
+    spec("finetune.s.exact_match.p_value < 0.05")
+    try:
+        spec("rag.t.exact_match.p_value < 0.05")
+    except SpecError as e:
+        assert "rag.t is first" in str(e) and "list the system you compare against first" in str(e)
+    else:
+        raise AssertionError("a p-value of the first system must be refused")

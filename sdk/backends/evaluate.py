@@ -136,6 +136,10 @@ class EvalBackend(Backend):
                     bar.advance()
         results = aggregate(per_item, nlls, block, rows)
         comparisons = compare(per_item, block, nlls)
+        for sid, by_metric in comparisons.items():  # gates may read each p-value as SYSTEM.METRIC.p_value
+            for m, c in by_metric.items():
+                if m in results.get(sid, {}):
+                    results[sid][m]["p_value"] = c["p_value"]
         contam = self._contamination(ctx, items, block, artifacts)
         for system_rows in rows.values():
             for r in system_rows:

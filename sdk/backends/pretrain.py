@@ -113,7 +113,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
 
 class PretrainBackend(Backend):
     name = "transformers"
-    version = "1"
+    version = "2"  # 2: the built-in chat template ends an assistant turn with eos
     kinds = ("pretrain",)
     requires = ("torch", "transformers", "datasets", "tokenizers")
     install_hint = "pip install 'domain-dsl[train]'"

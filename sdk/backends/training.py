@@ -28,12 +28,14 @@ from sdk.backends.launch import (  # noqa: F401 - re-exported: job modules reach
 from sdk.errors import DslError
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-# A chat template with {% generation %} markers, so TRL can put the loss on assistant tokens only.
+# A chat template with {% generation %} markers, so TRL can put the loss on assistant tokens only. An assistant
+# turn ends with <|end|> and then the tokenizer's eos (</s>): the model learns to emit eos after its answer, so
+# every generation path (transformers' generate, Haystack's generator, the gateway's engine) stops there.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
+    "{% generation %}{{ message['content'] + '<|end|></s>' }}{% endgeneration %}"
     "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
     "{{ '\n' }}"
     "{% endfor %}"

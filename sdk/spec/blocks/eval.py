@@ -59,6 +59,11 @@ def metric_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[s
     if m.metric not in produced[m.system]:
         return (f"no eval computes {m.metric} for {m.system} (it gets {', '.join(sorted(produced[m.system]))})",
                 f"add {m.metric} to the metrics of an eval that lists {m.system}")
+    if m.bound == "p_value" and not any(m.system in [str(s) for s in ev.systems[1:]] and m.metric in ev.metrics
+                                        for ev in spec.eval.values()):
+        return (f"{m} is the p-value of {m.system}'s difference from the first system of its eval, but "
+                f"{m.system} is first (or not compared) in every eval that measures {m.metric}",
+                "list the system you compare against first in the eval's systems")
     return None
 
 

@@ -16,7 +16,7 @@ from sdk.spec.values import PositiveInt, TextOrFile, ref_of
 
 @declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend",
                                              "pip install 'domain-dsl[train]'"),
-         outputs=("adapter",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
+         outputs=("tokenizer",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
          extra={"config": with_compute})
 class FinetuneBlock(TrainCommon):
     """Supervised fine-tuning with TRL, full or through LoRA/QLoRA adapters."""
