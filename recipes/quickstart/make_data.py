@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SEED = 15
-TRAINED_SITES, NEW_SITES, QUESTIONS_PER_SITE = 200, 20, 3
+ARCHIVE_SITES, TUNING_SITES, NEW_SITES, QUESTIONS_PER_SITE, PER_FILE = 200, 400, 20, 3, 20
 
 DISTRICTS = ["Harbor", "Old Town", "Riverside", "Airport", "University", "Market", "Stadium", "Hillcrest",
              "Docklands", "Westgate", "Northfield", "Lakeside", "Railway", "Cathedral", "Industrial Park",
@@ -86,20 +86,25 @@ def question(r: random.Random, param: str, code: str) -> str:
 
 def main() -> None:
     r = random.Random(SEED)
-    codes = site_codes(r, TRAINED_SITES + NEW_SITES)
-    trained = [(c, *make_site(r, c)) for c in codes[:TRAINED_SITES]]
-    new = [(c, *make_site(r, c)) for c in codes[TRAINED_SITES:]]
+    codes = site_codes(r, ARCHIVE_SITES + TUNING_SITES + NEW_SITES)
+    sites = [(c, *make_site(r, c)) for c in codes]
+    archive, tuning, new = (sites[:ARCHIVE_SITES], sites[ARCHIVE_SITES:ARCHIVE_SITES + TUNING_SITES],
+                            sites[ARCHIVE_SITES + TUNING_SITES:])
     corpus = HERE / "corpus"
-    corpus.mkdir(exist_ok=True)
-    for year, sites in (("2023", trained), ("2024", new)):
-        folder = corpus / year
+    for part, group in (("archive", archive), ("tuning", tuning), ("new", new)):
+        folder = corpus / part
+        folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.md"):
             old.unlink()
-        folder.mkdir(exist_ok=True)
-        for code, sheet, _ in sites:
-            (folder / f"{code}.md").write_text(sheet + "\n", encoding="utf-8")
+        if part == "new":  # one file per site, so that an eval item names the very sheet that answers it
+            for code, sheet, _ in group:
+                (folder / f"{code}.md").write_text(sheet + "\n", encoding="utf-8")
+            continue
+        for i in range(0, len(group), PER_FILE):
+            text = "\n".join(sheet for _, sheet, _ in group[i:i + PER_FILE])
+            (folder / f"sites-{i // PER_FILE + 1:02d}.md").write_text(text + "\n", encoding="utf-8")
     rows = []
-    for code, _, values in trained:
+    for code, _, values in tuning:
         for param in sorted(PARAMS):
             rows.append({"messages": [{"role": "user", "content": question(r, param, code)},
                                       {"role": "assistant", "content": " " + values[param]}]})
@@ -110,7 +115,7 @@ def main() -> None:
     for code, _, values in new:
         for param in r.sample(sorted(PARAMS), QUESTIONS_PER_SITE):
             items.append({"id": f"{code}-{param}", "question": question(r, param, code), "answer": [values[param]],
-                          "sources": [f"quickstart/corpus/2024/{code}.md"], "tags": [param, "new-site"]})
+                          "sources": [f"quickstart/corpus/new/{code}.md"], "tags": [param, "new-site"]})
     with open(HERE / "eval.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(item) + "\n" for item in items)
 
