@@ -296,19 +296,9 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
 
 
 def _quiet_progress_bars() -> None:
-    """--no-progress: silence the progress bars of huggingface_hub, datasets, transformers and tqdm too (their own
-    switches: environment variables read when they are imported, here and in launched training processes; the
-    libraries already imported are told directly). Nothing is imported here."""
-    import os
+    from dsl.commands._common import quiet_progress_bars
 
-    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
-        os.environ[name] = "1"
-    if "huggingface_hub" in sys.modules:
-        sys.modules["huggingface_hub"].utils.disable_progress_bars()
-    if "datasets" in sys.modules:
-        sys.modules["datasets"].disable_progress_bars()
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    quiet_progress_bars()
 
 
 def _print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = None) -> None:

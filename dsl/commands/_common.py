@@ -52,3 +52,20 @@ def only_label(ws: Any, kind: str, given: Optional[str], option: str) -> str:
     if len(labels) > 1:
         raise DslError(f"{ws.recipe.path} has several {kind} blocks ({', '.join(labels)}): choose one with {option}")
     return labels[0]
+
+
+def quiet_progress_bars() -> None:
+    """--no-progress: silence the progress bars of huggingface_hub, datasets, transformers and tqdm too (their own
+    switches: environment variables read when they are imported, here and in launched training processes; the
+    libraries already imported are told directly). Nothing is imported here."""
+    import os
+    import sys
+
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ[name] = "1"
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()

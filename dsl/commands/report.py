@@ -19,7 +19,15 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
     ws = open_ws(file, workdir)
     label = only_label(ws, "eval", name, "--eval")
     art = ws.artifact(f"eval.{label}")
-    summary = json.loads((art.path / art.outputs.get("summary", "summary.json")).read_text())
+    path = art.path / art.outputs.get("summary", "summary.json")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        from sdk.errors import DslError
+
+        raise DslError(f"eval.{label} has no readable report in {art.path} (was it applied by the "
+                       f"{ws.state.steps.get(f'eval.{label}', {}).get('backend', '?')} backend?); "
+                       "run dsl apply with the real backends, or see dsl status") from None
     if as_json:
         click.echo(json.dumps({**summary, "report": str(art.path / "report.md"),
                                "html": str(art.path / "report.html")}, indent=2))
@@ -44,4 +52,8 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
     if contam.get("checked"):
         console.print(f"contamination: {contam['contaminated']} of {summary['n_items']} items share "
                       f"{contam['ngram']}-grams with the training data")
+    m = summary.get("misses")
+    if m and m.get("wrong"):
+        console.print(f"{m['system']}: {m['wrong']} wrong answers, {m['retrieval']} retrieval misses, "
+                      f"{m['generation']} generation misses")
     console.print(f"report: {art.path / 'report.html'}")
