@@ -21,16 +21,15 @@ from sdk.errors import DslError
 def command(file: str, workdir: Optional[str], host: Optional[str], port: Optional[int], no_auth: bool) -> None:
     """Start the OpenAI-compatible gateway for an applied recipe."""
     from sdk.backends.serve import load_config
+    from sdk.promotion import withheld as withheld_by_state
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve
-
-    from sdk.promotion import withheld
 
     ws = open_ws(file, workdir)
     label = only_label(ws, "serve", None, "")
     config = load_config(ws.artifact(f"serve.{label}"))
     # promotion is state: a gate that failed since serve.json was written withholds its systems now
-    held = {**withheld(ws.state.steps), **(config.get("withheld") or {})}
+    held = {**withheld_by_state(ws.state.steps), **(config.get("withheld") or {})}
     config["withheld"] = held
     config["variants"] = {k: v for k, v in config["variants"].items() if k not in held}
     for step_id in [f"serve.{label}", *sorted(config["variants"])]:
@@ -62,8 +61,8 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
         except Exception as e:  # noqa: BLE001 - a model or index that does not load: say which, no traceback
             raise DslError(f"the gateway could not load what it serves: {type(e).__name__}: {e}") from None
         h, p = host or config["host"], port or config["port"]
-        withheld = f" (withheld: {', '.join(sorted(gateway.withheld))})" if gateway.withheld else ""
-        click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1{withheld}", err=True)
+        note = f" (withheld: {', '.join(sorted(gateway.withheld))})" if gateway.withheld else ""
+        click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1{note}", err=True)
         serve(gateway, h, p)
     finally:
         if proc is not None:
