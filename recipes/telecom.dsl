@@ -1,12 +1,13 @@
 # A telecom operations assistant on Llama 3 8B Instruct: continued pre-training on the operator's notes,
-# LoRA fine-tuning on troubleshooting Q&A, hybrid RAG, two evals (operations questions and the quickstart's
-# expert set), a router with a general endpoint for everything else, and SGLang serving. Training runs on
-# 8 GPUs with FSDP. recipes/telecom-gpu.dsl extends this recipe for two 8-GPU machines.
+# LoRA fine-tuning on troubleshooting Q&A, DPO on an engineer's preferences over that, hybrid RAG, two evals
+# (operations questions: base, SFT and DPO side by side; and an expert SIP/IMS set), a router with a general
+# endpoint for everything else, and SGLang serving. Training runs on 8 GPUs with FSDP.
+# recipes/telecom-gpu.dsl extends this recipe for two 8-GPU machines.
 #
 #   export GENERAL_API_KEY=...
 #   dsl apply recipes/telecom.dsl
 #
-# The corpus reuses the quickstart's notes plus a few operations notes in telecom/.
+# The corpus is the SIP/IMS/VoLTE notes and operations notes in telecom/corpus.
 domain telecom {
   description = "SIP, IMS and VoLTE operations assistant"
 
@@ -16,7 +17,7 @@ domain telecom {
   }
 
   corpus notes {
-    paths = ["quickstart/corpus/*.md", "telecom/corpus/*.md"]
+    paths = ["telecom/corpus/*.md"]
     split = { by = word, length = 300, overlap = 30 }
     dedupe = near
     near_threshold = 0.9
@@ -53,6 +54,16 @@ domain telecom {
     max_length = 2048
   }
 
+  # Preference tuning: an engineer's "this answer, not that one" (telecom/prefs.jsonl) on top of the SFT adapter,
+  # with the adapter-less model as the reference (TRL's DPO).
+  align ops_dpo {
+    from = finetune.ops
+    pairs = "telecom/prefs.jsonl"
+    method = dpo
+    beta = 0.1
+    epochs = 2
+  }
+
   rag ops {
     corpus = corpus.notes
     retriever = hybrid
@@ -64,12 +75,12 @@ domain telecom {
   eval ops {
     data = "telecom/eval.jsonl"
     metrics = [exact_match, f1, citation_recall, recall_at_k, mrr]
-    systems = [base_model.llama3, finetune.ops, rag.ops]
+    systems = [base_model.llama3, finetune.ops, align.ops_dpo, rag.ops]
     gate = rag.ops.f1 >= base_model.llama3.f1 + 0.05
   }
 
   eval expert {
-    data = "quickstart/eval.jsonl"
+    data = "telecom/expert.jsonl"
     metrics = [exact_match, f1, citation_recall]
     systems = [base_model.llama3, pretrain.notes, rag.ops]
     limit = 40

@@ -153,7 +153,7 @@ def _telecom(name: str, description: str, gpu: bool) -> sdk.Spec:
     return (
         sdk.Domain(name, description=description, base_dir=RECIPES)
         .base_model("llama3", id="meta-llama/Meta-Llama-3-8B-Instruct", dtype="bfloat16")
-        .corpus("notes", paths=["quickstart/corpus/*.md", "telecom/corpus/*.md"],
+        .corpus("notes", paths=["telecom/corpus/*.md"],
                 split={"by": "word", "length": 300, "overlap": 30}, dedupe="near", near_threshold=0.9)
         .dataset("ops", path="telecom/sft.jsonl", format="chat",
                  system_prompt="You are a telecom network engineer. Answer precisely and name the interface or "
@@ -161,10 +161,11 @@ def _telecom(name: str, description: str, gpu: bool) -> sdk.Spec:
                  validation_split=0.1)
         .pretrain("notes", from_="base_model.llama3", corpus="corpus.notes", **pretrain)
         .finetune("ops", from_="pretrain.notes", data="dataset.ops", **finetune)
+        .align("ops_dpo", from_="finetune.ops", pairs="telecom/prefs.jsonl", method="dpo", beta=0.1, epochs=2)
         .rag("ops", corpus="corpus.notes", retriever="hybrid", top_k=5, generator="finetune.ops", max_new_tokens=256)
         .eval("ops", data="telecom/eval.jsonl", metrics=["exact_match", "f1", "citation_recall", "recall_at_k", "mrr"],
-              systems=["base_model.llama3", "finetune.ops", "rag.ops"], gate=ops_gate)
-        .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "citation_recall"],
+              systems=["base_model.llama3", "finetune.ops", "align.ops_dpo", "rag.ops"], gate=ops_gate)
+        .eval("expert", data="telecom/expert.jsonl", metrics=["exact_match", "f1", "citation_recall"],
               systems=["base_model.llama3", "pretrain.notes", "rag.ops"], limit=40, fail_on_contamination=True)
         .route(classifier="embedding", examples="telecom/route.jsonl", eval_sets=["eval.ops", "eval.expert"],
                domain="rag.ops",
@@ -215,7 +216,7 @@ TWINS: dict[str, Callable[[], sdk.Spec]] = {
     "code.dsl": code,
 }
 
-_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "rag.ops",
+_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "align.ops_dpo", "rag.ops",
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
     "quickstart.dsl": ["base_model.tiny", "corpus.telecom", "pretrain.base", "rag.docs", "dataset.qa", "finetune.sip",
