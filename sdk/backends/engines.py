@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -53,6 +54,8 @@ def launch_command(base: str, adapters: dict[str, str], options: dict[str, Any],
     if adapters:
         cmd += ["--enable-lora", "--lora-paths"] + [f"{name}={path}" for name, path in sorted(adapters.items())]
         cmd += ["--max-loras-per-batch", str(options.get("max_loras_per_batch", 4))]
+    if options.get("chat_template"):  # the template the model was trained with, verbatim (not SGLang's guess)
+        cmd += ["--chat-template", str(options["chat_template"])]
     if options.get("mem_fraction") is not None:
         cmd += ["--mem-fraction-static", str(options["mem_fraction"])]
     return cmd + list(options.get("extra_args", []))
@@ -76,10 +79,18 @@ def sglang_plan(variants: dict[str, Any], hubs: dict[str, str], block: Any) -> t
     if base is None:
         return {"base": None, "adapters": {}, "port": block.engine_port, "command": None}, \
             ["sglang: no model to serve (only rag systems and endpoints)"]
+    template: Optional[str] = None  # the chat template the served models were trained with, passed verbatim
     for name, v in models.items():
         if v["model"] != base:
             notes.append(f"sglang: {name} is not on {base}, so the local engine serves it")
             continue
+        own = chat_template_file(v)
+        if own is not None:
+            if template is None:
+                template = own
+            elif Path(own).read_text(encoding="utf-8") != Path(template).read_text(encoding="utf-8"):
+                notes.append(f"sglang: {name} was trained with another chat template, so the local engine serves it")
+                continue
         if v.get("adapter"):
             adapter = name.split(".", 1)[1]
             adapters[adapter] = v["adapter"]
@@ -89,5 +100,17 @@ def sglang_plan(variants: dict[str, Any], hubs: dict[str, str], block: Any) -> t
     for name, hub in hubs.items():
         if hub == base:
             variants[name] = {"type": "model", "model": hub, "adapter": None, "tokenizer": None, "sglang_model": base}
-    command = launch_command(base, adapters, block.sglang.model_dump(), block.engine_port)
-    return {"base": base, "adapters": adapters, "port": block.engine_port, "command": command}, notes
+    options = block.sglang.model_dump()
+    if template is not None:
+        options["chat_template"] = template
+    command = launch_command(base, adapters, options, block.engine_port)
+    return {"base": base, "adapters": adapters, "port": block.engine_port, "command": command,
+            "chat_template": template}, notes
+
+
+def chat_template_file(variant: dict[str, Any]) -> Optional[str]:
+    """The chat template file saved with a model variant's tokenizer (adapter folder first), if any."""
+    for folder in (variant.get("tokenizer"), variant.get("adapter"), variant.get("model")):
+        if folder and (Path(folder) / "chat_template.jinja").is_file():
+            return str(Path(folder) / "chat_template.jinja")
+    return None
