@@ -1,0 +1,94 @@
+"""``reward LABEL { from = MODEL  prompts = "mc.jsonl"  rewards = { accuracy = 1.0 }  num_generations = 4 }``:
+reward tuning with TRL's GRPOTrainer, the rewards declared from the project's eval metrics (sdk.metrics) and
+regular-expression format rules, each with a weight. LoRA/QLoRA over the ``from`` model, or all the weights."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Union
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from sdk.spec.kinds import content_facets, declare
+from sdk.spec.objects import Lora, TrainCommon
+from sdk.spec.paths import named_files, path_problem
+from sdk.spec.values import Block, PositiveInt, Problem, TextOrFile, ref_of
+
+# Per-item metrics of sdk.metrics that need only the answer and the row's reference (no retrieval, no judge).
+REWARD_METRICS = ("exact_match", "accuracy", "f1")
+# TRL's GRPOConfig.loss_type values that need no extra settings (TRL 1.x).
+GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
+
+
+class FormatRule(Block):
+    """A format reward: 1 when the whole answer matches the regular expression, else 0."""
+
+    pattern: str = Field(description="Python regular expression the stripped answer must match (re.fullmatch)")
+    weight: float = Field(default=1.0, ge=-100, le=100, description="Weight of this reward in the sum")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> FormatRule:
+        try:
+            re.compile(self.pattern)
+        except re.error as e:
+            raise PydanticCustomError("bad_pattern", "pattern is not a regular expression: {e}", {"e": str(e)})
+        return self
+
+
+def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    problem = path_problem(spec, block.prompts) if check_files else None
+    return [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
+
+
+@declare("reward", role="model", backend=("trl_grpo", "sdk.backends.reward:RewardBackend",
+                                           "pip install 'domain-dsl[train]'"),
+         outputs=("tokenizer",), check=_check, facets=content_facets,
+         reads=lambda spec, block: named_files(spec, block, ("prompts",)))
+class RewardBlock(TrainCommon):
+    """Reward tuning (GRPO) with TRL: sampled answers to prompts, scored by the recipe's metrics and format rules."""
+
+    from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
+    prompts: str = Field(description="JSONL of {prompt or question, answer, optional choices} rows, relative to the "
+                                     "recipe; must share no question with an eval that gates")
+    rewards: dict[str, Union[float, FormatRule]] = Field(
+        min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
+                                  "answer), or a format rule NAME = { pattern = \"^...$\"  weight = 0.2 }")
+    method: Literal["grpo"] = Field(default="grpo", description="Reward-tuning method (grpo)")
+    loss: Literal[GRPO_LOSSES] = Field(default="dapo",  # type: ignore[valid-type]
+                                       description="GRPO loss aggregation: dapo, grpo, dr_grpo, bnpo, ... "
+                                                   "(TRL's loss_type)")
+    num_generations: PositiveInt = Field(default=4, ge=2, description="Answers sampled per prompt (the group)")
+    max_completion_length: PositiveInt = Field(default=32, description="Longest sampled answer, in tokens")
+    temperature: float = Field(default=1.0, gt=0, le=10, description="Sampling temperature of the answers")
+    beta: float = Field(default=0.0, ge=0, le=100, description="KL pull towards the reference model (0: none, "
+                                                               "TRL's default)")
+    tune: Literal["full", "lora", "qlora"] = Field(default="lora", description="Which weights train: full, lora or "
+                                                                               "qlora (as finetune's method)")
+    lora: Lora | None = Field(default=None, description="LoRA settings (lora and qlora)")
+    learning_rate: float = Field(default=1e-5, gt=0, le=1.0, description="Peak learning rate")
+    batch_size: PositiveInt = Field(default=4, description="Per-device batch size (answers, a multiple of "
+                                                          "num_generations)")
+    chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
+    merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
+    backend: str | None = Field(default=None, description="Backend name (default: trl_grpo)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RewardBlock:
+        if self.tune == "full" and self.lora is not None:
+            raise PydanticCustomError("incompatible", "lora settings do not apply to tune = full "
+                                      "(use lora or qlora, or drop lora)", {})
+        for name, value in self.rewards.items():
+            if isinstance(value, FormatRule):
+                if name in REWARD_METRICS:
+                    raise PydanticCustomError("incompatible", "reward {name} is a metric: give it a weight, "
+                                              "not a pattern", {"name": name})
+            elif name not in REWARD_METRICS:
+                raise PydanticCustomError("unknown_reward", "reward {name} is not a metric a reward can use "
+                                          "({known}); a format rule is NAME = {{ pattern = \"...\"  weight = w }}",
+                                          {"name": name, "known": ", ".join(REWARD_METRICS)})
+        if (self.batch_size * self.gradient_accumulation) % self.num_generations:
+            raise PydanticCustomError("incompatible", "batch_size x gradient_accumulation ({n}) must be a multiple "
+                                      "of num_generations ({g}): each prompt's answers form one group",
+                                      {"n": self.batch_size * self.gradient_accumulation, "g": self.num_generations})
+        return self
