@@ -248,3 +248,12 @@ def test_kill_9_at_random_points_leaves_a_valid_resumable_state(tmp_path: Path) 
     assert not list((tmp_path / ".dsl" / "artifacts").glob("*/.tmp-*"))  # leftovers removed at the start
     assert not list((tmp_path / ".dsl").glob(".state.json.*")), "a half-written state file was left"
     assert not sdk.plan(load(path), tmp_path / ".dsl", backend="test").pending
+
+
+def test_serve_names_a_damaged_artifact_by_its_file(tmp_path: Path) -> None:
+    path = _applied(tmp_path)
+    router_out = next((tmp_path / ".dsl" / "artifacts" / "route.default").glob("*/out.json"))
+    router_out.write_bytes(b"\x80garbage")
+    r = run_dsl("serve", str(path), "--no-auth", timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "the artifact of route.default" in r.stderr and "out.json size differs" in r.stderr, r.stderr

@@ -27,13 +27,18 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
 
     ws = open_ws(file, workdir)
     label = only_label(ws, "serve", None, "")
+    for step_id in [f"route.{r}" for r in ws.spec.route] + [f"serve.{label}"]:
+        if step_id in ws.state.steps:
+            ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
+            say_drift(ws, step_id)
     config = load_config(ws.artifact(f"serve.{label}"))
     # promotion is state: a gate that failed since serve.json was written withholds its systems now
     held = {**withheld_by_state(ws.state.steps), **(config.get("withheld") or {})}
     config["withheld"] = held
     config["variants"] = {k: v for k, v in config["variants"].items() if k not in held}
-    for step_id in [f"serve.{label}", *sorted(config["variants"])]:
-        if "." in step_id:
+    for step_id in sorted(config["variants"]):
+        if step_id in ws.state.steps:
+            ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
             say_drift(ws, step_id)
     key_env = config.get("api_key_env")
     if key_env and not os.environ.get(key_env):
