@@ -169,16 +169,16 @@ def plan(
                 reasons.append("configuration changed")
             if any(c.startswith("file") for c in changes):
                 reasons.append("input files changed")
+            older = old.get("state_version", 1) < 2
             for d in deps:
                 if actions.get(d) in (Action.CREATE, Action.REPLACE) and inputs[d] != "order":
                     reasons.append(f"input {d} will change")
-                elif old_inputs.get(d) != inputs[d]:
-                    reasons.append(f"input {d} changed" if old_inputs.get(d, "").startswith(("pending", "order"))
-                                   or d in old_inputs else f"input {d} added")
+                elif old_inputs.get(d) != inputs[d] and not older:
+                    reasons.append(f"input {d} changed" if d in old_inputs else f"input {d} added")
             if any(c.startswith("backend") for c in changes):
                 reasons.append("backend changed")
-            if not reasons and old.get("state_version", 1) < 2:
-                reasons.append("workdir from an older version: inputs are now keyed by what they produced")
+            if older and deps and not any(r.startswith("input") for r in reasons):
+                reasons.append("workdir from an older version: inputs are now keyed by what they produced (once)")
             reason = "; ".join(reasons) or "fingerprint changed"
         else:
             problem = damaged(state, step_id, old)

@@ -257,3 +257,23 @@ def test_serve_names_a_damaged_artifact_by_its_file(tmp_path: Path) -> None:
     r = run_dsl("serve", str(path), "--no-auth", timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "the artifact of route.default" in r.stderr and "out.json size differs" in r.stderr, r.stderr
+
+
+def test_a_version_1_workdir_is_migrated_and_says_why_its_dependents_rerun_once(tmp_path: Path) -> None:
+    path = _applied(tmp_path)
+    state_file = tmp_path / ".dsl" / "state.json"
+    data = json.loads(state_file.read_text())
+    data["version"] = 1  # as the previous release wrote it: absolute paths, inputs keyed by fingerprints
+    for entry in data["steps"].values():
+        entry["artifact"] = str((tmp_path / ".dsl" / entry["artifact"]).resolve())
+        entry.pop("facets"), entry.pop("state_version")
+    state_file.write_text(json.dumps(data))
+    plan = sdk.plan(load(path), tmp_path / ".dsl", backend="test")
+    roots = {s.id for s in plan.steps if not s.depends_on}
+    assert roots and all(plan.step(s).action.value == "noop" for s in roots)  # unchanged steps keep their fingerprint
+    for s in plan.steps:
+        if s.depends_on and s.action.value == "replace":
+            assert "older version" in s.reason or "will change" in s.reason, s.reason
+    assert sdk.apply(load(path), backend="test").ok
+    assert not sdk.plan(load(path), tmp_path / ".dsl", backend="test").pending
+    assert all(not Path(e["artifact"]).is_absolute() for e in json.loads(state_file.read_text())["steps"].values())
