@@ -74,6 +74,37 @@ def check_truncation(job: dict[str, Any], trainer: Any, rows: list[dict[str, Any
     return len(dropped)
 
 
+def padding_free_support(model: Any) -> Optional[str]:
+    """None when ``model`` can train on padding-free batches (rows flattened into one sequence, position ids per
+    example, no attention across examples), else why not. Flash attention's varlen kernels take the sequence
+    boundaries directly; the sdpa, eager and flex paths need a model whose masks come from transformers'
+    ``create_causal_mask``, which turns position ids that restart at 0 into a block-diagonal causal mask."""
+    import sys
+
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return "an encoder-decoder model"
+    if str(impl).startswith(("flash_attention", "kernels-community/flash")):
+        return None
+    if impl not in ("sdpa", "eager", "flex_attention"):
+        return f"attention implementation {impl}"
+    if getattr(sys.modules.get(type(model).__module__), "create_causal_mask", None) is None:
+        return f"{type(model).__name__} builds its own attention masks"
+    return None
+
+
+def use_padding_free(trainer: Any) -> None:
+    """Batches of the same rows, flattened without padding (TRL's padding-free collator): the loss of every row is
+    the padded batch's, only the pad tokens' compute is gone. TRL's ``padding_free`` config flag cannot do this
+    without packing (it refuses ``max_length``, which the truncation of the rows needs), so the collator built
+    for the padded path is switched after TRL prepared and truncated the data."""
+    collator = trainer.data_collator
+    if not hasattr(collator, "padding_free"):
+        raise DslError("internal: TRL's data collator has no padding_free switch")
+    collator.padding_free = True
+    trainer.padding_free = True
+
+
 def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
     import torch
@@ -146,6 +177,12 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args(),
                            fine_tuning=True)
     config = SFTConfig(**args, max_length=block["max_length"], packing=block["packing"], **cfg_extra)
+    padding_free = False
+    if block.get("padding_free", True) and not block["packing"]:
+        why_not = padding_free_support(model)
+        padding_free = why_not is None
+        if why_not:
+            log(f"info: padding-free batches are off for {job['step_id']} ({why_not}): rows are padded instead")
     total = block.get("max_steps") or max(1, int(len(train_rows) / (block["batch_size"] * block["gradient_accumulation"]) * block["epochs"]))
     try:
         trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(train_rows),
@@ -158,6 +195,8 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
             raise
         raise DslError(f"{job['step_id']}: a training row renders no assistant tokens with this chat template: its "
                        "{% generation %} markers must wrap the assistant content; fix chat_template") from None
+    if padding_free:
+        use_padding_free(trainer)
     dropped = check_truncation(job, trainer, train_rows, mode, log)
     has_eval = trainer.eval_dataset is not None and len(trainer.eval_dataset) > 0
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
@@ -171,6 +210,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
                                "train_rows": len(train_rows), "rows_dropped_by_truncation": dropped, "loss_mode": mode,
+                               "batches": "packed" if block["packing"] else ("padding_free" if padding_free else "padded"),
                                "resumed_from": Path(resume).name if resume else None}
     if has_eval:
         metrics["eval_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
@@ -217,7 +257,7 @@ def _chat_template(spec: Any, block: Any) -> Optional[str]:
 
 class FinetuneBackend(Backend):
     name = "trl"
-    version = "1"
+    version = "2"  # 2: padding-free batches by default
     kinds = ("finetune",)
     requires = ("torch", "transformers", "trl", "peft", "datasets")
     install_hint = "pip install 'domain-dsl[train]'"

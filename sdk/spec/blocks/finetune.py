@@ -26,7 +26,9 @@ class FinetuneBlock(TrainCommon):
     method: Literal["full", "lora", "qlora"] = Field(default="lora", description="full, lora, or qlora (4-bit NF4)")
     lora: Optional[Lora] = Field(default=None, description="LoRA settings (lora and qlora); defaults apply when omitted")
     max_length: PositiveInt = Field(default=512, description="Truncate examples to this many tokens")
-    packing: bool = Field(default=False, description="Pack several examples per sequence")
+    packing: bool = Field(default=False, description="Pack several examples per sequence (TRL's best-fit decreasing)")
+    padding_free: bool = Field(default=True, description="Batch rows without padding (position ids per example, no "
+                                                         "attention across rows) where the model supports it")
     assistant_only_loss: bool = Field(default=True, description="Compute the loss on assistant tokens only (chat)")
     chat_template: Optional[TextOrFile] = Field(default=None, description="Chat template used for training, serving and eval")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
