@@ -1,0 +1,143 @@
+"""Reward tuning (``reward``): a tiny model GRPO-tuned through the real ``dsl apply`` (real TRL GRPOTrainer, rewards
+from sdk.metrics and a format rule), the per-step mean reward in the manifest, the result evaluated as a model; bad
+prompt rows as located FILE:LINE errors; a prompt file sharing a question with a gating eval refused at plan time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sdk.backends.reward import read_prompts, reward_functions
+from sdk.errors import DataError
+from sdk.state import StateStore
+from tests._tiny import make_tiny_model
+from tests.conftest import run_dsl
+
+OPTIONS = ["red", "dog", "car", "apple"]
+ROWS = [{"question": f"Which one is item {i}?", "choices": OPTIONS, "answer": str(i % 4 + 1)} for i in range(6)]
+REWARD = '''
+  reward mc { from = base_model.local  prompts = "mc.jsonl"
+              rewards = { accuracy = 1.0, format = { pattern = "^[1-4]$"  weight = 0.2 } }
+              num_generations = 2  batch_size = 4  max_steps = 2  max_completion_length = 3  logging_steps = 1 }
+'''
+
+
+def _write(path: Path, rows: list) -> None:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+
+
+def _recipe(tmp: Path, body: str, real_model: bool = False, prompts: list | None = None) -> Path:
+    if real_model and not (tmp / "model" / "config.json").exists():
+        make_tiny_model(tmp / "model")
+    elif not real_model:
+        (tmp / "model").mkdir(exist_ok=True)
+        (tmp / "model" / "config.json").write_text("{}")
+    _write(tmp / "mc.jsonl", prompts if prompts is not None else ROWS)
+    path = tmp / "r.dsl"
+    path.write_text('domain t {\n  base_model local { path = "model" }\n' + body + "}\n")
+    return path
+
+
+@pytest.mark.slow
+def test_grpo_through_dsl_apply_records_the_mean_reward_by_step_and_gives_a_model_evals_can_name(
+        tmp_path: Path) -> None:
+    from sdk.backends.models import handle
+    from sdk.workspace import open_workspace
+
+    _write(tmp_path / "eval.jsonl", [{"id": "e1", "question": "Which one is a fruit?", "choices": OPTIONS,
+                                      "answer": "4"}])
+    path = _recipe(tmp_path, REWARD + '  eval side { data = "eval.jsonl"  metrics = [accuracy]  '
+                   'systems = [base_model.local, reward.mc]  bootstrap = 100  contamination = false }\n',
+                   real_model=True)
+    r = run_dsl("apply", str(path), timeout=900)
+    steps = StateStore(tmp_path / ".dsl").load().steps
+    assert steps["reward.mc"]["status"] == "done", r.stderr + r.stdout
+    assert steps["eval.side"]["status"] == "done", r.stderr + r.stdout
+    m = steps["reward.mc"]["metrics"]
+    assert m["steps"] == 2 and m["train_prompts"] == len(ROWS)
+    assert [s for s, _ in m["reward_by_step"]] == [1, 2]
+    assert all(0.0 <= v <= 1.2 for _, v in m["reward_by_step"]) and m["reward_first"] == m["reward_by_step"][0][1]
+
+    art = open_workspace(path).artifact("reward.mc")
+    assert art.outputs["adapter"] == "adapter" and art.outputs["method"] == "grpo" and art.outputs["tune"] == "lora"
+    curve = json.loads((art.path / "rewards.json").read_text())
+    # each declared reward's own mean is kept beside the weighted sum
+    assert [c["step"] for c in curve] == [1, 2] and {"reward", "accuracy", "format"} <= set(curve[0])
+    assert "mc.jsonl" in (art.path / "adapter" / "README.md").read_text()
+    assert handle(art).adapter == str((art.path / "adapter").resolve())
+    assert steps["eval.side"]["metrics"]["reward.mc"]["accuracy"]["n"] == 1
+
+
+def test_reward_functions_score_options_and_formats_from_the_metric_registry() -> None:
+    funcs, weights = reward_functions({"accuracy": 1.0, "f1": 0.5, "format": {"pattern": "^[1-4]$", "weight": 0.2}})
+    assert [f.__name__ for f in funcs] == ["accuracy", "f1", "format"] and weights == [1.0, 0.5, 0.2]
+    completions = [[{"role": "assistant", "content": "2"}], [{"role": "assistant", "content": "Option 1."}],
+                   [{"role": "assistant", "content": "the dog"}]]
+    cols = {"answer": ["dog", "dog", "dog"], "choices": [OPTIONS] * 3, "prompts": [None] * 3}
+    assert funcs[0](completions, **cols) == [1.0, 0.0, 1.0]  # the option picked by number, or by its text
+    assert funcs[2](completions, **cols) == [1.0, 0.0, 0.0]
+    assert funcs[1](["the big dog"], answer=["dog"], choices=[[]]) == [pytest.approx(2 / 3)]  # free text: token F1
+
+
+def test_prompt_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None:
+    f = tmp_path / "p.jsonl"
+    _write(f, [{"question": " Q? ", "choices": ["a", "b"], "answer": 2}, {"prompt": "Say hi.", "answer": "hi"}])
+    rows = read_prompts(f, "p.jsonl")
+    assert rows[0]["answer"] == "b" and rows[0]["prompt"].startswith("Q?\nOptions:\n1. a\n2. b")
+    assert rows[1] == {"question": "Say hi.", "prompt": "Say hi.", "answer": "hi", "choices": None, "_line": 2}
+    cases = {
+        '{"answer": "a"}': "p.jsonl:1: missing 'prompt' or 'question'",
+        '{"question": "q"}': "p.jsonl:1: missing 'answer'",
+        '{"question": "q", "answer": "z", "choices": ["a", "b"]}': "p.jsonl:1: answer 'z' is not among the choices",
+        '{"question": "q", "answer": "a", "choices": "a b"}': "'choices' must be a list",
+        '{"question": "q", "answer": "a"': "p.jsonl:1: malformed JSON",
+    }
+    for text, message in cases.items():
+        f.write_text(text + "\n")
+        with pytest.raises(DataError) as info:
+            read_prompts(f, "p.jsonl")
+        assert message in str(info.value), (text, str(info.value))
+
+
+def test_dsl_plan_locates_a_bad_prompt_row(tmp_path: Path) -> None:
+    rows: list = list(ROWS)
+    rows[2] = {"question": "Which one?", "choices": OPTIONS, "answer": "7"}
+    path = _recipe(tmp_path, REWARD, prompts=rows)
+    r = run_dsl("plan", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "mc.jsonl:3:" in out and "not among the choices" in out and "Traceback" not in out
+
+
+def test_plan_refuses_prompts_that_share_a_question_with_a_gating_eval(tmp_path: Path) -> None:
+    # the same question as prompt line 4, differently cased and punctuated: equal after sdk.metrics.normalize
+    _write(tmp_path / "gate.jsonl", [{"id": "g1", "question": "Which one is a fruit?", "choices": OPTIONS,
+                                      "answer": "4"},
+                                     {"id": "g2", "question": "WHICH ONE IS ITEM 3", "choices": OPTIONS,
+                                      "answer": "4"}])
+    evals = ('  eval gate { data = "gate.jsonl"  metrics = [accuracy]  systems = [reward.mc]  bootstrap = 100\n'
+             '              gate = reward.mc.accuracy >= 0.5 }\n')
+    path = _recipe(tmp_path, REWARD + evals)
+    r = run_dsl("plan", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "share their question with eval.gate" in out
+    assert "mc.jsonl:4" in out and "gate.jsonl:2" in out and "training split" in out
+    # without the shared question the plan goes through
+    _write(tmp_path / "gate.jsonl", [{"id": "g1", "question": "Which one is a fruit?", "choices": OPTIONS,
+                                      "answer": "4"}])
+    r = run_dsl("plan", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dsl_validate_locates_bad_rewards(tmp_path: Path) -> None:
+    cases = {'rewards = { bleu = 1.0 }': "reward bleu is not a metric a reward can use",
+             'rewards = { fmt = { pattern = "([" } }': "pattern is not a regular expression",
+             'rewards = { exact_match = 1.0 }  num_generations = 3  batch_size = 4': "must be a multiple of "
+                                                                                      "num_generations"}
+    for attrs, message in cases.items():
+        path = _recipe(tmp_path, f'  reward mc {{\n    from = base_model.local\n    prompts = "mc.jsonl"\n'
+                                 f'    {attrs}\n  }}\n')
+        r = run_dsl("validate", str(path))
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and message in out and "r.dsl:" in out, (attrs, out)
