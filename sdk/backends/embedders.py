@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sdk.errors import DslError
 
@@ -48,8 +48,65 @@ def warm(component: Any, role: str, name: str) -> None:
         raise DslError(f"cannot load the {role} {name!r}: {first}") from None
 
 
-def embed_documents(docs: list[Any], embedder: str, progress: Any = None, base_dir: Optional[Path] = None) -> list[Any]:
-    """Haystack Documents with their embeddings (normalised), in batches of 256, advancing ``progress``."""
+def onnx_importable() -> bool:
+    """Whether the ONNX Runtime path can run here (onnxruntime to run, onnx for the local export)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def choose_backend(requested: str, model_dir: str, log: Optional[Callable[[str], None]] = None) -> str:
+    """The embedding backend that runs: ``torch``, ``onnx`` or ``onnx-int8``; ``auto`` is ``onnx`` where ONNX
+    Runtime is installed, else ``torch`` (said in one info line)."""
+    if requested != "auto":
+        if requested.startswith("onnx") and not onnx_importable():
+            raise DslError(f"embedding_backend = {requested} needs onnxruntime and onnx (pip install 'domain-dsl[rag]')")
+        if requested.startswith("onnx") and onnx_unsupported(model_dir):
+            raise DslError(f"embedding_backend = {requested}: {onnx_unsupported(model_dir)}")
+        return requested
+    why_not = "onnxruntime is not installed" if not onnx_importable() else onnx_unsupported(model_dir)
+    if why_not is None:
+        return "onnx"
+    if log is not None:
+        log(f"info: embedding with PyTorch ({why_not}; ONNX Runtime is the faster path)")
+    return "torch"
+
+
+def _by_length(texts: list[str]) -> list[int]:
+    """Indices of ``texts`` from the longest to the shortest, so that each batch pads to similar lengths."""
+    return sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+
+
+def embed_documents(docs: list[Any], embedder: str, progress: Any = None, base_dir: Optional[Path] = None,
+                    backend: str = "torch") -> list[Any]:
+    """Haystack Documents with their (normalised) embeddings, in their order, advancing ``progress``.
+
+    Texts are embedded longest first (batches of similar lengths pad little) and put back in order. ``backend``
+    is ``torch`` (Haystack's sentence-transformers embedder) or ``onnx``/``onnx-int8`` (:class:`OnnxEmbedder`,
+    the same model exported locally to ONNX and run by ONNX Runtime)."""
+    order = _by_length([d.content or "" for d in docs])
+    ranked = [docs[i] for i in order]
+    if backend.startswith("onnx"):
+        import dataclasses
+
+        model = OnnxEmbedder(resolve_embedder(embedder, base_dir), quantize=backend == "onnx-int8")
+        done = []
+        step = 256
+        for i in range(0, len(ranked), step):
+            part = ranked[i:i + step]
+            vectors = model.embed([d.content or "" for d in part])
+            done += [dataclasses.replace(d, embedding=v.tolist()) for d, v in zip(part, vectors)]
+            if progress is not None:
+                progress.advance(len(part))
+    else:
+        done = _embed_torch(ranked, embedder, progress, base_dir)
+    out: list[Any] = [None] * len(docs)
+    for i, d in zip(order, done):
+        out[i] = d
+    return out
+
+
+def _embed_torch(docs: list[Any], embedder: str, progress: Any, base_dir: Optional[Path]) -> list[Any]:
     from haystack_integrations.components.embedders.sentence_transformers import (
         SentenceTransformersDocumentEmbedder,
     )
@@ -64,3 +121,115 @@ def embed_documents(docs: list[Any], embedder: str, progress: Any = None, base_d
         if progress is not None:
             progress.advance(min(step, len(docs) - i))
     return out
+
+
+def onnx_unsupported(model_dir: str) -> Optional[str]:
+    """Why a sentence-transformers folder cannot run through :class:`OnnxEmbedder` (None when it can): the path
+    covers a transformer, mean pooling and an optional normalisation, from a local folder."""
+    import json
+
+    folder = Path(model_dir)
+    if not (folder / "modules.json").is_file():
+        return f"{model_dir} is not a local sentence-transformers folder"
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        return f"modules {kinds} are not transformer + pooling"
+    pooling = [m["path"] for m in json.loads((folder / "modules.json").read_text())][1]
+    config = json.loads((folder / pooling / "config.json").read_text())
+    if not config.get("pooling_mode_mean_tokens") or sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode")) != 1:
+        return "the pooling is not mean pooling"
+    return None
+
+
+class OnnxEmbedder:
+    """A sentence-transformers model (transformer + mean pooling + normalisation) run by ONNX Runtime.
+
+    The model is exported here from its local folder by ``torch.onnx.export`` (never downloaded), once, into the
+    user cache (``$XDG_CACHE_HOME/domain-dsl/onnx/<key>/``, the key hashing the folder and its weights); with
+    ``quantize`` the export is further quantized to int8 weights by ``onnxruntime.quantization.quantize_dynamic``.
+    Its embeddings equal the PyTorch ones up to float error (cosine > 0.999, tests/test_embedders.py)."""
+
+    def __init__(self, model_dir: str, quantize: bool = False, batch_size: int = 64) -> None:
+        import json
+
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        folder = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        config = folder / "sentence_bert_config.json"
+        self.max_length = json.loads(config.read_text()).get("max_seq_length", 256) if config.is_file() else 256
+        self.batch_size = batch_size
+        path = self._export(folder, quantize)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shared CPUs: no busy-waiting
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def embed(self, texts: list[str]) -> Any:
+        """Unit vectors (numpy, one row per text, in order)."""
+        import numpy as np
+
+        rows = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[i:i + self.batch_size], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="np")
+            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
+            if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
+                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+            rows.append(self.session.run(None, feed)[0])
+        return np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+
+    @staticmethod
+    def _export(folder: Path, quantize: bool) -> Path:
+        import hashlib
+
+        weights = sorted(p for p in folder.glob("*") if p.suffix in (".safetensors", ".bin"))
+        stamp = str(folder.resolve()) + "".join(f"|{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights)
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "domain-dsl" / "onnx"
+        target = cache / hashlib.sha256(stamp.encode()).hexdigest()[:16]
+        fp32, int8 = target / "model.onnx", target / "model-int8.onnx"
+        if not fp32.is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = target / f"model.onnx.{os.getpid()}.tmp"
+            _torch_export(folder, tmp)
+            os.replace(tmp, fp32)
+        if quantize and not int8.is_file():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            tmp = target / f"model-int8.onnx.{os.getpid()}.tmp.onnx"
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+            os.replace(tmp, int8)
+        return int8 if quantize else fp32
+
+
+def _torch_export(folder: Path, out: Path) -> None:
+    """Export the transformer with mean pooling and normalisation folded in: (ids, mask, types) -> unit vectors."""
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(folder)).eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    ids = torch.ones(2, 8, dtype=torch.long)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"embedding": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Pooled(), (ids, ids, torch.zeros_like(ids)), str(out), input_names=names,
+                          output_names=["embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)

@@ -32,7 +32,7 @@ from sdk.backends.corpus import (
     read_chunks,
     split_documents,
 )
-from sdk.backends.embedders import DEFAULT_EMBEDDER, embed_documents, quiet_haystack, resolve_embedder
+from sdk.backends.embedders import DEFAULT_EMBEDDER, choose_backend, embed_documents, quiet_haystack, resolve_embedder
 from sdk.backends.rag_system import (
     DEFAULT_PROMPT,
     LocalChatGenerator,
@@ -68,8 +68,11 @@ def build_index(ctx: StepContext) -> StepResult:
     needs_vectors = retriever(block.retriever).needs_vectors
     if needs_vectors:
         with ctx.progress.task(f"{ctx.step_id}: embedding", total=len(docs)) as task:
-            docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir)
+            how = choose_backend(block.embedding_backend, resolve_embedder(block.embedder, ctx.spec.base_dir), ctx.log)
+            docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir, backend=how)
     outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": block.embedder, "chunks": len(docs)}
+    if needs_vectors:
+        outputs["embedding_backend"] = how
     if block.store.type == "pgvector":
         store = pg_store(block.store, len(docs[0].embedding) if needs_vectors and docs else 384, for_writing=True)
         try:
@@ -140,7 +143,7 @@ def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Arti
 
 class HaystackBackend(Backend):
     name = "haystack"
-    version = "2"
+    version = "3"  # 3: chunks embedded through ONNX Runtime by default (embedding_backend = auto)
     kinds = ("corpus", "rag")
     requires = ("haystack",)
     install_hint = "pip install 'domain-dsl[rag]'"

