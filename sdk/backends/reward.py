@@ -245,7 +245,7 @@ class RewardBackend(Backend):
             data = ctx.spec.resolve_path(ev.data)
             try:
                 items = load_items(data, ev, _rel(data, Path.cwd()))
-            except Exception:  # noqa: BLE001 - an unreadable eval set is that eval's own error
+            except (DslError, OSError):  # an unreadable eval set is that eval's own error, reported there
                 continue
             hits = overlap(rows, items)
             if hits:

@@ -5,7 +5,7 @@ regular-expression format rules, each with a weight. LoRA/QLoRA over the ``from`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -51,7 +51,7 @@ class RewardBlock(TrainCommon):
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
     prompts: str = Field(description="JSONL of {prompt or question, answer, optional choices} rows, relative to the "
                                      "recipe; must share no question with an eval that gates")
-    rewards: dict[str, Union[float, FormatRule]] = Field(
+    rewards: dict[str, float | FormatRule] = Field(
         min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
                                   "answer), or a format rule NAME = { pattern = \"^...$\"  weight = 0.2 }")
     method: Literal["grpo"] = Field(default="grpo", description="Reward-tuning method (grpo)")
