@@ -21,25 +21,28 @@ from tests.conftest import RECIPES, run_dsl
 
 
 def quickstart() -> sdk.Spec:
+    gate = ("rag.tuned.exact_match >= 0.6 and rag.tuned.exact_match.ci_low > finetune.sip.exact_match.ci_high"
+            " and rag.tuned.exact_match.ci_low > rag.docs.exact_match.ci_high"
+            " and rag.tuned.exact_match.ci_low > pretrain.base.exact_match.ci_high")
+    lines = {"by": "line", "length": 1, "overlap": 0}
     return (
-        sdk.Domain("quickstart", description="SIP, IMS, VoLTE and 5G core assistant, trained from scratch on a CPU",
+        sdk.Domain("quickstart", description="Northwind Mobile cell-site assistant, trained from scratch on a CPU",
                    base_dir=RECIPES)
-        .base_model("tiny", architecture=llama(layers=2, hidden=128, heads=4, vocab=2000, context=1024))
-        .corpus("telecom", paths=["quickstart/corpus/*.md"], split={"by": "word", "length": 120, "overlap": 20},
-                dedupe="near")
-        .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.1, retrieval="rag.docs")
-        .pretrain("base", from_="base_model.tiny", corpus="corpus.telecom", max_steps=1200, batch_size=8,
-                  block_size=128, learning_rate=1e-3, warmup_ratio=0.05, save_steps=200)
-        .finetune("sip", from_="pretrain.base", data="dataset.qa", method="lora", lora={"rank": 8, "alpha": 16},
-                  max_steps=200, batch_size=4, learning_rate=1e-3, max_length=1024, save_steps=50)
-        .rag("docs", corpus="corpus.telecom", retriever="hybrid", top_k=3, generator="pretrain.base",
+        .base_model("tiny", architecture=llama(layers=2, hidden=128, heads=4, vocab=1000, context=512))
+        .corpus("archive", paths=["quickstart/corpus/archive/*.md"], split=lines)
+        .corpus("handbook", paths=["quickstart/corpus/*/*.md"], split=lines)
+        .pretrain("base", from_="base_model.tiny", corpus="corpus.archive", max_steps=200, batch_size=8,
+                  block_size=128, learning_rate=2e-3, warmup_ratio=0.05, save_steps=100)
+        .rag("docs", corpus="corpus.handbook", retriever="bm25", top_k=1, generator="pretrain.base",
              max_new_tokens=32)
-        .rag("tuned", corpus="corpus.telecom", retriever="hybrid", top_k=3, generator="finetune.sip",
+        .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.05, retrieval="rag.docs",
+                 keep_bare=False)
+        .finetune("sip", from_="pretrain.base", data="dataset.qa", method="full", chat_template=file("quickstart/chat.j2"),
+                  max_steps=600, batch_size=16, learning_rate=1e-3, warmup_ratio=0.05, max_length=256, save_steps=100)
+        .rag("tuned", corpus="corpus.handbook", retriever="bm25", top_k=1, generator="finetune.sip",
              max_new_tokens=32)
-        .eval("expert", data="quickstart/eval.jsonl",
-              metrics=["exact_match", "f1", "perplexity", "citation_recall", "recall_at_k"],
-              systems=["pretrain.base", "finetune.sip", "rag.docs", "rag.tuned"], max_new_tokens=16,
-              gate="rag.tuned.citation_recall.ci_low >= 0.6")
+        .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "recall_at_k"],
+              systems=["rag.tuned", "pretrain.base", "finetune.sip", "rag.docs"], max_new_tokens=32, gate=gate)
         .route(classifier="tfidf", examples="quickstart/route.jsonl", domain="rag.tuned", general="pretrain.base")
         .serve(engine="local", port=8000)
         .build()
@@ -219,8 +222,8 @@ TWINS: dict[str, Callable[[], sdk.Spec]] = {
 _TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "align.ops_dpo", "rag.ops",
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
-    "quickstart.dsl": ["base_model.tiny", "corpus.telecom", "pretrain.base", "rag.docs", "dataset.qa", "finetune.sip",
-                       "rag.tuned", "eval.expert", "route.default", "serve.default"],
+    "quickstart.dsl": ["base_model.tiny", "corpus.archive", "corpus.handbook", "pretrain.base", "rag.docs", "dataset.qa",
+                       "finetune.sip", "rag.tuned", "eval.expert", "route.default", "serve.default"],
     "medicine.dsl": ["base_model.llama3", "corpus.guidelines", "dataset.qa", "finetune.clinical", "rag.guidelines",
                      "eval.clinical", "route.default", "serve.default"],
     "law.dsl": ["base_model.mistral", "corpus.casebook", "dataset.qa", "finetune.counsel", "rag.research",
@@ -360,7 +363,12 @@ DATA_FOLDERS = ["quickstart", "medicine", "law", "finance", "telecom", "code"]
 def test_sample_data_is_well_formed(folder: str) -> None:
     base = RECIPES / folder
     corpus = sorted((base / "corpus").glob("*.md"))
-    assert corpus and all(p.read_text(encoding="utf-8").startswith("# ") for p in corpus)
+    if folder == "quickstart":  # generated sheets, one line per parameter, in three folders (make_data.py)
+        corpus = sorted((base / "corpus").glob("*/*.md"))
+        assert corpus and all(line.startswith(("Site ", "The ", "VoLTE ")) for p in corpus
+                              for line in p.read_text(encoding="utf-8").splitlines())
+    else:
+        assert corpus and all(p.read_text(encoding="utf-8").startswith("# ") for p in corpus)
     for row in _jsonl(base / "sft.jsonl"):
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["user", "assistant"] and all(m["content"].strip() for m in row["messages"])
@@ -383,10 +391,10 @@ def test_sample_data_is_well_formed(folder: str) -> None:
 
 def test_quickstart_sizes() -> None:
     base = RECIPES / "quickstart"
-    corpus = sorted((base / "corpus").glob("*.md"))
-    assert 8 <= len(corpus) <= 12
-    assert 25_000 <= sum(p.stat().st_size for p in corpus) <= 40_000
-    assert 60 <= len(_jsonl(base / "sft.jsonl")) <= 100
+    sets = {part: sorted((base / "corpus" / part).glob("*.md")) for part in ("archive", "tuning", "new")}
+    assert sum(p.stat().st_size for ps in sets.values() for p in ps) <= 400_000
+    assert len(sets["new"]) == 20
+    assert 2000 <= len(_jsonl(base / "sft.jsonl")) <= 4000
     assert 40 <= len(_jsonl(base / "eval.jsonl")) <= 60
     route = _jsonl(base / "route.jsonl")
     assert 300 <= len(route) <= 450
@@ -395,24 +403,45 @@ def test_quickstart_sizes() -> None:
     assert len({r["text"] for r in route}) == len(route)
 
 
-def test_quickstart_eval_is_not_in_the_training_data() -> None:
-    """No eval question shares a 13-gram (the eval's contamination n) with the notes or the SFT pairs, and no
-    eval question is an SFT question."""
+def test_quickstart_data_is_what_make_data_writes(tmp_path: Path) -> None:
+    """The committed data is exactly the generator's output (it is deterministic)."""
+    import shutil
+    import subprocess
+    import sys
+
     base = RECIPES / "quickstart"
+    shutil.copy(base / "make_data.py", tmp_path / "make_data.py")
+    subprocess.run([sys.executable, str(tmp_path / "make_data.py")], check=True, timeout=60)
+    for made in sorted(tmp_path.rglob("*.*")):
+        if made.suffix in (".md", ".jsonl"):
+            rel = made.relative_to(tmp_path)
+            assert made.read_text(encoding="utf-8") == (base / rel).read_text(encoding="utf-8"), rel
+
+
+def test_quickstart_eval_is_not_in_the_training_data() -> None:
+    """The eval asks about the new sites only: no training text (the archive the model is pre-trained on, the
+    fine-tuning questions and answers) names them, no eval question is an SFT question, and no eval question shares
+    a 13-gram (the eval's contamination n) with any training text."""
+    base = RECIPES / "quickstart"
+    new_sites = {p.stem for p in (base / "corpus" / "new").glob("*.md")}
     train: set[tuple[str, ...]] = set()
-    for p in (base / "corpus").glob("*.md"):
+    words: set[str] = set()
+    for p in (base / "corpus" / "archive").glob("*.md"):
         train |= _grams(p.read_text(encoding="utf-8"))
+        words |= set(_words(p.read_text(encoding="utf-8")))
     sft_questions = set()
     for row in _jsonl(base / "sft.jsonl"):
         for m in row["messages"]:
             train |= _grams(m["content"])
+            words |= set(_words(m["content"]))
         sft_questions.add(" ".join(_words(row["messages"][0]["content"])))
+    assert not {s.lower() for s in new_sites} & words
     for item in _jsonl(base / "eval.jsonl"):
         assert not (_grams(item["question"]) & train), item["id"]
         assert " ".join(_words(item["question"])) not in sft_questions, item["id"]
-    # every note is the source of some question
-    cited = {Path(s).name for item in _jsonl(base / "eval.jsonl") for s in item["sources"]}
-    assert cited == {p.name for p in (base / "corpus").glob("*.md")}
+        assert [Path(s).stem for s in item["sources"]] == [item["id"].split("-")[0]]
+    # every new site is the source of some question
+    assert {Path(s).stem for item in _jsonl(base / "eval.jsonl") for s in item["sources"]} == new_sites
 
 
 def test_law_hearsay_set_is_labelled() -> None:
