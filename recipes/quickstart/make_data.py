@@ -4,16 +4,19 @@
 
 The generated files are committed, so `make demo` never runs this script. What it writes, next to itself:
 
-- corpus/2023/CODE.md    200 site sheets, one short paragraph each (the sites the model is trained on);
-- corpus/2024/CODE.md    20 site sheets commissioned later: they are in the retrieval corpus only, never in the
-                         pre-training corpus nor in the fine-tuning data;
-- sft.jsonl              3 questions on each 2023 site (600 pairs), the answer the bare value after a space;
-- eval.jsonl             3 questions on each 2024 site (60 items), the answer, and the sheet that has it.
+- corpus/archive/sites-NN.md   200 site sheets: what the model is pre-trained on;
+- corpus/tuning/sites-NN.md    400 other sites: what the fine-tuning questions are about (the model sees these
+                               sheets only through retrieval, so it cannot answer them from pre-training memory);
+- corpus/new/NAME.md           20 sites "commissioned later", one file each: only the retrieval corpus has them;
+- sft.jsonl                    every parameter of every tuning site (3200 pairs), answered by the bare value
+                               after a space (" 512 ms": the space makes its tokens those of the sheet's line);
+- eval.jsonl                   3 questions on each new site (60 items), the value, and the sheet that holds it.
 
-A sheet gives eight parameters of one site (band, PCI, tracking area, T3412 timer, DRX cycle, peak rate, antenna
-tilt, P-CSCF) in a shuffled order, so an answer has to be found by its parameter name, not by its position.
-Every answer is a span of its site's sheet: a model that has learned to copy the value after the parameter it
-is asked about answers any site, including one it never saw, as long as retrieval hands it that site's sheet.
+A sheet has one line per parameter (band, PCI, tracking area, T3412 timer, DRX cycle, peak rate, antenna tilt,
+P-CSCF), each naming the site ("The DRX cycle of site Bage lasts 512 ms."), in a shuffled order; site names are
+letters only, so the only digits of a line are its value. Every answer is a span of one line: a model that has
+learned to copy the value out of the line it is given answers any site, including one it never saw, as long as
+retrieval hands it that site's line.
 """
 
 from __future__ import annotations
