@@ -20,8 +20,8 @@ SENTENCES = [
     "An INVITE request starts a SIP call and BYE ends it.",
     "The S-CSCF keeps session state; the HSS stores subscriber profiles.",
     "AMR-WB is the wideband codec of VoLTE.",
-    "Aspirin lowers the risk of a second heart attack in some patients, according to a randomised trial of "
-    "several thousand adults followed for five years.",
+    ("Aspirin lowers the risk of a second heart attack in some patients, according to a randomised trial of "
+    "several thousand adults followed for five years."),
     "x",
 ]
 
