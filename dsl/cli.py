@@ -225,6 +225,12 @@ def _print_plan(the_plan: Any) -> None:
         console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
 
 
+def _summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = None) -> None:
+    from dsl.summary import print_summary
+
+    print_summary(result, recipe, wd, workdir)
+
+
 def _out_console() -> Any:
     from dsl.commands._common import out_console
 
@@ -284,7 +290,7 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
         click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "ok": result.ok,
                                "steps": outcomes}, indent=2, default=str))
     else:
-        _print_summary(result, recipe, wd, workdir)
+        _summary(result, recipe, wd, workdir)
     if result.failed:
         for o in result.failed:
             click.echo(f"error: {o.error}", err=True)
@@ -299,48 +305,6 @@ def _quiet_progress_bars() -> None:
     from dsl.commands._common import quiet_progress_bars
 
     quiet_progress_bars()
-
-
-def _print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = None) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{recipe.spec.name}: apply summary", title_justify="left")
-    for col in ("step", "status", "time", "summary"):
-        table.add_column(col)
-    colors = {"ran": "green", "up_to_date": "dim", "failed": "red", "gate_failed": "red", "skipped": "yellow"}
-    for o in result.outcomes:
-        table.add_row(o.id, f"[{colors.get(o.status, 'white')}]{o.status}[/]",
-                      f"{o.seconds:.1f}s" if o.seconds else "", (o.summary or o.error)[:90])
-    console = _out_console()
-    console.print(table)
-    c = {s: sum(1 for o in result.outcomes if o.status == s)
-         for s in ("ran", "up_to_date", "skipped", "failed", "gate_failed")}
-    gates = f", {c['gate_failed']} gate failed" if c["gate_failed"] else ""
-    console.print(f"Apply complete: {c['ran']} ran, {c['up_to_date']} up to date, {c['skipped']} skipped, "
-                  f"{c['failed']} failed{gates}. Workdir: {wd}")
-    from sdk.state import StateStore
-
-    state = StateStore(wd).load()
-    for step_id, entry in state.steps.items():
-        if step_id.startswith("eval.") and entry.get("artifact") and Path(entry["artifact"], "report.html").exists():
-            console.print(f"Report ({step_id}): {Path(entry['artifact'], 'report.html')}")
-    if not result.ok:
-        return
-    spec = recipe.spec
-    path = f"{recipe.path} --workdir {workdir}" if workdir else str(recipe.path)
-    hints = []
-    if spec.serve:
-        hints.append(f"dsl serve {path}            # OpenAI-compatible gateway, model=\"auto\" routes each query")
-    if spec.rag:
-        hints.append(f"dsl ask {path} \"a question\"  # answer with cited sources")
-    if spec.route:
-        hints.append(f"dsl route {path} \"a query\"   # which target a query goes to")
-    if spec.eval:
-        hints.append(f"dsl report {path}           # the evaluation table")
-    if hints:
-        console.print("Next:")
-        for h in hints:
-            console.print(f"  {h}")
 
 
 @cli.command()

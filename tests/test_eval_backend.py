@@ -108,6 +108,9 @@ def test_failed_gate_keeps_the_report_and_says_why(tmp_path: Path, models: tuple
     assert "gate base_model.a.accuracy.ci_low >= 0.99 failed: base_model.a.accuracy.ci_low = " in r.stderr
     assert "margin -" in r.stderr and "Traceback" not in r.stderr
     assert r.returncode == 4 and "0 failed, 1 gate failed" in r.stdout and "Next:" not in r.stdout
+    # the summary's headline: each system's score with its interval, and the gate's verdict
+    assert "eval.mc: accuracy on" in r.stdout and "gate base_model.a.accuracy.ci_low >= 0.99: FAILED" in r.stdout
+    assert "p = " in r.stdout and "Report (eval.mc):" in r.stdout
     st = state(tmp_path)["eval.mc"]
     assert st["status"] == "gate_failed"
     md = (tmp_path / ".dsl" / st["artifact"] / "report.md").read_text()
