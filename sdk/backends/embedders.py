@@ -90,7 +90,12 @@ def embed_documents(docs: list[Any], embedder: str, progress: Any = None, base_d
     if backend.startswith("onnx"):
         import dataclasses
 
-        model = OnnxEmbedder(resolve_embedder(embedder, base_dir), quantize=backend == "onnx-int8")
+        try:
+            model = OnnxEmbedder(resolve_embedder(embedder, base_dir), quantize=backend == "onnx-int8")
+        except Exception as e:  # noqa: BLE001 - an export or runtime failure becomes one line naming the way out
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DslError(f"cannot run the embedder {embedder!r} through ONNX Runtime ({first}); "
+                           f"embedding_backend = torch avoids it") from None
         done = []
         step = 256
         for i in range(0, len(ranked), step):
