@@ -15,6 +15,7 @@ Last line: `tokens_per_s ratio=<r> loss sdk=<a> trl=<b>`.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 STEPS = 40
 BATCH = 8
-RUNS = 2
+RUNS = int(os.environ.get("BENCH_RUNS", "2"))  # a run of both sides takes ~15 min on 2 busy cores
 MAX_LENGTH = 512
 
 PLAIN = r'''
@@ -111,6 +112,9 @@ def main() -> None:
                    str(data.path / data.outputs["train"]), str(data.path / data.outputs["validation"]),
                    str(work / f"plain{i}")])
         plain_runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"run {i + 1}: sdk {sdk_runs[-1]['train_tokens'] / sdk_runs[-1]['train_seconds']:.0f} tokens/s "
+              f"(eval loss {sdk_runs[-1]['eval_loss']:.4f}), plain TRL {plain_runs[-1]['train_tokens'] / plain_runs[-1]['train_seconds']:.0f} "
+              f"tokens/s (eval loss {plain_runs[-1]['eval_loss']:.4f})", flush=True)
     tps = lambda r: r["train_tokens"] / r["train_seconds"]  # noqa: E731
     a, b = max(sdk_runs, key=tps), max(plain_runs, key=tps)
     print(f"{STEPS} LoRA steps, batch {BATCH}, 4-layer hidden-256 model, {len(rows)} chat rows of varied length")
