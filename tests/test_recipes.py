@@ -21,9 +21,10 @@ from tests.conftest import RECIPES, run_dsl
 
 
 def quickstart() -> sdk.Spec:
-    gate = ("rag.tuned.exact_match >= 0.6 and rag.tuned.exact_match.ci_low > finetune.sip.exact_match.ci_high"
-            " and rag.tuned.exact_match.ci_low > rag.docs.exact_match.ci_high"
-            " and rag.tuned.exact_match.ci_low > pretrain.base.exact_match.ci_high")
+    gate = ("rag.tuned.exact_match >= 0.6"
+            " and rag.tuned.exact_match > finetune.sip.exact_match and finetune.sip.exact_match.p_value < 0.05"
+            " and rag.tuned.exact_match > rag.docs.exact_match and rag.docs.exact_match.p_value < 0.05"
+            " and rag.tuned.exact_match > pretrain.base.exact_match and pretrain.base.exact_match.p_value < 0.05")
     lines = {"by": "line", "length": 1, "overlap": 0}
     return (
         sdk.Domain("quickstart", description="Northwind Mobile cell-site assistant, trained from scratch on a CPU",
@@ -33,16 +34,16 @@ def quickstart() -> sdk.Spec:
         .corpus("handbook", paths=["quickstart/corpus/*/*.md"], split=lines)
         .pretrain("base", from_="base_model.tiny", corpus="corpus.archive", max_steps=200, batch_size=8,
                   block_size=128, learning_rate=2e-3, warmup_ratio=0.05, save_steps=100)
-        .rag("docs", corpus="corpus.handbook", retriever="bm25", top_k=1, generator="pretrain.base",
-             max_new_tokens=32)
+        .rag("docs", corpus="corpus.handbook", retriever="bm25", top_k=1, prompt=file("quickstart/prompt.j2"),
+             generator="pretrain.base", max_new_tokens=8)
         .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.05, retrieval="rag.docs",
                  keep_bare=False)
-        .finetune("sip", from_="pretrain.base", data="dataset.qa", method="full", chat_template=file("quickstart/chat.j2"),
-                  max_steps=600, batch_size=16, learning_rate=1e-3, warmup_ratio=0.05, max_length=256, save_steps=100)
-        .rag("tuned", corpus="corpus.handbook", retriever="bm25", top_k=1, generator="finetune.sip",
-             max_new_tokens=32)
+        .finetune("sip", from_="pretrain.base", data="dataset.qa", method="full",
+                  max_steps=400, batch_size=8, learning_rate=2e-3, warmup_ratio=0.05, max_length=96, save_steps=100)
+        .rag("tuned", corpus="corpus.handbook", retriever="bm25", top_k=1, prompt=file("quickstart/prompt.j2"),
+             generator="finetune.sip", max_new_tokens=8)
         .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "recall_at_k"],
-              systems=["rag.tuned", "pretrain.base", "finetune.sip", "rag.docs"], max_new_tokens=32, gate=gate)
+              systems=["rag.tuned", "pretrain.base", "finetune.sip", "rag.docs"], max_new_tokens=8, gate=gate)
         .route(classifier="tfidf", examples="quickstart/route.jsonl", domain="rag.tuned", general="pretrain.base")
         .serve(engine="local", port=8000)
         .build()
@@ -165,9 +166,13 @@ def _telecom(name: str, description: str, gpu: bool) -> sdk.Spec:
         .pretrain("notes", from_="base_model.llama3", corpus="corpus.notes", **pretrain)
         .finetune("ops", from_="pretrain.notes", data="dataset.ops", **finetune)
         .align("ops_dpo", from_="finetune.ops", pairs="telecom/prefs.jsonl", method="dpo", beta=0.1, epochs=2)
+        .reward("ops_grpo", from_="finetune.ops", prompts="telecom/mc.jsonl",
+                rewards={"accuracy": 1.0, "format": {"pattern": "^[1-4]$", "weight": 0.2}}, num_generations=4,
+                max_steps=200)
         .rag("ops", corpus="corpus.notes", retriever="hybrid", top_k=5, generator="finetune.ops", max_new_tokens=256)
         .eval("ops", data="telecom/eval.jsonl", metrics=["exact_match", "f1", "citation_recall", "recall_at_k", "mrr"],
-              systems=["base_model.llama3", "finetune.ops", "align.ops_dpo", "rag.ops"], gate=ops_gate)
+              systems=["base_model.llama3", "finetune.ops", "align.ops_dpo", "reward.ops_grpo", "rag.ops"],
+              gate=ops_gate)
         .eval("expert", data="telecom/expert.jsonl", metrics=["exact_match", "f1", "citation_recall"],
               systems=["base_model.llama3", "pretrain.notes", "rag.ops"], limit=40, fail_on_contamination=True)
         .route(classifier="embedding", examples="telecom/route.jsonl", eval_sets=["eval.ops", "eval.expert"],
@@ -219,7 +224,7 @@ TWINS: dict[str, Callable[[], sdk.Spec]] = {
     "code.dsl": code,
 }
 
-_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "align.ops_dpo", "rag.ops",
+_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "align.ops_dpo", "reward.ops_grpo", "rag.ops",
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
     "quickstart.dsl": ["base_model.tiny", "corpus.archive", "corpus.handbook", "pretrain.base", "rag.docs", "dataset.qa",
