@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Lora, TrainCommon
 from sdk.spec.paths import named_files, path_problem
+from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import Fraction, PositiveInt, Problem, TextOrFile, ref_of
 
 # TRL's DPOConfig.loss_type values (TRL 1.x); ipo is IPO, robust is cDPO-style, apo_* are anchored losses.
@@ -21,7 +22,8 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     problem = path_problem(spec, block.pairs) if check_files else None
-    return [Problem(path=("align", label, "pairs"), message=problem)] if problem else []
+    out = [Problem(path=("align", label, "pairs"), message=problem)] if problem else []
+    return out + chat_template_problems(spec, label, block, "align")
 
 
 @declare("align", role="model", backend=("trl_dpo", "sdk.backends.align:AlignBackend",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -11,13 +11,22 @@ from sdk.spec.blocks.pretrain import with_compute
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Lora, TrainCommon
 from sdk.spec.paths import named_files
+from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import PositiveInt, TextOrFile, ref_of
+
+
+def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Any]:
+    """Chat data trains the model where its turn ends: the template must write an end-of-turn marker."""
+    data = spec.get(block.data) if spec.has(block.data) else None
+    if data is not None and data.format == "text":
+        return []
+    return chat_template_problems(spec, label, block, "finetune")
 
 
 @declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend",
                                              "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
-         extra={"config": with_compute})
+         check=_check, extra={"config": with_compute})
 class FinetuneBlock(TrainCommon):
     """Supervised fine-tuning with TRL, full or through LoRA/QLoRA adapters."""
 

@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Lora, TrainCommon
 from sdk.spec.paths import named_files, path_problem
+from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import Block, PositiveInt, Problem, TextOrFile, ref_of
 
 # Per-item metrics of sdk.metrics that need only the answer and the row's reference (no retrieval, no judge).
@@ -38,7 +39,8 @@ class FormatRule(Block):
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     problem = path_problem(spec, block.prompts) if check_files else None
-    return [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
+    out = [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
+    return out + chat_template_problems(spec, label, block, "reward")
 
 
 @declare("reward", role="model", backend=("trl_grpo", "sdk.backends.reward:RewardBackend",

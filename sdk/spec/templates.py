@@ -1,0 +1,89 @@
+"""Chat templates a model is trained with: checked at plan time, because a template that writes nothing after an
+assistant message teaches the model no end of turn, and such a model never stops generating."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Optional
+
+from sdk.spec.values import FileRef
+
+_GENERATION_TAGS = re.compile(r"{%-?\s*(?:end)?generation\s*-?%}")
+_MARK = "ANSWER_7f3a"
+
+
+def end_of_turn_problem(template: str) -> Optional[str]:
+    """Why ``template`` cannot teach a model to end its turn, or None."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": _MARK}]
+    try:
+        text = env.from_string(_GENERATION_TAGS.sub("", template)).render(
+            messages=messages, add_generation_prompt=False, bos_token="<s>", eos_token="</s>")
+    except Exception as e:  # noqa: BLE001 - a template is the user's to fix: say what jinja said
+        return f"the chat template cannot be rendered ({type(e).__name__}: {e})"
+    if _MARK not in text:
+        return "the chat template does not write the assistant's message"
+    if not text.split(_MARK, 1)[1].strip():
+        return ("the chat template writes nothing after an assistant message, so a model trained with it never "
+                "learns where its answer ends and will not stop generating")
+    return None
+
+
+HINT = "end the assistant turn with a marker and the eos token, e.g. {{ message['content'] + '<|end|>' + eos_token }}"
+
+
+def template_text(spec: Any, block: Any) -> Optional[str]:
+    """The chat template a block names (a string or file()), or the one saved in a local base model's folder."""
+    value = getattr(block, "chat_template", None)
+    if isinstance(value, FileRef):
+        path = (spec.base_dir / value.path).resolve()
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    if isinstance(value, str):
+        return value
+    folder = getattr(block, "path", None)
+    if folder:
+        base = (spec.base_dir / folder).resolve()
+        if (base / "chat_template.jinja").is_file():
+            return (base / "chat_template.jinja").read_text(encoding="utf-8")
+        config = base / "tokenizer_config.json"
+        if config.is_file():
+            try:
+                found = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+            except (OSError, ValueError):
+                return None
+            return found if isinstance(found, str) else None
+    return None
+
+
+def training_template(spec: Any, block: Any) -> Optional[str]:
+    """The template a training step will use: its own chat_template, else the nearest one up its ``from`` chain
+    (a step's, or a local base model's)."""
+    seen: set[int] = set()
+    while block is not None and id(block) not in seen:
+        seen.add(id(block))
+        text = template_text(spec, block)
+        if text is not None:
+            return text
+        ref = getattr(block, "from_", None)
+        block = spec.get(ref) if ref is not None and spec.has(ref) else None
+    return None
+
+
+def chat_template_problems(spec: Any, label: str, block: Any, kind: str) -> list[Any]:
+    """The plan-time check of kinds that train on chat turns (finetune, align, reward): the template they will
+    train with must end an assistant turn with something the model can learn."""
+    from sdk.spec.values import Problem
+
+    if getattr(block, "format", "chat") == "text":
+        return []
+    text = training_template(spec, block)
+    problem = end_of_turn_problem(text) if text else None
+    if problem is None:
+        return []
+    where = "chat_template" if getattr(block, "chat_template", None) is not None else "from"
+    return [Problem(path=(kind, label, where), message=problem, hint=HINT)]
+
+
