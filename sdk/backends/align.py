@@ -107,13 +107,12 @@ def lora_config(block: dict[str, Any]) -> Any:
 
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOTrainer
 
     from sdk.backends import training as T
+    from sdk.backends import tuning
     from sdk.backends.finetune import _params
-    from sdk.backends.models import ModelHandle, load, quiet_library_deprecations
+    from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
     T.set_threads()
@@ -128,34 +127,11 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
         held = set(order[:n_val])
         val_rows = [r for i, r in enumerate(rows) if i in held]
         rows = [r for i, r in enumerate(rows) if i not in held]
-    h = ModelHandle(**job["base"])
-    tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
-    if job.get("chat_template"):
-        tokenizer.chat_template = job["chat_template"]
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer, base_path, h = tuning.load_for_tuning(job, block["tune"])
+    out = Path(job["out_dir"])
     if isinstance(rows[0]["prompt"], list) and not tokenizer.chat_template:
         raise DslError(f"{job['step_id']}: the pairs are chat messages but the tokenizer of {h.model} has no chat "
                        "template; set chat_template in the align block")
-    kwargs: dict[str, Any] = {"revision": h.revision}
-    if job.get("dtype") and job["dtype"] != "auto":
-        kwargs["dtype"] = getattr(torch, job["dtype"])
-    if block["tune"] == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=torch.float32)
-    out = Path(job["out_dir"])
-    base_path = h.model
-    if h.adapter:  # tuning a LoRA fine-tune: train over the merged model, kept in the artifact as the new base
-        model, _ = load(h, merge=True)
-        model.train()
-        if block["tune"] != "full":
-            base_path = str(out / "base")
-            model.save_pretrained(base_path)
-            tokenizer.save_pretrained(base_path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
     peft_config = lora_config(block)
     config = dpo_config(block, Path(job["checkpoint_dir"]), bool(val_rows))
     drop = ["_line"]
@@ -192,19 +168,8 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     metrics.update({k: v for k, v in job.get("summary", {}).items() if k != "identical_lines"})
     history = T.loss_history(trainer)
     margins = [{"step": int(r["step"]), "margin": float(r["rewards/margins"])} for r in logs if "rewards/margins" in r]
-    if peft_config is None:
-        trainer.save_model(str(out / "model"))
-        tokenizer.save_pretrained(str(out / "model"))
-        card_dir = out / "model"
-    else:
-        trainer.model.save_pretrained(str(out / "adapter"))
-        tokenizer.save_pretrained(str(out / "adapter"))
-        card_dir = out / "adapter"
-        if block["merge"]:
-            merged, _ = load(ModelHandle(model=base_path, adapter=str(out / "adapter"),
-                                         revision=None if h.adapter else h.revision), merge=True)
-            merged.save_pretrained(str(out / "merged"))
-            tokenizer.save_pretrained(str(out / "merged"))
+    card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft_config is not None, merge=block["merge"],
+                            base_path=base_path, handle=h)
     T.write_loss_curve(out, history, f"{job['step_id']} preference (DPO) loss")
     (out / "margins.json").write_text(json.dumps(margins, indent=1))  # reward margin (chosen - rejected) by step
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),

@@ -114,45 +114,21 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
 
 def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from sdk.backends import training as T
+    from sdk.backends import tuning
     from sdk.backends.align import lora_config
     from sdk.backends.finetune import _params
-    from sdk.backends.models import ModelHandle, load, quiet_library_deprecations
+    from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
     T.set_threads()
     block = job["block"]
     T.seed_everything(block["seed"])
-    h = ModelHandle(**job["base"])
-    tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
-    if job.get("chat_template"):
-        tokenizer.chat_template = job["chat_template"]
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer, base_path, h = tuning.load_for_tuning(job, block["tune"])
     tokenizer.padding_side = "left"  # generation pads on the left
-    kwargs: dict[str, Any] = {"revision": h.revision}
-    if job.get("dtype") and job["dtype"] != "auto":
-        kwargs["dtype"] = getattr(torch, job["dtype"])
-    if block["tune"] == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=torch.float32)
     out = Path(job["out_dir"])
-    base_path = h.model
-    if h.adapter:  # tuning a LoRA fine-tune: train over the merged model, kept in the artifact as the new base
-        model, _ = load(h, merge=True)
-        model.train()
-        if block["tune"] != "full":
-            base_path = str(out / "base")
-            model.save_pretrained(base_path)
-            tokenizer.save_pretrained(base_path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
     chat = bool(tokenizer.chat_template)
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}] if chat else RAW_PROMPT.format(question=r["prompt"]),
              "answer": r["answer"], "choices": r["choices"] or []} for r in job["rows"]]
@@ -187,14 +163,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
         metrics.update(reward_first=curve[0]["reward"], reward_last=curve[-1]["reward"],
                        reward_by_step=[[c["step"], c["reward"]] for c in curve])
     peft = block["tune"] != "full"
-    card_dir = out / ("adapter" if peft else "model")
-    trainer.save_model(str(card_dir))
-    tokenizer.save_pretrained(str(card_dir))
-    if peft and block["merge"]:
-        merged, _ = load(ModelHandle(model=base_path, adapter=str(card_dir),
-                                     revision=None if h.adapter else h.revision), merge=True)
-        merged.save_pretrained(str(out / "merged"))
-        tokenizer.save_pretrained(str(out / "merged"))
+    card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft, merge=block["merge"], base_path=base_path, handle=h)
     T.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
     (out / "rewards.json").write_text(json.dumps(curve, indent=1))
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
