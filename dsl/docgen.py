@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def type_name(tp: Any) -> str:
         return type_name(inner)
     if origin is typing.Literal:
         return " \\| ".join(str(a) for a in args)
-    if origin is typing.Union:
+    if origin is typing.Union or isinstance(tp, types.UnionType):
         parts = [type_name(a) for a in args if a is not type(None)]
         return " or ".join(parts)
     if origin in (list, tuple):
@@ -77,7 +78,7 @@ def table(model: type[BaseModel]) -> list[str]:
         if name == "type":
             continue
         desc = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{field.alias or name}` | {type_name(field.annotation)} | {default_of(field)} | {desc} |")
+        rows.append(f"| `{field.alias or name}` | {type_name(field.rebuild_annotation() if field.metadata else field.annotation)} | {default_of(field)} | {desc} |")
     return rows
 
 
