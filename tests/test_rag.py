@@ -229,7 +229,12 @@ def test_unreachable_store_names_host_and_port(tmp_path: Path, monkeypatch: pyte
         port = s.getsockname()[1]
     monkeypatch.setenv("PG_CONN", f"postgresql://u:p@127.0.0.1:{port}/db")
     path = recipe(tmp_path, 'rag docs { corpus = corpus.c  store = pgvector { connection = env("PG_CONN") } }')
-    result = sdk.apply(load(path))
+    from sdk.planner import PlanProblems
+
+    with pytest.raises(PlanProblems, match="no PostgreSQL server answers") as plan_time:  # before any step runs
+        sdk.apply(load(path))
+    assert "u:p@" not in str(plan_time.value)
+    result = sdk.apply(load(path), skip_checks=True)  # the step itself still names it, at run time
     assert result.failed and f"127.0.0.1:{port}" in result.failed[0].error
     assert not list((tmp_path / ".dsl" / "artifacts").glob("rag.docs/*"))  # nothing half-written
     assert "u:p@" not in (tmp_path / ".dsl" / "state.json").read_text()
