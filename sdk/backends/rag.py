@@ -32,7 +32,13 @@ from sdk.backends.corpus import (
     read_chunks,
     split_documents,
 )
-from sdk.backends.embedders import DEFAULT_EMBEDDER, choose_backend, embed_documents, quiet_haystack, resolve_embedder
+from sdk.backends.embedders import (
+    DEFAULT_EMBEDDER,
+    choose_backend,
+    embed_documents,
+    quiet_haystack,
+    resolve_embedder,
+)
 from sdk.backends.rag_system import (
     DEFAULT_PROMPT,
     LocalChatGenerator,
