@@ -136,6 +136,9 @@ def plan(
             raise DslError(f"backend {name!r} cannot run {kind} steps (it runs {', '.join(be.kinds)})")
         if check:
             problems += be.check(CheckContext(spec, kind, label, block))
+            decl = K.get_kind(kind)
+            if decl.plan_check is not None:
+                problems += decl.plan_check(spec, label, block)
         config = step_config(spec, kind, block)
         files = {_rel(p, spec.base_dir): hash_cache.file_hash(p)
                  for p in files_read(spec, kind, block, be.extra_inputs(spec, kind, label, block)) if p.is_file()}

@@ -42,7 +42,8 @@ class Kind:
     implicit: Optional[Callable[[Any, str, Any], list[Dep]]] = None  # (spec, label, block) -> more dependencies
     consumes: Optional[Callable[[Any, str, Any, str], Optional[tuple[str, ...]]]] = None  # facets read of a ref dep
     reads: Optional[Callable[[Any, Any], list[Path]]] = None  # (spec, block) -> files read (fingerprinted)
-    check: Optional[Callable[[Any, str, Any], list[Any]]] = None  # (spec, label, block) -> [Problem]
+    check: Optional[Callable[..., list[Any]]] = None  # (spec, label, block, check_files) -> [Problem], validation
+    plan_check: Optional[Callable[[Any, str, Any], list[Any]]] = None  # (spec, label, block) -> [Problem], plan time
     facets: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None  # manifest -> what dependents may read
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -22,13 +22,12 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     problem = path_problem(spec, block.pairs) if check_files else None
-    out = [Problem(path=("align", label, "pairs"), message=problem)] if problem else []
-    return out + chat_template_problems(spec, label, block, "align")
+    return [Problem(path=("align", label, "pairs"), message=problem)] if problem else []
 
 
 @declare("align", role="model", backend=("trl_dpo", "sdk.backends.align:AlignBackend",
                                           "pip install 'domain-dsl[train]'"),
-         outputs=("tokenizer",), check=_check, facets=content_facets,
+         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "align"), facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("pairs",)))
 class AlignBlock(TrainCommon):
     """Preference tuning (DPO and its loss variants) with TRL, on chosen/rejected answer pairs."""

@@ -15,7 +15,7 @@ from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import PositiveInt, TextOrFile, ref_of
 
 
-def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Any]:
+def _check(spec: Any, label: str, block: Any) -> list[Any]:
     """Chat data trains the model where its turn ends: the template must write an end-of-turn marker."""
     data = spec.get(block.data) if spec.has(block.data) else None
     if data is not None and data.format == "text":
@@ -26,7 +26,7 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Any]:
 @declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend",
                                              "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
-         check=_check, extra={"config": with_compute})
+         plan_check=_check, extra={"config": with_compute})
 class FinetuneBlock(TrainCommon):
     """Supervised fine-tuning with TRL, full or through LoRA/QLoRA adapters."""
 

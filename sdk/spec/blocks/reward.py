@@ -39,13 +39,12 @@ class FormatRule(Block):
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     problem = path_problem(spec, block.prompts) if check_files else None
-    out = [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
-    return out + chat_template_problems(spec, label, block, "reward")
+    return [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
 
 
 @declare("reward", role="model", backend=("trl_grpo", "sdk.backends.reward:RewardBackend",
                                            "pip install 'domain-dsl[train]'"),
-         outputs=("tokenizer",), check=_check, facets=content_facets,
+         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "reward"), facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("prompts",)))
 class RewardBlock(TrainCommon):
     """Reward tuning (GRPO) with TRL: sampled answers to prompts, scored by the recipe's metrics and format rules."""
