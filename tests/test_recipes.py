@@ -32,14 +32,14 @@ def quickstart() -> sdk.Spec:
         .base_model("tiny", architecture=llama(layers=2, hidden=128, heads=4, vocab=1000, context=512))
         .corpus("archive", paths=["quickstart/corpus/archive/*.md"], split=lines)
         .corpus("handbook", paths=["quickstart/corpus/*/*.md"], split=lines)
-        .pretrain("base", from_="base_model.tiny", corpus="corpus.archive", max_steps=200, batch_size=8,
+        .pretrain("base", from_="base_model.tiny", corpus="corpus.archive", max_steps=100, batch_size=8,
                   block_size=128, learning_rate=2e-3, warmup_ratio=0.05, save_steps=100)
         .rag("docs", corpus="corpus.handbook", retriever="bm25", top_k=1, prompt=file("quickstart/prompt.j2"),
              generator="pretrain.base", max_new_tokens=8)
         .dataset("qa", path="quickstart/sft.jsonl", format="chat", validation_split=0.05, retrieval="rag.docs",
                  keep_bare=False)
         .finetune("sip", from_="pretrain.base", data="dataset.qa", method="full",
-                  max_steps=400, batch_size=8, learning_rate=2e-3, warmup_ratio=0.05, max_length=96, save_steps=100)
+                  max_steps=700, batch_size=16, learning_rate=3e-3, warmup_ratio=0.05, max_length=96, save_steps=100)
         .rag("tuned", corpus="corpus.handbook", retriever="bm25", top_k=1, prompt=file("quickstart/prompt.j2"),
              generator="finetune.sip", max_new_tokens=8)
         .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "recall_at_k"],
@@ -399,7 +399,7 @@ def test_quickstart_sizes() -> None:
     sets = {part: sorted((base / "corpus" / part).glob("*.md")) for part in ("archive", "tuning", "new")}
     assert sum(p.stat().st_size for ps in sets.values() for p in ps) <= 400_000
     assert len(sets["new"]) == 20
-    assert 2000 <= len(_jsonl(base / "sft.jsonl")) <= 4000
+    assert 1000 <= len(_jsonl(base / "sft.jsonl")) <= 4000
     assert 40 <= len(_jsonl(base / "eval.jsonl")) <= 60
     route = _jsonl(base / "route.jsonl")
     assert 300 <= len(route) <= 450

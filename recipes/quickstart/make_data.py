@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SEED = 15
-ARCHIVE_SITES, TUNING_SITES, NEW_SITES, QUESTIONS_PER_SITE, PER_FILE = 200, 400, 20, 3, 20
+ARCHIVE_SITES, TUNING_SITES, NEW_SITES, QUESTIONS_PER_SITE, PER_FILE = 100, 200, 20, 3, 20
 
 DISTRICTS = ["Harbor", "Old Town", "Riverside", "Airport", "University", "Market", "Stadium", "Hillcrest",
              "Docklands", "Westgate", "Northfield", "Lakeside", "Railway", "Cathedral", "Industrial Park",
