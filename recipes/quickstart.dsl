@@ -75,9 +75,9 @@ domain quickstart {
     keep_bare = false
   }
 
-  # Full fine-tuning (the model is tiny): 700 steps of 16 rows, about seven passes over the rows, padding-free batches;
-  # the loss is on the answer tokens only. The built-in chat template ends each answer with an end-of-sequence
-  # token, so generation stops there.
+  # Full fine-tuning (the model is tiny): 700 steps of 16 rows, about seven passes over the rows, in
+  # padding-free batches; the loss is on the answer tokens only. The built-in chat template ends each answer
+  # with an end-of-sequence token, so generation stops there.
   finetune sip {
     from = pretrain.base
     data = dataset.qa
