@@ -228,6 +228,7 @@ class RewardBackend(Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends import training as T
+        from sdk.backends import tuning
         from sdk.backends.datasets import _rel
         from sdk.backends.finetune import _chat_template
         from sdk.backends.models import ModelHandle, handle
@@ -247,27 +248,11 @@ class RewardBackend(Backend):
         template = _chat_template(ctx.spec, block)
         if template is None and block.from_.kind == "base_model":
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
-        job = {
-            "kind": "reward", "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
-            "checkpoint_dir": str(ctx.checkpoint_dir), "block": block.model_dump(mode="json", exclude={"backend"}),
-            "base": {"model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer, "revision": h.revision},
-            "base_name": f"{block.from_} ({h.model}" + (f" + adapter {h.adapter}" if h.adapter else "") + ")",
-            "rows": rows, "dtype": base.outputs.get("dtype", "auto"), "chat_template": template,
-            "data_hashes": {block.prompts: file_sha256(source)},
-        }
+        job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
+               "data_hashes": {block.prompts: file_sha256(source)}}
         result = reward_job(job, ctx.progress, ctx.log)
         m = result["metrics"]
-        if block.tune == "full":
-            outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
-        elif result.get("base_in_artifact"):
-            outputs = {"adapter": "adapter", "base": "base", "base_source": "artifact", "tokenizer": "adapter"}
-        else:
-            outputs = {"adapter": "adapter", "base": h.model, "base_source": "local" if Path(h.model).is_dir() else "hub",
-                       "tokenizer": "adapter"}
-            if h.revision:
-                outputs["revision"] = h.revision
-        if block.tune != "full" and block.merge:
-            outputs["merged"] = "merged"
+        outputs = tuning.tuned_outputs(block, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", rewards="rewards.json", method=block.method,
                        tune=block.tune)
         return StepResult(metrics=m, outputs=outputs,

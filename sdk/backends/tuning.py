@@ -59,3 +59,28 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
         merged.save_pretrained(str(out / "merged"))
         tokenizer.save_pretrained(str(out / "merged"))
     return folder
+
+
+def job_of(ctx: Any, kind: str, block: Any, h: Any, base: Any, template: Any) -> dict[str, Any]:
+    """The fields every tuning job shares: where it writes, its block, the model it tunes and how to name it."""
+    return {"kind": kind, "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
+            "checkpoint_dir": str(ctx.checkpoint_dir), "block": block.model_dump(mode="json", exclude={"backend"}),
+            "base": {"model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer, "revision": h.revision},
+            "base_name": f"{block.from_} ({h.model}" + (f" + adapter {h.adapter}" if h.adapter else "") + ")",
+            "dtype": base.outputs.get("dtype", "auto"), "chat_template": template}
+
+
+def tuned_outputs(block: Any, h: Any, base_in_artifact: bool) -> dict[str, Any]:
+    """The manifest outputs of a tuning step, in the shape sdk.backends.models.handle() reads."""
+    if block.tune == "full":
+        outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
+    elif base_in_artifact:
+        outputs = {"adapter": "adapter", "base": "base", "base_source": "artifact", "tokenizer": "adapter"}
+    else:
+        outputs = {"adapter": "adapter", "base": h.model, "base_source": "local" if Path(h.model).is_dir() else "hub",
+                   "tokenizer": "adapter"}
+        if h.revision:
+            outputs["revision"] = h.revision
+    if block.tune != "full" and block.merge:
+        outputs["merged"] = "merged"
+    return outputs
