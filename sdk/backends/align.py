@@ -97,12 +97,9 @@ def dpo_config(block: dict[str, Any], checkpoint_dir: Path, has_eval: bool) -> A
 def lora_config(block: dict[str, Any]) -> Any:
     if block["tune"] == "full":
         return None
-    from peft import LoraConfig
+    from sdk.backends.tuning import peft_lora
 
-    lora = block.get("lora") or {}
-    targets = lora.get("target_modules", "all_linear")
-    return LoraConfig(r=lora.get("rank", 16), lora_alpha=lora.get("alpha", 32), lora_dropout=lora.get("dropout", 0.05),
-                      task_type="CAUSAL_LM", target_modules="all-linear" if targets == "all_linear" else list(targets))
+    return peft_lora(block.get("lora"))
 
 
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:

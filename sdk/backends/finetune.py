@@ -167,13 +167,9 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
     peft_config = None
     if block["method"] in ("lora", "qlora"):
-        from peft import LoraConfig
+        from sdk.backends.tuning import peft_lora
 
-        lora = block.get("lora") or {}
-        targets = lora.get("target_modules", "all_linear")
-        peft_config = LoraConfig(r=lora.get("rank", 16), lora_alpha=lora.get("alpha", 32),
-                                 lora_dropout=lora.get("dropout", 0.05), task_type="CAUSAL_LM",
-                                 target_modules="all-linear" if targets == "all_linear" else list(targets))
+        peft_config = peft_lora(block.get("lora"))
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args(),
                            fine_tuning=True)
     config = SFTConfig(**args, max_length=block["max_length"], packing=block["packing"], **cfg_extra)

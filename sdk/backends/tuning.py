@@ -84,3 +84,16 @@ def tuned_outputs(block: Any, h: Any, base_in_artifact: bool) -> dict[str, Any]:
     if block.tune != "full" and block.merge:
         outputs["merged"] = "merged"
     return outputs
+
+
+def peft_lora(settings: Any) -> Any:
+    """PEFT's LoraConfig from a block's ``lora`` settings (as dumped into a job); the defaults are the spec's own
+    (sdk.spec.Lora), never restated here."""
+    from peft import LoraConfig
+
+    from sdk.spec import Lora
+
+    lora = Lora.model_validate(settings or {})
+    targets = "all-linear" if lora.target_modules == "all_linear" else list(lora.target_modules)
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+                      target_modules=targets)
