@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk import metrics as M
+from sdk import scoring as R
 from sdk.artifacts import Artifact
 from sdk.backends.eval_models import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, _local
 from sdk.evalsets import EvalItem
@@ -170,10 +171,10 @@ def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: in
                judged: float | None = None) -> dict[str, float | None]:
     """Per-item scores of the per-item metrics (None: the metric does not apply to this item or system); each
     metric is one function in the registry of :mod:`sdk.metrics`."""
-    view = M.Scored(prediction=ans.prediction, answers=item.answers or [item.gold], gold=item.gold, task=task,
+    view = R.Scored(prediction=ans.prediction, answers=item.answers or [item.gold], gold=item.gold, task=task,
                     cited=[_source_key(s) for s in ans.sources], retrieved=[_source_key(s) for s in ans.retrieved],
                     expected=[_source_key(s) for s in item.sources], k=k, judged=judged)
-    return {m: M.METRICS[m].score(view) for m in metrics if M.METRICS[m].score is not None}
+    return {m: R.METRICS[m].score(view) for m in metrics if R.METRICS[m].score is not None}
 
 
 def _partial_path(folder: Path, sid: str) -> Path:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sdk import expr as E
 from sdk import metrics as M
+from sdk import scoring as R
 
 
 def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str, dict[str, tuple[float, int]]],
@@ -18,7 +19,7 @@ def aggregate(per_item: dict[str, list[dict[str, float | None]]], nlls: dict[str
     for sid, scores in per_item.items():
         out[sid] = {}
         for m in block.metrics:
-            how = M.METRICS[m].aggregate
+            how = R.METRICS[m].aggregate
             if how == "mean":
                 values = [s[m] for s in scores if s.get(m) is not None]
                 if values:

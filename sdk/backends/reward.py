@@ -2,7 +2,7 @@
 
 Prompts are ``{"prompt" or "question", "answer", optional "choices"}`` rows (a bad row is a located ``FILE:LINE``
 error). For each prompt the policy samples ``num_generations`` answers; each answer is scored by every declared
-reward: a metric of :data:`sdk.metrics.METRICS` against the row's answer (with choices, the answer is the option it
+reward: a metric of :data:`sdk.scoring.METRICS` against the row's answer (with choices, the answer is the option it
 picks, :func:`sdk.metrics.parse_choice`), or a format rule (1 when the stripped answer fully matches the pattern);
 TRL sums them with the declared weights. At plan time a prompt file that shares a question with an eval that gates
 (or that evaluates this step) is refused. The outputs match ``finetune``'s and ``align``'s, so
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk import metrics as M
+from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.errors import DataError, DslError
 
@@ -88,7 +89,7 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
             funcs.append(fmt)
             weights.append(float(value.get("weight", 1.0)))
             continue
-        score = M.METRICS[name].score
+        score = R.METRICS[name].score
         assert score is not None
 
         def scored(completions: list[Any], answer: list[str], choices: list[Any], _s: Any = score,
@@ -99,7 +100,7 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
                 if opts:
                     idx = M.parse_choice(pred, opts)
                     pred = opts[idx] if idx is not None else pred
-                view = M.Scored(prediction=pred, answers=[gold], gold=gold,
+                view = R.Scored(prediction=pred, answers=[gold], gold=gold,
                                 task="multiple_choice" if opts else "generate", cited=[], retrieved=[], expected=[],
                                 k=0)
                 value = _s(view)

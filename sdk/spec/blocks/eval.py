@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
-from sdk.metrics import METRICS
+from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare
 from sdk.spec.objects import Endpoint, FieldMap
 from sdk.spec.paths import named_files, path_problem
