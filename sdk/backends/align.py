@@ -228,7 +228,7 @@ class AlignBackend(Backend):
                "data_hashes": {block.pairs: file_sha256(source)}}
         result = align_job(job, ctx.progress, ctx.log)
         m = result["metrics"]
-        outputs = tuning.tuned_outputs(block, h, bool(result.get("base_in_artifact")))
+        outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method, tune=block.tune)
         acc = m.get("eval_rewards_accuracies", m.get("rewards_accuracies"))
         return StepResult(metrics=m, outputs=outputs,

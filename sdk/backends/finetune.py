@@ -321,17 +321,9 @@ class FinetuneBackend(Backend):
         else:
             result = T.run_job(job, finetune_job, ctx.progress, ctx.log)
         m = result["metrics"]
-        if block.method == "full":
-            outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
-        elif result.get("base_in_artifact"):  # trained over a merged earlier fine-tune, saved in this artifact
-            outputs = {"adapter": "adapter", "base": "base", "base_source": "artifact", "tokenizer": "adapter"}
-        else:
-            outputs = {"adapter": "adapter", "base": h.model, "base_source": "local" if Path(h.model).is_dir() else "hub",
-                       "tokenizer": "adapter"}
-            if h.revision:
-                outputs["revision"] = h.revision
-        if block.method != "full" and block.merge:
-            outputs["merged"] = "merged"
+        from sdk.backends.tuning import tuned_outputs
+
+        outputs = tuned_outputs(block.method, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", method=block.method)
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method}: {m['steps']} steps, loss {m['train_loss']}"

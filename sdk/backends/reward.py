@@ -253,7 +253,7 @@ class RewardBackend(Backend):
                "data_hashes": {block.prompts: file_sha256(source)}}
         result = reward_job(job, ctx.progress, ctx.log)
         m = result["metrics"]
-        outputs = tuning.tuned_outputs(block, h, bool(result.get("base_in_artifact")))
+        outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", rewards="rewards.json", method=block.method,
                        tune=block.tune)
         return StepResult(metrics=m, outputs=outputs,

@@ -70,9 +70,11 @@ def job_of(ctx: Any, kind: str, block: Any, h: Any, base: Any, template: Any) ->
             "dtype": base.outputs.get("dtype", "auto"), "chat_template": template}
 
 
-def tuned_outputs(block: Any, h: Any, base_in_artifact: bool) -> dict[str, Any]:
-    """The manifest outputs of a tuning step, in the shape sdk.backends.models.handle() reads."""
-    if block.tune == "full":
+def tuned_outputs(trains: str, merge: bool, h: Any, base_in_artifact: bool) -> dict[str, Any]:
+    """The manifest outputs of a step that trained a model (``trains``: full, lora or qlora), in the shape
+    sdk.backends.models.handle() reads: all weights, or an adapter over its base (kept in the artifact when it was
+    a merged earlier fine-tune), plus ``merged/`` when asked."""
+    if trains == "full":
         outputs: dict[str, Any] = {"model": "model", "model_source": "artifact", "tokenizer": "model"}
     elif base_in_artifact:
         outputs = {"adapter": "adapter", "base": "base", "base_source": "artifact", "tokenizer": "adapter"}
@@ -81,7 +83,7 @@ def tuned_outputs(block: Any, h: Any, base_in_artifact: bool) -> dict[str, Any]:
                    "tokenizer": "adapter"}
         if h.revision:
             outputs["revision"] = h.revision
-    if block.tune != "full" and block.merge:
+    if trains != "full" and merge:
         outputs["merged"] = "merged"
     return outputs
 
