@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
 
@@ -174,17 +175,10 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
 
 
-class AlignBackend(Backend):
+class AlignBackend(TrainingBackend, Backend):
     name = "trl_dpo"
     version = "1"
     kinds = ("align",)
-    requires = ("torch", "transformers", "trl", "peft", "datasets")
-    install_hint = "pip install 'domain-dsl[train]'"
-
-    def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
-        return super().environment(ctx) + E.compute(ctx)
 
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem

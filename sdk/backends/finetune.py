@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DslError
 
 
@@ -251,17 +252,10 @@ def _chat_template(spec: Any, block: Any) -> Optional[str]:
     return value.read(spec.base_dir) if isinstance(value, FileRef) else str(value)
 
 
-class FinetuneBackend(Backend):
+class FinetuneBackend(TrainingBackend, Backend):
     name = "trl"
     version = "2"  # 2: padding-free batches by default
     kinds = ("finetune",)
-    requires = ("torch", "transformers", "trl", "peft", "datasets")
-    install_hint = "pip install 'domain-dsl[train]'"
-
-    def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
-        return super().environment(ctx) + E.compute(ctx)
 
     def check(self, ctx: CheckContext) -> list:
         from sdk.spec import Problem

@@ -21,6 +21,7 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
 RAW_PROMPT = "Question: {question}\nAnswer:"  # the eval's convention for a model without a chat template
@@ -172,17 +173,10 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft}
 
 
-class RewardBackend(Backend):
+class RewardBackend(TrainingBackend, Backend):
     name = "trl_grpo"
     version = "1"
     kinds = ("reward",)
-    requires = ("torch", "transformers", "trl", "peft", "datasets")
-    install_hint = "pip install 'domain-dsl[train]'"
-
-    def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
-        return super().environment(ctx) + E.compute(ctx)
 
     def check(self, ctx: CheckContext) -> list:
         """The prompts are readable, and share no question with an eval that gates or that evaluates this step

@@ -99,3 +99,16 @@ def peft_lora(settings: Any) -> Any:
     targets = "all-linear" if lora.target_modules == "all_linear" else list(lora.target_modules)
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
                       target_modules=targets)
+
+
+class TrainingBackend:
+    """Mixin of the backends that train a model (finetune, align, reward): the packages they need, and the compute
+    checks (CUDA, launchers) on top of the base environment checks."""
+
+    requires = ("torch", "transformers", "trl", "peft", "datasets")
+    install_hint = "pip install 'domain-dsl[train]'"
+
+    def environment(self, ctx: Any) -> list:
+        from sdk import envchecks as E
+
+        return super().environment(ctx) + E.compute(ctx)  # type: ignore[misc]
