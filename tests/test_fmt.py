@@ -59,6 +59,8 @@ def test_fmt_check_and_write(tmp_path: Path) -> None:
 labels = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
     lambda s: s not in {"true", "false", "and", "or", "not", "extends"})
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+# paths a recipe may name: relative, inside its folder (absolute or ".." paths are refused by the builder itself)
+rel_paths = text.filter(lambda s: bool(s.strip("/")) and not s.startswith(("/", "~")) and ".." not in s)
 
 
 @st.composite
@@ -71,9 +73,9 @@ def specs(draw: st.DrawFn) -> sdk.Spec:
     else:
         d.base_model(bm, id=draw(text.filter(bool)), dtype=draw(st.sampled_from(["auto", "bfloat16"])),
                      chat_template=draw(st.none() | text))
-    d.corpus("c", paths=draw(st.lists(text.filter(bool), min_size=1, max_size=3)),
+    d.corpus("c", paths=draw(st.lists(rel_paths, min_size=1, max_size=3)),
              split={"by": draw(st.sampled_from(["word", "line", "passage"])), "length": 100, "overlap": 10})
-    d.dataset("d", path=draw(text.filter(bool)), format="instruction",
+    d.dataset("d", path=draw(rel_paths), format="instruction",
               fields=draw(st.dictionaries(st.sampled_from(["instruction", "output"]), text, max_size=2)))
     d.pretrain("p", from_=f"base_model.{bm}", corpus="corpus.c",
                learning_rate=draw(st.floats(1e-7, 1.0, allow_nan=False)), epochs=draw(st.integers(1, 5)))
@@ -85,7 +87,7 @@ def specs(draw: st.DrawFn) -> sdk.Spec:
           if draw(st.booleans()) else sdk.endpoint(url="http://127.0.0.1:1/v1", model="m", api_key=sdk.env("K")))
     metric = draw(st.sampled_from(["exact_match", "f1", "accuracy"]))
     threshold = draw(st.floats(-1, 1, allow_nan=False))
-    d.eval("e", data=draw(text.filter(bool)), metrics=[metric], systems=["finetune.f", "rag.r"],
+    d.eval("e", data=draw(rel_paths), metrics=[metric], systems=["finetune.f", "rag.r"],
            gate=f"rag.r.{metric} >= finetune.f.{metric} + {threshold!r} or not rag.r.{metric}.ci_low < 0")
     return d.build(check_files=False)
 

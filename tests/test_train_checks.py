@@ -37,7 +37,7 @@ def test_instruction_data_needs_a_chat_template_too(tmp_path: Path) -> None:
     (tmp_path / "model" / "tokenizer_config.json").write_text(json.dumps(config))
     (tmp_path / "model" / "chat_template.jinja").unlink(missing_ok=True)
     (tmp_path / "d.jsonl").write_text(json.dumps({"instruction": "Say yes", "output": "yes"}) + "\n")
-    (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}")
     path = tmp_path / "r.dsl"
     path.write_text('''domain t {
   base_model local { path = "model" }
