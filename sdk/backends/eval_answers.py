@@ -118,29 +118,70 @@ class SystemRunner:
         else:
             self.local = _local(artifacts, str(system), spec)
 
+    @property
+    def batched(self) -> bool:
+        """Whether :meth:`answer_many` answers a chunk of items together: a local model (options scored, answers
+        generated, reference perplexities, each in batches) and a rag system whose local generator scores the
+        options (retrieval stays per question). A rag system's free answers come from its own per-question
+        pipeline, and endpoints are asked one question at a time: those answer one by one."""
+        return self.local is not None
+
     def answer(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
-        """The system's answer to one item; with ``want_nll``, also the negative log-likelihood of the reference
-        answer after the very prompt the system answered from (for a rag system: with its retrieved chunks)."""
-        task = self.task
-        options = item.choices if task == "multiple_choice" else (self.labels if task == "classification" else None)
-        context, sources, retrieved, read_prompt, evidence = None, [], [], None, None
-        if self.rag is not None and (self.local is not None or options):
-            docs = self.rag.retrieve(item.question)
-            retrieved = [str(d["meta"].get("source") or d["id"]) for d in docs]
-            context = "\n".join(d["content"] for d in docs)
-            sources = list(dict.fromkeys(retrieved))
-            evidence = found_evidence(item, retrieved, [d["content"] for d in docs])
+        """The system's answer to one item (see :meth:`answer_many`)."""
+        return self.answer_many([item], max_new_tokens, want_nll, 1)[0]
+
+    def answer_many(self, items: list[EvalItem], max_new_tokens: int, want_nll: bool, batch: int = 16) -> list[Answer]:
+        """The system's answers to ``items``, in order; with ``want_nll``, also the negative log-likelihood of each
+        reference answer after the very prompt the system answered from (for a rag system: with its retrieved
+        chunks). A local model answers ``batch`` items per generate call or forward pass, the same answers as one
+        at a time under greedy decoding."""
+        if self.local is None:
+            return [self._answer_alone(item, max_new_tokens, want_nll) for item in items]
+        lm = self.local
+        found = [self._retrieve(item) if self.rag is not None else (None, [], [], None) for item in items]
+        options = [self._options(item) for item in items]
+        prompts: list[str] = [""] * len(items)
+        preds: list[str] = [""] * len(items)
+        scored = [i for i, o in enumerate(options) if o]
+        for i in scored:
+            prompts[i] = self.prompter(items[i], found[i][0])
+        scores = lm.scored_many([prompts[i] for i in scored], [[" " + o for o in options[i]] for i in scored], batch)
+        for i, row in zip(scored, scores):
+            preds[i] = options[i][max(range(len(row)), key=row.__getitem__)]  # type: ignore[index]
+        generated = [i for i, o in enumerate(options) if not o]
+        for i in generated:
+            prompts[i] = lm.generation_prompt(items[i].question, self.prompter(items[i]) if self.prompter.template else None)
+        for i, text in zip(generated, lm.generate_many([prompts[i] for i in generated], max_new_tokens, batch)):
+            preds[i] = text
+        nlls: list[tuple[float, int] | None] = [None] * len(items)
+        wanted = [i for i, item in enumerate(items) if want_nll and _reference(item)]
+        for i, nll in zip(wanted, lm.answer_nlls([prompts[i] for i in wanted], [_reference(items[i]) for i in wanted],
+                                                 batch)):
+            nlls[i] = nll
+        return [Answer(preds[i], found[i][1], found[i][2], nlls[i], found[i][3]) for i in range(len(items))]
+
+    def _options(self, item: EvalItem) -> list[str] | None:
+        return item.choices if self.task == "multiple_choice" else (self.labels if self.task == "classification" else None)
+
+    def _retrieve(self, item: EvalItem) -> tuple[str, list[str], list[str], bool]:
+        """(context, sources, retrieved, evidence) of the rag system's retrieval for one question."""
+        docs = self.rag.retrieve(item.question)
+        retrieved = [str(d["meta"].get("source") or d["id"]) for d in docs]
+        evidence = found_evidence(item, retrieved, [d["content"] for d in docs])
+        return "\n".join(d["content"] for d in docs), list(dict.fromkeys(retrieved)), retrieved, evidence
+
+    def _answer_alone(self, item: EvalItem, max_new_tokens: int, want_nll: bool) -> Answer:
+        """An endpoint's or a rag pipeline's answer to one item."""
+        task, options = self.task, self._options(item)
+        sources, retrieved, read_prompt, evidence = [], [], None, None
         if options:
-            if self.local is not None:
-                prompt = self.prompter(item, context)
-                scores = self.local.logliks(prompt, [" " + o for o in options])
-                pred = options[max(range(len(options)), key=lambda i: scores[i])]
-            else:
-                question = _prompt_with(item.question, item, task, options)
-                text = self.rag.answer(question, max_new_tokens=16)["answer"] if self.rag is not None \
-                    else self.endpoint.ask(question, 16)  # type: ignore[union-attr]
-                idx = M.parse_choice(text, options)
-                pred = options[idx] if idx is not None else text.strip()
+            if self.rag is not None:
+                _, sources, retrieved, evidence = self._retrieve(item)
+            question = _prompt_with(item.question, item, task, options)
+            text = self.rag.answer(question, max_new_tokens=16)["answer"] if self.rag is not None \
+                else self.endpoint.ask(question, 16)  # type: ignore[union-attr]
+            idx = M.parse_choice(text, options)
+            pred = options[idx] if idx is not None else text.strip()
         elif self.rag is not None:
             out = self.rag.answer(item.question, max_new_tokens=max_new_tokens)
             if self.reader is not None:
@@ -150,21 +191,17 @@ class SystemRunner:
             evidence = found_evidence(item, retrieved, [str(s.get("content") or "") for s in out["sources"]])
             cited = [retrieved[i - 1] for i in out.get("cited", []) if 0 < i <= len(retrieved)]
             sources = list(dict.fromkeys(cited or retrieved))
-        elif self.local is not None:
-            pred = self.local.generate(item.question, max_new_tokens,
-                                       prompt=self.prompter(item) if self.prompter.template else None)
         else:
             pred = self.endpoint.ask(item.question, max_new_tokens).strip()  # type: ignore[union-attr]
         nll = None
-        reference = item.answers[0] if item.answers else item.label
-        if want_nll and reference:
-            if self.local is not None:
-                prompt = self.prompter(item, context) if options else \
-                    self.local.generation_prompt(item.question, self.prompter(item) if self.prompter.template else None)
-                nll = self.local.answer_nll(prompt, reference)
-            elif self.reader is not None and read_prompt is not None:
-                nll = self.reader.answer_nll(read_prompt, reference)
+        if want_nll and _reference(item) and self.reader is not None and read_prompt is not None:
+            nll = self.reader.answer_nll(read_prompt, _reference(item))
         return Answer(pred, sources, retrieved, nll, evidence)
+
+
+def _reference(item: EvalItem) -> str | None:
+    """What perplexity is measured on: the first reference answer, else the label."""
+    return item.answers[0] if item.answers else item.label
 
 
 def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: int,
@@ -195,9 +232,11 @@ def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> None:
+def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> dict[str, Any]:
+    """Append one answer to the system's checkpoint file (one JSON line, flushed on close) and return its row."""
     folder.mkdir(parents=True, exist_ok=True)
+    row = {"id": item_id, "prediction": ans.prediction, "sources": ans.sources, "retrieved": ans.retrieved,
+           "nll": list(ans.nll) if ans.nll else None, "judge": judged, "evidence": ans.evidence}
     with open(_partial_path(folder, sid), "a", encoding="utf-8") as f:
-        f.write(json.dumps({"id": item_id, "prediction": ans.prediction, "sources": ans.sources,
-                            "retrieved": ans.retrieved, "nll": list(ans.nll) if ans.nll else None,
-                            "judge": judged, "evidence": ans.evidence}) + "\n")
+        f.write(json.dumps(row) + "\n")
+    return row

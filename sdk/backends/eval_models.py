@@ -4,6 +4,7 @@ OpenAI-compatible endpoint (retried with backoff) and an LLM judge."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sdk.artifacts import Artifact
@@ -15,7 +16,10 @@ CONTEXT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 
 
 class LocalModel:
-    """A causal LM for generation and log-likelihood scoring."""
+    """A causal LM for generation and log-likelihood scoring, one item at a time or a batch of items at once
+    (sorted by length so that a batch pads little; greedy answers and scores equal those of one item alone)."""
+
+    max_tokens = 8192  # most padded tokens (rows x width) one batched forward pass or generate call may hold
 
     def __init__(self, handle: Any = None, *, model: Any = None, tokenizer: Any = None) -> None:
         if handle is not None:
@@ -43,30 +47,64 @@ class LocalModel:
 
     def logliks(self, context: str, continuations: list[str]) -> list[float]:
         """Log-likelihood of each continuation after the same context, in one right-padded batch."""
-        return [lp for lp, _ in self._scored(context, continuations)]
+        return self.scored_many([context], [continuations], 1)[0]
+
+    def scored_many(self, contexts: Sequence[str], options: Sequence[Sequence[str]], batch: int = 16) -> list[list[float]]:
+        """Log-likelihood of each option after its context (``options[i]`` belongs to ``contexts[i]``), the
+        (context, option) rows sorted by length and scored ``batch`` contexts' worth of rows per forward pass."""
+        if len(options) != len(contexts) or any(isinstance(o, str) for o in options):
+            raise TypeError("scored_many needs one list of options per context")
+        pairs = [(c, o) for c, opts in zip(contexts, options) for o in opts]
+        flat = iter(self._scored(pairs, batch * max((len(o) for o in options), default=1)))
+        return [[next(flat)[0] for _ in opts] for opts in options]
 
     def answer_nll(self, prompt: str, answer: str) -> tuple[float, int]:
         """(negative log-likelihood, tokens) of ``answer`` right after ``prompt``: what the model would have to
         write. A space goes between them unless the prompt ends in whitespace (a chat template's turn marker)."""
-        sep = "" if not prompt or prompt[-1].isspace() else " "
-        lp, n = self._scored(prompt, [sep + answer])[0]
-        return -lp, n
+        return self.answer_nlls([prompt], [answer], 1)[0]
 
-    def _scored(self, context: str, continuations: list[str]) -> list[tuple[float, int]]:
+    def answer_nlls(self, prompts: Sequence[str], answers: Sequence[str], batch: int = 16) -> list[tuple[float, int]]:
+        """:meth:`answer_nll` of each (prompt, answer), ``batch`` of them per forward pass."""
+        pairs = [(p, ("" if not p or p[-1].isspace() else " ") + a) for p, a in zip(prompts, answers)]
+        return [(-lp, n) for lp, n in self._scored(pairs, batch)]
+
+    def _batches(self, lengths: list[int], rows: int, extra: int = 0) -> Iterator[list[int]]:
+        """Indexes sorted by length, cut into batches of at most ``rows`` rows whose padded size (rows x (longest
+        + ``extra``)) stays within ``max_tokens`` (one row at least)."""
+        chunk: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            if chunk and (len(chunk) >= rows or (len(chunk) + 1) * (lengths[i] + extra) > self.max_tokens):
+                yield chunk
+                chunk = []
+            chunk.append(i)
+        if chunk:
+            yield chunk
+
+    def _scored(self, pairs: list[tuple[str, str]], rows: int) -> list[tuple[float, int]]:
+        """(sum log-probability, tokens) of each (context, continuation), right-padded batches of ``rows`` rows;
+        only the positions a continuation needs get logits (``logits_to_keep`` where the model takes it)."""
+        import inspect
+
         import torch
 
-        pairs = [self._pair(context, c) for c in continuations]
-        width = max(len(ids) for ids, _ in pairs)
+        enc = [self._pair(c, o) for c, o in pairs]
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(enc)
         pad = self.tokenizer.pad_token_id or 0
-        batch = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in pairs])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in pairs])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(self.model(input_ids=batch, attention_mask=mask).logits.float(), dim=-1)
-        out = []
-        for row, (ids, n) in enumerate(pairs):
-            positions = torch.arange(len(ids) - n - 1, len(ids) - 1)
-            targets = torch.tensor(ids[len(ids) - n:])
-            out.append((float(logprobs[row, positions, targets].sum()), n))
+        keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        for chunk in self._batches([len(ids) for ids, _ in enc], max(1, rows)):
+            width = max(len(enc[i][0]) for i in chunk)
+            batch = torch.tensor([enc[i][0] + [pad] * (width - len(enc[i][0])) for i in chunk])
+            mask = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in chunk])
+            first = min(len(enc[i][0]) - enc[i][1] - 1 for i in chunk)  # the first position whose logits count
+            with torch.no_grad():
+                logits = self.model(input_ids=batch, attention_mask=mask,
+                                    **({"logits_to_keep": width - first} if keep else {})).logits
+            offset = width - logits.shape[1]
+            for row, i in enumerate(chunk):
+                ids, n = enc[i]
+                positions = torch.arange(len(ids) - n - 1, len(ids) - 1) - offset
+                logprobs = torch.log_softmax(logits[row, positions].float(), dim=-1)
+                out[i] = (float(logprobs[torch.arange(n), torch.tensor(ids[len(ids) - n:])].sum()), n)
         return out
 
     def chat(self, content: str) -> str:
@@ -82,16 +120,27 @@ class LocalModel:
         return self.chat(question) if self.tokenizer.chat_template else RAW_PROMPT.format(question=question)
 
     def generate(self, question: str, max_new_tokens: int, prompt: str | None = None) -> str:
+        return self.generate_many([self.generation_prompt(question, prompt)], max_new_tokens, 1)[0]
+
+    def generate_many(self, prompts: Sequence[str], max_new_tokens: int, batch: int = 16) -> list[str]:
+        """Greedy answers (first line, stripped) to ``prompts``: sorted by length, left-padded, one ``generate``
+        call per batch of at most ``batch`` prompts; each answer equals the prompt's answer alone."""
         import torch
 
-        prompt = self.generation_prompt(question, prompt)
-        ids = self.encode(prompt)[-(self.max_len - max_new_tokens):]
-        with torch.no_grad():
-            out = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                      max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        text = self.tokenizer.decode(out[0][len(ids):], skip_special_tokens=True)
-        return text.strip().split("\n")[0].strip()
+        enc = [self.encode(p)[-(self.max_len - max_new_tokens):] for p in prompts]
+        pad = self.tokenizer.pad_token_id or 0
+        out = [""] * len(enc)
+        for chunk in self._batches([len(ids) for ids in enc], max(1, batch), max_new_tokens):
+            width = max(len(enc[i]) for i in chunk)
+            ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in chunk])
+            mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in chunk])
+            with torch.no_grad():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            for row, i in enumerate(chunk):
+                text = self.tokenizer.decode(gen[row][width:], skip_special_tokens=True)
+                out[i] = text.strip().split("\n")[0].strip()
+        return out
 
 
 class EndpointModel:

@@ -94,46 +94,24 @@ class EvalBackend(Backend):
         nlls: dict[str, dict[str, tuple[float, int]]] = {}  # system -> item id -> (NLL, tokens) of its answer
         for system in block.systems:
             sid = system_id(system)
-            done = _load_partial(ctx.checkpoint_dir, sid)
-            runner: SystemRunner | None = None
+            done = self._answer(ctx, block, system, items, artifacts, labels, task, prompter, judge, want_nll)
             rows[sid], per_item[sid], nlls[sid] = [], [], {}
-            if done:
-                ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
-            with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
-                for item in items:
-                    saved = done.get(item.id)
-                    if saved is not None:
-                        ans = Answer(saved["prediction"], saved["sources"], saved["retrieved"],
-                                     tuple(saved["nll"]) if saved.get("nll") else None,  # type: ignore[arg-type]
-                                     saved.get("evidence"))
-                        judged = saved.get("judge")
-                    else:
-                        try:
-                            if runner is None:
-                                runner = SystemRunner(ctx.spec, system, artifacts, labels, task, prompter)
-                            ans = runner.answer(item, block.max_new_tokens, want_nll)
-                            judged = judge.score(item, ans.prediction) if judge is not None else None
-                        except Exception as e:
-                            if not isinstance(e, DslError) and not _remote(ctx.spec, system):
-                                raise
-                            raise DslError(f"{ctx.step_id}: {sid} stopped at item {item.id}: {e}; {len(done)} answers "
-                                           f"are saved for {sid} in {ctx.checkpoint_dir} and the next apply "
-                                           "resumes from them") from None
-                        _save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
-                        done[item.id] = {}
-                    scores = score_item(item, ans, task, list(block.metrics), k, judged)
-                    if ans.nll:
-                        nlls[sid][item.id] = ans.nll
-                    per_item[sid].append(scores)
-                    correct = next((scores[m] for m in ("accuracy", "exact_match") if scores.get(m) is not None),
-                                   None)
-                    miss = None if correct != 0 or ans.evidence is None else \
-                        ("generation" if ans.evidence else "retrieval")
-                    rows[sid].append({"id": item.id, "system": sid, "question": item.question, "gold": item.gold,
-                                      "prediction": ans.prediction, "correct": correct, "sources": ans.sources,
-                                      "retrieved": ans.retrieved, "expected_sources": item.sources,
-                                      "miss": miss, "scores": scores})
-                    bar.advance()
+            for item in items:  # each item answered once per system; every metric scores that one answer
+                saved = done[item.id]
+                ans = Answer(saved["prediction"], saved["sources"], saved["retrieved"],
+                             tuple(saved["nll"]) if saved.get("nll") else None,  # type: ignore[arg-type]
+                             saved.get("evidence"))
+                scores = score_item(item, ans, task, list(block.metrics), k, saved.get("judge"))
+                if ans.nll:
+                    nlls[sid][item.id] = ans.nll
+                per_item[sid].append(scores)
+                correct = next((scores[m] for m in ("accuracy", "exact_match") if scores.get(m) is not None), None)
+                miss = None if correct != 0 or ans.evidence is None else \
+                    ("generation" if ans.evidence else "retrieval")
+                rows[sid].append({"id": item.id, "system": sid, "question": item.question, "gold": item.gold,
+                                  "prediction": ans.prediction, "correct": correct, "sources": ans.sources,
+                                  "retrieved": ans.retrieved, "expected_sources": item.sources,
+                                  "miss": miss, "scores": scores})
         results = aggregate(per_item, nlls, block, rows)
         comparisons = compare(per_item, block, nlls)
         for sid, by_metric in comparisons.items():  # gates may read each p-value as SYSTEM.METRIC.p_value
@@ -166,6 +144,41 @@ class EvalBackend(Backend):
         if not gate_ok:
             raise GateFailed(f"{ctx.step_id}: gate {gate_text} failed: {gate_detail}", result)
         return result
+
+    def _answer(self, ctx: StepContext, block: Any, system: Any, items: list[EvalItem],
+                artifacts: dict[str, Artifact], labels: list[str], task: str, prompter: Prompter,
+                judge: Judge | None, want_nll: bool) -> dict[str, dict[str, Any]]:
+        """Every item's saved answer for one system (item id -> row). Answers saved by a killed apply are kept;
+        the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
+        time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
+        sid = system_id(system)
+        done = _load_partial(ctx.checkpoint_dir, sid)
+        if done:
+            ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
+        pending = list({it.id: it for it in items if it.id not in done}.values())  # an id is answered once
+        with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
+            bar.advance(len(items) - len(pending))
+            runner: SystemRunner | None = None
+            start = 0
+            while start < len(pending):
+                chunk = pending[start:start + 1]
+                try:
+                    if runner is None:
+                        runner = SystemRunner(ctx.spec, system, artifacts, labels, task, prompter)
+                    chunk = pending[start:start + (block.batch_size if runner.batched else 1)]
+                    answers = runner.answer_many(chunk, block.max_new_tokens, want_nll, block.batch_size)
+                    for item, ans in zip(chunk, answers):
+                        judged = judge.score(item, ans.prediction) if judge is not None else None
+                        done[item.id] = _save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
+                        bar.advance()
+                except Exception as e:
+                    if not isinstance(e, DslError) and not _remote(ctx.spec, system):
+                        raise
+                    at = next(it.id for it in chunk if it.id not in done)
+                    raise DslError(f"{ctx.step_id}: {sid} stopped at item {at}: {e}; {len(done)} answers are saved "
+                                   f"for {sid} in {ctx.checkpoint_dir} and the next apply resumes from them") from None
+                start += len(chunk)
+        return done
 
     def _contamination(self, ctx: StepContext, items: list[EvalItem], block: Any,
                        artifacts: dict[str, Artifact]) -> dict[str, Any]:

@@ -110,8 +110,16 @@ def _facets(manifest: dict[str, Any]) -> dict[str, Any]:
             "metrics": digest(manifest.get("metrics") or {})}
 
 
+def _config(spec: Any, block: Any) -> dict[str, Any]:
+    """What enters the fingerprint: every attribute but ``batch_size``, which changes how fast the answers come,
+    not which (so lowering it after running out of memory resumes from the answers already saved)."""
+    config = block.model_dump(mode="json", by_alias=True)
+    config.pop("batch_size", None)
+    return config
+
+
 @declare("eval", backend=("builtin", "sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
-         check=_check, implicit=_implicit, facets=_facets,
+         check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
          reads=lambda spec, block: named_files(spec, block, ("data",)))
 class EvalBlock(Block):
     """An expert eval set, systems compared side by side on it, and an optional gate."""
@@ -135,6 +143,9 @@ class EvalBlock(Block):
     fail_on_contamination: bool = Field(default=False, description="Make contamination an error")
     prompt: Optional[TextOrFile] = Field(default=None, description="Jinja2 template for asking a question")
     max_new_tokens: PositiveInt = Field(default=64, description="Longest generated answer")
+    batch_size: PositiveInt = Field(default=16, description="Items a local model answers together (one generate call "
+                                    "or forward pass per batch, sorted by length; the same greedy answers as one at a "
+                                    "time); not part of the fingerprint")
     judge: Optional[Endpoint] = Field(default=None, description="LLM judge endpoint (off unless given)")
     rubric: Optional[TextOrFile] = Field(default=None, description="Rubric for the judge")
     backend: Optional[str] = Field(default=None, description="Backend name (default: builtin)")
