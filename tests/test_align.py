@@ -11,7 +11,7 @@ import pytest
 
 import sdk
 from dsl.parser import load
-from sdk.backends.align import pair_summary, read_pairs
+from sdk.backends.preferences import pair_summary, read_pairs
 from sdk.errors import DataError
 from sdk.state import StateStore
 from tests._tiny import make_tiny_model

@@ -1,10 +1,12 @@
-"""The ``align`` step: preference tuning with TRL's DPOTrainer (DPO and its loss variants: IPO, hinge, robust...).
+"""The ``align`` step: preference tuning with TRL, by ``method``: ``dpo`` (DPOTrainer, with its loss variants: IPO,
+hinge, robust...), ``orpo`` (TRL's experimental ORPOTrainer: pairs, no reference model) or ``kto`` (KTOTrainer:
+answers labelled desirable or not).
 
-Pairs are ``{"prompt", "chosen", "rejected"}`` rows, as text or as chat messages (a prompt of messages and answers
-of one assistant message each; a plain-string answer next to a chat prompt becomes that message). A bad row is a
-located ``FILE:LINE`` error. With ``tune = lora`` or ``qlora`` the reference model is the policy with its adapter
-disabled (TRL's way: no second copy); with ``tune = full`` TRL keeps a frozen copy, or ``precompute_ref`` computes
-the reference log-probs once. The outputs match ``finetune``'s, so :func:`sdk.backends.models.handle` loads them.
+The data is read by :mod:`sdk.backends.preferences` (pairs, or unpaired rows for kto; a bad row is a located
+``FILE:LINE`` error, raised before any model loads). With ``tune = lora`` or ``qlora`` the reference model of dpo
+and kto is the policy with its adapter disabled (TRL's way: no second copy); with ``tune = full`` TRL keeps a
+frozen copy, or ``precompute_ref`` computes the reference log-probs once. The outputs match ``finetune``'s, so
+:func:`sdk.backends.models.handle` loads them.
 """
 
 from __future__ import annotations
@@ -18,81 +20,50 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.preferences import kto_weights_hint, label_problem, read_preferences, summary_of
 from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
-
-def _messages(value: Any, shown: str, line: int, key: str) -> list[dict[str, str]]:
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise DataError(shown, line, f"{key}[{i}] must be a message {{\"role\": ..., \"content\": \"...\"}}")
-        if m["role"] not in ("system", "user", "assistant", "tool"):
-            raise DataError(shown, line, f"{key}[{i}] has role {m['role']!r}; expected system, user, assistant or tool")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+NAMES = {"dpo": "DPO", "orpo": "ORPO", "kto": "KTO"}
+# What each trainer logs besides the loss (TRL 1.x), kept as the last logged value in the metrics.
+LOGGED = {"dpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"),
+          "orpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "nll_loss",
+                   "log_odds_ratio"),
+          "kto": ("rewards/margins", "rewards/chosen", "rewards/rejected", "kl")}
 
 
-def read_pairs(path: Path, shown: str, fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Preference rows, normalised: all text, or all chat (prompt messages, one assistant message per answer).
-    Each keeps ``_line``. A bad row raises a DataError at ``shown:LINE``."""
-    from sdk.jsonl import read_jsonl
-
-    cols = {k: (fields or {}).get(k, k) for k in ("prompt", "chosen", "rejected")}
-    rows: list[dict[str, Any]] = []
-    chat_seen: tuple[int, bool] | None = None
-    for line, obj in read_jsonl(path, shown):
-        row: dict[str, Any] = {}
-        for key, col in cols.items():
-            if col not in obj:
-                raise DataError(shown, line, f"missing {col!r}" + (f" (the {key} field)" if col != key else ""),
-                                "a preference row has prompt, chosen and rejected")
-            value = obj[col]
-            if isinstance(value, str):
-                if not value.strip():
-                    raise DataError(shown, line, f"{col!r} is empty")
-            elif isinstance(value, list) and value:
-                value = _messages(value, shown, line, col)
-            else:
-                raise DataError(shown, line, f"{col!r} must be text or a non-empty list of chat messages, "
-                                             f"not {type(value).__name__}")
-            row[key] = value
-        is_chat = any(isinstance(v, list) for v in row.values())
-        if is_chat:
-            if isinstance(row["prompt"], str):
-                row["prompt"] = [{"role": "user", "content": row["prompt"]}]
-            for key in ("chosen", "rejected"):
-                if isinstance(row[key], str):
-                    row[key] = [{"role": "assistant", "content": row[key]}]
-                elif row[key][-1]["role"] != "assistant":
-                    raise DataError(shown, line, f"{cols[key]!r} must end with an assistant message")
-        if chat_seen is not None and chat_seen[1] != is_chat:
-            raise DataError(shown, line, f"this row is {'chat' if is_chat else 'text'} but line {chat_seen[0]} is "
-                                         f"{'chat' if chat_seen[1] else 'text'}: a preference file holds one shape")
-        chat_seen = chat_seen or (line, is_chat)
-        row["_line"] = line
-        rows.append(row)
-    return rows
-
-
-def pair_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows, identical pairs (nothing to learn) and the length bias of chosen over rejected (a known cause of
-    reward hacking: DPO learns 'longer is better' when chosen answers are mostly longer)."""
-    def text(v: Any) -> str:
-        return v if isinstance(v, str) else " ".join(m["content"] for m in v)
-
-    identical = [r["_line"] for r in rows if text(r["chosen"]) == text(r["rejected"])]
-    longer = sum(len(text(r["chosen"])) > len(text(r["rejected"])) for r in rows)
-    return {"pairs": len(rows), "identical_pairs": len(identical), "identical_lines": identical[:10],
-            "chosen_longer_share": round(longer / max(len(rows), 1), 3)}
-
-
-def dpo_config(block: dict[str, Any], checkpoint_dir: Path, has_eval: bool) -> Any:
-    from trl import DPOConfig
-
+def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokenizer: Any, train: Any, evals: Any,
+                 peft_config: Any, callbacks: list[Any]) -> Any:
+    """The TRL trainer of the block's method, with the block's settings."""
     from sdk.backends import training as T
 
-    args = T.training_args(block, checkpoint_dir, has_eval=has_eval, fine_tuning=True)
-    return DPOConfig(**args, beta=block["beta"], loss_type=block["loss"], label_smoothing=block["label_smoothing"],
-                     max_length=block["max_length"], precompute_ref_log_probs=block["precompute_ref"])
+    args = T.training_args(block, checkpoint_dir, has_eval=evals is not None, fine_tuning=True)
+    common = {"model": model, "train_dataset": train, "eval_dataset": evals, "processing_class": tokenizer,
+              "peft_config": peft_config, "callbacks": callbacks}
+    if block["method"] == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        config = KTOConfig(**args, beta=block["beta"], max_length=block["max_length"],
+                           desirable_weight=block.get("desirable_weight") or 1.0,
+                           undesirable_weight=block.get("undesirable_weight") or 1.0,
+                           precompute_ref_log_probs=block["precompute_ref"])
+        return KTOTrainer(ref_model=None, args=config, **common)
+    if block["method"] == "orpo":
+        import warnings
+
+        from trl.import_utils import TRLExperimentalWarning
+
+        with warnings.catch_warnings():  # ORPO lives in trl.experimental, which warns on import
+            warnings.simplefilter("ignore", TRLExperimentalWarning)
+            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        config = ORPOConfig(**args, beta=block["beta"], max_length=block["max_length"],
+                            remove_unused_columns=False)  # its pair collator needs every column (else it warns)
+        return ORPOTrainer(args=config, **common)
+    from trl import DPOConfig, DPOTrainer
+
+    config = DPOConfig(**args, beta=block["beta"], loss_type=block["loss"], label_smoothing=block["label_smoothing"],
+                       max_length=block["max_length"], precompute_ref_log_probs=block["precompute_ref"])
+    return DPOTrainer(ref_model=None, args=config, **common)
 
 
 def lora_config(block: dict[str, Any]) -> Any:
@@ -103,9 +74,26 @@ def lora_config(block: dict[str, Any]) -> Any:
     return peft_lora(block.get("lora"))
 
 
+def _split(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, held out): a seeded random share of the rows held out for eval."""
+    if share <= 0 or len(rows) <= 1:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:max(1, int(len(rows) * share))])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def _rewards(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reward figures by logged step: margin (chosen - rejected), chosen and rejected rewards; None where the
+    trainer did not log one (KTO logs a margin only when a logging window saw both labels)."""
+    keys = {"margin": "rewards/margins", "chosen": "rewards/chosen", "rejected": "rewards/rejected"}
+    return [{"step": int(r["step"]), **{k: float(r[v]) if v in r else None for k, v in keys.items()}}
+            for r in logs if any(v in r for v in keys.values())]
+
+
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
-    from trl import DPOTrainer
 
     from sdk.backends import training as T
     from sdk.backends import tuning
@@ -115,32 +103,26 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     quiet_library_deprecations()
     T.set_threads()
     block = job["block"]
+    method = block["method"]
     T.seed_everything(block["seed"])
-    rows = job["rows"]
-    val_rows: list[dict[str, Any]] = []
-    if block["validation_split"] > 0 and len(rows) > 1:
-        order = list(range(len(rows)))
-        random.Random(block["seed"]).shuffle(order)
-        n_val = max(1, int(len(rows) * block["validation_split"]))
-        held = set(order[:n_val])
-        val_rows = [r for i, r in enumerate(rows) if i in held]
-        rows = [r for i, r in enumerate(rows) if i not in held]
+    rows, val_rows = _split(job["rows"], block["validation_split"], block["seed"])
+    if method == "kto":  # KTO samples in order (its KL term pairs neighbours): mix the labels once, seeded
+        rows = list(rows)
+        random.Random(block["seed"]).shuffle(rows)
     model, tokenizer, base_path, h = tuning.load_for_tuning(job, block["tune"])
     out = Path(job["out_dir"])
     if isinstance(rows[0]["prompt"], list) and not tokenizer.chat_template:
-        raise DslError(f"{job['step_id']}: the pairs are chat messages but the tokenizer of {h.model} has no chat "
-                       "template; set chat_template in the align block")
+        raise DslError(f"{job['step_id']}: the preference data is chat messages but the tokenizer of {h.model} has no "
+                       "chat template; set chat_template in the align block")
     peft_config = lora_config(block)
-    config = dpo_config(block, Path(job["checkpoint_dir"]), bool(val_rows))
-    drop = ["_line"]
-    train = datasets.Dataset.from_list(rows).remove_columns(drop)
-    evals = datasets.Dataset.from_list(val_rows).remove_columns(drop) if val_rows else None
+    train = datasets.Dataset.from_list(rows).remove_columns(["_line"])
+    evals = datasets.Dataset.from_list(val_rows).remove_columns(["_line"]) if val_rows else None
     total = block.get("max_steps") or max(1, int(len(rows) / (block["batch_size"] * block["gradient_accumulation"])
                                                  * block["epochs"]))
-    trainer = DPOTrainer(model=model, ref_model=None, args=config, train_dataset=train, eval_dataset=evals,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[T.progress_callback(progress, f"{job['step_id']}: preference tuning "
-                                                        f"({block['method']}, {block['loss']})", total)])
+    variant = f", {block['loss']}" if method == "dpo" else ""
+    callback = T.progress_callback(progress, f"{job['step_id']}: preference tuning ({method}{variant})", total)
+    trainer = make_trainer(block, Path(job["checkpoint_dir"]), model, tokenizer, train, evals, peft_config,
+                           [callback])
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
     if resume:
         log(f"resuming from {Path(resume).name}")
@@ -150,26 +132,26 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
     logs = [r for r in trainer.state.log_history if "loss" in r]
-    last = logs[-1] if logs else {}
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
-                               "train_pairs": len(rows), "resumed_from": Path(resume).name if resume else None}
-    for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
-        if key in last:
-            metrics[key.replace("/", "_")] = round(float(last[key]), 4)
+                               ("train_examples" if method == "kto" else "train_pairs"): len(rows),
+                               "resumed_from": Path(resume).name if resume else None}
+    for key in LOGGED[method]:  # the last value each was logged with (KTO skips a key a window did not see)
+        seen = [r[key] for r in logs if key in r]
+        if seen:
+            metrics[key.replace("/", "_")] = round(float(seen[-1]), 4)
     if val_rows:
         ev = trainer.evaluate()
-        metrics["eval_pairs"] = len(val_rows)
-        for key in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"):
+        metrics["eval_examples" if method == "kto" else "eval_pairs"] = len(val_rows)
+        for key in ("eval_loss",) + tuple(f"eval_{k}" for k in LOGGED[method] if k.startswith("rewards/")):
             if key in ev:
                 metrics[key.replace("/", "_")] = round(float(ev[key]), 4)
-    metrics.update({k: v for k, v in job.get("summary", {}).items() if k != "identical_lines"})
+    metrics.update({k: v for k, v in job.get("summary", {}).items() if not isinstance(v, list)})
     history = T.loss_history(trainer)
-    margins = [{"step": int(r["step"]), "margin": float(r["rewards/margins"])} for r in logs if "rewards/margins" in r]
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft_config is not None, merge=block["merge"],
-                            base_path=base_path, handle=h)
-    T.write_loss_curve(out, history, f"{job['step_id']} preference (DPO) loss")
-    (out / "margins.json").write_text(json.dumps(margins, indent=1))  # reward margin (chosen - rejected) by step
+                                 base_path=base_path, handle=h)
+    T.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
+    (out / "margins.json").write_text(json.dumps(_rewards(logs), indent=1))  # reward margin (chosen - rejected) by step
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                        _params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
@@ -189,6 +171,32 @@ class AlignBackend(TrainingBackend, Backend):
                             hint="pip install bitsandbytes (or 'domain-dsl[train]'), or use tune = lora")]
         return []
 
+    def _read(self, ctx: StepContext, source: Path, shown: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The rows and their summary; the warnings and refusals a person should see before any model loads."""
+        block: Any = ctx.block
+        rows = read_preferences(source, shown, block.method, block.fields)  # a bad row fails here
+        if not rows:
+            raise DataError(shown, None, "no preference examples" if block.method == "kto" else "no preference pairs")
+        summary = summary_of(rows, block.method)
+        if block.method == "kto":
+            problem = label_problem(summary)
+            if problem:
+                raise DataError(shown, None, problem, "add answers with the other label, or use dpo/orpo on pairs")
+            if summary["conflicting_labels"]:
+                ctx.log(f"warning: {summary['conflicting_labels']} examples repeat a prompt and answer with the other "
+                        "label: " + ", ".join(f"{shown}:{a} (vs line {b})" for a, b in summary["conflicting_lines"]))
+            hint = kto_weights_hint(summary, block.desirable_weight or 1.0, block.undesirable_weight or 1.0)
+            if hint:
+                ctx.log(f"warning: {hint}")
+            return rows, summary
+        if summary["identical_pairs"]:
+            ctx.log(f"warning: {summary['identical_pairs']} pairs have chosen == rejected (nothing to learn): "
+                    + ", ".join(f"{shown}:{n}" for n in summary["identical_lines"]))
+        if summary["chosen_longer_share"] >= 0.8 and len(rows) >= 10:
+            ctx.log(f"warning: the chosen answer is the longer one in {summary['chosen_longer_share']:.0%} of the "
+                    f"pairs: {NAMES[block.method]} may learn that longer is better (length bias)")
+        return rows, summary
+
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends import training as T
         from sdk.backends import tuning
@@ -200,16 +208,7 @@ class AlignBackend(TrainingBackend, Backend):
         block: Any = ctx.block
         source = ctx.spec.resolve_path(block.pairs)
         shown = _rel(source, Path.cwd())
-        rows = read_pairs(source, shown, block.fields)  # a bad row fails here, before any model loads
-        if not rows:
-            raise DataError(shown, None, "no preference pairs")
-        summary = pair_summary(rows)
-        if summary["identical_pairs"]:
-            ctx.log(f"warning: {summary['identical_pairs']} pairs have chosen == rejected (nothing to learn): "
-                    + ", ".join(f"{shown}:{n}" for n in summary["identical_lines"]))
-        if summary["chosen_longer_share"] >= 0.8 and len(rows) >= 10:
-            ctx.log(f"warning: the chosen answer is the longer one in {summary['chosen_longer_share']:.0%} of the "
-                    "pairs: DPO may learn that longer is better (length bias)")
+        rows, summary = self._read(ctx, source, shown)
         base = ctx.input(block.from_)
         h = handle(base)
         if h.adapter and base.outputs.get("merged"):
@@ -223,8 +222,12 @@ class AlignBackend(TrainingBackend, Backend):
         result = align_job(job, ctx.progress, ctx.log)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
-        outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method, tune=block.tune)
+        outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method,
+                       tune=block.tune)
         acc = m.get("eval_rewards_accuracies", m.get("rewards_accuracies"))
+        margin = m.get("eval_rewards_margins", m.get("rewards_margins"))
+        how = f"{block.loss}, {block.tune}" if block.method == "dpo" else block.tune
         return StepResult(metrics=m, outputs=outputs,
-                          summary=f"{block.method} ({block.loss}, {block.tune}): {m['steps']} steps, loss "
-                                  f"{m['train_loss']}" + (f", reward accuracy {acc}" if acc is not None else ""))
+                          summary=f"{block.method} ({how}): {m['steps']} steps, loss {m['train_loss']}"
+                                  + (f", reward accuracy {acc}" if acc is not None else "")
+                                  + (f", reward margin {margin}" if acc is None and margin is not None else ""))

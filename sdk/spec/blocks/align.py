@@ -1,5 +1,6 @@
-"""``align LABEL { from = MODEL  pairs = "prefs.jsonl"  method = dpo  beta = 0.1 }``: preference tuning with
-TRL's DPOTrainer, over LoRA/QLoRA adapters or all the weights, with the reference model handled TRL's way."""
+"""``align LABEL { from = MODEL  pairs = "prefs.jsonl"  method = dpo  beta = 0.1 }``: preference tuning with TRL
+(DPO and its loss variants, ORPO, KTO), over LoRA/QLoRA adapters or all the weights, with the reference model
+handled TRL's way."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from sdk.spec.values import Fraction, PositiveInt, Problem, TextOrFile, ref_of
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_FIELDS = ("prompt", "completion", "label")  # kto: one answer and whether it is desirable
+# Attributes that only some methods read, with the methods that read them (set elsewhere they are an error).
+ONLY_FOR = {"loss": ("dpo",), "label_smoothing": ("dpo",), "precompute_ref": ("dpo", "kto"),
+            "desirable_weight": ("kto",), "undesirable_weight": ("kto",)}
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
@@ -30,31 +35,41 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
          outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "align"), facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("pairs",)))
 class AlignBlock(TrainCommon):
-    """Preference tuning (DPO and its loss variants) with TRL, on chosen/rejected answer pairs."""
+    """Preference tuning with TRL: DPO or ORPO on chosen/rejected pairs, KTO on answers labelled good or bad."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
-    pairs: str = Field(description="JSONL of preference pairs {prompt, chosen, rejected} (text or chat messages), "
-                                   "relative to the recipe")
+    pairs: str = Field(description="JSONL preference file, relative to the recipe: pairs {prompt, chosen, rejected} "
+                                   "(dpo, orpo) or {prompt, completion, label} rows (kto); text or chat messages")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="Column mapping, e.g. { prompt = \"question\", chosen = \"good\" } "
-                                               "(keys: prompt, chosen, rejected)")
-    method: Literal["dpo"] = Field(default="dpo", description="Preference method (dpo; pick its variant with loss)")
+                                               "(keys: prompt, chosen, rejected; with kto prompt, completion, label)")
+    method: Literal["dpo", "orpo", "kto"] = Field(
+        default="dpo", description="Preference method: dpo (pick its variant with loss), orpo (pairs, no reference "
+                                   "model), kto (answers labelled desirable or not)")
     loss: Literal[DPO_LOSSES] = Field(default="sigmoid",  # type: ignore[valid-type]
-                                      description="DPO loss: sigmoid (DPO), ipo, hinge, robust, ... (TRL's loss_type)")
-    beta: float = Field(default=0.1, gt=0, le=100, description="Strength of the pull towards the reference model")
-    label_smoothing: Fraction = Field(default=0.0, description="Share of pairs assumed mislabelled (robust, sigmoid)")
+                                      description="DPO loss: sigmoid (DPO), ipo, hinge, robust, ... (TRL's loss_type; "
+                                                  "dpo only)")
+    beta: float = Field(default=0.1, gt=0, le=100, description="dpo, kto: strength of the pull towards the reference "
+                                                                "model; orpo: weight of the odds-ratio term (lambda)")
+    label_smoothing: Fraction = Field(default=0.0, description="Share of pairs assumed mislabelled (dpo: robust, "
+                                                               "sigmoid)")
+    desirable_weight: float | None = Field(default=None, gt=0, le=100,
+                                           description="kto: weight of the desirable answers' loss (default 1.0)")
+    undesirable_weight: float | None = Field(default=None, gt=0, le=100,
+                                             description="kto: weight of the undesirable answers' loss (default 1.0)")
     tune: Literal["full", "lora", "qlora"] = Field(
         default="lora", description="Which weights train: full, lora, or qlora (as finetune's method); with an "
                                     "adapter the reference is the model with the adapter disabled")
     lora: Lora | None = Field(default=None, description="LoRA settings (lora and qlora)")
-    precompute_ref: bool = Field(default=False, description="Compute the reference log-probs once before training")
+    precompute_ref: bool = Field(default=False, description="Compute the reference log-probs once before training "
+                                                            "(dpo, kto)")
     learning_rate: float = Field(default=5e-5, gt=0, le=1.0, description="Peak learning rate")
     max_length: PositiveInt = Field(default=512, description="Truncate prompt + answer to this many tokens")
-    validation_split: float = Field(default=0.0, ge=0.0, lt=0.9, description="Share of pairs held out for eval "
-                                                                            "reward accuracy")
+    validation_split: float = Field(default=0.0, ge=0.0, lt=0.9, description="Share of pairs (kto: examples) held "
+                                                                            "out for eval reward accuracy and margin")
     chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
-    batch_size: PositiveInt = Field(default=4, description="Per-device batch size (pairs)")
+    batch_size: PositiveInt = Field(default=4, description="Per-device batch size (pairs; kto: examples, at least 2)")
     backend: str | None = Field(default=None, description="Backend name (default: trl_dpo)")
 
     @model_validator(mode="after")
@@ -62,8 +77,18 @@ class AlignBlock(TrainCommon):
         if self.tune == "full" and self.lora is not None:
             raise PydanticCustomError("incompatible", "lora settings do not apply to tune = full "
                                       "(use lora or qlora, or drop lora)", {})
-        bad = sorted(set(self.fields) - set(PAIR_FIELDS))
+        for name, methods in ONLY_FOR.items():
+            if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
+                raise PydanticCustomError("incompatible", "{name} does not apply to method = {method} (only to "
+                                          "{methods}); drop it", {"name": name, "method": self.method,
+                                                                 "methods": " and ".join(methods)})
+        if self.method == "kto" and self.batch_size < 2:
+            raise PydanticCustomError("incompatible", "method = kto needs batch_size >= 2: its KL estimate pairs each "
+                                      "answer with another example's prompt in the same batch", {})
+        keys = UNPAIRED_FIELDS if self.method == "kto" else PAIR_FIELDS
+        bad = sorted(set(self.fields) - set(keys))
         if bad:
-            raise PydanticCustomError("incompatible", "fields {bad} are not preference fields (it maps prompt, "
-                                      "chosen, rejected)", {"bad": ", ".join(bad)})
+            raise PydanticCustomError("incompatible", "fields {bad} are not fields of method = {method} (it maps "
+                                      "{keys})", {"bad": ", ".join(bad), "method": self.method,
+                                                  "keys": ", ".join(keys)})
         return self
