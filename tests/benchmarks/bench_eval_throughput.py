@@ -1,13 +1,15 @@
-"""Evaluation throughput: answering items one at a time (what the eval backend does today, through its real
-``LocalModel``) against batched answering (items sorted by prompt length, left-padded, one ``generate`` call and
-one forward pass for log-likelihood scoring per batch), side by side on the same model and items.
+"""Evaluation throughput: the eval backend's own answering path (``SystemRunner`` over a local model, as
+``dsl apply`` runs it) one item at a time against its batched path (``SystemRunner.answer_many``: prompts sorted by
+length, left-padded, one ``generate`` call per batch; the (prompt, option) rows right-padded, one forward pass per
+batch for log-likelihood scoring; ``LocalModel.generate_many`` / ``scored_many`` underneath), side by side on the
+same model and items.
 
-This is the measurement behind the proposal for ``sdk/backends/evaluate.py`` (``LocalModel.generate_many`` and
-``LocalModel.scored_many``, not wired in yet): the batched path is written here in a few lines so its answers can be
-checked against the backend's own one-at-a-time path. Model: a randomly initialised 4-layer Llama (hidden 256)
-with a BPE tokenizer trained on the questions (tests/_tiny.py's builder); items: PubMedQA questions
-(../shared/data/pubmedqa, or the tiny sample text's sentences when absent). Greedy decoding, so answers must be
-identical; the share that is identical is printed. Scoring: the yes/no/maybe options by log-likelihood.
+Model: a 4-layer Llama (hidden 256) with a BPE tokenizer trained on the questions (sdk.backends.training's
+builder), its weights drawn wide (std 0.1) so that greedy answers differ from question to question (a freshly
+initialised one answers everything with the same token, and identical answers would then prove nothing). Items:
+PubMedQA questions (../shared/data/pubmedqa, or the tiny sample text's sentences when absent). Generation: greedy,
+16 new tokens, so the answers must be identical (asserted). Scoring: the yes/no/maybe labels by log-likelihood
+(classification), the same choice on every item (asserted) and the largest log-probability difference printed.
 
 Last line: `eval ratio=<items/s batched over one at a time, generation and scoring together>`.
 """
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 N_ITEMS, BATCH, NEW_TOKENS = int(os.environ.get("ITEMS", "32")), 16, 16
-OPTIONS = [" yes", " no", " maybe"]
+LABELS = ["maybe", "no", "yes"]
 
 
 def questions() -> list[str]:
@@ -36,90 +38,76 @@ def questions() -> list[str]:
     return [s.strip() + "?" for s in SAMPLE_TEXT.split(". ") if s.strip()][:N_ITEMS]
 
 
-def generate_many(lm, prompts: list[str], max_new_tokens: int, batch: int) -> list[str]:  # type: ignore[no-untyped-def]
+def build_model(folder: Path, text: str) -> Path:
     import torch
+    from transformers import AutoModelForCausalLM
 
-    tok = lm.tokenizer
-    enc = [lm.encode(p)[-(lm.max_len - max_new_tokens):] for p in prompts]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
-    out: list[str] = [""] * len(enc)
-    pad = tok.pad_token_id or 0
-    for start in range(0, len(order), batch):
-        rows = order[start:start + batch]
-        width = max(len(enc[i]) for i in rows)
-        ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in rows])
-        mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in rows])
-        with torch.no_grad():
-            gen = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=pad)
-        for row, i in enumerate(rows):
-            text = tok.decode(gen[row][width:], skip_special_tokens=True)
-            out[i] = text.strip().split("\n")[0].strip()
-    return out
+    from sdk.backends.training import make_tiny_model
+
+    make_tiny_model(folder, text, layers=4, hidden=256, heads=4, vocab=800, context=256)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    model.save_pretrained(folder)
+    return folder
 
 
-def scored_many(lm, contexts: list[str], options: list[str], batch: int) -> list[list[float]]:  # type: ignore[no-untyped-def]
-    import torch
+def runner(folder: Path, task: str):  # type: ignore[no-untyped-def]
+    """The eval backend's runner for a local ``base_model`` system, as the step builds it."""
+    from sdk.artifacts import Artifact
+    from sdk.backends.eval_answers import Prompter, SystemRunner
+    from sdk.spec.values import Ref
 
-    pairs = [((i, j), lm._pair(c, o)) for i, c in enumerate(contexts) for j, o in enumerate(options)]
-    pairs.sort(key=lambda p: len(p[1][0]))
-    scores = [[0.0] * len(options) for _ in contexts]
-    pad = lm.tokenizer.pad_token_id or 0
-    step = batch * len(options)
-    for start in range(0, len(pairs), step):
-        chunk = pairs[start:start + step]
-        width = max(len(ids) for _, (ids, _) in chunk)
-        ids_t = torch.tensor([ids + [pad] * (width - len(ids)) for _, (ids, _) in chunk])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for _, (ids, _) in chunk])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(lm.model(input_ids=ids_t, attention_mask=mask).logits.float(), dim=-1)
-        for row, ((i, j), (ids, n)) in enumerate(chunk):
-            positions = torch.arange(len(ids) - n - 1, len(ids) - 1)
-            scores[i][j] = float(logprobs[row, positions, torch.tensor(ids[len(ids) - n:])].sum())
-    return scores
+    art = Artifact("base_model.m", folder, {"outputs": {"model": str(folder), "model_source": "local"}})
+    return SystemRunner(None, Ref("base_model", "m"), {"base_model.m": art}, LABELS, task, Prompter(None))
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sdk.backends.evaluate import LocalModel
-    from sdk.backends.training import make_tiny_model
+    from sdk.evalsets import EvalItem
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     qs = questions()
+    items = [EvalItem(id=str(i), question=q, answers=[], label="yes") for i, q in enumerate(qs)]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_tiny_model(Path(tmp) / "m", " ".join(qs) * 2, layers=4, hidden=256, heads=4, vocab=800,
-                                 context=256)
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-        lm = LocalModel(model=model, tokenizer=AutoTokenizer.from_pretrained(folder))
-    prompts = [lm.generation_prompt(q) for q in qs]
-    print(f"{len(qs)} items, batch {BATCH}, {NEW_TOKENS} new tokens, torch threads {torch.get_num_threads()}")
+        folder = build_model(Path(tmp) / "m", " ".join(qs) * 2)
+        gen, cls = runner(folder, "generate"), runner(folder, "classification")
+        gen.local.model.eval()
+        cls.local.model.eval()
+    n = len(items)
+    print(f"{n} items, batch {BATCH}, {NEW_TOKENS} new tokens, torch threads {torch.get_num_threads()}")
 
-    t = time.perf_counter()
-    one = [lm.generate(q, NEW_TOKENS) for q in qs]
-    t_gen_one = time.perf_counter() - t
-    t = time.perf_counter()
-    many = generate_many(lm, prompts, NEW_TOKENS, BATCH)
-    t_gen_many = time.perf_counter() - t
-    same = sum(a == b for a, b in zip(one, many)) / len(qs)
-    print(f"generate: one at a time {len(qs) / t_gen_one:6.1f} items/s, batched {len(qs) / t_gen_many:6.1f} items/s,"
-          f" identical answers {same:.3f}")
+    one, t_gen_one = timed(lambda: [gen.answer(it, NEW_TOKENS, False) for it in items])
+    many, t_gen_many = timed(lambda: gen.answer_many(items, NEW_TOKENS, False, BATCH))
+    same = sum(a.prediction == b.prediction for a, b in zip(one, many))
+    distinct = len({a.prediction for a in one})
+    print(f"generate: one at a time {n / t_gen_one:6.1f} items/s, batched {n / t_gen_many:6.1f} items/s,"
+          f" identical answers {same}/{n} ({distinct} distinct)")
+    assert same == n, [(a.prediction, b.prediction) for a, b in zip(one, many) if a.prediction != b.prediction]
 
-    t = time.perf_counter()
-    s_one = [lm.logliks(p, OPTIONS) for p in prompts]
-    t_sc_one = time.perf_counter() - t
-    t = time.perf_counter()
-    s_many = scored_many(lm, prompts, OPTIONS, BATCH)
-    t_sc_many = time.perf_counter() - t
-    agree = sum(max(range(3), key=a.__getitem__) == max(range(3), key=b.__getitem__) for a, b in zip(s_one, s_many))
-    worst = max(abs(x - y) for a, b in zip(s_one, s_many) for x, y in zip(a, b))
-    print(f"score:    one at a time {len(qs) / t_sc_one:6.1f} items/s, batched {len(qs) / t_sc_many:6.1f} items/s,"
-          f" same choice {agree / len(qs):.3f}, max |logp diff| {worst:.2e}")
-    ratio = (t_gen_one + t_sc_one) / (t_gen_many + t_sc_many)
-    print(f"eval ratio={ratio:.1f}")
+    s_one, t_sc_one = timed(lambda: [cls.answer(it, NEW_TOKENS, False) for it in items])
+    s_many, t_sc_many = timed(lambda: cls.answer_many(items, NEW_TOKENS, False, BATCH))
+    agree = sum(a.prediction == b.prediction for a, b in zip(s_one, s_many))
+    prompts = [cls.prompter(it) for it in items]
+    options = [[" " + label for label in LABELS]] * n
+    worst = max(abs(x - y) for a, b in zip([cls.local.logliks(p, o) for p, o in zip(prompts, options)],
+                                           cls.local.scored_many(prompts, options, BATCH)) for x, y in zip(a, b))
+    print(f"score:    one at a time {n / t_sc_one:6.1f} items/s, batched {n / t_sc_many:6.1f} items/s,"
+          f" same choice {agree}/{n}, max |logp diff| {worst:.2e}")
+    assert agree == n
+    print(f"eval ratio={(t_gen_one + t_sc_one) / (t_gen_many + t_sc_many):.1f}")
 
 
 if __name__ == "__main__":
