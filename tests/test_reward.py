@@ -86,13 +86,18 @@ def test_prompt_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None
     _write(f, [{"question": " Q? ", "choices": ["a", "b"], "answer": 2}, {"prompt": "Say hi.", "answer": "hi"}])
     rows = read_prompts(f, "p.jsonl")
     assert rows[0]["answer"] == "b" and rows[0]["prompt"].startswith("Q?\nOptions:\n1. a\n2. b")
-    assert rows[1] == {"question": "Say hi.", "prompt": "Say hi.", "answer": "hi", "choices": None, "_line": 2}
+    assert rows[1] == {"question": "Say hi.", "prompt": "Say hi.", "answer": "hi", "choices": None, "context": [],
+                       "sources": [], "_line": 2}
     cases = {
         '{"answer": "a"}': "p.jsonl:1: missing 'prompt' or 'question'",
         '{"question": "q"}': "p.jsonl:1: missing 'answer'",
         '{"question": "q", "answer": "z", "choices": ["a", "b"]}': "p.jsonl:1: answer 'z' is not among the choices",
         '{"question": "q", "answer": "a", "choices": "a b"}': "'choices' must be a list",
         '{"question": "q", "answer": "a"': "p.jsonl:1: malformed JSON",
+        '{"question": "q", "answer": "a", "sources": ["x"]}': "p.jsonl:1: 'sources' without 'context'",
+        '{"question": "q", "answer": "a", "context": []}': "p.jsonl:1: 'context' must be a non-empty list",
+        '{"question": "q", "answer": "a", "context": [{"source": "x.md"}]}': "p.jsonl:1: context[0] must be text",
+        '{"question": "q", "answer": "a", "context": ["t"], "sources": ["y"]}': "source 'y' is not one of the row's",
     }
     for text, message in cases.items():
         f.write_text(text + "\n")
@@ -141,3 +146,58 @@ def test_dsl_validate_locates_bad_rewards(tmp_path: Path) -> None:
         r = run_dsl("validate", str(path))
         out = r.stdout + r.stderr
         assert r.returncode != 0 and message in out and "r.dsl:" in out, (attrs, out)
+
+
+CITED = [{"question": f"What starts a SIP call {i}?", "answer": "INVITE",
+          "context": [{"source": "docs/bye.md", "text": "BYE ends a call."},
+                      {"source": "docs/invite.md", "text": "INVITE starts a call."}],
+          "sources": ["invite.md"]} for i in range(4)]
+
+
+def test_citation_rewards_score_what_an_answer_cites_among_its_own_passages(tmp_path: Path) -> None:
+    from sdk.backends.rag_system import DEFAULT_PROMPT
+    from sdk.backends.reward import asked
+
+    _write(tmp_path / "c.jsonl", CITED[:1])
+    row = read_prompts(tmp_path / "c.jsonl", "c.jsonl")[0]
+    assert row["sources"] == ["invite"] and [p["source"] for p in row["context"]] == ["docs/bye.md", "docs/invite.md"]
+    text = asked(row, DEFAULT_PROMPT)  # asked as the rag step asks its generator: passages numbered from 1
+    assert "[1] BYE ends a call." in text and "[2] INVITE starts a call." in text and text.endswith("Answer:")
+    funcs, _ = reward_functions({"citation_precision": 1.0, "citation_recall": 0.5})
+    cols = {"answer": ["INVITE"] * 4, "choices": [[]] * 4, "context_sources": [["bye", "invite"]] * 4,
+            "gold_sources": [["invite"]] * 4}
+    answers = ["INVITE [2]", "INVITE [1][2]", "INVITE [1]", "INVITE, no citation"]
+    assert funcs[0](answers, **cols) == [1.0, 0.5, 0.0, 0.0]  # nothing cited: no precision to reward
+    assert funcs[1](answers, **cols) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_plan_refuses_a_citation_reward_over_rows_without_context(tmp_path: Path) -> None:
+    rows: list = [dict(r) for r in CITED]
+    del rows[2]["context"], rows[2]["sources"]
+    body = REWARD.replace("rewards = { accuracy = 1.0,", "rewards = { citation_precision = 1.0,")
+    path = _recipe(tmp_path, body, prompts=rows)
+    r = run_dsl("plan", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "mc.jsonl:3:" in out and "needs 'context' passages" in out, out
+    assert "Traceback" not in out
+    _write(tmp_path / "mc.jsonl", CITED)
+    assert run_dsl("plan", str(path)).returncode == 0
+
+
+@pytest.mark.slow
+def test_grpo_with_citation_rewards_applies_and_records_each_reward(tmp_path: Path) -> None:
+    import sdk
+    from dsl.parser import load
+    from sdk.workspace import open_workspace
+
+    (tmp_path / "ask.jinja").write_text("Sources:\n{% for doc in documents %}[{{ loop.index }}] {{ doc.content }}\n"
+                                        "{% endfor %}Q: {{ question }}\nA:")
+    body = REWARD.replace("rewards = { accuracy = 1.0,", 'prompt = file("ask.jinja")\n'
+                          "              rewards = { citation_precision = 1.0, citation_recall = 0.5,")
+    path = _recipe(tmp_path, body, real_model=True, prompts=CITED)
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    curve = json.loads((open_workspace(path).artifact("reward.mc").path / "rewards.json").read_text())
+    assert [c["step"] for c in curve] == [1, 2]
+    assert {"citation_precision", "citation_recall", "format"} <= set(curve[0])
+    assert all(0.0 <= c["citation_recall"] <= 1.0 for c in curve)

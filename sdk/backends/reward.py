@@ -1,7 +1,9 @@
 """The ``reward`` step: reward tuning with TRL's GRPOTrainer, the rewards taken from the project's metrics.
 
 Prompts are ``{"prompt" or "question", "answer", optional "choices"}`` rows (a bad row is a located ``FILE:LINE``
-error). For each prompt the policy samples ``num_generations`` answers; each answer is scored by every declared
+error). A row may also carry ``context`` (passages, each text or ``{"source", "text"}``) and ``sources`` (the gold
+sources among them): it is then asked through the rag prompt (the rag default, or the block's ``prompt``) with the
+passages numbered, and the citation rewards score the ``[n]`` it cites against its gold sources, as the eval does. For each prompt the policy samples ``num_generations`` answers; each answer is scored by every declared
 reward: a metric of :data:`sdk.scoring.METRICS` against the row's answer (with choices, the answer is the option it
 picks, :func:`sdk.metrics.parse_choice`), or a format rule (1 when the stripped answer fully matches the pattern);
 TRL sums them with the declared weights. At plan time a prompt file that shares a question with an eval that gates
@@ -59,9 +61,69 @@ def read_prompts(path: Path, shown: str) -> list[dict[str, Any]]:
                 raise DataError(shown, line, f"answer {answer!r} is not among the choices (give its text or number)")
             answer = next(c for c in choices if M.normalize(c) == M.normalize(answer))
         q = question.strip()
+        context, sources = _context(obj, shown, line)
         rows.append({"question": q, "prompt": _choice_prompt(q, choices) if choices else q, "answer": answer,
-                     "choices": choices, "_line": line})
+                     "choices": choices, "context": context, "sources": sources, "_line": line})
     return rows
+
+
+def _context(obj: dict[str, Any], shown: str, line: int) -> tuple[list[dict[str, str]], list[str]]:
+    """A row's passages ``[{"source", "content"}]`` (a plain text passage is named by its number) and gold sources."""
+    raw, gold = obj.get("context"), obj.get("sources")
+    if raw is None:
+        if gold is not None:
+            raise DataError(shown, line, "'sources' without 'context': there is nothing to cite",
+                            "give the passages as \"context\": [{\"source\": \"sip.md\", \"text\": \"...\"}]")
+        return [], []
+    if not isinstance(raw, list) or not raw:
+        raise DataError(shown, line, "'context' must be a non-empty list of passages")
+    passages = []
+    for i, p in enumerate(raw):
+        if isinstance(p, str) and p.strip():
+            passages.append({"source": str(i + 1), "content": p})
+        elif isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"].strip() \
+                and isinstance(p.get("source", ""), str):
+            passages.append({"source": p.get("source") or str(i + 1), "content": p["text"]})
+        else:
+            raise DataError(shown, line, f"context[{i}] must be text or {{\"source\": \"...\", \"text\": \"...\"}}")
+    if gold is not None and (not isinstance(gold, list) or not all(isinstance(g, str) for g in gold)):
+        raise DataError(shown, line, "'sources' must be a list of source names (those of its context passages)")
+    known = {_source_key(p["source"]) for p in passages}
+    missing = [g for g in gold or [] if _source_key(g) not in known]
+    if missing:
+        raise DataError(shown, line, f"source {missing[0]!r} is not one of the row's context passages")
+    return passages, [_source_key(g) for g in gold or []]
+
+
+CITATION_REWARDS = ("citation_precision", "citation_recall")
+
+
+def needs_context(rows: list[dict[str, Any]], rewards: dict[str, Any], shown: str) -> None:
+    """A citation reward scores what a row's answer cites among its passages: every row needs its context."""
+    wanted = [n for n in rewards if n in CITATION_REWARDS]
+    bare = next((r["_line"] for r in rows if not r["context"] or (not r["sources"] and "citation_recall" in wanted)),
+                None) if wanted else None
+    if bare is not None:
+        raise DataError(shown, bare, f"reward {wanted[0]} needs 'context' passages and the gold 'sources' among them "
+                                     "on every row", "{\"question\": ..., \"answer\": ..., \"context\": [{\"source\": "
+                                     "\"sip.md\", \"text\": \"...\"}], \"sources\": [\"sip.md\"]}")
+
+
+def _source_key(source: str) -> str:
+    """Sources compare by file stem, as the eval compares them (``docs/sip.md`` is ``sip``)."""
+    return Path(source).stem if source else source
+
+
+def asked(row: dict[str, Any], template: str) -> str:
+    """The text a row asks: its prompt, or with context, the rag prompt over its numbered passages."""
+    if not row["context"]:
+        return row["prompt"]
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    docs = [{"id": p["source"], "content": p["content"], "meta": {"source": p["source"]}} for p in row["context"]]
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    return env.from_string(template).render(documents=docs, question=row["prompt"]).strip()
 
 
 def overlap(rows: list[dict[str, Any]], items: list[Any]) -> list[tuple[int, Any]]:
@@ -93,17 +155,23 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
         score = R.METRICS[name].score
         assert score is not None
 
-        def scored(completions: list[Any], answer: list[str], choices: list[Any], _s: Any = score,
+        def scored(completions: list[Any], answer: list[str], choices: list[Any],
+                   context_sources: list[Any] | None = None, gold_sources: list[Any] | None = None, _s: Any = score,
                    **_: Any) -> list[float]:
+            from sdk.backends.rag_system import citations
+
             out = []
-            for c, gold, opts in zip(completions, answer, choices):
-                pred = text(c).strip()
+            none = [None] * len(completions)
+            for c, gold, opts, ctx, expected in zip(completions, answer, choices, context_sources or none,
+                                                    gold_sources or none):
+                pred = raw = text(c).strip()
                 if opts:
                     idx = M.parse_choice(pred, opts)
                     pred = opts[idx] if idx is not None else pred
+                cited = [ctx[n - 1] for n in citations(raw, len(ctx))] if ctx else []
                 view = R.Scored(prediction=pred, answers=[gold], gold=gold,
-                                task="multiple_choice" if opts else "generate", cited=[], retrieved=[], expected=[],
-                                k=0)
+                                task="multiple_choice" if opts else "generate", cited=cited, retrieved=list(ctx or []),
+                                expected=list(expected or []), k=len(ctx or []))
                 value = _s(view)
                 out.append(float(value) if value is not None else 0.0)
             return out
@@ -123,6 +191,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     from sdk.backends.align import lora_config
     from sdk.backends.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
+    from sdk.backends.rag_system import DEFAULT_PROMPT
 
     quiet_library_deprecations()
     T.set_threads()
@@ -132,8 +201,17 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     tokenizer.padding_side = "left"  # generation pads on the left
     out = Path(job["out_dir"])
     chat = bool(tokenizer.chat_template)
-    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}] if chat else RAW_PROMPT.format(question=r["prompt"]),
-             "answer": r["answer"], "choices": r["choices"] or []} for r in job["rows"]]
+    template = job.get("rag_prompt") or DEFAULT_PROMPT
+
+    def prompt_of(r: dict[str, Any]) -> Any:
+        text = asked(r, template)
+        if chat:
+            return [{"role": "user", "content": text}]
+        return text if r["context"] else RAW_PROMPT.format(question=text)
+
+    rows = [{"prompt": prompt_of(r), "answer": r["answer"], "choices": r["choices"] or [],
+             "context_sources": [_source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
+            for r in job["rows"]]
     funcs, weights = reward_functions(block["rewards"])
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True)
     config = GRPOConfig(**args, num_generations=block["num_generations"], beta=block["beta"],
@@ -199,6 +277,7 @@ class RewardBackend(TrainingBackend, Backend):
         shown = _rel(source, Path.cwd())
         try:
             rows = read_prompts(source, shown)
+            needs_context(rows, block.rewards, shown)
         except DslError as e:
             return [Problem(path=path, message=str(e))]
         me = f"{ctx.kind}.{ctx.label}"
@@ -235,6 +314,7 @@ class RewardBackend(TrainingBackend, Backend):
         rows = read_prompts(source, shown)  # a bad row fails here, before any model loads
         if not rows:
             raise DataError(shown, None, "no prompts")
+        needs_context(rows, block.rewards, shown)
         base = ctx.input(block.from_)
         h = handle(base)
         if h.adapter and base.outputs.get("merged"):
@@ -243,7 +323,10 @@ class RewardBackend(TrainingBackend, Backend):
         template = _chat_template(ctx.spec, block)
         if template is None and block.from_.kind == "base_model":
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
+        from sdk.backends.rag_system import prompt_text
+
         job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
+               "rag_prompt": prompt_text(ctx.spec, block),
                "data_hashes": {block.prompts: file_sha256(source)}}
         result = reward_job(job, ctx.progress, ctx.log)
         m = result["metrics"]

@@ -16,8 +16,9 @@ from sdk.spec.paths import named_files, path_problem
 from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import Block, PositiveInt, Problem, TextOrFile, ref_of
 
-# Per-item metrics of sdk.metrics that need only the answer and the row's reference (no retrieval, no judge).
-REWARD_METRICS = ("exact_match", "accuracy", "f1")
+# Per-item metrics of sdk.scoring a reward can use: against the row's answer, or (citations) against the gold
+# sources among the row's own context passages; no judge.
+REWARD_METRICS = ("exact_match", "accuracy", "f1", "citation_precision", "citation_recall")
 # TRL's GRPOConfig.loss_type values that need no extra settings (TRL 1.x).
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 
@@ -50,11 +51,13 @@ class RewardBlock(TrainCommon):
     """Reward tuning (GRPO) with TRL: sampled answers to prompts, scored by the recipe's metrics and format rules."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
-    prompts: str = Field(description="JSONL of {prompt or question, answer, optional choices} rows, relative to the "
-                                     "recipe; must share no question with an eval that gates")
+    prompts: str = Field(description="JSONL of {prompt or question, answer, optional choices, optional context and "
+                                     "sources} rows, relative to the recipe; must share no question with an eval "
+                                     "that gates")
     rewards: dict[str, float | FormatRule] = Field(
         min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
-                                  "answer), or a format rule NAME = { pattern = \"^...$\"  weight = 0.2 }")
+                                  "answer; citation_precision, citation_recall: the [n] cited against the row's "
+                                  "gold sources), or a format rule NAME = { pattern = \"^...$\"  weight = 0.2 }")
     method: Literal["grpo"] = Field(default="grpo", description="Reward-tuning method (grpo)")
     loss: Literal[GRPO_LOSSES] = Field(default="dapo",  # type: ignore[valid-type]
                                        description="GRPO loss aggregation: dapo, grpo, dr_grpo, bnpo, ... "
@@ -71,6 +74,8 @@ class RewardBlock(TrainCommon):
     batch_size: PositiveInt = Field(default=4, description="Per-device batch size (answers, a multiple of "
                                                           "num_generations)")
     chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
+    prompt: TextOrFile | None = Field(default=None, description="Jinja2 prompt with documents and question for rows "
+                                                                "with context (default: the rag step's default)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
     backend: str | None = Field(default=None, description="Backend name (default: trl_grpo)")
 
