@@ -25,6 +25,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("dsl.commands.status", "Show each step: state, promotion, drift, artifact, metrics and lineage."),
     "verify": ("dsl.commands.verify", "Check applied artifacts against the hashes their manifests recorded."),
     "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
+    "prefs": ("dsl.commands.prefs", "Check a preference file (pairs, or labelled answers) before align uses it."),
     "doctor": ("dsl.commands.doctor", "Check the machine for every step: packages, models, CUDA, servers, env vars."),
 }
 
