@@ -201,3 +201,40 @@ def test_grpo_with_citation_rewards_applies_and_records_each_reward(tmp_path: Pa
     assert [c["step"] for c in curve] == [1, 2]
     assert {"citation_precision", "citation_recall", "format"} <= set(curve[0])
     assert all(0.0 <= c["citation_recall"] <= 1.0 for c in curve)
+
+
+@pytest.mark.slow
+def test_grpo_with_a_judge_reward_grades_answers_through_the_judge_endpoint(tmp_path: Path) -> None:
+    import sdk
+    from dsl.parser import load
+    from sdk.workspace import open_workspace
+    from tests._eval import openai_server
+
+    asked: list[str] = []
+
+    def judge(messages: list[dict], n: int) -> str:
+        asked.append(messages[-1]["content"])
+        return "4 - mostly right"
+
+    (tmp_path / "rubric.txt").write_text("5: names the right item; 1: anything else.")
+    with openai_server(judge) as url:
+        body = REWARD.replace("rewards = { accuracy = 1.0,", f'judge = endpoint {{ url = "{url}"  model = "j" }}\n'
+                              '              rubric = file("rubric.txt")\n'
+                              "              rewards = { judge = 1.0,")
+        path = _recipe(tmp_path, body, real_model=True)
+        result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    curve = json.loads((open_workspace(path).artifact("reward.mc").path / "rewards.json").read_text())
+    assert [c["judge"] for c in curve] == [0.75, 0.75]  # "4" on the judge's 1..5 scale, every answer
+    assert len(asked) == 2 * 4  # two steps of four answers, each graded once
+    assert "names the right item" in asked[0] and "Which one is item" in asked[0]
+
+
+def test_a_judge_reward_needs_a_judge_endpoint_and_a_judge_needs_its_reward(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, REWARD.replace("rewards = { accuracy = 1.0,", "rewards = { judge = 1.0,"))
+    r = run_dsl("validate", str(path))
+    assert r.returncode != 0 and "reward judge needs judge = endpoint" in r.stdout + r.stderr
+    path = _recipe(tmp_path, REWARD.replace("rewards = {", 'judge = endpoint { url = "http://127.0.0.1:9/v1"  '
+                                            'model = "j" }\n              rewards = {'))
+    r = run_dsl("validate", str(path))
+    assert r.returncode != 0 and "judge is set but no reward uses it" in r.stdout + r.stderr

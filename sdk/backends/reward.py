@@ -3,9 +3,11 @@
 Prompts are ``{"prompt" or "question", "answer", optional "choices"}`` rows (a bad row is a located ``FILE:LINE``
 error). A row may also carry ``context`` (passages, each text or ``{"source", "text"}``) and ``sources`` (the gold
 sources among them): it is then asked through the rag prompt (the rag default, or the block's ``prompt``) with the
-passages numbered, and the citation rewards score the ``[n]`` it cites against its gold sources, as the eval does. For each prompt the policy samples ``num_generations`` answers; each answer is scored by every declared
-reward: a metric of :data:`sdk.scoring.METRICS` against the row's answer (with choices, the answer is the option it
-picks, :func:`sdk.metrics.parse_choice`), or a format rule (1 when the stripped answer fully matches the pattern);
+passages numbered, and the citation rewards score the ``[n]`` it cites against its gold sources, as the eval does.
+For each prompt the policy samples ``num_generations`` answers; each answer is scored by every declared reward: a
+metric of :data:`sdk.scoring.METRICS` against the row's answer (with choices, the answer is the option it picks,
+:func:`sdk.metrics.parse_choice`; ``judge``: the block's judge endpoint grades it, as the eval's judge does), or a
+format rule (1 when the stripped answer fully matches the pattern);
 TRL sums them with the declared weights. At plan time a prompt file that shares a question with an eval that gates
 (or that evaluates this step) is refused. The outputs match ``finetune``'s and ``align``'s, so
 :func:`sdk.backends.models.handle` loads them.
@@ -132,9 +134,10 @@ def overlap(rows: list[dict[str, Any]], items: list[Any]) -> list[tuple[int, Any
     return [(r["_line"], by_q[M.normalize(r["question"])]) for r in rows if M.normalize(r["question"]) in by_q]
 
 
-def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[float]]], list[float]]:
+def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """One TRL reward function per declared reward, and their weights. TRL calls each with the prompts, the
-    completions and the dataset's other columns (``answer``, ``choices``) as lists."""
+    completions and the dataset's other columns (``question``, ``answer``, ``choices``...) as lists. ``judge``
+    (an :class:`sdk.backends.eval_models.Judge`) grades the answers of the ``judge`` reward, the eval's way."""
     funcs: list[Callable[..., list[float]]] = []
     weights: list[float] = []
 
@@ -156,14 +159,16 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
         assert score is not None
 
         def scored(completions: list[Any], answer: list[str], choices: list[Any],
-                   context_sources: list[Any] | None = None, gold_sources: list[Any] | None = None, _s: Any = score,
-                   **_: Any) -> list[float]:
+                   context_sources: list[Any] | None = None, gold_sources: list[Any] | None = None,
+                   question: list[str] | None = None, _s: Any = score, _name: str = name, **_: Any) -> list[float]:
             from sdk.backends.rag_system import citations
 
             out = []
             none = [None] * len(completions)
-            for c, gold, opts, ctx, expected in zip(completions, answer, choices, context_sources or none,
-                                                    gold_sources or none):
+            judged = _judged(judge, question or [""] * len(completions), answer, [text(c).strip() for c in completions]) \
+                if _name == "judge" else none
+            for c, gold, opts, ctx, expected, grade in zip(completions, answer, choices, context_sources or none,
+                                                           gold_sources or none, judged):
                 pred = raw = text(c).strip()
                 if opts:
                     idx = M.parse_choice(pred, opts)
@@ -171,7 +176,7 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
                 cited = [ctx[n - 1] for n in citations(raw, len(ctx))] if ctx else []
                 view = R.Scored(prediction=pred, answers=[gold], gold=gold,
                                 task="multiple_choice" if opts else "generate", cited=cited, retrieved=list(ctx or []),
-                                expected=list(expected or []), k=len(ctx or []))
+                                expected=list(expected or []), k=len(ctx or []), judged=grade)
                 value = _s(view)
                 out.append(float(value) if value is not None else 0.0)
             return out
@@ -180,6 +185,16 @@ def reward_functions(rewards: dict[str, Any]) -> tuple[list[Callable[..., list[f
         funcs.append(scored)
         weights.append(float(value))
     return funcs, weights
+
+
+def _judged(judge: Any, questions: list[str], answers: list[str], predictions: list[str]) -> list[float | None]:
+    """The judge's grades of a batch of answers, asked concurrently (a few requests at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    items = [SimpleNamespace(question=q, answers=[a], gold=a) for q, a in zip(questions, answers)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(judge.score, items, predictions))
 
 
 def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
@@ -209,10 +224,10 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
             return [{"role": "user", "content": text}]
         return text if r["context"] else RAW_PROMPT.format(question=text)
 
-    rows = [{"prompt": prompt_of(r), "answer": r["answer"], "choices": r["choices"] or [],
+    rows = [{"prompt": prompt_of(r), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
              "context_sources": [_source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
             for r in job["rows"]]
-    funcs, weights = reward_functions(block["rewards"])
+    funcs, weights = reward_functions(block["rewards"], job.get("judge"))
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True)
     config = GRPOConfig(**args, num_generations=block["num_generations"], beta=block["beta"],
                         max_completion_length=block["max_completion_length"], temperature=block["temperature"],
@@ -323,10 +338,14 @@ class RewardBackend(TrainingBackend, Backend):
         template = _chat_template(ctx.spec, block)
         if template is None and block.from_.kind == "base_model":
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
+        from sdk.backends.eval_models import DEFAULT_RUBRIC, Judge
         from sdk.backends.rag_system import prompt_text
+        from sdk.spec.values import FileRef
 
+        rubric = block.rubric.read(ctx.spec.base_dir) if isinstance(block.rubric, FileRef) else block.rubric
         job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
                "rag_prompt": prompt_text(ctx.spec, block),
+               "judge": Judge(block.judge, rubric or DEFAULT_RUBRIC) if block.judge is not None else None,
                "data_hashes": {block.prompts: file_sha256(source)}}
         result = reward_job(job, ctx.progress, ctx.log)
         m = result["metrics"]

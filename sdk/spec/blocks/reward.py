@@ -11,14 +11,14 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import content_facets, declare
-from sdk.spec.objects import Lora, TrainCommon
+from sdk.spec.objects import Endpoint, Lora, TrainCommon
 from sdk.spec.paths import named_files, path_problem
 from sdk.spec.templates import chat_template_problems
 from sdk.spec.values import Block, PositiveInt, Problem, TextOrFile, ref_of
 
-# Per-item metrics of sdk.scoring a reward can use: against the row's answer, or (citations) against the gold
-# sources among the row's own context passages; no judge.
-REWARD_METRICS = ("exact_match", "accuracy", "f1", "citation_precision", "citation_recall")
+# Per-item metrics of sdk.scoring a reward can use: against the row's answer, (citations) against the gold
+# sources among the row's own context passages, or (judge) an LLM judge's grade through the block's judge endpoint.
+REWARD_METRICS = ("exact_match", "accuracy", "f1", "citation_precision", "citation_recall", "judge")
 # TRL's GRPOConfig.loss_type values that need no extra settings (TRL 1.x).
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 
@@ -57,7 +57,8 @@ class RewardBlock(TrainCommon):
     rewards: dict[str, float | FormatRule] = Field(
         min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
                                   "answer; citation_precision, citation_recall: the [n] cited against the row's "
-                                  "gold sources), or a format rule NAME = { pattern = \"^...$\"  weight = 0.2 }")
+                                  "gold sources; judge: the judge endpoint's grade), or a format rule "
+                                  "NAME = { pattern = \"^...$\"  weight = 0.2 }")
     method: Literal["grpo"] = Field(default="grpo", description="Reward-tuning method (grpo)")
     loss: Literal[GRPO_LOSSES] = Field(default="dapo",  # type: ignore[valid-type]
                                        description="GRPO loss aggregation: dapo, grpo, dr_grpo, bnpo, ... "
@@ -76,6 +77,9 @@ class RewardBlock(TrainCommon):
     chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
     prompt: TextOrFile | None = Field(default=None, description="Jinja2 prompt with documents and question for rows "
                                                                 "with context (default: the rag step's default)")
+    judge: Endpoint | None = Field(default=None, description="LLM judge endpoint grading answers for the judge "
+                                                             "reward (as eval's judge)")
+    rubric: TextOrFile | None = Field(default=None, description="Rubric for the judge (default: the eval's)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
     backend: str | None = Field(default=None, description="Backend name (default: trl_grpo)")
 
@@ -93,6 +97,12 @@ class RewardBlock(TrainCommon):
                 raise PydanticCustomError("unknown_reward", "reward {name} is not a metric a reward can use "
                                           "({known}); a format rule is NAME = {{ pattern = \"...\"  weight = w }}",
                                           {"name": name, "known": ", ".join(REWARD_METRICS)})
+        if "judge" in self.rewards and self.judge is None:
+            raise PydanticCustomError("incompatible", "reward judge needs judge = endpoint { url = ...  model = ... }",
+                                      {})
+        if self.judge is not None and "judge" not in self.rewards:
+            raise PydanticCustomError("incompatible", "judge is set but no reward uses it: add judge = WEIGHT to "
+                                      "rewards, or drop judge", {})
         if (self.batch_size * self.gradient_accumulation) % self.num_generations:
             raise PydanticCustomError("incompatible", "batch_size x gradient_accumulation ({n}) must be a multiple "
                                       "of num_generations ({g}): each prompt's answers form one group",
