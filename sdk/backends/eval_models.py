@@ -97,7 +97,7 @@ class LocalModel:
             mask = torch.tensor([[1] * len(enc[i][0]) + [0] * (width - len(enc[i][0])) for i in chunk])
             first = min(len(enc[i][0]) - enc[i][1] - 1 for i in chunk)  # the first position whose logits count
             with torch.no_grad():
-                logits = self.model(input_ids=batch, attention_mask=mask,
+                logits = self.model(input_ids=batch.to(self.model.device), attention_mask=mask.to(self.model.device),
                                     **({"logits_to_keep": width - first} if keep else {})).logits
             offset = width - logits.shape[1]
             for row, i in enumerate(chunk):
@@ -135,7 +135,8 @@ class LocalModel:
             ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in chunk])
             mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in chunk])
             with torch.no_grad():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                gen = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                                          max_new_tokens=max_new_tokens,
                                           do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             for row, i in enumerate(chunk):
                 text = self.tokenizer.decode(gen[row][width:], skip_special_tokens=True)
