@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sdk.backends.reward import read_prompts, reward_functions
+from sdk.backends.reward import reward_functions
+from sdk.backends.reward_data import read_prompts
 from sdk.errors import DataError
 from sdk.state import StateStore
 from tests._tiny import make_tiny_model
@@ -156,7 +157,7 @@ CITED = [{"question": f"What starts a SIP call {i}?", "answer": "INVITE",
 
 def test_citation_rewards_score_what_an_answer_cites_among_its_own_passages(tmp_path: Path) -> None:
     from sdk.backends.rag_system import DEFAULT_PROMPT
-    from sdk.backends.reward import asked
+    from sdk.backends.reward_data import asked
 
     _write(tmp_path / "c.jsonl", CITED[:1])
     row = read_prompts(tmp_path / "c.jsonl", "c.jsonl")[0]
@@ -238,3 +239,62 @@ def test_a_judge_reward_needs_a_judge_endpoint_and_a_judge_needs_its_reward(tmp_
                                             'model = "j" }\n              rewards = {'))
     r = run_dsl("validate", str(path))
     assert r.returncode != 0 and "judge is set but no reward uses it" in r.stdout + r.stderr
+
+
+def _sft_rows(n: int) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Answer with one word."},
+                          {"role": "user", "content": f"Which one is item {i}?"},
+                          {"role": "assistant", "content": OPTIONS[i % 4]}]} for i in range(n)]
+
+
+def test_prompts_from_a_dataset_are_its_conversations_before_the_answer() -> None:
+    from sdk.backends.reward_data import dataset_prompts
+
+    rows = dataset_prompts([{**r, "_line": i + 1} for i, r in enumerate(_sft_rows(2))])
+    assert rows[1]["question"] == "Which one is item 1?" and rows[1]["answer"] == "dog" and rows[1]["_line"] == 2
+    assert [m["role"] for m in rows[1]["messages"]] == ["system", "user"]  # the turns before the answer
+
+
+def test_plan_checks_prompts_taken_from_a_dataset(tmp_path: Path) -> None:
+    _write(tmp_path / "sft.jsonl", _sft_rows(8))
+    _write(tmp_path / "gate.jsonl", [{"id": "g1", "question": "which one is ITEM 5", "answer": "dog"}])
+    body = (REWARD.replace('prompts = "mc.jsonl"', "data = dataset.qa")
+            .replace("rewards = { accuracy = 1.0,", "rewards = { exact_match = 1.0,")
+            + '  dataset qa { path = "sft.jsonl" }\n'
+            + '  eval gate { data = "gate.jsonl"  metrics = [exact_match]  systems = [reward.mc]  bootstrap = 100\n'
+              '              gate = reward.mc.exact_match >= 0.5 }\n')
+    path = _recipe(tmp_path, body)
+    r = run_dsl("plan", str(path))
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "share their question with eval.gate" in out and "sft.jsonl:6" in out, out
+    _write(tmp_path / "gate.jsonl", [{"id": "g1", "question": "Which one is a fruit?", "answer": "apple"}])
+    r = run_dsl("plan", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "dataset.qa" in r.stdout and "reward.mc" in r.stdout
+    both = REWARD.replace('prompts = "mc.jsonl"', 'prompts = "mc.jsonl"  data = dataset.qa')
+    r = run_dsl("validate", str(_recipe(tmp_path, both + '  dataset qa { path = "sft.jsonl" }\n')))
+    assert r.returncode != 0 and "one of them" in r.stdout + r.stderr
+    text = REWARD.replace('prompts = "mc.jsonl"', "data = dataset.t") + \
+        '  dataset t { path = "sft.jsonl"  format = text }\n'
+    _write(tmp_path / "sft.jsonl", [{"text": "plain text"}])
+    r = run_dsl("plan", str(_recipe(tmp_path, text)))
+    assert r.returncode != 0 and "dataset.t is format text" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_grpo_on_a_datasets_training_rows_applies(tmp_path: Path) -> None:
+    import sdk
+    from dsl.parser import load
+    from sdk.workspace import open_workspace
+
+    _write(tmp_path / "sft.jsonl", _sft_rows(10))
+    body = (REWARD.replace('prompts = "mc.jsonl"', "data = dataset.qa")
+            .replace("rewards = { accuracy = 1.0,", "rewards = { exact_match = 1.0, f1 = 0.5,")
+            + '  dataset qa { path = "sft.jsonl"  validation_split = 0.2 }\n')
+    path = _recipe(tmp_path, body, real_model=True)
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    ws = open_workspace(path)
+    m = ws.artifact("reward.mc").metrics
+    assert m["train_prompts"] == ws.artifact("dataset.qa").metrics["train_rows"] < 10  # never the validation rows
+    assert "sft.jsonl" in (ws.artifact("reward.mc").path / "adapter" / "README.md").read_text()

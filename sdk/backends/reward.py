@@ -25,113 +25,17 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.reward_data import (
+    RAW_PROMPT,
+    asked,
+    dataset_prompts,
+    needs_context,
+    overlap,
+    read_prompts,
+    source_key,
+)
 from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
-
-RAW_PROMPT = "Question: {question}\nAnswer:"  # the eval's convention for a model without a chat template
-
-
-def _choice_prompt(question: str, choices: list[str]) -> str:
-    """The question with its options numbered, as the eval asks an endpoint or a rag generator."""
-    opts = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(choices))
-    return f"{question}\nOptions:\n{opts}\nAnswer with the number of the right option."
-
-
-def read_prompts(path: Path, shown: str) -> list[dict[str, Any]]:
-    """Rows ``{"question", "prompt", "answer", "choices", "_line"}``; ``prompt`` is the text asked (the question,
-    with numbered options when the row has choices). A bad row raises a DataError at ``shown:LINE``."""
-    from sdk.jsonl import read_jsonl
-
-    rows: list[dict[str, Any]] = []
-    for line, obj in read_jsonl(path, shown):
-        question = obj.get("prompt", obj.get("question"))
-        if not isinstance(question, str) or not question.strip():
-            raise DataError(shown, line, "missing 'prompt' or 'question' (non-empty text)",
-                            "a prompt row is {\"question\": \"...\", \"answer\": \"...\", \"choices\": [...]}")
-        answer = obj.get("answer")
-        if isinstance(answer, int) and not isinstance(answer, bool):
-            answer = str(answer)
-        if not isinstance(answer, str) or not answer.strip():
-            raise DataError(shown, line, "missing 'answer' (non-empty text, or the number of the right choice)")
-        choices = obj.get("choices")
-        if choices is not None:
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise DataError(shown, line, "'choices' must be a list of at least two texts")
-            if answer.strip().isdigit() and 1 <= int(answer) <= len(choices):
-                answer = choices[int(answer) - 1]
-            elif not any(M.normalize(c) == M.normalize(answer) for c in choices):
-                raise DataError(shown, line, f"answer {answer!r} is not among the choices (give its text or number)")
-            answer = next(c for c in choices if M.normalize(c) == M.normalize(answer))
-        q = question.strip()
-        context, sources = _context(obj, shown, line)
-        rows.append({"question": q, "prompt": _choice_prompt(q, choices) if choices else q, "answer": answer,
-                     "choices": choices, "context": context, "sources": sources, "_line": line})
-    return rows
-
-
-def _context(obj: dict[str, Any], shown: str, line: int) -> tuple[list[dict[str, str]], list[str]]:
-    """A row's passages ``[{"source", "content"}]`` (a plain text passage is named by its number) and gold sources."""
-    raw, gold = obj.get("context"), obj.get("sources")
-    if raw is None:
-        if gold is not None:
-            raise DataError(shown, line, "'sources' without 'context': there is nothing to cite",
-                            "give the passages as \"context\": [{\"source\": \"sip.md\", \"text\": \"...\"}]")
-        return [], []
-    if not isinstance(raw, list) or not raw:
-        raise DataError(shown, line, "'context' must be a non-empty list of passages")
-    passages = []
-    for i, p in enumerate(raw):
-        if isinstance(p, str) and p.strip():
-            passages.append({"source": str(i + 1), "content": p})
-        elif isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"].strip() \
-                and isinstance(p.get("source", ""), str):
-            passages.append({"source": p.get("source") or str(i + 1), "content": p["text"]})
-        else:
-            raise DataError(shown, line, f"context[{i}] must be text or {{\"source\": \"...\", \"text\": \"...\"}}")
-    if gold is not None and (not isinstance(gold, list) or not all(isinstance(g, str) for g in gold)):
-        raise DataError(shown, line, "'sources' must be a list of source names (those of its context passages)")
-    known = {_source_key(p["source"]) for p in passages}
-    missing = [g for g in gold or [] if _source_key(g) not in known]
-    if missing:
-        raise DataError(shown, line, f"source {missing[0]!r} is not one of the row's context passages")
-    return passages, [_source_key(g) for g in gold or []]
-
-
-CITATION_REWARDS = ("citation_precision", "citation_recall")
-
-
-def needs_context(rows: list[dict[str, Any]], rewards: dict[str, Any], shown: str) -> None:
-    """A citation reward scores what a row's answer cites among its passages: every row needs its context."""
-    wanted = [n for n in rewards if n in CITATION_REWARDS]
-    bare = next((r["_line"] for r in rows if not r["context"] or (not r["sources"] and "citation_recall" in wanted)),
-                None) if wanted else None
-    if bare is not None:
-        raise DataError(shown, bare, f"reward {wanted[0]} needs 'context' passages and the gold 'sources' among them "
-                                     "on every row", "{\"question\": ..., \"answer\": ..., \"context\": [{\"source\": "
-                                     "\"sip.md\", \"text\": \"...\"}], \"sources\": [\"sip.md\"]}")
-
-
-def _source_key(source: str) -> str:
-    """Sources compare by file stem, as the eval compares them (``docs/sip.md`` is ``sip``)."""
-    return Path(source).stem if source else source
-
-
-def asked(row: dict[str, Any], template: str) -> str:
-    """The text a row asks: its prompt, or with context, the rag prompt over its numbered passages."""
-    if not row["context"]:
-        return row["prompt"]
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
-    docs = [{"id": p["source"], "content": p["content"], "meta": {"source": p["source"]}} for p in row["context"]]
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    return env.from_string(template).render(documents=docs, question=row["prompt"]).strip()
-
-
-def overlap(rows: list[dict[str, Any]], items: list[Any]) -> list[tuple[int, Any]]:
-    """(prompt line, eval item) for every prompt whose normalised question is an eval item's."""
-    by_q = {M.normalize(it.question): it for it in items}
-    return [(r["_line"], by_q[M.normalize(r["question"])]) for r in rows if M.normalize(r["question"]) in by_q]
 
 
 def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
@@ -219,13 +123,15 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     template = job.get("rag_prompt") or DEFAULT_PROMPT
 
     def prompt_of(r: dict[str, Any]) -> Any:
+        if r.get("messages") and chat:  # a dataset's conversation, as the model was fine-tuned on it
+            return r["messages"]
         text = asked(r, template)
         if chat:
             return [{"role": "user", "content": text}]
         return text if r["context"] else RAW_PROMPT.format(question=text)
 
     rows = [{"prompt": prompt_of(r), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
-             "context_sources": [_source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
+             "context_sources": [source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
             for r in job["rows"]]
     funcs, weights = reward_functions(block["rewards"], job.get("judge"))
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True)
@@ -286,12 +192,19 @@ class RewardBackend(TrainingBackend, Backend):
             if importlib.util.find_spec("bitsandbytes") is None:
                 return [Problem(path=ctx.path + ("tune",), message="tune = qlora needs bitsandbytes, which is not "
                                 "installed", hint="pip install bitsandbytes, or use tune = lora")]
-        source = ctx.spec.resolve_path(block.prompts)
+        if block.data is not None:
+            path = ctx.path + ("data",)
+            data_block = ctx.spec.get(block.data)
+            if data_block.format == "text":
+                return []  # the kind's plan check says so
+            source = ctx.spec.resolve_path(data_block.path)
+        else:
+            source = ctx.spec.resolve_path(block.prompts)
         if not source.is_file():
             return []  # the spec's own check names a missing file
         shown = _rel(source, Path.cwd())
         try:
-            rows = read_prompts(source, shown)
+            rows = self._rows(block, ctx.spec, source, shown)
             needs_context(rows, block.rewards, shown)
         except DslError as e:
             return [Problem(path=path, message=str(e))]
@@ -315,6 +228,16 @@ class RewardBackend(TrainingBackend, Backend):
                     hint="take the prompts from a training split, never from the items the gate measures"))
         return problems
 
+    @staticmethod
+    def _rows(block: Any, spec: Any, source: Path, shown: str) -> list[dict[str, Any]]:
+        """The prompt rows as written: the prompts file's, or all the rows of the dataset named by ``data`` (at plan
+        time, before the dataset step has split them)."""
+        if block.data is None:
+            return read_prompts(source, shown)
+        from sdk.backends.datasets import read_rows
+
+        return dataset_prompts(read_rows(source, spec.get(block.data), shown))
+
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends import training as T
         from sdk.backends import tuning
@@ -324,9 +247,18 @@ class RewardBackend(TrainingBackend, Backend):
         from sdk.hashing import file_sha256
 
         block: Any = ctx.block
-        source = ctx.spec.resolve_path(block.prompts)
-        shown = _rel(source, Path.cwd())
-        rows = read_prompts(source, shown)  # a bad row fails here, before any model loads
+        if block.data is not None:  # the dataset step's training rows (never its validation split)
+            from sdk.jsonl import read_jsonl
+
+            data = ctx.input(block.data)
+            shown = _rel(Path(data.outputs.get("source") or data.path), Path.cwd())
+            rows = dataset_prompts([obj for _, obj in read_jsonl(data.path / data.outputs["train"], shown)])
+            hashes = data.manifest.get("files", {})
+        else:
+            source = ctx.spec.resolve_path(block.prompts)
+            shown = _rel(source, Path.cwd())
+            rows = read_prompts(source, shown)  # a bad row fails here, before any model loads
+            hashes = {block.prompts: file_sha256(source)}
         if not rows:
             raise DataError(shown, None, "no prompts")
         needs_context(rows, block.rewards, shown)
@@ -346,7 +278,7 @@ class RewardBackend(TrainingBackend, Backend):
         job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
                "rag_prompt": prompt_text(ctx.spec, block),
                "judge": Judge(block.judge, rubric or DEFAULT_RUBRIC) if block.judge is not None else None,
-               "data_hashes": {block.prompts: file_sha256(source)}}
+               "data_hashes": hashes}
         result = reward_job(job, ctx.progress, ctx.log)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))

@@ -39,21 +39,33 @@ class FormatRule(Block):
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
-    problem = path_problem(spec, block.prompts) if check_files else None
+    problem = path_problem(spec, block.prompts) if check_files and block.prompts is not None else None
     return [Problem(path=("reward", label, "prompts"), message=problem)] if problem else []
+
+
+def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
+    """Prompts from a dataset are its conversations' user turns: a text dataset has none."""
+    if block.data is not None and spec.has(block.data) and spec.get(block.data).format == "text":
+        return [Problem(path=("reward", label, "data"), message=f"{block.data} is format text: it has no question "
+                        "and answer turns to prompt with", hint="use a chat or instruction dataset, or prompts = "
+                        "\"FILE.jsonl\"")]
+    return chat_template_problems(spec, label, block, "reward")
 
 
 @declare("reward", role="model", backend=("trl_grpo", "sdk.backends.reward:RewardBackend",
                                            "pip install 'domain-dsl[train]'"),
-         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "reward"), facets=content_facets,
+         outputs=("tokenizer",), check=_check, plan_check=_plan_check, facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("prompts",)))
 class RewardBlock(TrainCommon):
     """Reward tuning (GRPO) with TRL: sampled answers to prompts, scored by the recipe's metrics and format rules."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
-    prompts: str = Field(description="JSONL of {prompt or question, answer, optional choices, optional context and "
-                                     "sources} rows, relative to the recipe; must share no question with an eval "
-                                     "that gates")
+    prompts: str | None = Field(default=None, description="JSONL of {prompt or question, answer, optional choices, "
+                                                          "optional context and sources} rows, relative to the "
+                                                          "recipe; must share no question with an eval that gates")
+    data: ref_of("dataset") | None = Field(  # type: ignore[valid-type]
+        default=None, description="Or a chat/instruction dataset: its training rows' last user turn is the prompt "
+                                  "(with the turns before it), the assistant's answer the reference")
     rewards: dict[str, float | FormatRule] = Field(
         min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
                                   "answer; citation_precision, citation_recall: the [n] cited against the row's "
@@ -97,6 +109,9 @@ class RewardBlock(TrainCommon):
                 raise PydanticCustomError("unknown_reward", "reward {name} is not a metric a reward can use "
                                           "({known}); a format rule is NAME = {{ pattern = \"...\"  weight = w }}",
                                           {"name": name, "known": ", ".join(REWARD_METRICS)})
+        if (self.prompts is None) == (self.data is None):
+            raise PydanticCustomError("incompatible", "give the prompts as prompts = \"FILE.jsonl\" or as data = "
+                                      "dataset.X (one of them)", {})
         if "judge" in self.rewards and self.judge is None:
             raise PydanticCustomError("incompatible", "reward judge needs judge = endpoint { url = ...  model = ... }",
                                       {})
