@@ -1,7 +1,8 @@
 """The Haystack backend: corpus ingestion (``corpus`` steps) and retrieval-augmented generation (``rag`` steps).
 
 Corpus artifact: ``chunks.jsonl`` (see :mod:`sdk.backends.corpus`). RAG artifact: ``store.json`` (the
-InMemoryDocumentStore with embeddings, loaded back without re-embedding) or a pgvector table
+InMemoryDocumentStore with embeddings, loaded back without re-embedding), the folder ``index/`` (``store =
+index {}``: bm25s and the embeddings, :mod:`sdk.backends.index_store`) or a pgvector table
 (:mod:`sdk.backends.stores`), ``prompt.j2``, and ``pipeline.yaml`` (the query pipeline as Haystack YAML, built
 through the retriever registry in :mod:`sdk.backends.retrievers`). An applied rag step is opened as a
 :class:`~sdk.backends.rag_system.RagSystem`.
@@ -49,7 +50,7 @@ from sdk.backends.rag_system import (
     prompt_text,
 )
 from sdk.backends.retrievers import RETRIEVERS, last_component, pool_size, query_pipeline, retriever
-from sdk.backends.stores import check_reachable, overwrite, pg_store
+from sdk.backends.stores import check_reachable, overwrite, pg_store, write_local
 from sdk.errors import DslError
 
 __all__ = [  # re-exported: tests, the eval backend, the gateway, route and the docs import them from here
@@ -88,12 +89,8 @@ def build_index(ctx: StepContext) -> StepResult:
                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
         outputs.update(store="pgvector", table=block.store.table)
     else:
-        from haystack.document_stores.in_memory import InMemoryDocumentStore
-
-        store = InMemoryDocumentStore(embedding_similarity_function="cosine")
-        store.write_documents(docs)
-        store.save_to_disk(str(ctx.out_dir / "store.json"))
-        outputs.update(store="store.json")
+        store, written = write_local(block, docs, ctx.out_dir)
+        outputs.update(written)
     elapsed = max(time.time() - started, 1e-9)
     pipeline, exported = export_pipeline(ctx.spec, block, store, ctx.inputs)
     (ctx.out_dir / "pipeline.yaml").write_text(pipeline.dumps(), encoding="utf-8")

@@ -45,6 +45,24 @@ def pool_size(k: int) -> int:
     return max(4 * k, 20)
 
 
+def store_component(block: Any, kind: str) -> Any:
+    """The Haystack retriever class of the block's store for ``kind`` ("bm25" or "dense")."""
+    if block.store.type == "pgvector":
+        from haystack_integrations.components.retrievers.pgvector import (
+            PgvectorEmbeddingRetriever,
+            PgvectorKeywordRetriever,
+        )
+
+        return PgvectorKeywordRetriever if kind == "bm25" else PgvectorEmbeddingRetriever
+    if block.store.type == "index":
+        from sdk.backends.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
+
+        return IndexBM25Retriever if kind == "bm25" else IndexEmbeddingRetriever
+    from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
+
+    return InMemoryBM25Retriever if kind == "bm25" else InMemoryEmbeddingRetriever
+
+
 class Retriever:
     """One way to retrieve chunks for a question from a document store."""
 
@@ -63,17 +81,14 @@ class Retriever:
 
 @register
 class BM25Retriever(Retriever):
-    """Keyword retrieval: Haystack's in-memory BM25, or PostgreSQL full-text search on pgvector."""
+    """Keyword retrieval: Haystack's in-memory BM25, bm25s on the index store, or PostgreSQL full-text search on
+    pgvector."""
 
     name = "bm25"
     output = "bm25"
 
     def add(self, p: Any, block: Any, store: Any, top_k: int, base_dir: Optional[Path]) -> str:
-        if block.store.type == "pgvector":
-            from haystack_integrations.components.retrievers.pgvector import PgvectorKeywordRetriever as KW
-        else:
-            from haystack.components.retrievers.in_memory import InMemoryBM25Retriever as KW
-        p.add_component("bm25", KW(document_store=store, top_k=top_k))
+        p.add_component("bm25", store_component(block, "bm25")(document_store=store, top_k=top_k))
         return self.output
 
     def inputs(self, question: str, top_k: int) -> dict[str, dict[str, Any]]:
@@ -82,7 +97,8 @@ class BM25Retriever(Retriever):
 
 @register
 class DenseRetriever(Retriever):
-    """Embedding retrieval: the question embedded by the block's embedder, nearest chunks by cosine."""
+    """Embedding retrieval: the question embedded by the block's embedder, nearest chunks by cosine (exact on
+    the memory and index stores)."""
 
     name = "dense"
     output = "dense"
@@ -93,14 +109,10 @@ class DenseRetriever(Retriever):
             SentenceTransformersTextEmbedder,
         )
 
-        if block.store.type == "pgvector":
-            from haystack_integrations.components.retrievers.pgvector import PgvectorEmbeddingRetriever as VR
-        else:
-            from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever as VR
         p.add_component("query_embedder", SentenceTransformersTextEmbedder(
             model=resolve_embedder(block.embedder, base_dir), progress_bar=False, local_files_only=True,
             normalize_embeddings=True))
-        p.add_component("dense", VR(document_store=store, top_k=top_k))
+        p.add_component("dense", store_component(block, "dense")(document_store=store, top_k=top_k))
         p.connect("query_embedder.embedding", "dense.query_embedding")
         return self.output
 

@@ -1,7 +1,8 @@
 """Document stores for the Haystack backend: the pgvector store (opened from the block's ``store``, checked
-reachable before any work), the in-memory store saved as ``store.json``, and secrets named by their variable.
+reachable before any work), the in-memory store saved as ``store.json``, the local index (``store = index {}``,
+:mod:`sdk.backends.index_store`) saved as the folder ``index/``, and secrets named by their variable.
 
-Haystack and its pgvector integration are imported inside the functions that need them."""
+Haystack, its pgvector integration and the index store are imported inside the functions that need them."""
 
 from __future__ import annotations
 
@@ -50,12 +51,40 @@ def check_reachable(store: Any) -> None:
         raise DslError(f"cannot reach the pgvector store at {host}:{port} ({e.strerror or e})") from None
 
 
+def write_local(block: Any, docs: list[Any], out_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """Write a memory or index store of ``docs`` into the artifact folder ``out_dir``: the store and its outputs."""
+    if block.store.type == "index":
+        from sdk.backends.index_store import FOLDER, IndexDocumentStore
+
+        index = IndexDocumentStore.build(docs)
+        index.save(out_dir / FOLDER)
+        return index, {"store": FOLDER}
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+    store = InMemoryDocumentStore(embedding_similarity_function="cosine")
+    store.write_documents(docs)
+    store.save_to_disk(str(out_dir / "store.json"))
+    return store, {"store": "store.json"}
+
+
 def open_store(art: Artifact, block: Any) -> Any:
-    """The document store an applied rag step wrote: its pgvector table, or ``store.json`` loaded back (with its
-    embeddings, nothing re-embedded). A damaged index is named with the command that rebuilds it."""
+    """The document store an applied rag step wrote: its pgvector table, ``store.json`` loaded back (with its
+    embeddings, nothing re-embedded), or the ``index/`` folder read back. A damaged index is named with the
+    command that rebuilds it."""
     if block.store.type == "pgvector":
         check_reachable(block.store)
         return pg_store(block.store)
+    if block.store.type == "index":
+        from sdk.backends.index_store import FOLDER, IndexDocumentStore, IndexFileError
+
+        name = art.outputs.get("store", FOLDER)
+        index = IndexDocumentStore(str(art.path / name))
+        try:
+            index.count_documents()  # read now: a damaged file is named here, not at the first question
+        except IndexFileError as e:
+            raise DslError(f"the index of {art.step_id} cannot be read ({name}/{e.name}: {e.reason}); "
+                           f"run dsl apply --replace {art.step_id}") from None
+        return index
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
     path = art.path / art.outputs.get("store", "store.json")

@@ -1,5 +1,5 @@
-"""Objects used inside blocks: ``endpoint {}``, ``llama {}``, ``memory {}``, ``pgvector {}``, ``split``, ``lora``,
-the training settings every trainer shares, eval field maps and launch options."""
+"""Objects used inside blocks: ``endpoint {}``, ``llama {}``, ``memory {}``, ``index {}``, ``pgvector {}``,
+``split``, ``lora``, the training settings every trainer shares, eval field maps and launch options."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ class Memory(Block):
     """The embedded Haystack ``InMemoryDocumentStore``, saved into the artifact."""
 
     type: Literal["memory"] = "memory"
+
+
+class IndexStore(Block):
+    """A local index saved into the artifact: bm25s for keyword search (Haystack's BM25L scores) and an exact
+    numpy search over the embeddings; queries stay fast at 100k chunks. ``index {}``"""
+
+    type: Literal["index"] = "index"
 
 
 class PgVector(Block):

@@ -7,7 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field
 
 from sdk.spec.kinds import content_facets, declare
-from sdk.spec.objects import Endpoint, Memory, PgVector
+from sdk.spec.objects import Endpoint, IndexStore, Memory, PgVector
 from sdk.spec.paths import named_files
 from sdk.spec.values import Block, PositiveInt, TextOrFile, ref_of
 
@@ -31,7 +31,11 @@ class RagBlock(Block):
         "onnx-int8 = int8-quantized weights (faster, less exact)",
     )
     reranker: Optional[str] = Field(default=None, description="Cross-encoder model id or path to rerank retrieved chunks")
-    store: Union[Memory, PgVector] = Field(default_factory=Memory, discriminator="type", description="memory {} or pgvector { ... }")
+    store: Union[Memory, IndexStore, PgVector] = Field(
+        default_factory=Memory, discriminator="type",
+        description="memory {} (Haystack's in-memory store), index {} (bm25s + exact vector search, for large "
+        "corpora) or pgvector { ... }",
+    )
     generator: Optional[Union[ref_of("@model"), Endpoint]] = Field(  # type: ignore[valid-type]
         default=None, description="Model step or endpoint { ... } that writes the answer; retrieval only when omitted"
     )
