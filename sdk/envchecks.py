@@ -173,6 +173,9 @@ def compute(ctx: Any) -> list[EnvProblem]:
             out += cuda(ctx, at + ("deepspeed",), "deepspeed", "run where a GPU is visible")
     if c.fsdp is not None and not c.cpu:
         out += cuda(ctx, at + ("fsdp",), "fsdp on GPU", "run where a GPU is visible, or set cpu = true")
+    if c.kernels == "liger":  # Triton kernels: a CUDA GPU, always (with --skip-checks the step trains without them)
+        out += package(ctx, "liger_kernel", at + ("kernels",), "kernels = liger", "pip install 'domain-dsl[gpu]'")
+        out += cuda(ctx, at + ("kernels",), "kernels = liger", "run where a GPU is visible, or drop kernels = liger")
     return out
 
 

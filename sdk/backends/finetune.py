@@ -208,7 +208,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
                                "train_rows": len(train_rows), "rows_dropped_by_truncation": dropped, "loss_mode": mode,
                                "batches": "packed" if block["packing"] else ("padding_free" if padding_free else "padded"),
-                               "resumed_from": Path(resume).name if resume else None}
+                               "resumed_from": Path(resume).name if resume else None, "kernels": T.kernels_used(block)}
     if has_eval:
         metrics["eval_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
     # tokens seen in this run (all ranks; TRL counts them per batch), over the training time

@@ -100,7 +100,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
                "train_blocks": len(train_blocks), "holdout_blocks": len(held_blocks), "block_size": block_size,
                "perplexity_before": round(ppl_before, 3) if ppl_before else None,
                "perplexity_after": round(ppl_after, 3) if ppl_after else None,
-               "resumed_from": Path(resume).name if resume else None}
+               "resumed_from": Path(resume).name if resume else None, "kernels": T.kernels_used(block)}
     out = Path(job["out_dir"])
     if T.is_main_process():
         trainer.save_model(str(out / "model"))

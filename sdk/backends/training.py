@@ -344,9 +344,27 @@ def training_args(block: Any, output_dir: Path, *, has_eval: bool, distributed: 
         args["bf16"] = True
     if compute.get("mixed_precision") == "fp16" and torch.cuda.is_available():
         args["fp16"] = True
+    if kernels_used(block) == "liger":
+        args["use_liger_kernel"] = True  # transformers' Trainer patches the model with Liger's kernels
     if distributed:
         args.update(distributed)
     return args
+
+
+def kernels_used(block: Any) -> str:
+    """The fused kernels a training step runs with: ``liger`` when its compute block asks for them and they can run
+    here (the package and a CUDA GPU), else ``none`` with the reason (the manifest records it)."""
+    import importlib.util
+
+    import torch
+
+    if (block.get("compute") or {}).get("kernels") != "liger":
+        return "none"
+    if importlib.util.find_spec("liger_kernel") is None:
+        return "none (liger asked for; liger-kernel is not installed)"
+    if not torch.cuda.is_available():
+        return "none (liger asked for; no CUDA GPU here)"
+    return "liger"
 
 
 def copy_tree(src: Path, dst: Path) -> None:

@@ -28,6 +28,9 @@ class ComputeBlock(Block):
     activation_checkpointing: Optional[bool] = Field(
         default=None, description="Recompute activations in the backward pass to save memory (default: on for "
         "fine-tuning on a GPU, off on the CPU and for pre-training)")
+    kernels: Literal["none", "liger"] = Field(
+        default="none", description="Fused training kernels: liger (Liger Kernel's Triton RMSNorm, RoPE, SwiGLU and "
+        "fused cross-entropy for Llama-family models; needs a CUDA GPU and the liger-kernel package)")
     deepspeed: Optional[DeepSpeed] = Field(default=None, description="DeepSpeed ZeRO settings")
     fsdp: Optional[Fsdp] = Field(default=None, description="FSDP settings")
 
