@@ -74,6 +74,7 @@ def test_sft_then_dpo_through_dsl_apply_gives_a_model_that_evals_can_name(tmp_pa
     assert art.outputs["adapter"] == "adapter" and art.outputs["base"] == "base" and art.outputs["method"] == "dpo"
     assert (art.path / "loss.png").is_file() and "prefs.jsonl" in (art.path / "adapter" / "README.md").read_text()
     assert [m["step"] for m in json.loads((art.path / "margins.json").read_text())] == [1, 2, 3]
+    assert art.outputs["margins_plot"] == "margins.png" and (art.path / "margins.png").stat().st_size > 1000
     h = handle(art)
     assert h.model == str((art.path / "base").resolve())
     model, tok = load_model(h)

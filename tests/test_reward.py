@@ -64,6 +64,7 @@ def test_grpo_through_dsl_apply_records_the_mean_reward_by_step_and_gives_a_mode
     art = open_workspace(path).artifact("reward.mc")
     assert art.outputs["adapter"] == "adapter" and art.outputs["method"] == "grpo" and art.outputs["tune"] == "lora"
     curve = json.loads((art.path / "rewards.json").read_text())
+    assert art.outputs["rewards_plot"] == "rewards.png" and (art.path / "rewards.png").stat().st_size > 1000
     # each declared reward's own mean is kept beside the weighted sum
     assert [c["step"] for c in curve] == [1, 2] and {"reward", "accuracy", "format"} <= set(curve[0])
     assert "mc.jsonl" in (art.path / "adapter" / "README.md").read_text()

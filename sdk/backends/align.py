@@ -151,7 +151,9 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft_config is not None, merge=block["merge"],
                                  base_path=base_path, handle=h)
     T.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
-    (out / "margins.json").write_text(json.dumps(_rewards(logs), indent=1))  # reward margin (chosen - rejected) by step
+    margins = _rewards(logs)  # reward margin (chosen - rejected) and the chosen and rejected rewards, by step
+    (out / "margins.json").write_text(json.dumps(margins, indent=1))
+    T.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards", "implicit reward")
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                        _params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
@@ -224,6 +226,8 @@ class AlignBackend(TrainingBackend, Backend):
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method,
                        tune=block.tune)
+        if (ctx.out_dir / "margins.png").is_file():
+            outputs["margins_plot"] = "margins.png"
         acc = m.get("eval_rewards_accuracies", m.get("rewards_accuracies"))
         margin = m.get("eval_rewards_margins", m.get("rewards_margins"))
         how = f"{block.loss}, {block.tune}" if block.method == "dpo" else block.tune

@@ -167,6 +167,8 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft, merge=block["merge"], base_path=base_path, handle=h)
     T.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
     (out / "rewards.json").write_text(json.dumps(curve, indent=1))
+    T.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean reward",
+                  "mean reward")
     T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                        _params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft}
@@ -284,6 +286,8 @@ class RewardBackend(TrainingBackend, Backend):
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", rewards="rewards.json", method=block.method,
                        tune=block.tune)
+        if (ctx.out_dir / "rewards.png").is_file():
+            outputs["rewards_plot"] = "rewards.png"
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method} ({block.loss}, {block.tune}): {m['steps']} steps, mean reward "
                                   f"{m.get('reward_first')} -> {m.get('reward_last')}")

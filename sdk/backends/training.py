@@ -236,7 +236,24 @@ def prewarm_plotting() -> None:
 def write_loss_curve(out_dir: Path, history: list[dict[str, float]], title: str,
                      eval_history: Optional[list[dict[str, float]]] = None) -> None:
     (out_dir / "loss.json").write_text(json.dumps(history, indent=1))
-    if not history:
+    lines = {"train loss": [(h["step"], h["loss"]) for h in history]}
+    if eval_history:
+        lines["eval loss"] = [(h["step"], h["loss"]) for h in eval_history]
+    plot(out_dir / "loss.png", lines, title, "loss")
+
+
+def write_curve(out_dir: Path, name: str, rows: list[dict[str, Any]], title: str, ylabel: str) -> None:
+    """``NAME.png``: one line per numeric key of ``rows`` (``{"step", key: value or None, ...}``, e.g. the reward
+    margin and the chosen and rejected rewards of preference tuning, or each reward of reward tuning)."""
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if k != "step" and isinstance(v, (int, float))))
+    plot(out_dir / f"{name}.png", {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+                                   for k in keys}, title, ylabel)
+
+
+def plot(path: Path, lines: dict[str, list[tuple[float, float]]], title: str, ylabel: str) -> None:
+    """A line chart of (optimizer step, value) series; nothing when every series is empty."""
+    lines = {k: v for k, v in lines.items() if v}
+    if not lines:
         return
     if _PLOT_IMPORT is not None:
         _PLOT_IMPORT.join()
@@ -249,17 +266,15 @@ def write_loss_curve(out_dir: Path, history: list[dict[str, float]], title: str,
     fig = Figure(figsize=(6, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history], "o-" if len(history) < 3 else "-",
-            label="train loss")
-    if eval_history:
-        ax.plot([h["step"] for h in eval_history], [h["loss"] for h in eval_history], "o-", label="eval loss")
+    for label, points in lines.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-" if len(points) < 3 else "-", label=label)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "loss.png")
+    fig.savefig(path)
 
 
 def write_model_card(folder: Path, title: str, base: str, data: dict[str, Any], params: dict[str, Any],
