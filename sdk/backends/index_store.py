@@ -18,7 +18,7 @@ lower-casing, each query term counted once, a term absent from a chunk adding no
 ties kept in index order. bm25s' BM25L credits an absent term with idf * tfc(0) (Lv and Zhai's definition);
 :func:`build_bm25` adds that credit back to the stored scores of present terms and zeroes bm25s' non-occurrence
 array, which turns its scores into Haystack's. Dense scores are cosine similarities, as the in-memory
-``InMemoryEmbeddingRetriever`` computes them, by one exact matrix-vector product.
+``InMemoryEmbeddingRetriever`` computes them, by one exact matrix-vector product (float32).
 
 numpy, bm25s and Haystack are imported here at module level: this module is itself only imported inside the
 functions that build or open an index.
@@ -87,7 +87,7 @@ def top(scores: np.ndarray, k: int, positive: bool = False) -> np.ndarray:
     k = min(k, n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    floor = scores[np.argpartition(-scores, k - 1)[:k]].min() if k < n else scores.min()
+    floor = scores[np.argpartition(scores, n - k)[n - k:]].min() if k < n else scores.min()
     cand = np.flatnonzero(scores >= floor)  # every tie at the boundary, in index order
     best = cand[np.lexsort((cand, -scores[cand]))][:k]
     return best[scores[best] > 0] if positive else best
@@ -211,7 +211,9 @@ class IndexDocumentStore:
         if q.shape != (self._vectors.shape[1],):
             raise ValueError(f"the query embedding has shape {q.shape}, the index {self._vectors.shape[1]} dimensions")
         norm = float(np.linalg.norm(q))
-        scores = self._vectors @ (q / norm if norm else q)
+        # numpy's own single-threaded loop, not BLAS: OpenBLAS threads its matrix-vector product, which on a
+        # small busy CPU was 8 ms at 10k chunks instead of 0.7 ms (and 16 ms instead of 6.5 ms at 100k)
+        scores = np.einsum("ij,j->i", self._vectors, q / norm if norm else q)
         return [self._document(int(i), float(scores[i])) for i in top(scores, top_k)]
 
     # ------------------------------------------------------------------------------------------ serialisation

@@ -1,40 +1,47 @@
-"""BM25 retrieval at 10k and 100k chunks: Haystack's InMemoryBM25Retriever (scores every document on every query,
-in Python) against bm25s (a sparse-matrix BM25 index), side by side in one run.
+"""Retrieval at 10k and 100k chunks: the SDK's ``store = index {}`` (bm25s, exact numpy cosine search) against
+Haystack's in-memory retrievers (``store = memory {}``), side by side in one run, through the code a recipe runs.
 
 Corpus: every CONTEXTS paragraph of PubMedQA PQA-L (../shared/data/pubmedqa, about 3.4k real chunks), filled up to
 10,000 and 100,000 chunks with generated distractors (sentences of 60-160 words drawn from the real corpus's word
-frequencies, so document frequencies stay realistic). Queries: PubMedQA QUESTIONs. Both sides use the same
-tokenisation (Haystack's default, lower-cased `\\w\\w+`, each query term once, as Haystack scores it) and
-k1=1.5, b=0.75; the in-memory BM25Okapi ranking is the exact reference: recall@10 is the share of its top-10 chunk
-ids that bm25s also returns. bm25s scores every document too (no approximation); what differs is the idf:
-Haystack's Okapi floors negative idf (terms in over half the chunks) at a quarter of the mean idf, bm25s'
-`lucene` method uses log(1 + (N - df + 0.5) / (df + 0.5)), so frequent words weigh differently. Also printed:
-whether the question's own abstract is in each side's top 10 (hit@10), and the time to index.
+frequencies, so document frequencies stay realistic). Queries: PubMedQA QUESTIONs.
 
-Last line: `p50_ms bm25=<bm25s p50 at 100k> at=100000 speedup_bm25=<in-memory p50 / bm25s p50>`.
+Embeddings are random projections, not a neural model (embedding 100k chunks with all-MiniLM-L6-v2 takes over an
+hour on 2 cores, and query time does not depend on what the vectors mean): each text's sublinear TF-IDF vector
+over the corpus vocabulary times a fixed Gaussian matrix, 384 dimensions, unit length, the same for chunks and
+questions. Both stores get the same vectors.
+
+Ours is built and opened the way a rag step does it: ``stores.write_local`` writes the ``index/`` folder,
+``stores.open_store`` reads it back from the files, and ``retrievers.query_pipeline`` builds the pipeline. BM25 is
+timed through the whole Haystack pipeline (``pipeline.run`` with ``retrievers.run_inputs``) on both sides; dense
+through the pipeline's ``dense`` component with the question's vector (the query embedder is left out: the
+vectors are projections). The reference is the memory store exactly as ``write_local`` makes it (Haystack's
+BM25L with its defaults, cosine similarity), which is exhaustive, so recall@10 is the share of its top-10 chunk
+ids ours also returns. Also printed: whether the question's own abstract is in each side's top 10 (hit@10), and
+the time to index.
+
+Last line: `p50_ms bm25=<ours at 100k> dense=<ours at 100k> at=100000 speedup_bm25=<memory p50 / ours p50>`.
 `QUERIES_10K` / `QUERIES_100K` (env) set how many questions are timed (defaults 100 / 25: the in-memory
-retriever takes seconds per query at 100k on a small CPU).
+retrievers take seconds per query at 100k on a small CPU).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
-import re
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
-TOKEN = re.compile(r"(?u)\b\w\w+\b")
-
-
-def tokens(text: str) -> list[str]:
-    return TOKEN.findall(text.lower())
+DIM = 384
 
 
 def build_corpus(items: dict, size: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -54,61 +61,123 @@ def build_corpus(items: dict, size: int, seed: int = 0) -> tuple[list[str], list
     return ids[:size], texts[:size]
 
 
+def projector(texts: list[str], tokenize: Any, seed: int = 0) -> Any:
+    """A function texts -> unit float32 vectors: sublinear TF-IDF over the corpus vocabulary, randomly projected."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+
+    vocab: dict[str, int] = {}
+    docs = [Counter(tokenize(t)) for t in texts]
+    for c in docs:
+        for w in c:
+            vocab.setdefault(w, len(vocab))
+    df = np.zeros(len(vocab))
+    for c in docs:
+        df[[vocab[w] for w in c]] += 1
+    idf = np.log(len(texts) / df).astype(np.float32) + 1.0
+    proj = np.random.default_rng(seed).standard_normal((len(vocab), DIM)).astype(np.float32)
+
+    def embed(batch: list[str]) -> Any:
+        rows, cols, vals = [], [], []
+        for i, t in enumerate(batch):
+            for w, n in Counter(tokenize(t)).items():
+                if w in vocab:
+                    rows.append(i)
+                    cols.append(vocab[w])
+                    vals.append((1.0 + math.log(n)) * idf[vocab[w]])
+        x = csr_matrix((vals, (rows, cols)), shape=(len(batch), len(vocab)), dtype=np.float32)
+        e = np.asarray(x @ proj, dtype=np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    return embed
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-def run(items: dict, size: int, n_queries: int) -> tuple[float, float]:
-    import bm25s
+def timed(fn: Any, queries: list[Any]) -> tuple[list[list[str]], list[float]]:
+    found, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        docs = fn(q)
+        lat.append(time.perf_counter() - t)
+        found.append([d.id for d in docs])
+    return found, lat
+
+
+def run(items: dict, size: int, n_queries: int) -> dict[str, float]:
     from haystack import Document
-    from haystack.components.retrievers.in_memory import InMemoryBM25Retriever
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
+    from sdk.artifacts import Artifact
+    from sdk.backends.index_store import Tokenizer, haystack_regex
+    from sdk.backends.retrievers import query_pipeline, run_inputs
+    from sdk.backends.stores import open_store, write_local
+    from sdk.spec.blocks.rag import RagBlock
+
     ids, texts = build_corpus(items, size)
-    queries = [(pmid, item["QUESTION"]) for pmid, item in list(items.items())[:n_queries]]
+    questions = [(pmid, item["QUESTION"]) for pmid, item in list(items.items())[:n_queries]]
+    embed = projector(texts, Tokenizer(haystack_regex()))
+    vectors = embed(texts)
+    qvecs = [[float(x) for x in v] for v in embed([q for _, q in questions])]
+    docs = [Document(id=i, content=c, embedding=[float(x) for x in v]) for i, c, v in zip(ids, texts, vectors)]
+    del vectors
 
-    t = time.perf_counter()
-    store = InMemoryDocumentStore(bm25_algorithm="BM25Okapi", bm25_parameters={"k1": 1.5, "b": 0.75})
-    store.write_documents([Document(id=i, content=c) for i, c in zip(ids, texts)])
-    retriever = InMemoryBM25Retriever(document_store=store, top_k=10)
-    t_hay_index = time.perf_counter() - t
-
-    t = time.perf_counter()
-    index = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
-    index.index([tokens(c) for c in texts], show_progress=False)
-    t_bm_index = time.perf_counter() - t
-
-    lat_hay, lat_bm, recall, hit_hay, hit_bm = [], [], [], [], []
-    for pmid, q in queries:
+    index_block = RagBlock(corpus="corpus.c", retriever="hybrid", top_k=10, store={"type": "index"})  # type: ignore[arg-type]
+    memory_block = RagBlock(corpus="corpus.c", retriever="hybrid", top_k=10)  # type: ignore[arg-type]
+    bm25 = {b: b.model_copy(update={"retriever": "bm25"}) for b in (index_block, memory_block)}
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        exact = [d.id for d in retriever.run(query=q)["documents"]]
-        lat_hay.append(time.perf_counter() - t)
+        memory = InMemoryDocumentStore(embedding_similarity_function="cosine")  # as stores.write_local makes it
+        memory.write_documents(docs)
+        t_mem = time.perf_counter() - t
         t = time.perf_counter()
-        found, _ = index.retrieve([list(dict.fromkeys(tokens(q)))], k=10, show_progress=False, n_threads=1)
-        lat_bm.append(time.perf_counter() - t)
-        ours = [ids[int(j)] for j in found[0]]
-        recall.append(len(set(exact) & set(ours)) / max(1, len(exact)))
-        hit_hay.append(any(x.startswith(pmid + "#") for x in exact))
-        hit_bm.append(any(x.startswith(pmid + "#") for x in ours))
-    hay50, bm50 = pct(lat_hay, 0.5), pct(lat_bm, 0.5)
-    print(f"{size:>7} chunks, {len(queries)} queries | index: in-memory {t_hay_index:.1f}s, bm25s {t_bm_index:.1f}s")
-    print(f"        in-memory BM25: p50 {hay50:8.1f} ms  p95 {pct(lat_hay, 0.95):8.1f} ms  hit@10 {statistics.mean(hit_hay):.3f}")
-    print(f"        bm25s         : p50 {bm50:8.1f} ms  p95 {pct(lat_bm, 0.95):8.1f} ms  hit@10 {statistics.mean(hit_bm):.3f}"
-          f"  recall@10 vs exact {statistics.mean(recall):.3f}")
-    return hay50, bm50
+        _, outputs = write_local(index_block, docs, Path(tmp))
+        index = open_store(Artifact("rag.bench", Path(tmp), {"outputs": outputs}), index_block)
+        t_idx = time.perf_counter() - t
+        del docs
+        lines = [f"{size:>7} chunks, {len(questions)} queries | index: memory {t_mem:.1f}s, "
+                 f"index store {t_idx:.1f}s (write + read back)"]
+        for kind in ("bm25", "dense"):
+            results = {}
+            for name, block, store in (("memory", memory_block, memory), ("index", index_block, index)):
+                if kind == "bm25":
+                    p = query_pipeline(bm25[block], store)
+                    fn = lambda q, p=p, b=bm25[block]: p.run(run_inputs(b, q[1], 10))["bm25"]["documents"]  # noqa: E731
+                    qs: list[Any] = questions
+                else:
+                    comp = query_pipeline(block, store).get_component("dense")
+                    fn = lambda v, comp=comp: comp.run(query_embedding=v, top_k=10)["documents"]  # noqa: E731
+                    qs = qvecs
+                results[name] = timed(fn, qs)
+            (exact, lat_m), (ours, lat_i) = results["memory"], results["index"]
+            recall = statistics.mean(len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(exact, ours))
+            hits = [statistics.mean(any(x.startswith(pmid + "#") for x in found) for (pmid, _), found
+                                    in zip(questions, side)) for side in (exact, ours)]
+            out[f"{kind}_memory"], out[f"{kind}_index"] = pct(lat_m, 0.5), pct(lat_i, 0.5)
+            lines.append(f"  {kind:5} memory: p50 {pct(lat_m, 0.5):8.1f} ms  p95 {pct(lat_m, 0.95):8.1f} ms  "
+                         f"hit@10 {hits[0]:.3f}")
+            lines.append(f"  {kind:5} index : p50 {pct(lat_i, 0.5):8.2f} ms  p95 {pct(lat_i, 0.95):8.2f} ms  "
+                         f"hit@10 {hits[1]:.3f}  recall@10 vs memory (exact) {recall:.3f}  "
+                         f"speedup {pct(lat_m, 0.5) / pct(lat_i, 0.5):.0f}x")
+        print("\n".join(lines), flush=True)
+    return out
 
 
 def main() -> None:
     if not DATA.exists():
         print(f"SKIP: {DATA} is absent (the shared data folder sits beside the repository)")
-        print("p50_ms bm25=nan at=100000 speedup_bm25=nan")
+        print("p50_ms bm25=nan dense=nan at=100000 speedup_bm25=nan")
         return
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     items = json.loads(DATA.read_text())
     run(items, 10_000, int(os.environ.get("QUERIES_10K", "100")))
-    hay50, bm50 = run(items, 100_000, int(os.environ.get("QUERIES_100K", "25")))
-    print(f"p50_ms bm25={bm50:.2f} at=100000 speedup_bm25={hay50 / bm50:.1f}")
+    r = run(items, 100_000, int(os.environ.get("QUERIES_100K", "25")))
+    print(f"p50_ms bm25={r['bm25_index']:.2f} dense={r['dense_index']:.2f} at=100000 "
+          f"speedup_bm25={r['bm25_memory'] / r['bm25_index']:.1f}")
 
 
 if __name__ == "__main__":
