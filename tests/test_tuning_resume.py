@@ -1,6 +1,7 @@
 """Preference (``align``, DPO) and reward (``reward``, GRPO) steps keep the training promises of ``pretrain`` and
-``finetune``: two runs with the same seed give the same losses, and a run killed with SIGKILL after a checkpoint
-resumes from it on the next ``dsl apply`` and finishes the planned steps (real TRL trainers, tiny models)."""
+``finetune``: two runs with the same seed give the same losses, a run killed with SIGKILL after a checkpoint
+resumes from it on the next ``dsl apply`` and finishes the planned steps, and a compute block launches them on
+two processes with torchrun (gloo on the CPU). Real TRL trainers, tiny models."""
 
 from __future__ import annotations
 
@@ -85,3 +86,16 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, step: str, block
     m = open_workspace(path).artifact(step).metrics
     assert m["steps"] == steps and m["resumed_from"] and m["resumed_from"].startswith("checkpoint-")
     assert not ckpts.exists() or not any(ckpts.iterdir())  # checkpoints are cleaned after success
+
+
+@pytest.mark.parametrize(("step", "block"), CASES)
+def test_two_process_torchrun_run(tmp_path: Path, step: str, block: str) -> None:
+    from sdk.backends.models import handle
+
+    compute = "  compute {\n    launcher = torchrun\n    num_processes = 2\n    cpu = true\n  }\n"
+    path = _folder(tmp_path, block.format(steps=2, save=100) + compute)
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    art = open_workspace(path).artifact(step)
+    assert art.metrics["steps"] == 2 and art.metrics["processes"] == 2 and (art.path / "loss.png").is_file()
+    assert handle(art).adapter == str((art.path / "adapter").resolve())

@@ -37,7 +37,8 @@ def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokeni
     """The TRL trainer of the block's method, with the block's settings."""
     from sdk.backends import training as T
 
-    args = T.training_args(block, checkpoint_dir, has_eval=evals is not None, fine_tuning=True)
+    args = T.training_args(block, checkpoint_dir, has_eval=evals is not None, fine_tuning=True,
+                           distributed=T.distributed_args())
     common = {"model": model, "train_dataset": train, "eval_dataset": evals, "processing_class": tokenizer,
               "peft_config": peft_config, "callbacks": callbacks}
     if block["method"] == "kto":
@@ -135,7 +136,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
                                ("train_examples" if method == "kto" else "train_pairs"): len(rows),
-                               "resumed_from": Path(resume).name if resume else None}
+                               "resumed_from": Path(resume).name if resume else None, "processes": T.world_size()}
     for key in LOGGED[method]:  # the last value each was logged with (KTO skips a key a window did not see)
         seen = [r[key] for r in logs if key in r]
         if seen:
@@ -150,12 +151,14 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     history = T.loss_history(trainer)
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft_config is not None, merge=block["merge"],
                                  base_path=base_path, handle=h)
-    T.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
-    margins = _rewards(logs)  # reward margin (chosen - rejected) and the chosen and rejected rewards, by step
-    (out / "margins.json").write_text(json.dumps(margins, indent=1))
-    T.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards", "implicit reward")
-    T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
-                       _params(block), metrics)
+    if T.is_main_process():
+        T.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
+        margins = _rewards(logs)  # reward margin (chosen - rejected) and the chosen and rejected rewards, by step
+        (out / "margins.json").write_text(json.dumps(margins, indent=1))
+        T.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards",
+                      "implicit reward")
+        T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
+                           _params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
 
 
@@ -221,7 +224,7 @@ class AlignBackend(TrainingBackend, Backend):
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
         job = {**tuning.job_of(ctx, "align", block, h, base, template), "rows": rows, "summary": summary,
                "data_hashes": {block.pairs: file_sha256(source)}}
-        result = align_job(job, ctx.progress, ctx.log)
+        result = T.run_step_job(ctx, job, align_job, __name__)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", margins="margins.json", method=block.method,
@@ -235,3 +238,9 @@ class AlignBackend(TrainingBackend, Backend):
                           summary=f"{block.method} ({how}): {m['steps']} steps, loss {m['train_loss']}"
                                   + (f", reward accuracy {acc}" if acc is not None else "")
                                   + (f", reward margin {margin}" if acc is None and margin is not None else ""))
+
+
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.align JOB.json
+    from sdk.backends.training import main
+
+    main(align_job)

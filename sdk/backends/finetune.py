@@ -310,10 +310,7 @@ class FinetuneBackend(TrainingBackend, Backend):
             "format": data.outputs.get("format", "chat"), "chat_template": template,
             "data_hashes": data.manifest.get("files", {}),
         }
-        if compute and compute.get("launcher") in ("torchrun", "accelerate"):
-            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log, module=__name__)
-        else:
-            result = T.run_job(job, finetune_job, ctx.progress, ctx.log)
+        result = T.run_step_job(ctx, job, finetune_job, __name__)
         m = result["metrics"]
         from sdk.backends.tuning import tuned_outputs
 

@@ -84,6 +84,15 @@ def run_job(job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], progress
     return job_fn(job, progress, log)
 
 
+def run_step_job(ctx: Any, job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], module: str) -> dict[str, Any]:
+    """Run a training step's job in this process, or in several through its compute block's launcher (torchrun or
+    accelerate starting ``python -m MODULE job.json`` on each rank; rank 0's result comes back)."""
+    compute = job["block"].get("compute") or {}
+    if compute.get("launcher") in ("torchrun", "accelerate"):
+        return run_launched(job, compute, Path(ctx.checkpoint_dir) / "launch", ctx.log, module=module)
+    return run_job(job, job_fn, ctx.progress, ctx.log)
+
+
 def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: Callable[[str], None],
                  module: str) -> dict[str, Any]:
     """Run a job in several processes through the launcher; rank 0 writes the result file."""
@@ -113,6 +122,11 @@ def _cuda() -> bool:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    """How many processes train together (1 unless a launcher started this one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def distributed_args() -> Optional[dict[str, Any]]:

@@ -158,10 +158,7 @@ class PretrainBackend(Backend):
             job["base"] = {"model": h.model, "tokenizer": h.tokenizer, "revision": h.revision}
         compute = _compute(ctx)
         job["block"]["compute"] = compute or {}
-        if compute and compute.get("launcher") in ("torchrun", "accelerate"):
-            result = T.run_launched(job, compute, ctx.checkpoint_dir / "launch", ctx.log, module=__name__)
-        else:
-            result = T.run_job(job, pretrain_job, ctx.progress, ctx.log)
+        result = T.run_step_job(ctx, job, pretrain_job, __name__)
         m = result["metrics"]
         return StepResult(
             metrics=m,

@@ -133,8 +133,15 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     rows = [{"prompt": prompt_of(r), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
              "context_sources": [source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
             for r in job["rows"]]
-    funcs, weights = reward_functions(block["rewards"], job.get("judge"))
-    args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True)
+    judge = None
+    if job.get("judge"):
+        from sdk.backends.eval_models import Judge
+        from sdk.spec.objects import Endpoint
+
+        judge = Judge(Endpoint.model_validate(job["judge"]["endpoint"]), job["judge"]["rubric"])
+    funcs, weights = reward_functions(block["rewards"], judge)
+    args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True,
+                           distributed=T.distributed_args())
     config = GRPOConfig(**args, num_generations=block["num_generations"], beta=block["beta"],
                         max_completion_length=block["max_completion_length"], temperature=block["temperature"],
                         loss_type=block["loss"], reward_weights=weights, log_completions=False)
@@ -159,18 +166,21 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
              for r in logs]
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
-                               "train_prompts": len(rows), "resumed_from": Path(resume).name if resume else None}
+                               "train_prompts": len(rows), "resumed_from": Path(resume).name if resume else None,
+                               "processes": T.world_size()}
     if curve:
         metrics.update(reward_first=curve[0]["reward"], reward_last=curve[-1]["reward"],
                        reward_by_step=[[c["step"], c["reward"]] for c in curve])
     peft = block["tune"] != "full"
-    card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft, merge=block["merge"], base_path=base_path, handle=h)
-    T.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
-    (out / "rewards.json").write_text(json.dumps(curve, indent=1))
-    T.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean reward",
-                  "mean reward")
-    T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
-                       _params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})
+    card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft, merge=block["merge"], base_path=base_path,
+                                 handle=h)
+    if T.is_main_process():
+        T.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
+        (out / "rewards.json").write_text(json.dumps(curve, indent=1))
+        T.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean "
+                      "reward", "mean reward")
+        T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
+                           _params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft}
 
 
@@ -272,16 +282,16 @@ class RewardBackend(TrainingBackend, Backend):
         template = _chat_template(ctx.spec, block)
         if template is None and block.from_.kind == "base_model":
             template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
-        from sdk.backends.eval_models import DEFAULT_RUBRIC, Judge
+        from sdk.backends.eval_models import DEFAULT_RUBRIC
         from sdk.backends.rag_system import prompt_text
         from sdk.spec.values import FileRef
 
         rubric = block.rubric.read(ctx.spec.base_dir) if isinstance(block.rubric, FileRef) else block.rubric
+        judge = None if block.judge is None else \
+            {"endpoint": block.judge.model_dump(mode="json", by_alias=True), "rubric": rubric or DEFAULT_RUBRIC}
         job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
-               "rag_prompt": prompt_text(ctx.spec, block),
-               "judge": Judge(block.judge, rubric or DEFAULT_RUBRIC) if block.judge is not None else None,
-               "data_hashes": hashes}
-        result = reward_job(job, ctx.progress, ctx.log)
+               "rag_prompt": prompt_text(ctx.spec, block), "judge": judge, "data_hashes": hashes}
+        result = T.run_step_job(ctx, job, reward_job, __name__)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", rewards="rewards.json", method=block.method,
@@ -291,3 +301,9 @@ class RewardBackend(TrainingBackend, Backend):
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method} ({block.loss}, {block.tune}): {m['steps']} steps, mean reward "
                                   f"{m.get('reward_first')} -> {m.get('reward_last')}")
+
+
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.reward JOB.json
+    from sdk.backends.training import main
+
+    main(reward_job)

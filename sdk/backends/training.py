@@ -24,6 +24,8 @@ from sdk.backends.launch import (  # noqa: F401 - re-exported: job modules reach
     main,
     run_job,
     run_launched,
+    run_step_job,
+    world_size,
 )
 from sdk.errors import DslError
 

@@ -48,10 +48,13 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
                handle: Any) -> Path:
     """Write what a tuning step trained: ``model/`` (all weights) or ``adapter/``, plus ``merged/`` when asked;
     returns the folder that gets the model card."""
+    from sdk.backends.launch import is_main_process
     from sdk.backends.models import ModelHandle, load
 
     folder = out / ("adapter" if adapter else "model")
-    trainer.save_model(str(folder))
+    trainer.save_model(str(folder))  # every rank calls it (sharded states gather); the Trainer writes on rank 0
+    if not is_main_process():
+        return folder
     tokenizer.save_pretrained(str(folder))
     if adapter and merge:
         merged, _ = load(ModelHandle(model=base_path, adapter=str(folder),
@@ -62,9 +65,15 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
 
 
 def job_of(ctx: Any, kind: str, block: Any, h: Any, base: Any, template: Any) -> dict[str, Any]:
-    """The fields every tuning job shares: where it writes, its block, the model it tunes and how to name it."""
+    """The fields every tuning job shares: where it writes, its block (with the compute block it launches with),
+    the model it tunes and how to name it. Plain JSON: a launched run gives it to each rank in a file."""
+    from sdk.spec.blocks.pretrain import compute_for
+
+    compute = compute_for(ctx.spec, block)
     return {"kind": kind, "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
-            "checkpoint_dir": str(ctx.checkpoint_dir), "block": block.model_dump(mode="json", exclude={"backend"}),
+            "checkpoint_dir": str(ctx.checkpoint_dir),
+            "block": {**block.model_dump(mode="json", exclude={"backend"}),
+                      "compute": compute.model_dump(mode="json") if compute is not None else {}},
             "base": {"model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer, "revision": h.revision},
             "base_name": f"{block.from_} ({h.model}" + (f" + adapter {h.adapter}" if h.adapter else "") + ")",
             "dtype": base.outputs.get("dtype", "auto"), "chat_template": template}

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from sdk.spec.blocks.pretrain import with_compute
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Lora, TrainCommon
 from sdk.spec.paths import named_files, path_problem
@@ -32,8 +33,10 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
 
 @declare("align", role="model", backend=("trl_dpo", "sdk.backends.align:AlignBackend",
                                           "pip install 'domain-dsl[train]'"),
-         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "align"), facets=content_facets,
-         reads=lambda spec, block: named_files(spec, block, ("pairs",)))
+         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "align"),
+         facets=content_facets,
+         reads=lambda spec, block: named_files(spec, block, ("pairs",)),
+         extra={"config": with_compute})
 class AlignBlock(TrainCommon):
     """Preference tuning with TRL: DPO or ORPO on chosen/rejected pairs, KTO on answers labelled good or bad."""
 
@@ -70,6 +73,8 @@ class AlignBlock(TrainCommon):
     chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
     batch_size: PositiveInt = Field(default=4, description="Per-device batch size (pairs; kto: examples, at least 2)")
+    compute: ref_of("compute") | None = Field(  # type: ignore[valid-type]
+        default=None, description="Compute block to launch with (default: the domain's only one, if any)")
     backend: str | None = Field(default=None, description="Backend name (default: trl_dpo)")
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from sdk.spec.blocks.pretrain import with_compute
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Endpoint, Lora, TrainCommon
 from sdk.spec.paths import named_files, path_problem
@@ -55,7 +56,8 @@ def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
 @declare("reward", role="model", backend=("trl_grpo", "sdk.backends.reward:RewardBackend",
                                            "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), check=_check, plan_check=_plan_check, facets=content_facets,
-         reads=lambda spec, block: named_files(spec, block, ("prompts",)))
+         reads=lambda spec, block: named_files(spec, block, ("prompts",)),
+         extra={"config": with_compute})
 class RewardBlock(TrainCommon):
     """Reward tuning (GRPO) with TRL: sampled answers to prompts, scored by the recipe's metrics and format rules."""
 
@@ -93,6 +95,8 @@ class RewardBlock(TrainCommon):
                                                              "reward (as eval's judge)")
     rubric: TextOrFile | None = Field(default=None, description="Rubric for the judge (default: the eval's)")
     merge: bool = Field(default=False, description="Also write a merged model beside the adapter")
+    compute: ref_of("compute") | None = Field(  # type: ignore[valid-type]
+        default=None, description="Compute block to launch with (default: the domain's only one, if any)")
     backend: str | None = Field(default=None, description="Backend name (default: trl_grpo)")
 
     @model_validator(mode="after")
