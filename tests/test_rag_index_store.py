@@ -143,6 +143,21 @@ def test_the_store_block_is_validated_strictly() -> None:
         RagBlock.model_validate({"corpus": "corpus.c", "store": {"type": "index", "path": "/tmp/x"}})
 
 
+def test_a_missing_bm25s_is_said_at_plan_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdk.envchecks
+    from sdk.planner import PlanProblems
+    from tests.test_rag import recipe
+
+    real = sdk.envchecks.importable
+    monkeypatch.setattr(sdk.envchecks, "importable", lambda module: module != "bm25s" and real(module))
+    path = recipe(tmp_path, 'rag kw { corpus = corpus.c  retriever = bm25  store = index {} }')
+    with pytest.raises(PlanProblems, match="store = index needs bm25s") as e:
+        sdk.apply(load(path))
+    problem = e.value.problems[0]
+    assert problem.path == ("rag", "kw", "store") and "pip install bm25s" in (problem.hint or "")
+    assert not (tmp_path / ".dsl" / "artifacts").exists() or not list((tmp_path / ".dsl" / "artifacts").iterdir())
+
+
 # ------------------------------------------------------------------------------------------ slow, a real recipe
 
 RAGS = ('rag kw { corpus = corpus.c  retriever = bm25  top_k = 3  store = index {} }\n'

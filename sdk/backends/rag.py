@@ -174,6 +174,9 @@ class HaystackBackend(Backend):
                                            ctx.path + (attr,), what=attr, config=False)
             else:
                 problems += E.hub_model(ctx, name, ctx.path + (attr,), what=attr)
+        if block.store.type == "index":
+            problems += E.package(ctx, "bm25s", ctx.path + ("store",), "store = index",
+                                  "pip install bm25s (or 'domain-dsl[rag]')")
         if block.store.type == "pgvector":
             at = ctx.path + ("store",)
             problems += E.package(ctx, "haystack_integrations.document_stores.pgvector", at, "store = pgvector",
