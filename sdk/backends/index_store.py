@@ -128,7 +128,7 @@ class IndexDocumentStore:
         with open(folder / "documents.jsonl", "w", encoding="utf-8") as f:
             for r in self._rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self._bm25.save(str(folder / "bm25"), allow_pickle=False, show_progress=False)
+        self._bm25.save(str(folder / "bm25"), allow_pickle=False)
         if self._vectors is not None:
             np.save(folder / "embeddings.npy", self._vectors, allow_pickle=False)
         info = {"format": FORMAT, "chunks": len(self._rows), "tokenizer": self._tokenize.regex, "bm25": BM25,
@@ -151,8 +151,7 @@ class IndexDocumentStore:
         n = info["chunks"]
         if len(rows) != n:
             raise IndexFileError("documents.jsonl", f"{len(rows)} chunks, index.json says {n}")
-        bm25 = _read("bm25/", lambda: bm25s.BM25.load(str(folder / "bm25"), allow_pickle=False, mmap=False,
-                                                       show_progress=False))
+        bm25 = _read("bm25/", lambda: bm25s.BM25.load(str(folder / "bm25"), allow_pickle=False, mmap=False))
         if bm25.scores.get("num_docs") != n or bm25.method != BM25["method"]:
             raise IndexFileError("bm25/", f"a BM25 index of {bm25.scores.get('num_docs')} chunks, expected {n}")
         vectors = None
