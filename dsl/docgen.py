@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 from sdk import spec as S
 
 BEGIN, END = "<!-- reference:begin -->", "<!-- reference:end -->"
-NESTED = [S.Llama, S.Split, S.Lora, S.Memory, S.PgVector, S.Endpoint, S.FieldMap, S.SGLangOptions, S.DeepSpeed, S.Fsdp]
+NESTED = [S.Llama, S.Split, S.Lora, S.Memory, S.IndexStore, S.PgVector, S.Endpoint, S.FieldMap, S.SGLangOptions, S.DeepSpeed, S.Fsdp]
 
 
 def type_name(tp: Any) -> str:

@@ -113,8 +113,9 @@ def friendly(err: dict[str, Any], w: Written) -> Optional[Diagnostic]:
     if kind == "extra_forbidden":
         model = model_at(loc[:-1])
         allowed = fields_of(model) if model is not None else []
-        hint = near(name, allowed) or (f"attributes: {', '.join(a for a in allowed if a != 'type')}"
-                                       if allowed else None)
+        named = [a for a in allowed if a != "type"]
+        hint = near(name, allowed) or (f"attributes: {', '.join(named)}" if named else
+                                       "it takes no attributes" if model is not None else None)
         return Diagnostic(f"unknown attribute {name!r} in {where}", at(True), hint)
     if kind in ("ref", "ref_kind") and isinstance(got, dict):
         if "type" in got:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
-from sdk.builder import Domain, endpoint, env, file, llama, memory, pgvector, ref
+from sdk.builder import Domain, endpoint, env, file, index, llama, memory, pgvector, ref
 from sdk.errors import DataError, Diagnostic, DslError, SpecError
 from sdk.spec import Spec
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sdk.plans import Plan, Step
     from sdk.progress import Progress
 
-__all__ = ["Domain", "Spec", "load", "plan", "apply", "env", "file", "llama", "endpoint", "pgvector", "memory",
+__all__ = ["Domain", "Spec", "load", "plan", "apply", "env", "file", "llama", "endpoint", "pgvector", "memory", "index",
            "ref", "DslError", "SpecError", "DataError", "Diagnostic"]
 __version__ = "0.1.0"
 

@@ -20,6 +20,7 @@ llama = S.Llama
 endpoint = S.Endpoint
 pgvector = S.PgVector
 memory = S.Memory
+index = S.IndexStore
 
 
 def env(name: str) -> S.SecretRef:

@@ -134,6 +134,7 @@ def test_the_store_block_is_validated_strictly() -> None:
     with pytest.raises(SpecError) as unknown:
         loads(base.format(store="index { mmap = true }"), path="r.dsl")
     assert "r.dsl:3:" in unknown.value.format() and "unknown attribute 'mmap'" in unknown.value.format()
+    assert "it takes no attributes" in unknown.value.format()  # not an empty list of attributes
     with pytest.raises(SpecError) as kind:
         loads(base.format(store="indx {}"), path="r.dsl")
     assert "kinds: memory, index, pgvector" in kind.value.format() and "did you mean 'index'" in kind.value.format()

@@ -38,6 +38,7 @@ from sdk.spec.objects import (  # noqa: F401
     Endpoint,
     FieldMap,
     Fsdp,
+    IndexStore,
     Llama,
     Lora,
     Memory,
