@@ -252,20 +252,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _store_to_dict(retriever: Any) -> dict[str, Any]:
-    return default_to_dict(retriever, document_store=retriever.document_store.to_dict(), top_k=retriever.top_k)
-
-
-def _store_from_dict(cls: Any, data: dict[str, Any]) -> Any:
-    params = data.get("init_parameters", {})
-    if isinstance(params.get("document_store"), dict):
-        params["document_store"] = IndexDocumentStore.from_dict(params["document_store"])
-    return default_from_dict(cls, data)
-
-
-@component
-class IndexBM25Retriever:
-    """Keyword retrieval from an :class:`IndexDocumentStore` (bm25s, Haystack's BM25L scores)."""
+class _IndexRetriever:
+    """What both retrievers of an :class:`IndexDocumentStore` share: the store, ``top_k`` and (de)serialisation."""
 
     def __init__(self, document_store: IndexDocumentStore, top_k: int = 10) -> None:
         if not isinstance(document_store, IndexDocumentStore):
@@ -274,11 +262,19 @@ class IndexBM25Retriever:
         self.top_k = top_k
 
     def to_dict(self) -> dict[str, Any]:
-        return _store_to_dict(self)
+        return default_to_dict(self, document_store=self.document_store.to_dict(), top_k=self.top_k)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IndexBM25Retriever":
-        return _store_from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        params = data.get("init_parameters", {})
+        if isinstance(params.get("document_store"), dict):
+            params["document_store"] = IndexDocumentStore.from_dict(params["document_store"])
+        return default_from_dict(cls, data)
+
+
+@component
+class IndexBM25Retriever(_IndexRetriever):
+    """Keyword retrieval from an :class:`IndexDocumentStore` (bm25s, Haystack's BM25L scores)."""
 
     @component.output_types(documents=list[Document])
     def run(self, query: str, top_k: Optional[int] = None) -> dict[str, list[Document]]:
@@ -286,21 +282,8 @@ class IndexBM25Retriever:
 
 
 @component
-class IndexEmbeddingRetriever:
+class IndexEmbeddingRetriever(_IndexRetriever):
     """Dense retrieval from an :class:`IndexDocumentStore`: exact cosine search over its embeddings."""
-
-    def __init__(self, document_store: IndexDocumentStore, top_k: int = 10) -> None:
-        if not isinstance(document_store, IndexDocumentStore):
-            raise ValueError("document_store must be an IndexDocumentStore")
-        self.document_store = document_store
-        self.top_k = top_k
-
-    def to_dict(self) -> dict[str, Any]:
-        return _store_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "IndexEmbeddingRetriever":
-        return _store_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(self, query_embedding: list[float], top_k: Optional[int] = None) -> dict[str, list[Document]]:
