@@ -31,7 +31,7 @@ def _unpaired(n: int, *, chat: bool = True) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_orpo_and_kto_through_dsl_apply_give_models_that_evals_can_name(tmp_path: Path) -> None:
+def test_simpo_orpo_and_kto_through_dsl_apply_give_models_that_evals_can_name(tmp_path: Path) -> None:
     from sdk.backends.models import handle
     from sdk.backends.models import load as load_model
     from sdk.workspace import open_workspace
@@ -42,17 +42,23 @@ def test_orpo_and_kto_through_dsl_apply_give_models_that_evals_can_name(tmp_path
     path = _recipe(tmp_path, '''
   align orpo { from = finetune.sip  pairs = "prefs.jsonl"  method = orpo  beta = 0.2
                max_steps = 2  batch_size = 2  logging_steps = 1  learning_rate = 0.001 }
+  align simpo { from = finetune.sip  pairs = "prefs.jsonl"  method = simpo  beta = 2.0  gamma = 1.0
+                max_steps = 2  batch_size = 2  logging_steps = 1  learning_rate = 0.001 }
   align kto { from = base_model.local  pairs = "feedback.jsonl"  method = kto  desirable_weight = 1.2
               max_steps = 2  batch_size = 4  logging_steps = 1  learning_rate = 0.001  validation_split = 0.25 }
 ''', '''
-  eval side { data = "eval.jsonl"  metrics = [perplexity]  systems = [base_model.local, align.orpo, align.kto]
+  eval side { data = "eval.jsonl"  metrics = [perplexity]  systems = [base_model.local, align.orpo, align.kto,
+                                                                   align.simpo]
               max_new_tokens = 2  bootstrap = 100 }
 ''')
     r = run_dsl("apply", str(path), timeout=900)
     steps = StateStore(tmp_path / ".dsl").load().steps
-    for step in ("align.orpo", "align.kto", "eval.side"):
+    for step in ("align.orpo", "align.simpo", "align.kto", "eval.side"):
         assert steps[step]["status"] == "done", (step, r.stdout[-2000:], r.stderr[-4000:])
     assert "orpo (lora): 2 steps" in r.stdout + r.stderr and "kto (lora): 2 steps" in r.stdout + r.stderr
+    assert "simpo (lora): 2 steps" in r.stdout + r.stderr
+    simpo = steps["align.simpo"]["metrics"]
+    assert simpo["steps"] == 2 and {"rewards_margins", "rewards_accuracies"} <= set(simpo)
 
     orpo = steps["align.orpo"]["metrics"]
     assert orpo["steps"] == 2 and orpo["train_pairs"] == 8 and orpo["pairs"] == 8
@@ -62,14 +68,14 @@ def test_orpo_and_kto_through_dsl_apply_give_models_that_evals_can_name(tmp_path
     assert kto["desirable"] == 4 and kto["undesirable"] == 4 and "kl" in kto and "eval_loss" in kto
 
     ws = open_workspace(path)
-    for label, title in (("align.orpo", "ORPO"), ("align.kto", "KTO")):
+    for label, title in (("align.orpo", "ORPO"), ("align.simpo", "SimPO"), ("align.kto", "KTO")):
         art = ws.artifact(label)
         assert art.outputs["method"] == label.split(".")[1] and art.outputs["adapter"] == "adapter"
         assert (art.path / "loss.png").is_file() and json.loads((art.path / "loss.json").read_text())
         rewards = json.loads((art.path / "margins.json").read_text())
         assert [m["step"] for m in rewards] == [1, 2] and set(rewards[0]) == {"step", "margin", "chosen", "rejected"}
         card = (art.path / "adapter" / "README.md").read_text()
-        assert "train_loss" in card and ("prefs.jsonl" if title == "ORPO" else "feedback.jsonl") in card
+        assert "train_loss" in card and ("feedback.jsonl" if title == "KTO" else "prefs.jsonl") in card
         model, tok = load_model(handle(art))
         prompt = tok.apply_chat_template([{"role": "user", "content": ANSWERS[0][0]}], add_generation_prompt=True,
                                          return_tensors="pt", return_dict=True)
@@ -148,7 +154,11 @@ def test_unpaired_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(("attrs", "message"), [
     ({"method": "orpo", "loss": "ipo"}, "loss does not apply to method = orpo (only to dpo)"),
-    ({"method": "kto", "label_smoothing": 0.1}, "label_smoothing does not apply to method = kto (only to dpo)"),
+    ({"method": "kto", "label_smoothing": 0.1}, "label_smoothing does not apply to method = kto (only to dpo and "
+                                                "simpo)"),
+    ({"gamma": 1.0}, "gamma does not apply to method = dpo (only to simpo)"),
+    ({"method": "simpo", "loss": "ipo"}, "loss does not apply to method = simpo (only to dpo)"),
+    ({"method": "simpo", "precompute_ref": True}, "precompute_ref does not apply to method = simpo"),
     ({"method": "orpo", "precompute_ref": True}, "precompute_ref does not apply to method = orpo (only to dpo and"),
     ({"desirable_weight": 1.0}, "desirable_weight does not apply to method = dpo (only to kto)"),
     ({"method": "orpo", "undesirable_weight": 2.0}, "undesirable_weight does not apply to method = orpo"),
@@ -169,6 +179,8 @@ def test_each_method_accepts_its_own_attributes() -> None:
                                      "precompute_ref": True, "fields": {"label": "ok"}})
     assert (kto.desirable_weight, kto.undesirable_weight) == (1.5, 0.5)
     assert AlignBlock.model_validate({**base, "method": "orpo", "beta": 0.5}).beta == 0.5
+    simpo = AlignBlock.model_validate({**base, "method": "simpo", "beta": 2.0, "gamma": 1.0, "label_smoothing": 0.1})
+    assert (simpo.beta, simpo.gamma, simpo.label_smoothing) == (2.0, 1.0, 0.1)
     assert AlignBlock.model_validate({**base, "loss": "ipo", "label_smoothing": 0.1}).loss == "ipo"
 
 

@@ -130,7 +130,7 @@ def report(summary: dict[str, Any], shown: str, paired: bool) -> tuple[list[str]
 
 @click.group("prefs")
 def command() -> None:
-    """Check a preference file (pairs for dpo and orpo, labelled answers for kto)."""
+    """Check a preference file (pairs for dpo, simpo and orpo, labelled answers for kto)."""
 
 
 @command.command("check")

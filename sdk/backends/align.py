@@ -1,6 +1,7 @@
 """The ``align`` step: preference tuning with TRL, by ``method``: ``dpo`` (DPOTrainer, with its loss variants: IPO,
-hinge, robust...), ``orpo`` (TRL's experimental ORPOTrainer: pairs, no reference model) or ``kto`` (KTOTrainer:
-answers labelled desirable or not).
+hinge, robust...), ``simpo`` (TRL's experimental CPOTrainer with the SimPO loss: pairs, no reference model, a
+length-normalised reward and a target margin ``gamma``), ``orpo`` (TRL's experimental ORPOTrainer: pairs, no
+reference model) or ``kto`` (KTOTrainer: answers labelled desirable or not).
 
 The data is read by :mod:`sdk.backends.preferences` (pairs, or unpaired rows for kto; a bad row is a located
 ``FILE:LINE`` error, raised before any model loads). With ``tune = lora`` or ``qlora`` the reference model of dpo
@@ -24,12 +25,13 @@ from sdk.backends.preferences import kto_weights_hint, label_problem, read_prefe
 from sdk.backends.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
-NAMES = {"dpo": "DPO", "orpo": "ORPO", "kto": "KTO"}
+NAMES = {"dpo": "DPO", "simpo": "SimPO", "orpo": "ORPO", "kto": "KTO"}
 # What each trainer logs besides the loss (TRL 1.x), kept as the last logged value in the metrics.
 LOGGED = {"dpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"),
           "orpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "nll_loss",
                    "log_odds_ratio"),
-          "kto": ("rewards/margins", "rewards/chosen", "rewards/rejected", "kl")}
+          "kto": ("rewards/margins", "rewards/chosen", "rewards/rejected", "kl"),
+          "simpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")}
 
 
 def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokenizer: Any, train: Any, evals: Any,
@@ -49,14 +51,20 @@ def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokeni
                            undesirable_weight=block.get("undesirable_weight") or 1.0,
                            precompute_ref_log_probs=block["precompute_ref"])
         return KTOTrainer(ref_model=None, args=config, **common)
-    if block["method"] == "orpo":
+    if block["method"] in ("orpo", "simpo"):
         import warnings
 
         from trl.import_utils import TRLExperimentalWarning
 
-        with warnings.catch_warnings():  # ORPO lives in trl.experimental, which warns on import
+        with warnings.catch_warnings():  # ORPO and CPO (SimPO) live in trl.experimental, which warns on import
             warnings.simplefilter("ignore", TRLExperimentalWarning)
+            from trl.experimental.cpo import CPOConfig, CPOTrainer
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        if block["method"] == "simpo":  # SimPO is TRL's CPO trainer with the simpo loss and no NLL term
+            config = CPOConfig(**args, beta=block["beta"], loss_type="simpo", cpo_alpha=0.0,
+                               simpo_gamma=block["gamma"], label_smoothing=block["label_smoothing"],
+                               max_length=block["max_length"], remove_unused_columns=False)
+            return CPOTrainer(args=config, **common)
         config = ORPOConfig(**args, beta=block["beta"], max_length=block["max_length"],
                             remove_unused_columns=False)  # its pair collator needs every column (else it warns)
         return ORPOTrainer(args=config, **common)

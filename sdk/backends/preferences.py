@@ -2,7 +2,7 @@
 
 Two shapes, one file holding one of them:
 
-- paired rows ``{"prompt", "chosen", "rejected"}`` (``method = dpo`` and ``orpo``);
+- paired rows ``{"prompt", "chosen", "rejected"}`` (``method = dpo``, ``simpo`` and ``orpo``);
 - unpaired rows ``{"prompt", "completion", "label"}`` with ``label`` a JSON bool, true for a desirable answer
   (``method = kto``).
 
@@ -112,7 +112,7 @@ def read_unpaired(path: Path, shown: str, fields: dict[str, str] | None = None) 
 
 
 def read_preferences(path: Path, shown: str, method: str, fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The rows a preference method reads: unpaired for kto, pairs for dpo and orpo."""
+    """The rows a preference method reads: unpaired for kto, pairs for dpo, simpo and orpo."""
     return (read_unpaired if method == "kto" else read_pairs)(path, shown, fields)
 
 

@@ -1,5 +1,5 @@
 """``align LABEL { from = MODEL  pairs = "prefs.jsonl"  method = dpo  beta = 0.1 }``: preference tuning with TRL
-(DPO and its loss variants, ORPO, KTO), over LoRA/QLoRA adapters or all the weights, with the reference model
+(DPO and its loss variants, SimPO, ORPO, KTO), over LoRA/QLoRA adapters or all the weights, with the reference model
 handled TRL's way."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 UNPAIRED_FIELDS = ("prompt", "completion", "label")  # kto: one answer and whether it is desirable
 # Attributes that only some methods read, with the methods that read them (set elsewhere they are an error).
-ONLY_FOR = {"loss": ("dpo",), "label_smoothing": ("dpo",), "precompute_ref": ("dpo", "kto"),
-            "desirable_weight": ("kto",), "undesirable_weight": ("kto",)}
+ONLY_FOR = {"loss": ("dpo",), "label_smoothing": ("dpo", "simpo"), "precompute_ref": ("dpo", "kto"),
+            "desirable_weight": ("kto",), "undesirable_weight": ("kto",), "gamma": ("simpo",)}
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
@@ -38,24 +38,30 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
          reads=lambda spec, block: named_files(spec, block, ("pairs",)),
          extra={"config": with_compute})
 class AlignBlock(TrainCommon):
-    """Preference tuning with TRL: DPO or ORPO on chosen/rejected pairs, KTO on answers labelled good or bad."""
+    """Preference tuning with TRL: DPO, SimPO or ORPO on chosen/rejected pairs, KTO on answers labelled good or
+    bad."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
     pairs: str = Field(description="JSONL preference file, relative to the recipe: pairs {prompt, chosen, rejected} "
-                                   "(dpo, orpo) or {prompt, completion, label} rows (kto); text or chat messages")
+                                   "(dpo, simpo, orpo) or {prompt, completion, label} rows (kto); text or chat "
+                                   "messages")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="Column mapping, e.g. { prompt = \"question\", chosen = \"good\" } "
                                                "(keys: prompt, chosen, rejected; with kto prompt, completion, label)")
-    method: Literal["dpo", "orpo", "kto"] = Field(
-        default="dpo", description="Preference method: dpo (pick its variant with loss), orpo (pairs, no reference "
-                                   "model), kto (answers labelled desirable or not)")
+    method: Literal["dpo", "simpo", "orpo", "kto"] = Field(
+        default="dpo", description="Preference method: dpo (pick its variant with loss), simpo (pairs, no reference "
+                                   "model, length-normalised reward with a target margin), orpo (pairs, no "
+                                   "reference model), kto (answers labelled desirable or not)")
     loss: Literal[DPO_LOSSES] = Field(default="sigmoid",  # type: ignore[valid-type]
                                       description="DPO loss: sigmoid (DPO), ipo, hinge, robust, ... (TRL's loss_type; "
                                                   "dpo only)")
     beta: float = Field(default=0.1, gt=0, le=100, description="dpo, kto: strength of the pull towards the reference "
-                                                                "model; orpo: weight of the odds-ratio term (lambda)")
+                                                                "model; simpo: reward scale (the paper uses 2-2.5); "
+                                                                "orpo: weight of the odds-ratio term (lambda)")
+    gamma: float = Field(default=0.5, ge=0, le=100, description="simpo: target margin between the chosen and the "
+                                                                "rejected reward (TRL's simpo_gamma)")
     label_smoothing: Fraction = Field(default=0.0, description="Share of pairs assumed mislabelled (dpo: robust, "
-                                                               "sigmoid)")
+                                                               "sigmoid; simpo)")
     desirable_weight: float | None = Field(default=None, gt=0, le=100,
                                            description="kto: weight of the desirable answers' loss (default 1.0)")
     undesirable_weight: float | None = Field(default=None, gt=0, le=100,
