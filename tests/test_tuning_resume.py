@@ -36,6 +36,9 @@ def _folder(tmp: Path, block: str) -> Path:
     prefs = [{"prompt": [{"role": "user", "content": f"{q} ({i})"}], "chosen": good, "rejected": bad}
              for i in range(12) for q, good, bad in [PAIRS[i % len(PAIRS)]]]
     (tmp / "prefs.jsonl").write_text("\n".join(json.dumps(r) for r in prefs) + "\n")
+    feedback = [{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"} for r in prefs
+                for k in ("chosen", "rejected")]
+    (tmp / "feedback.jsonl").write_text("\n".join(json.dumps(r) for r in feedback) + "\n")
     mc = [{"question": f"Which one is item {i}?", "choices": OPTIONS, "answer": str(i % 4 + 1)} for i in range(8)]
     (tmp / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in mc) + "\n")
     path = tmp / "r.dsl"
@@ -51,9 +54,12 @@ REWARD = '''  reward mc {{ from = base_model.local  prompts = "mc.jsonl"  reward
               logging_steps = 1  save_steps = {save} }}
 '''
 CASES = [pytest.param("align.pref", ALIGN, id="dpo"), pytest.param("reward.mc", REWARD, id="grpo")]
+METHODS = [pytest.param("align.pref", ALIGN.replace("pairs = \"prefs.jsonl\"", f'pairs = "{pairs}"  method = {m}'),
+                        id=m) for m, pairs in (("simpo", "prefs.jsonl"), ("orpo", "prefs.jsonl"),
+                                               ("kto", "feedback.jsonl"))]
 
 
-@pytest.mark.parametrize(("step", "block"), CASES)
+@pytest.mark.parametrize(("step", "block"), CASES + METHODS)
 def test_two_runs_with_the_same_seed_give_the_same_losses(tmp_path: Path, step: str, block: str) -> None:
     curves = []
     for run in ("a", "b"):
