@@ -96,7 +96,7 @@ def test_prompt_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None
         '{"question": "q", "answer": "z", "choices": ["a", "b"]}': "p.jsonl:1: answer 'z' is not among the choices",
         '{"question": "q", "answer": "a", "choices": "a b"}': "'choices' must be a list",
         '{"question": "q", "answer": "a"': "p.jsonl:1: malformed JSON",
-        '{"question": "q", "answer": "a", "sources": ["x"]}': "p.jsonl:1: 'sources' without 'context'",
+        '{"question": "q", "answer": "a", "sources": "x.md"}': "p.jsonl:1: 'sources' must be a list",
         '{"question": "q", "answer": "a", "context": []}': "p.jsonl:1: 'context' must be a non-empty list",
         '{"question": "q", "answer": "a", "context": [{"source": "x.md"}]}': "p.jsonl:1: context[0] must be text",
         '{"question": "q", "answer": "a", "context": ["t"], "sources": ["y"]}': "source 'y' is not one of the row's",
@@ -299,3 +299,33 @@ def test_grpo_on_a_datasets_training_rows_applies(tmp_path: Path) -> None:
     m = ws.artifact("reward.mc").metrics
     assert m["train_prompts"] == ws.artifact("dataset.qa").metrics["train_rows"] < 10  # never the validation rows
     assert "sft.jsonl" in (ws.artifact("reward.mc").path / "adapter" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_grpo_with_retrieval_scores_citations_against_the_passages_a_rag_step_retrieves(tmp_path: Path) -> None:
+    import sdk
+    from dsl.parser import load
+    from sdk.workspace import open_workspace
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "invite.md").write_text("The INVITE request starts a SIP call between two user agents.")
+    (tmp_path / "docs" / "bye.md").write_text("The BYE request ends a SIP call and releases the media.")
+    rows = [{"question": f"Which request starts a SIP call ({i})?", "answer": "INVITE", "sources": ["invite.md"]}
+            for i in range(4)]
+    body = (REWARD.replace("rewards = { accuracy = 1.0,", "retrieval = rag.docs\n"
+                           "              rewards = { citation_precision = 1.0, citation_recall = 0.5,")
+            + '  corpus docs { paths = ["docs/*.md"] }\n'
+            + "  rag docs { corpus = corpus.docs  retriever = bm25  top_k = 2 }\n")
+    path = _recipe(tmp_path, body, real_model=True, prompts=rows)
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    art = open_workspace(path).artifact("reward.mc")
+    assert art.metrics["passages_per_prompt"] == 2.0  # both chunks retrieved for every prompt (top_k = 2)
+    curve = json.loads((art.path / "rewards.json").read_text())
+    assert {"citation_precision", "citation_recall"} <= set(curve[0])
+    _write(tmp_path / "mc.jsonl", [{k: v for k, v in r.items() if k != "sources"} for r in rows])
+    r = run_dsl("plan", str(path))
+    assert r.returncode != 0 and "mc.jsonl:1:" in r.stdout + r.stderr and "needs the gold 'sources'" in r.stdout + r.stderr
+    both = body.replace("retrieval = rag.docs", 'retrieval = rag.docs  prompt = "{{ question }}"')
+    r = run_dsl("validate", str(_recipe(tmp_path, both, prompts=rows)))
+    assert r.returncode != 0 and "prompt does not apply with retrieval" in r.stdout + r.stderr

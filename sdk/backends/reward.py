@@ -125,7 +125,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     def prompt_of(r: dict[str, Any]) -> Any:
         if r.get("messages") and chat:  # a dataset's conversation, as the model was fine-tuned on it
             return r["messages"]
-        text = asked(r, template)
+        text = r.get("asked") or asked(r, template)  # with retrieval: the rag step's own prompt, rendered
         if chat:
             return [{"role": "user", "content": text}]
         return text if r["context"] else RAW_PROMPT.format(question=text)
@@ -184,6 +184,21 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft}
 
 
+def retrieve(ctx: StepContext, block: Any, rows: list[dict[str, Any]]) -> None:
+    """Each row's passages retrieved by the rag step ``block.retrieval`` for its question, and the prompt that rag
+    system would give its generator (its retriever, top_k and prompt): what the model will see when it serves
+    behind it. The citation rewards score the answers against these passages."""
+    from sdk.backends.rag import RagSystem
+
+    rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
+    with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} prompts", total=len(rows)) as bar:
+        for r in rows:
+            docs = rag.retrieve(r["question"])
+            r["context"] = [{"source": str(d["meta"].get("source") or d["id"]), "content": d["content"]} for d in docs]
+            r["asked"] = rag.render_prompt(r["prompt"], docs)
+            bar.advance()
+
+
 class RewardBackend(TrainingBackend, Backend):
     name = "trl_grpo"
     version = "1"
@@ -217,7 +232,7 @@ class RewardBackend(TrainingBackend, Backend):
         shown = _rel(source, Path.cwd())
         try:
             rows = self._rows(block, ctx.spec, source, shown)
-            needs_context(rows, block.rewards, shown)
+            needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
         except DslError as e:
             return [Problem(path=path, message=str(e))]
         me = f"{ctx.kind}.{ctx.label}"
@@ -273,7 +288,9 @@ class RewardBackend(TrainingBackend, Backend):
             hashes = {block.prompts: file_sha256(source)}
         if not rows:
             raise DataError(shown, None, "no prompts")
-        needs_context(rows, block.rewards, shown)
+        needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
+        if block.retrieval is not None:
+            retrieve(ctx, block, rows)
         base = ctx.input(block.from_)
         h = handle(base)
         if h.adapter and base.outputs.get("merged"):
@@ -293,6 +310,8 @@ class RewardBackend(TrainingBackend, Backend):
                "rag_prompt": prompt_text(ctx.spec, block), "judge": judge, "data_hashes": hashes}
         result = T.run_step_job(ctx, job, reward_job, __name__)
         m = result["metrics"]
+        if block.retrieval is not None:  # how many passages the rag step gave the prompts, on average
+            m["passages_per_prompt"] = round(sum(len(r["context"]) for r in rows) / len(rows), 2)
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", rewards="rewards.json", method=block.method,
                        tune=block.tune)

@@ -55,11 +55,10 @@ def read_prompts(path: Path, shown: str) -> list[dict[str, Any]]:
 def _context(obj: dict[str, Any], shown: str, line: int) -> tuple[list[dict[str, str]], list[str]]:
     """A row's passages ``[{"source", "content"}]`` (a plain text passage is named by its number) and gold sources."""
     raw, gold = obj.get("context"), obj.get("sources")
-    if raw is None:
-        if gold is not None:
-            raise DataError(shown, line, "'sources' without 'context': there is nothing to cite",
-                            "give the passages as \"context\": [{\"source\": \"sip.md\", \"text\": \"...\"}]")
-        return [], []
+    if gold is not None and (not isinstance(gold, list) or not all(isinstance(g, str) for g in gold)):
+        raise DataError(shown, line, "'sources' must be a list of source names")
+    if raw is None:  # the passages may come from retrieval (retrieval = rag.X in the reward block)
+        return [], [source_key(g) for g in gold or []]
     if not isinstance(raw, list) or not raw:
         raise DataError(shown, line, "'context' must be a non-empty list of passages")
     passages = []
@@ -71,8 +70,6 @@ def _context(obj: dict[str, Any], shown: str, line: int) -> tuple[list[dict[str,
             passages.append({"source": p.get("source") or str(i + 1), "content": p["text"]})
         else:
             raise DataError(shown, line, f"context[{i}] must be text or {{\"source\": \"...\", \"text\": \"...\"}}")
-    if gold is not None and (not isinstance(gold, list) or not all(isinstance(g, str) for g in gold)):
-        raise DataError(shown, line, "'sources' must be a list of source names (those of its context passages)")
     known = {source_key(p["source"]) for p in passages}
     missing = [g for g in gold or [] if source_key(g) not in known]
     if missing:
@@ -101,15 +98,20 @@ def dataset_prompts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 CITATION_REWARDS = ("citation_precision", "citation_recall")
 
 
-def needs_context(rows: list[dict[str, Any]], rewards: dict[str, Any], shown: str) -> None:
-    """A citation reward scores what a row's answer cites among its passages: every row needs its context."""
+def needs_context(rows: list[dict[str, Any]], rewards: dict[str, Any], shown: str, retrieved: bool = False) -> None:
+    """A citation reward scores what a row's answer cites among its passages against the row's gold sources: every
+    row needs its sources, and its own context unless ``retrieved`` (a rag step retrieves the passages)."""
     wanted = [n for n in rewards if n in CITATION_REWARDS]
-    bare = next((r["_line"] for r in rows if not r["context"] or (not r["sources"] and "citation_recall" in wanted)),
+    bare = next((r["_line"] for r in rows if not r["sources"] or (not r["context"] and not retrieved)),
                 None) if wanted else None
-    if bare is not None:
-        raise DataError(shown, bare, f"reward {wanted[0]} needs 'context' passages and the gold 'sources' among them "
-                                     "on every row", "{\"question\": ..., \"answer\": ..., \"context\": [{\"source\": "
-                                     "\"sip.md\", \"text\": \"...\"}], \"sources\": [\"sip.md\"]}")
+    if bare is None:
+        return
+    if retrieved:
+        raise DataError(shown, bare, f"reward {wanted[0]} needs the gold 'sources' on every row",
+                        "{\"question\": ..., \"answer\": ..., \"sources\": [\"sip.md\"]}")
+    raise DataError(shown, bare, f"reward {wanted[0]} needs 'context' passages and the gold 'sources' among them "
+                                 "on every row (or retrieval = rag.X)", "{\"question\": ..., \"answer\": ..., "
+                                 "\"context\": [{\"source\": \"sip.md\", \"text\": \"...\"}], \"sources\": [\"sip.md\"]}")
 
 
 def source_key(source: str) -> str:

@@ -91,6 +91,9 @@ class RewardBlock(TrainCommon):
     chat_template: TextOrFile | None = Field(default=None, description="Chat template (default: the model's)")
     prompt: TextOrFile | None = Field(default=None, description="Jinja2 prompt with documents and question for rows "
                                                                 "with context (default: the rag step's default)")
+    retrieval: ref_of("rag") | None = Field(  # type: ignore[valid-type]
+        default=None, description="Rag step that retrieves each prompt's passages and asks it through its own "
+                                  "prompt, as it will ask the model when serving; citation rewards score against them")
     judge: Endpoint | None = Field(default=None, description="LLM judge endpoint grading answers for the judge "
                                                              "reward (as eval's judge)")
     rubric: TextOrFile | None = Field(default=None, description="Rubric for the judge (default: the eval's)")
@@ -116,6 +119,9 @@ class RewardBlock(TrainCommon):
         if (self.prompts is None) == (self.data is None):
             raise PydanticCustomError("incompatible", "give the prompts as prompts = \"FILE.jsonl\" or as data = "
                                       "dataset.X (one of them)", {})
+        if self.retrieval is not None and self.prompt is not None:
+            raise PydanticCustomError("incompatible", "prompt does not apply with retrieval: the rag step's own "
+                                      "prompt asks the model (drop prompt, or set it on the rag block)", {})
         if "judge" in self.rewards and self.judge is None:
             raise PydanticCustomError("incompatible", "reward judge needs judge = endpoint { url = ...  model = ... }",
                                       {})
