@@ -329,3 +329,18 @@ def test_grpo_with_retrieval_scores_citations_against_the_passages_a_rag_step_re
     both = body.replace("retrieval = rag.docs", 'retrieval = rag.docs  prompt = "{{ question }}"')
     r = run_dsl("validate", str(_recipe(tmp_path, both, prompts=rows)))
     assert r.returncode != 0 and "prompt does not apply with retrieval" in r.stdout + r.stderr
+
+
+def test_each_kind_of_row_is_asked_as_the_model_will_be_asked() -> None:
+    from sdk.backends.rag_system import DEFAULT_PROMPT
+    from sdk.backends.reward_data import dataset_prompts, prompt_for
+
+    plain = {"question": "Q?", "prompt": "Q?", "context": [], "sources": []}
+    assert prompt_for(plain, DEFAULT_PROMPT, chat=True) == [{"role": "user", "content": "Q?"}]
+    assert prompt_for(plain, DEFAULT_PROMPT, chat=False) == "Question: Q?\nAnswer:"  # the eval's raw convention
+    row = dataset_prompts([{**_sft_rows(1)[0], "_line": 1}])[0]
+    assert prompt_for(row, DEFAULT_PROMPT, chat=True) == row["messages"]  # the conversation, system turn included
+    retrieved = {**row, "context": [{"source": "a.md", "content": "A."}], "asked": "[1] A.\nQuestion: Q?"}
+    msgs = prompt_for(retrieved, DEFAULT_PROMPT, chat=True)
+    assert [m["role"] for m in msgs] == ["system", "user"] and msgs[1]["content"] == "[1] A.\nQuestion: Q?"
+    assert prompt_for(retrieved, DEFAULT_PROMPT, chat=False) == "[1] A.\nQuestion: Q?"

@@ -26,11 +26,10 @@ from sdk import metrics as M
 from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.backends.reward_data import (
-    RAW_PROMPT,
-    asked,
     dataset_prompts,
     needs_context,
     overlap,
+    prompt_for,
     read_prompts,
     source_key,
 )
@@ -122,15 +121,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     chat = bool(tokenizer.chat_template)
     template = job.get("rag_prompt") or DEFAULT_PROMPT
 
-    def prompt_of(r: dict[str, Any]) -> Any:
-        if r.get("messages") and chat:  # a dataset's conversation, as the model was fine-tuned on it
-            return r["messages"]
-        text = r.get("asked") or asked(r, template)  # with retrieval: the rag step's own prompt, rendered
-        if chat:
-            return [{"role": "user", "content": text}]
-        return text if r["context"] else RAW_PROMPT.format(question=text)
-
-    rows = [{"prompt": prompt_of(r), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
+    rows = [{"prompt": prompt_for(r, template, chat), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
              "context_sources": [source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
             for r in job["rows"]]
     judge = None

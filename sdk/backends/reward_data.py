@@ -135,3 +135,19 @@ def overlap(rows: list[dict[str, Any]], items: list[Any]) -> list[tuple[int, Any
     """(prompt line, eval item) for every prompt whose normalised question is an eval item's."""
     by_q = {M.normalize(it.question): it for it in items}
     return [(r["_line"], by_q[M.normalize(r["question"])]) for r in rows if M.normalize(r["question"]) in by_q]
+
+
+def prompt_for(row: dict[str, Any], template: str, chat: bool) -> Any:
+    """What the policy is asked for a row: chat messages when its tokenizer has a chat template, else text. A
+    dataset's row keeps its conversation; a retrieved row (``asked``: the rag step's prompt over its passages)
+    replaces the last user turn; a row with its own context is asked through ``template``."""
+    text = row.get("asked") or asked(row, template)
+    if row.get("messages") and chat:
+        if not row.get("asked"):
+            return row["messages"]
+        msgs = row["messages"]
+        turn = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+        return [*msgs[:turn], {"role": "user", "content": text}, *msgs[turn + 1:]]
+    if chat:
+        return [{"role": "user", "content": text}]
+    return text if row["context"] else RAW_PROMPT.format(question=text)
