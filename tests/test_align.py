@@ -12,8 +12,8 @@ import pytest
 import sdk
 from dsl.parser import load
 from sdk.backends.preferences import pair_summary, read_pairs
-from sdk.errors import DataError
 from sdk.state import StateStore
+from tests._data import assert_data_errors
 from tests._tiny import make_tiny_model
 from tests.conftest import run_dsl
 
@@ -129,11 +129,7 @@ def test_preference_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> 
         '"chosen": "b", "rejected": "c"}': "p.jsonl:2: this row is chat but line 1 is text",
         '{"prompt": "a", "chosen": "b"': "p.jsonl:1: malformed JSON",
     }
-    for text, message in cases.items():
-        f.write_text(text + "\n")
-        with pytest.raises(DataError) as info:
-            read_pairs(f, "p.jsonl")
-        assert message in str(info.value), (text, str(info.value))
+    assert_data_errors(f, cases, lambda path: read_pairs(path, "p.jsonl"))
     summary = pair_summary([{"prompt": "p", "chosen": "same", "rejected": "same", "_line": 4},
                             {"prompt": "p", "chosen": "a longer one", "rejected": "short", "_line": 5}])
     assert summary["identical_pairs"] == 1 and summary["identical_lines"] == [4] and summary["chosen_longer_share"] == 0.5

@@ -16,6 +16,7 @@ from sdk.backends.preferences import label_problem, read_unpaired, unpaired_summ
 from sdk.errors import DataError
 from sdk.spec.blocks.align import AlignBlock
 from sdk.state import StateStore
+from tests._data import assert_data_errors
 from tests.conftest import run_dsl
 from tests.test_align import ANSWERS, _pairs, _recipe, _write
 
@@ -141,11 +142,7 @@ def test_unpaired_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> No
         '"completion": "b", "label": false}': "u.jsonl:2: this row is chat but line 1 is text",
         '{"prompt": "a", "chosen": "b", "rejected": "c"}': "u.jsonl:1: missing 'completion'",
     }
-    for text, message in cases.items():
-        f.write_text(text + "\n")
-        with pytest.raises(DataError) as info:
-            read_unpaired(f, "u.jsonl")
-        assert message in str(info.value), (text, str(info.value))
+    assert_data_errors(f, cases, lambda path: read_unpaired(path, "u.jsonl"))
     f.write_text('{"question": "a", "completion": "b", "label": true}\n')
     with pytest.raises(DataError) as info:
         read_unpaired(f, "u.jsonl", {"prompt": "q"})

@@ -11,8 +11,8 @@ import pytest
 
 from sdk.backends.reward import reward_functions
 from sdk.backends.reward_data import read_prompts
-from sdk.errors import DataError
 from sdk.state import StateStore
+from tests._data import assert_data_errors
 from tests._tiny import make_tiny_model
 from tests.conftest import run_dsl
 
@@ -101,11 +101,7 @@ def test_prompt_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None
         '{"question": "q", "answer": "a", "context": [{"source": "x.md"}]}': "p.jsonl:1: context[0] must be text",
         '{"question": "q", "answer": "a", "context": ["t"], "sources": ["y"]}': "source 'y' is not one of the row's",
     }
-    for text, message in cases.items():
-        f.write_text(text + "\n")
-        with pytest.raises(DataError) as info:
-            read_prompts(f, "p.jsonl")
-        assert message in str(info.value), (text, str(info.value))
+    assert_data_errors(f, cases, lambda path: read_prompts(path, "p.jsonl"))
 
 
 def test_dsl_plan_locates_a_bad_prompt_row(tmp_path: Path) -> None:
