@@ -121,9 +121,9 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     chat = bool(tokenizer.chat_template)
     template = job.get("rag_prompt") or DEFAULT_PROMPT
 
-    rows = [{"prompt": prompt_for(r, template, chat), "question": r["question"], "answer": r["answer"], "choices": r["choices"] or [],
-             "context_sources": [source_key(p["source"]) for p in r["context"]], "gold_sources": r["sources"]}
-            for r in job["rows"]]
+    rows = [{"prompt": prompt_for(r, template, chat), "question": r["question"], "answer": r["answer"],
+             "choices": r["choices"] or [], "context_sources": [source_key(p["source"]) for p in r["context"]],
+             "gold_sources": r["sources"]} for r in job["rows"]]
     judge = None
     if job.get("judge"):
         from sdk.backends.eval_models import Judge
