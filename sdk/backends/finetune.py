@@ -108,22 +108,16 @@ def use_padding_free(trainer: Any) -> None:
 
 def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from sdk.backends import training as T
+    from sdk.backends import tuning
     from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
     block = job["block"]
     T.seed_everything(block["seed"])
-    h = ModelHandle(**job["base"])
-    tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
-    if job.get("chat_template"):
-        tokenizer.chat_template = job["chat_template"]
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer, h = tuning.tokenizer_for(job)
     train_rows = read_rows(Path(job["train"]))
     val_rows = read_rows(Path(job["validation"])) if job.get("validation") else []
     cfg_extra: dict[str, Any] = {}
@@ -145,32 +139,11 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         mode = "text"
     if not train_rows:
         raise DslError(f"{job['step_id']}: the training set is empty")
-    kwargs: dict[str, Any] = {"revision": h.revision}
-    if job.get("dtype") and job["dtype"] != "auto":  # the base_model block's dtype
-        kwargs["dtype"] = getattr(torch, job["dtype"])
-    if block["method"] == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=torch.float32,
-                                                           bnb_4bit_use_double_quant=False)
     out = Path(job["out_dir"])
-    base_path = h.model  # the model the new adapter applies to
-    if h.adapter:  # fine-tuning a fine-tune: train on the merged model, and keep it as the new adapter's base
-        model, _ = load(h, merge=True)
-        model.train()
-        if block["method"] != "full":
-            base_path = str(out / "base")
-            if T.is_main_process():
-                model.save_pretrained(base_path)
-                tokenizer.save_pretrained(base_path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
+    model, base_path = tuning.model_for(job, block["method"], tokenizer, h)
     peft_config = None
     if block["method"] in ("lora", "qlora"):
-        from sdk.backends.tuning import peft_lora
-
-        peft_config = peft_lora(block.get("lora"))
+        peft_config = tuning.peft_lora(block.get("lora"))
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=bool(val_rows), distributed=T.distributed_args(),
                            fine_tuning=True)
     config = SFTConfig(**args, max_length=block["max_length"], packing=block["packing"], **cfg_extra)

@@ -8,13 +8,18 @@ from typing import Any
 
 
 def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]:
-    """(model, tokenizer, base_path, handle) for a step that tunes ``job["base"]`` further (align, reward): the
-    recipe's chat template, a pad token, 4-bit weights for qlora. A LoRA fine-tune is merged first; with an adapter
-    to train on top, the merged model is kept in the artifact as ``base/`` (the new adapter's base)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer, base_path, handle) for a step that tunes ``job["base"]`` further (align, reward)."""
+    tokenizer, h = tokenizer_for(job)
+    model, base_path = model_for(job, tune, tokenizer, h)
+    return model, tokenizer, base_path, h
 
-    from sdk.backends.models import ModelHandle, load
+
+def tokenizer_for(job: dict[str, Any]) -> tuple[Any, Any]:
+    """(tokenizer, handle) of the model a training job starts from: with the recipe's chat template and a pad
+    token."""
+    from transformers import AutoTokenizer
+
+    from sdk.backends.models import ModelHandle
 
     h = ModelHandle(**job["base"])
     tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
@@ -22,26 +27,38 @@ def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]
         tokenizer.chat_template = job["chat_template"]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, h
+
+
+def model_for(job: dict[str, Any], tune: str, tokenizer: Any, h: Any) -> tuple[Any, str]:
+    """(model, base_path) to train with ``tune`` (full, lora, qlora): 4-bit weights for qlora, the base model's
+    dtype. A LoRA fine-tune is merged first; with an adapter to train on top, the merged model is kept in the
+    artifact as ``base/`` (the new adapter's base; written by rank 0 of a launched run)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sdk.backends.launch import is_main_process
+    from sdk.backends.models import load
+
     kwargs: dict[str, Any] = {"revision": h.revision}
-    if job.get("dtype") and job["dtype"] != "auto":
+    if job.get("dtype") and job["dtype"] != "auto":  # the base_model block's dtype
         kwargs["dtype"] = getattr(torch, job["dtype"])
     if tune == "qlora":
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=torch.float32)
-    out = Path(job["out_dir"])
-    base_path = h.model
-    if h.adapter:
-        model, _ = load(h, merge=True)
-        model.train()
-        if tune != "full":
-            base_path = str(out / "base")
+    base_path = h.model  # the model the new adapter applies to
+    if not h.adapter:
+        return AutoModelForCausalLM.from_pretrained(h.model, **kwargs), base_path
+    model, _ = load(h, merge=True)  # tuning a fine-tune: train on the merged model
+    model.train()
+    if tune != "full":
+        base_path = str(Path(job["out_dir"]) / "base")
+        if is_main_process():
             model.save_pretrained(base_path)
             tokenizer.save_pretrained(base_path)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
-    return model, tokenizer, base_path, h
+    return model, base_path
 
 
 def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge: bool, base_path: str,
