@@ -6,9 +6,12 @@ No traceback is printed unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -351,5 +354,35 @@ def main(argv: Optional[list[str]] = None) -> None:
         raise SystemExit(70) from None
 
 
+def run() -> None:
+    """The ``dsl`` program: :func:`main`, then leave the way a finished command should, without Python's teardown.
+
+    Once torch, transformers and TRL are imported, the interpreter spends about two seconds at exit finalising
+    thousands of modules and their C++ objects, long after the command has finished its work. So, when the command
+    has returned or exited and no thread of ours still runs, the exit handlers run (logging, temporary folders,
+    progress bars), the standard streams are flushed, and the process ends with ``os._exit``. Every file the command
+    writes is written and closed (or renamed into place) before it returns, so nothing is lost. ``main`` itself,
+    called from Python, raises ``SystemExit`` as before."""
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as e:
+        code = e.code
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)  # a thread that must finish: Python's own exit waits for it
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

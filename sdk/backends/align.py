@@ -104,6 +104,7 @@ def _rewards(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
 
+    from sdk.backends import charts
     from sdk.backends import training as T
     from sdk.backends import tuning
     from sdk.backends.finetune import _params
@@ -136,7 +137,6 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     if resume:
         log(f"resuming from {Path(resume).name}")
     T.quiet(trainer)
-    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
@@ -160,10 +160,10 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft_config is not None, merge=block["merge"],
                                  base_path=base_path, handle=h)
     if T.is_main_process():
-        T.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
+        charts.write_loss_curve(out, history, f"{job['step_id']} preference ({NAMES[method]}) loss")
         margins = _rewards(logs)  # reward margin (chosen - rejected) and the chosen and rejected rewards, by step
         (out / "margins.json").write_text(json.dumps(margins, indent=1))
-        T.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards",
+        charts.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards",
                       "implicit reward")
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                            _params(block), metrics)

@@ -110,6 +110,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     import datasets
     from trl import SFTConfig, SFTTrainer
 
+    from sdk.backends import charts
     from sdk.backends import training as T
     from sdk.backends import tuning
     from sdk.backends.models import ModelHandle, load
@@ -173,7 +174,6 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     if resume:
         log(f"resuming from {Path(resume).name}")
     T.quiet(trainer)
-    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
@@ -206,7 +206,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
                 tokenizer.save_pretrained(str(out / "merged"))
                 T.write_model_card(out / "merged", f"{job['step_id']} (merged)", job.get("base_name", h.model),
                                    job.get("data_hashes", {}), _params(block), metrics)
-        T.write_loss_curve(out, history, f"{job['step_id']} fine-tuning loss", eval_history)
+        charts.write_loss_curve(out, history, f"{job['step_id']} fine-tuning loss", eval_history)
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                            _params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}

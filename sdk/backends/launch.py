@@ -77,11 +77,18 @@ def accelerate_config(compute: dict[str, Any]) -> dict[str, Any]:
 def run_job(job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], progress: Any = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run a training job in this process through its kind's job function (each job module owns its function
-    and its ``python -m`` entry point, so this module imports none of them)."""
+    and its ``python -m`` entry point, so this module imports none of them). The chart process starts first, so
+    matplotlib's import overlaps the job's own (:mod:`sdk.backends.charts`); its charts are drawn before this returns."""
+    from sdk.backends import charts
     from sdk.backends.models import quiet_library_deprecations
 
-    quiet_library_deprecations()
-    return job_fn(job, progress, log)
+    if is_main_process():
+        charts.start()
+    try:
+        quiet_library_deprecations()
+        return job_fn(job, progress, log)
+    finally:
+        charts.finish()
 
 
 def run_step_job(ctx: Any, job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], module: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     import datasets
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
+    from sdk.backends import charts
     from sdk.backends import training as T
     from sdk.backends.models import ModelHandle, load
 
@@ -88,7 +89,6 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     if resume:
         log(f"resuming from {Path(resume).name}")
     T.quiet(trainer)
-    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
@@ -105,7 +105,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     if T.is_main_process():
         trainer.save_model(str(out / "model"))
         tokenizer.save_pretrained(str(out / "model"))
-        T.write_loss_curve(out, history, f"{job['step_id']} pretraining loss")
+        charts.write_loss_curve(out, history, f"{job['step_id']} pretraining loss")
         T.write_model_card(out / "model", job["step_id"], base_name, job.get("data_hashes", {}),
                            {k: v for k, v in block.items() if k not in ("compute",)}, metrics)
     return {"metrics": metrics, "loss_history": history}

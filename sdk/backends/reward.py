@@ -104,6 +104,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
+    from sdk.backends import charts
     from sdk.backends import training as T
     from sdk.backends import tuning
     from sdk.backends.align import lora_config
@@ -146,7 +147,6 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     if resume:
         log(f"resuming from {Path(resume).name}")
     T.quiet(trainer)
-    T.prewarm_plotting()
     started = time.time()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
@@ -166,9 +166,9 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     card_dir = tuning.save_tuned(trainer, tokenizer, out, adapter=peft, merge=block["merge"], base_path=base_path,
                                  handle=h)
     if T.is_main_process():
-        T.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
+        charts.write_loss_curve(out, T.loss_history(trainer), f"{job['step_id']} reward tuning (GRPO) loss")
         (out / "rewards.json").write_text(json.dumps(curve, indent=1))
-        T.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean "
+        charts.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean "
                       "reward", "mean reward")
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
                            _params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})

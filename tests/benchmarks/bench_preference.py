@@ -11,6 +11,8 @@ model it starts from, and what does the SDK cost over a plain TRL ``DPOTrainer``
 4. Wall time: ``dsl apply`` of the align step (fresh process, fresh workdir; the base_model step is free) against a
    plain TRL DPOTrainer script (fresh process), same model, pairs, LoRA, steps and optimiser settings,
    alternating, RUNS each; the ratio compares the best run of each side (a shared small CPU swings single runs).
+   A third side runs the plain script ending without Python's teardown, as ``dsl`` does (``_teardown.py``): the
+   SDK's time over it, the SDK's own cost, is printed before the last line.
 
 Last line: ``pref_acc sft=<a> dpo=<b> overhead=<ratio>`` (target: b > a with p < 0.05, ratio <= 1.05).
 """
@@ -27,8 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _teardown import NO_TEARDOWN, own_cost_line  # noqa: E402
+
 STEPS = 30
-RUNS = 2
+RUNS = 3
 LR = 5e-3
 
 QA = [("What starts a SIP call", "The INVITE request starts it."),
@@ -70,7 +75,7 @@ trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows
 trainer.train()
 trainer.model.save_pretrained(out + "/adapter")
 tok.save_pretrained(out + "/adapter")
-'''.replace("STEPS", str(STEPS)).replace("LR", repr(LR))
+'''.replace("STEPS", str(STEPS)).replace("LR", repr(LR)) + NO_TEARDOWN
 
 SFT_RECIPE = '''domain bench {
   base_model tiny { path = "model" }
@@ -153,12 +158,13 @@ def main() -> None:
                                                                   for k in ("prompt", "chosen", "rejected")})
                                                       for r in train) + "\n")  # the same chat rows the SDK trains
     (work / "align.dsl").write_text(ALIGN_RECIPE)
-    sdk_times, plain_times = [], []
+    sdk_times, plain_times, bare_times = [], [], []
     for run in range(RUNS):
         sdk_times.append(timed([sys.executable, "-m", "dsl.cli", "apply", str(work / "align.dsl"), "--workdir",
                                 str(work / f"wd{run}"), "--no-progress"], work))
-        plain_times.append(timed([sys.executable, str(work / "plain.py"), str(work / "sft_model"),
-                                  str(work / "plain_pairs.jsonl"), str(work / f"plain{run}")], work))
+        plain = [sys.executable, str(work / "plain.py"), str(work / "sft_model"), str(work / "plain_pairs.jsonl")]
+        plain_times.append(timed(plain + [str(work / f"plain{run}")], work))
+        bare_times.append(timed(plain + [str(work / f"bare{run}"), "--no-teardown"], work))
     dpo_art = open_workspace(work / "align.dsl", work / "wd0").artifact("align.dpo")
     a = pref_correct(ModelHandle(model=str(sft_art.path / "merged")), held)
     b = pref_correct(handle(dpo_art), held)
@@ -174,6 +180,7 @@ def main() -> None:
           f"best {min(sdk_times):.2f}s, median {statistics.median(sdk_times):.2f}s")
     print(f"plain TRL DPOTrainer script: {', '.join(f'{t:.2f}s' for t in plain_times)}; "
           f"best {min(plain_times):.2f}s, median {statistics.median(plain_times):.2f}s")
+    print(own_cost_line(sdk_times, bare_times))
     print(f"target: dpo > sft with p < 0.05 -> {'met' if acc_b > acc_a and p < 0.05 else 'NOT met'}; "
           f"ratio <= 1.05 -> {'met' if ratio <= 1.05 else 'NOT met'}")
     print(f"pref_acc sft={acc_a:.3f} dpo={acc_b:.3f} overhead={ratio:.3f}")
