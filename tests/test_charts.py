@@ -68,6 +68,19 @@ def test_charts_the_chart_process_did_not_draw_are_drawn_here(tmp_path: Path) ->
     assert (tmp_path / "rewards.png").read_bytes()[:8] == PNG
 
 
+def test_a_job_that_sent_no_chart_does_not_wait_for_the_chart_process(tmp_path: Path) -> None:
+    proc = _script("""
+        import signal
+        from sdk.backends import charts
+        charts.start()
+        server = charts._SERVER
+        charts.finish()  # a job that failed before its charts: the chart process is stopped, not awaited
+        print("KILLED", server.returncode == -signal.SIGKILL, "LEFT", charts._SERVER)
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["KILLED", "True", "LEFT", "None"]
+
+
 def test_no_chart_process_where_torch_is_already_imported(tmp_path: Path) -> None:
     import torch  # noqa: F401 - a test process, a notebook or a second step: nothing left to hide
 

@@ -89,6 +89,10 @@ def finish(timeout: float = 300.0) -> None:
     _SENT.clear()
     if server is None:
         return
+    if not sent:  # the job failed, or drew nothing: no reason to wait for matplotlib's import
+        server.kill()
+        server.wait()
+        return
     try:
         assert server.stdin is not None
         server.stdin.close()
