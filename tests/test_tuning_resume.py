@@ -1,6 +1,6 @@
-"""Preference (``align``, DPO) and reward (``reward``, GRPO) steps keep the training promises of ``pretrain`` and
-``finetune``: two runs with the same seed give the same losses, a run killed with SIGKILL after a checkpoint
-resumes from it on the next ``dsl apply`` and finishes the planned steps, and a compute block launches them on
+"""Preference (``align``: DPO, SimPO, ORPO, KTO) and reward (``reward``, GRPO) steps keep the training promises of
+``pretrain`` and ``finetune``: two runs with the same seed give the same losses, a run killed with SIGKILL after a
+checkpoint resumes from it on the next ``dsl apply`` and finishes the planned steps, and a compute block launches them on
 two processes with torchrun (gloo on the CPU). Real TRL trainers, tiny models."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_two_runs_with_the_same_seed_give_the_same_losses(tmp_path: Path, step: 
     assert len(curves[0][0]) == 3 and curves[0] == curves[1]
 
 
-@pytest.mark.parametrize(("step", "block"), CASES)
+@pytest.mark.parametrize(("step", "block"), CASES + METHODS)
 def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, step: str, block: str) -> None:
     steps = 30
     path = _folder(tmp_path, block.format(steps=steps, save=2))
