@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -134,12 +133,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     trainer = make_trainer(block, Path(job["checkpoint_dir"]), model, tokenizer, train, evals, peft_config,
                            [callback])
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
-    if resume:
-        log(f"resuming from {Path(resume).name}")
-    T.quiet(trainer)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
+    output, seconds = T.train(trainer, resume, log)
     logs = [r for r in trainer.state.log_history if "loss" in r]
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -171,12 +170,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     dropped = check_truncation(job, trainer, train_rows, mode, log)
     has_eval = trainer.eval_dataset is not None and len(trainer.eval_dataset) > 0
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
-    if resume:
-        log(f"resuming from {Path(resume).name}")
-    T.quiet(trainer)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
+    output, seconds = T.train(trainer, resume, log)
     metrics: dict[str, Any] = {"train_loss": round(float(output.training_loss), 4),
                                "steps": int(trainer.state.global_step), "train_seconds": round(seconds, 2),
                                "train_rows": len(train_rows), "rows_dropped_by_truncation": dropped, "loss_mode": mode,

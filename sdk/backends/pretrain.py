@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,12 +85,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
                       data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
                       callbacks=[T.progress_callback(progress, f"{job['step_id']}: pretraining", total,
                                                      tokens=lambda: (trainer.state.global_step - first_step) * per_step)])
-    if resume:
-        log(f"resuming from {Path(resume).name}")
-    T.quiet(trainer)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
+    output, seconds = T.train(trainer, resume, log)
     ppl_after = T.perplexity(model, held_blocks)
     history = T.loss_history(trainer)
     tokens = (trainer.state.global_step - first_step) * per_step  # trained in this run

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,12 +143,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
                           callbacks=[T.progress_callback(progress, f"{job['step_id']}: reward tuning "
                                                          f"({block['method']}, {block['loss']})", total)])
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
-    if resume:
-        log(f"resuming from {Path(resume).name}")
-    T.quiet(trainer)
-    started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
+    output, seconds = T.train(trainer, resume, log)
     logs = [r for r in trainer.state.log_history if "reward" in r]
     # the mean reward of each logged step, and each declared reward's own mean (TRL: rewards/NAME/mean)
     curve = [{"step": int(r["step"]), "reward": round(float(r["reward"]), 4),

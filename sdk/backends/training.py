@@ -7,7 +7,6 @@ rank of a multi-process run: ``python -m sdk.backends.pretrain JOB.json`` / ``py
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -197,6 +196,17 @@ def quiet(trainer: Any) -> Any:
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def train(trainer: Any, resume: Optional[str], log: Callable[[str], None]) -> tuple[Any, float]:
+    """Run ``trainer`` quietly, from the checkpoint ``resume`` where there is one (said in the log): TRL's output
+    and the seconds training took."""
+    if resume:
+        log(f"resuming from {Path(resume).name}")
+    quiet(trainer)
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=resume)
+    return output, time.time() - started
 
 
 def latest_checkpoint(folder: Path) -> Optional[str]:
