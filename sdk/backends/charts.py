@@ -108,9 +108,8 @@ def finish(timeout: float = 300.0) -> None:
             draw(spec)
 
 
-def draw(spec: dict[str, Any]) -> None:
-    """Draw one chart spec (``path``, ``lines``, ``title``, ``ylabel``) with matplotlib's Agg canvas, written
-    through a temporary file and renamed into place."""
+def figure(spec: dict[str, Any]) -> Any:
+    """The matplotlib figure (Agg canvas) of one chart spec (``lines``, ``title``, ``ylabel``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -125,6 +124,12 @@ def draw(spec: dict[str, Any]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def draw(spec: dict[str, Any]) -> None:
+    """Draw one chart spec at its ``path``, written through a temporary file and renamed into place."""
+    fig = figure(spec)
     path = Path(spec["path"])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -139,17 +144,8 @@ def serve() -> None:
     spec read from stdin until it closes. Exits 1 on the first chart it cannot draw."""
     import io
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [1, 0], label="warm-up")
-    ax.set_title("warm-up")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(io.BytesIO(), format="png")
+    figure({"lines": {"warm-up": [[0, 1], [1, 0]]}, "title": "warm-up", "ylabel": "loss"}).savefig(io.BytesIO(),
+                                                                                                    format="png")
     for line in sys.stdin:
         if line.strip():
             draw(json.loads(line))
