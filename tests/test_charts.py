@@ -113,10 +113,10 @@ def test_dsl_runs_exit_handlers_flushes_and_keeps_exit_codes(tmp_path: Path) -> 
 def test_dsl_exits_normally_while_a_thread_of_its_own_runs(tmp_path: Path) -> None:
     path = write_small(tmp_path)
     proc = _script(f"""
-        import threading, time
-        def late():
-            time.sleep(0.5)
-            print("thread finished", flush=True)
+        import threading
+        def late():  # ends only once the main thread has ended: Python's own exit must wait for it
+            threading.main_thread().join(timeout=60)
+            print("thread finished" if not threading.main_thread().is_alive() else "timed out", flush=True)
         threading.Thread(target=late).start()
         sys.argv = ["dsl", "validate", {str(path)!r}]
         from dsl.cli import run

@@ -254,6 +254,8 @@ def test_pgvector_store_with_a_real_postgresql(tmp_path: Path, monkeypatch: pyte
         assert ws.artifact("rag.docs").outputs["store"] == "pgvector"
         docs = ws.rag("docs").retrieve("What stores subscribers in IMS?")
         assert docs and docs[0]["meta"]["source"] == "docs/ims.md"
-        assert "chunks" in server.psql("SELECT count(*) FROM chunks;") or True
+        table = server.psql("SELECT count(*) FROM chunks;")  # psql's table: a header, a rule, the count
+        counts = [int(line) for line in table.split() if line.isdigit()]
+        assert counts == [ws.artifact("rag.docs").outputs["chunks"]] and counts[0] > 0, table
     finally:
         server.cleanup()
