@@ -11,7 +11,6 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
-from statistics import NormalDist
 from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -163,39 +162,34 @@ def _resampled(features: Any, stat: Callable[[Any, Any], Any], resamples: int, s
 
 def _interval(features: Any, stat: Callable[[Any, Any], Any], value: float, resamples: int, confidence: float,
               seed: int, method: str) -> tuple[float, float, float]:
-    """(value, low, high) for a statistic of the column sums of ``features`` (items x k). BCa (Efron's bias
-    correction and acceleration, the jackknife taken in closed form from the sums, so it costs O(items)); the
-    percentile interval when asked for, or where BCa is undefined (every resample equal, too few items)."""
+    """(value, low, high) for a statistic of the column sums of ``features`` (items x k), by
+    ``scipy.stats.bootstrap`` (items resampled with all their columns: ``paired``): BCa (Efron's bias correction
+    and acceleration) or the percentile interval; the percentile interval of the same resamples where BCa is
+    undefined (every resample equal, too few items)."""
+    import warnings
+
     import numpy as np
+    from scipy import stats
 
     if method not in METHODS:
         raise ValueError(f"bootstrap method must be one of {', '.join(METHODS)}, not {method!r}")
-    n = features.shape[0]
+    n, k = features.shape
     if n < 2 or resamples < 1:
         return value, value, value
-    dist = _resampled(features, stat, resamples, seed)
-    lo, hi = _order_stats(dist, confidence)
-    if method == "percentile":
-        return value, lo, hi
-    theta = float(stat(features.sum(axis=0)[None, :], n)[0])
-    jack = stat(features.sum(axis=0)[None, :] - features, n - 1)  # leave-one-out statistics
-    with np.errstate(all="ignore"):
-        share = (np.count_nonzero(dist < theta) + np.count_nonzero(dist <= theta)) / (2 * len(dist))
-        d = jack.mean() - jack
-        den = 6 * float((d ** 2).sum()) ** 1.5
-        accel = float((d ** 3).sum()) / den if den > 0 else 0.0
-    normal = NormalDist()
-    if not 0 < share < 1:
-        return value, lo, hi
-    z0 = normal.inv_cdf(share)
-    alphas = []
-    for z in (normal.inv_cdf((1 - confidence) / 2), normal.inv_cdf((1 + confidence) / 2)):
-        shift = z0 + z
-        alphas.append(normal.cdf(z0 + shift / (1 - accel * shift)) if accel * shift < 1 else float("nan"))
-    if not all(0.0 <= x <= 1.0 for x in alphas):
-        return value, lo, hi
-    qlo, qhi = np.percentile(dist, [100 * alphas[0], 100 * alphas[1]])
-    return value, float(qlo), float(qhi)
+
+    def statistic(*columns: Any, axis: int = -1) -> Any:
+        sums = np.stack([np.sum(c, axis=axis) for c in columns], axis=-1)
+        return np.asarray(stat(sums.reshape(-1, k), columns[0].shape[axis])).reshape(sums.shape[:-1])
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # a degenerate BCa interval is nan: the percentile one is taken below
+        res = stats.bootstrap(tuple(features.T), statistic, n_resamples=resamples, confidence_level=confidence,
+                              method="BCa" if method == "bca" else "percentile", paired=True, vectorized=True,
+                              batch=max(1, _CELLS // (n * k)), rng=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = _order_stats(res.bootstrap_distribution, confidence)
+    return value, lo, hi
 
 
 def bootstrap_ci(values: Sequence[float], resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
