@@ -10,7 +10,10 @@ The generated files are committed, so `make demo` never runs this script. What i
 - corpus/new/NAME.md           20 sites "commissioned later", one file each: only the retrieval corpus has them;
 - sft.jsonl                    every parameter of every tuning site (3200 pairs), answered by the bare value
                                after a space (" 512 ms": the space makes its tokens those of the sheet's line);
-- eval.jsonl                   3 questions on each new site (60 items), the value, and the sheet that holds it.
+- eval.jsonl                   3 questions on each new site (60 items), the value, and the sheet that holds it;
+- route.jsonl                  the router's examples: 200 questions about archive and tuning sites, in the eval's
+                               phrasing families but never an eval item (target "domain"), and 200 general questions,
+                               some using the handbook's words in their everyday sense (target "general").
 
 A sheet has one line per parameter (band, PCI, tracking area, T3412 timer, DRX cycle, peak rate, antenna tilt,
 P-CSCF), each naming the site ("The DRX cycle of site Bage lasts 512 ms."), in a shuffled order; site names are
@@ -121,6 +124,86 @@ def main() -> None:
                           "sources": [f"quickstart/corpus/new/{code}.md"], "tags": [param, "new-site"]})
     with open(HERE / "eval.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(item) + "\n" for item in items)
+    examples = route_examples(random.Random(SEED + 1), [c for c, _, _ in archive + tuning], {it["question"] for it in items})
+    with open(HERE / "route.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in examples)
+
+
+# General questions for the router: everyday topics, and the handbook's words (band, site, timer, cycle, rate,
+# antenna, cell) in their everyday sense, so that the router learns what makes a question the handbook's.
+GENERAL = [
+    ("What is the capital of {}?", ["Peru", "Kenya", "Canada", "Norway", "Vietnam", "Chile", "Egypt", "Poland"]),
+    ("How do I cook {}?", ["risotto", "a boiled egg", "pancakes", "lentil soup", "fresh pasta", "brown rice"]),
+    ("Who wrote {}?", ["War and Peace", "Don Quixote", "Pride and Prejudice", "The Odyssey", "Moby-Dick"]),
+    ("What is {} times {}?", [("17", "23"), ("12", "48"), ("9", "81"), ("31", "7"), ("64", "15")]),
+    ("How far is {} from {}?", [("Paris", "Rome"), ("Lisbon", "Madrid"), ("Oslo", "Berlin"), ("Cairo", "Athens")]),
+    ("Translate '{}' into {}.", [("good morning", "Spanish"), ("thank you", "German"), ("see you soon", "Italian"),
+                                 ("where is the station", "French")]),
+    ("Which band recorded the album {}?", ["Abbey Road", "Rumours", "OK Computer", "Nevermind", "Thriller"]),
+    ("Which band played {}?", ["at Woodstock in 1969", "the first Live Aid set", "the halftime show in 2011",
+                               "Glastonbury's main stage in 1997"]),
+    ("Who is the drummer of the band {}?", ["Queen", "Metallica", "Coldplay", "the Rolling Stones"]),
+    ("What is a good {} site near {}?", [("camping", "Denver"), ("picnic", "Lyon"), ("fishing", "Bergen"),
+                                        ("hiking", "Zurich")]),
+    ("How long is the life cycle of a {}?", ["butterfly", "frog", "honeybee", "salmon", "mosquito"]),
+    ("How do I set a timer on {}?", ["my phone", "an oven", "a smartwatch", "a microwave"]),
+    ("What is the interest rate on {}?", ["a savings account", "a mortgage", "a car loan", "a credit card"]),
+    ("How do I install {} antenna?", ["a TV", "a car radio", "an outdoor", "a loft"]),
+    ("How does a {} cell work?", ["solar", "fuel", "red blood", "plant"]),
+    ("Recommend a {} about {}.", [("novel", "the sea"), ("podcast", "history"), ("film", "space"),
+                                  ("documentary", "birds"), ("board game", "trains")]),
+    ("Why is the sky {}?", ["blue", "red at sunset", "dark at night"]),
+    ("How many {} does a {} have?", [("legs", "spider"), ("bones", "human"), ("hearts", "octopus"),
+                                     ("teeth", "shark"), ("moons", "Mars")]),
+    ("How do I {}?", ["fix a flat tyre", "learn to swim", "write a cover letter", "train for a marathon",
+                      "change a car's oil", "get rid of hiccups", "meditate", "grow tomatoes", "tie a bowline knot",
+                      "remove a wine stain", "negotiate a raise", "start a vegetable garden"]),
+    ("What is the difference between {} and {}?", [("weather", "climate"), ("a virus", "a bacterium"),
+                                                  ("baking soda", "baking powder"), ("a list", "a tuple"),
+                                                  ("speed", "velocity")]),
+    ("Explain {} simply.", ["compound interest", "gradient descent", "photosynthesis", "inflation", "black holes",
+                            "the French subjunctive", "plate tectonics"]),
+    ("When was {} invented?", ["the printing press", "the telephone", "the bicycle", "paper", "the compass"]),
+    ("Plan a weekend in {}.", ["Barcelona", "Kyoto", "Prague", "Edinburgh", "Istanbul"]),
+    ("Who painted {}?", ["The Starry Night", "the Mona Lisa", "Guernica", "The Night Watch"]),
+    ("Write a {} about {}.", [("limerick", "a cat"), ("haiku", "rain"), ("short poem", "autumn"),
+                              ("birthday message", "my sister")]),
+    ("How do I {} in Python?", ["reverse a string", "merge two dicts", "read a CSV file", "sort a list of tuples"]),
+    ("What is the population of {}?", ["Tokyo", "Brazil", "Iceland", "Lagos", "Australia", "Mexico City"]),
+    ("What are the symptoms of {}?", ["the flu", "dehydration", "a migraine", "hay fever", "a sprained ankle"]),
+    ("Is it safe to {}?", ["eat raw cookie dough", "swim after eating", "charge a phone overnight",
+                           "drink tap water in Lisbon", "run every day"]),
+    ("What should I pack for {}?", ["a week in Iceland", "a beach holiday", "a ski trip", "a business trip"]),
+    ("Who was {}?", ["Ada Lovelace", "Nikola Tesla", "Marie Curie", "Genghis Khan", "Frida Kahlo",
+                     "Alan Turing"]),
+    ("What does the word '{}' mean?", ["serendipity", "ephemeral", "ubiquitous", "melancholy", "quixotic"]),
+    ("How long should I {}?", ["boil pasta", "steep green tea", "rest a steak", "sleep each night",
+                               "bake a sponge cake"]),
+    ("Which {} is the largest in the world?", ["ocean", "desert", "country", "lake", "rainforest"]),
+    ("What is a good {} for beginners?", ["guitar", "camera", "programming language", "houseplant", "yoga pose",
+                                          "chess opening"]),
+    ("Why do {}?", ["cats purr", "leaves change colour in autumn", "we dream", "onions make you cry",
+                    "birds migrate", "bread rise"]),
+    ("How do I convert {} to {}?", [("Celsius", "Fahrenheit"), ("miles", "kilometres"), ("cups", "grams"),
+                                    ("a PDF", "a Word file")]),
+    ("What time is it in {} now?", ["Tokyo", "New York", "Sydney", "Nairobi"]),
+]
+
+
+def route_examples(r: random.Random, codes: list[str], eval_questions: set[str], n: int = 200) -> list[dict[str, str]]:
+    """The router's examples: ``n`` questions about the archive and tuning sites (the eval's templates; the new
+    sites are never named, so no eval item is among them) and ``n`` general questions, shuffled."""
+    domain: list[str] = []
+    while len(domain) < n:
+        text = question(r, r.choice(sorted(PARAMS)), r.choice(codes))
+        if text not in domain and text not in eval_questions:
+            domain.append(text)
+    general = sorted({template.format(*(f if isinstance(f, tuple) else (f,))) for template, fills in GENERAL
+                      for f in fills})
+    general = r.sample(general, min(n, len(general)))
+    rows = [{"text": t, "target": "domain"} for t in domain] + [{"text": t, "target": "general"} for t in general]
+    r.shuffle(rows)
+    return rows
 
 
 if __name__ == "__main__":
