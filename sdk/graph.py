@@ -1,7 +1,9 @@
-"""A small DAG: add nodes and edges, topological order, a cycle error that names the cycle."""
+"""A small DAG: add nodes and edges, topological order, a cycle error that names the cycle (found by the standard
+library's ``graphlib``)."""
 
 from __future__ import annotations
 
+import graphlib
 from typing import Iterable
 
 
@@ -23,23 +25,21 @@ class Graph:
             self.deps.setdefault(d, [])
 
     def order(self) -> list[str]:
-        """Dependencies first; ties keep insertion order (stable plans)."""
+        """Dependencies first; ties keep insertion order (stable plans). A cycle raises :class:`CycleError` naming
+        it, each node followed by one it depends on."""
+        try:
+            graphlib.TopologicalSorter(self.deps).prepare()
+        except graphlib.CycleError as e:
+            raise CycleError(list(reversed(e.args[1]))) from None
         out: list[str] = []
-        state: dict[str, int] = {}
-        stack: list[str] = []
+        done: set[str] = set()
 
-        def visit(n: str) -> None:
-            if state.get(n) == 2:
-                return
-            if state.get(n) == 1:
-                raise CycleError(stack[stack.index(n):] + [n])
-            state[n] = 1
-            stack.append(n)
-            for d in self.deps[n]:
-                visit(d)
-            stack.pop()
-            state[n] = 2
-            out.append(n)
+        def visit(n: str) -> None:  # depth first, so that each node follows its own dependencies closely
+            if n not in done:
+                done.add(n)
+                for d in self.deps[n]:
+                    visit(d)
+                out.append(n)
 
         for n in list(self.deps):
             visit(n)

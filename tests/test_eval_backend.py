@@ -32,11 +32,11 @@ def recipe(folder: Path, body: str, models: tuple[Path, Path]) -> Path:
 
 
 def state(folder: Path) -> dict:
-    return StateStore(folder / ".dsl").load().steps
+    return StateStore(folder / ".dsl" / "t").load().steps
 
 
 def artifact(folder: Path, step: str) -> Path:
-    return folder / ".dsl" / state(folder)[step]["artifact"]
+    return folder / ".dsl" / "t" / state(folder)[step]["artifact"]
 
 
 SIDE_BY_SIDE = """  eval mc {
@@ -113,7 +113,7 @@ def test_failed_gate_keeps_the_report_and_says_why(tmp_path: Path, models: tuple
     assert "p = " in r.stdout and "Report (eval.mc):" in r.stdout
     st = state(tmp_path)["eval.mc"]
     assert st["status"] == "gate_failed"
-    md = (tmp_path / ".dsl" / st["artifact"] / "report.md").read_text()
+    md = (tmp_path / ".dsl" / "t" / st["artifact"] / "report.md").read_text()
     assert "FAILED (base_model.a.accuracy.ci_low = " in md
     r = run_dsl("report", str(tmp_path / "r.dsl"))
     assert r.returncode == 0 and "FAILED" in r.stdout
@@ -176,7 +176,7 @@ def test_endpoint_failing_mid_run_stops_then_resumes(tmp_path: Path, models: tup
         assert "endpoint:expert stopped at item q4" in r.stderr and "failed after 2 attempts" in r.stderr
         assert "3 answers are saved for endpoint:expert" in r.stderr and "Traceback" not in r.stderr
         assert len(calls) == 5  # three answers, then one try and one retry
-        saved = list((tmp_path / ".dsl" / "checkpoints" / "eval.mc").rglob("answers-*.jsonl"))
+        saved = list((tmp_path / ".dsl" / "t" / "checkpoints" / "eval.mc").rglob("answers-*.jsonl"))
         assert len(saved) == 1 and [json.loads(x)["id"] for x in saved[0].read_text().splitlines()] == ["q1", "q2", "q3"]
 
         healthy["ok"] = True
@@ -222,3 +222,49 @@ def test_answer_nll_scores_the_answer_after_the_prompt(tmp_path: Path, models: t
     # conditional on the prompt: context in it changes the score, the token count stays
     with_context = local.answer_nll("Context: an INVITE request starts a call.\n" + prompt, "INVITE")
     assert with_context[1] == n and with_context[0] != pytest.approx(nll)
+
+
+@pytest.mark.parametrize("answers, calls, ok", [([None, None], 3, True), ([None, None, None], 3, False)])
+def test_endpoint_model_retries_through_the_openai_client(answers: list, calls: int, ok: bool) -> None:
+    """Server errors are retried by the openai client up to max_retries, then named; nothing else sleeps."""
+    from sdk.backends.eval_models import EndpointModel
+    from sdk.errors import DslError
+    from sdk.spec import Endpoint
+
+    seen: list[int] = []
+
+    def reply(messages: list[dict], n: int) -> str | None:
+        seen.append(n)
+        return answers[n - 1] if n <= len(answers) else "fine"
+
+    with openai_server(reply) as url:
+        model = EndpointModel(Endpoint(url=url, model="m", max_retries=2))
+        if ok:
+            assert model.ask("q", 4) == "fine"
+        else:
+            with pytest.raises(DslError, match="failed after 3 attempts: InternalServerError"):
+                model.ask("q", 4)
+    assert seen == list(range(1, calls + 1))
+
+
+def test_endpoint_model_does_not_retry_a_client_error() -> None:
+    from fastapi import FastAPI  # noqa: F401 - the server below needs the serve extra
+
+    from sdk.backends.eval_models import EndpointModel
+    from sdk.errors import DslError
+    from sdk.spec import Endpoint
+    from tests._openai_server import OpenAIServer
+
+    calls: list[dict] = []
+
+    def handler(body: dict, request: object) -> object:
+        from fastapi.responses import JSONResponse
+
+        calls.append(body)
+        return JSONResponse({"error": {"message": "no such model", "type": "invalid_request_error"}}, status_code=404)
+
+    with OpenAIServer(handler) as server:
+        model = EndpointModel(Endpoint(url=f"http://127.0.0.1:{server.port}/v1", model="m", max_retries=3))
+        with pytest.raises(DslError, match="failed after 1 attempt: NotFoundError"):
+            model.ask("q", 4)
+    assert len(calls) == 1  # a 404 is an answer, not a hiccup

@@ -40,3 +40,20 @@ def test_a_second_kind_of_the_same_name_is_refused() -> None:
         register_kind(Kind(name="rag", block=type("Other", (S.Block,), {})))
     with pytest.raises(ValueError, match="role"):
         Kind(name="x", block=S.Block, role="wizard")
+
+
+def test_a_cycle_is_found_by_graphlib_and_named_in_dependency_order() -> None:
+    from sdk.graph import CycleError, Graph
+
+    g = Graph()
+    g.add("a", ["b"])
+    g.add("b", ["c"])
+    g.add("c", ["a"])
+    g.add("d")
+    with pytest.raises(CycleError, match=r"^cycle: a -> b -> c -> a$"):
+        g.order()
+    ok = Graph()
+    ok.add("x", ["y"])
+    ok.add("y")
+    ok.add("z", ["x"])
+    assert ok.order() == ["y", "x", "z"]  # dependencies first, ties in insertion order

@@ -1,9 +1,8 @@
 """What an eval asks: a local causal LM (generation and log-likelihood scoring, as lm-evaluation-harness does), an
-OpenAI-compatible endpoint (retried with backoff) and an LLM judge."""
+OpenAI-compatible endpoint (retried with backoff by the openai client) and an LLM judge."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -145,28 +144,30 @@ class LocalModel:
 
 
 class EndpointModel:
-    """An OpenAI-compatible endpoint, retried with backoff."""
+    """An OpenAI-compatible endpoint, through the ``openai`` client and its own retries (``max_retries``, with
+    backoff: connection errors, timeouts, 408, 409, 429 and 5xx; never another 4xx)."""
 
     def __init__(self, endpoint: Any) -> None:
         from openai import OpenAI
 
         key = endpoint.api_key.resolve() if endpoint.api_key else "unused"
         self.endpoint = endpoint
-        self.client = OpenAI(base_url=endpoint.url, api_key=key, timeout=endpoint.timeout, max_retries=0)
+        self.client = OpenAI(base_url=endpoint.url, api_key=key, timeout=endpoint.timeout,
+                             max_retries=endpoint.max_retries)
 
     def ask(self, text: str, max_tokens: int) -> str:
-        delay, last = 0.5, None
-        for _ in range(self.endpoint.max_retries + 1):
-            try:
-                reply = self.client.chat.completions.create(model=self.endpoint.model, max_tokens=max_tokens,
-                                                            messages=[{"role": "user", "content": text}], temperature=0)
-                return reply.choices[0].message.content or ""
-            except Exception as e:  # noqa: BLE001 - retried, then reported
-                last = e
-                time.sleep(delay)
-                delay *= 2
-        raise DslError(f"endpoint {self.endpoint.url} (model {self.endpoint.model}) failed after "
-                       f"{self.endpoint.max_retries + 1} attempts: {type(last).__name__}: {last}")
+        import openai
+
+        try:
+            reply = self.client.chat.completions.create(model=self.endpoint.model, max_tokens=max_tokens,
+                                                        messages=[{"role": "user", "content": text}], temperature=0)
+        except openai.OpenAIError as e:
+            status = getattr(e, "status_code", None)
+            retried = status is None or status in (408, 409, 429) or status >= 500
+            tries = self.endpoint.max_retries + 1 if retried else 1
+            raise DslError(f"endpoint {self.endpoint.url} (model {self.endpoint.model}) failed after {tries} "
+                           f"attempt{'s' if tries > 1 else ''}: {type(e).__name__}: {e}") from None
+        return reply.choices[0].message.content or ""
 
 
 def _local(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:
