@@ -65,15 +65,14 @@ class Prompter:
     the block's Jinja2 ``prompt`` (variables: question, choices, context)."""
 
     def __init__(self, template: str | None) -> None:
-        self.template = None
-        if template:
-            from jinja2 import Environment, StrictUndefined
-
-            self.template = Environment(undefined=StrictUndefined, autoescape=False).from_string(template)
+        self.template = template or None  # rendered in the project's one sandbox (sdk.templating)
 
     def __call__(self, item: EvalItem, context: str | None = None) -> str:
         if self.template is not None:
-            return self.template.render(question=item.question, choices=item.choices or [], context=context or "")
+            from sdk.templating import render
+
+            return render(self.template, "the eval's prompt template", question=item.question,
+                          choices=item.choices or [], context=context or "")
         if context:
             return CONTEXT_PROMPT.format(context=context, question=item.question)  # too long: cut at the left
         return RAW_PROMPT.format(question=item.question)

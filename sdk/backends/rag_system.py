@@ -87,15 +87,10 @@ class RagSystem:
 
     def render_prompt(self, question: str, documents: list[dict[str, Any]]) -> str:
         """The prompt with the documents numbered from 1 (the jinja2 template gets ``documents`` and ``question``)."""
-        from jinja2 import StrictUndefined
-        from jinja2.sandbox import SandboxedEnvironment
+        from sdk.templating import render
 
-        env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         docs = [_Doc(d["id"], d["content"], d["meta"], d.get("score")) for d in documents]
-        try:
-            return env.from_string(self.prompt).render(documents=docs, question=question)
-        except Exception as e:  # noqa: BLE001 - a broken template is the user's to fix
-            raise DslError(f"rag.{self.label}: the prompt template cannot be rendered: {e}") from None
+        return render(self.prompt, f"rag.{self.label}: the prompt template", documents=docs, question=question)
 
     def answer(self, question: str, *, max_new_tokens: Optional[int] = None) -> dict[str, Any]:
         documents = self.retrieve(question)

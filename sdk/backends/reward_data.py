@@ -123,12 +123,10 @@ def asked(row: dict[str, Any], template: str) -> str:
     """The text a row asks: its prompt, or with context, the rag prompt over its numbered passages."""
     if not row["context"]:
         return row["prompt"]
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+    from sdk.templating import render
 
     docs = [{"id": p["source"], "content": p["content"], "meta": {"source": p["source"]}} for p in row["context"]]
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    return env.from_string(template).render(documents=docs, question=row["prompt"]).strip()
+    return render(template, "the rag prompt template", documents=docs, question=row["prompt"]).strip()
 
 
 def overlap(rows: list[dict[str, Any]], items: list[Any]) -> list[tuple[int, Any]]:

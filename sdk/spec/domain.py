@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from sdk.spec import kinds as K
 from sdk.spec.paths import file_ref_problems
+from sdk.spec.templates import template_problems
 from sdk.spec.values import Block, Label, Problem, Ref, parse_ref, refs_in, suggest
 
 
@@ -113,6 +114,8 @@ class SpecBase(Block):
             for path, message in file_ref_problems(self, kind, label, block, check_files):
                 add(path, message, "file() paths must stay inside the folder of the recipe"
                     if "escapes" in message else None)
+            for path, message in template_problems(self, kind, label, block, check_files):
+                add(path, message, "a template may only use its variables (no _attributes), with bounded loops")
         return problems
 
 

@@ -15,9 +15,11 @@ _MARK = "ANSWER_7f3a"
 
 def end_of_turn_problem(template: str) -> Optional[str]:
     """Why ``template`` cannot teach a model to end its turn, or None."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2 import Undefined
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    from sdk.templating import environment
+
+    env = environment(trim_blocks=True, lstrip_blocks=True, undefined=Undefined)
     messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": _MARK}]
     try:
         text = env.from_string(_GENERATION_TAGS.sub("", template)).render(
@@ -87,3 +89,40 @@ def chat_template_problems(spec: Any, label: str, block: Any, kind: str) -> list
     return [Problem(path=(kind, label, where), message=problem, hint=HINT)]
 
 
+
+
+# ------------------------------------------------------------------------ every template attribute, sandboxed
+
+def template_attrs(block_cls: Any) -> tuple[str, ...]:
+    """The fields of a block class that hold a template (a string or ``file(...)``): found from the schema, so
+    a kind that adds one is covered by the static check (and its test) without a list to keep."""
+    import typing
+
+    def holds_file(tp: Any) -> bool:
+        return tp is FileRef or any(holds_file(a) for a in typing.get_args(tp))
+
+    return tuple(name for name, f in getattr(block_cls, "model_fields", {}).items() if holds_file(f.annotation))
+
+
+def template_problems(spec: Any, kind: str, label: str, block: Any, check_files: bool) -> list[tuple[tuple, str]]:
+    """(path, message) for each template attribute whose text the sandbox refuses before anything renders it
+    (an escape payload, or unbounded work); a ``file(...)`` is read only when files are checked."""
+    from sdk.spec.paths import confine, max_bytes, regular_file_problem
+    from sdk.templating import problem
+
+    out = []
+    for attr in template_attrs(type(block)):
+        value = getattr(block, attr, None)
+        text, shown = (value, "") if isinstance(value, str) else (None, "")
+        if isinstance(value, FileRef) and check_files:
+            path, bad = confine(spec, value.path)
+            if path is None or bad or regular_file_problem(path, value.path, max_bytes(spec)):
+                continue  # reported by the file checks
+            try:
+                text, shown = path.read_text(encoding="utf-8"), f" (in {value.path})"
+            except (OSError, UnicodeDecodeError):
+                continue
+        why = problem(text) if text else None
+        if why:
+            out.append(((kind, label, attr), f"the {attr} template{shown} is refused: {why}"))
+    return out

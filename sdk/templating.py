@@ -1,0 +1,173 @@
+"""The one Jinja environment of the project: every template it renders (rag, eval and reward prompts, the dry run
+of chat templates at plan time) goes through :func:`environment` / :func:`render`.
+
+A template may come from someone else (a shared recipe, a prompt file, an ``extends`` base), so it is data, never
+code: the environment is jinja2's ``ImmutableSandboxedEnvironment`` (no ``__class__``/``__globals__`` walks, no
+``__subclasses__``, no mutation of passed values, ``str.format`` checked), with ``StrictUndefined`` and bounded
+work: ``range`` shares one budget per render, ``*`` and ``**`` cannot build huge values, padding widths (``center``,
+``indent``, format specs like ``{:>1000000000}``) are capped, and the output has a size limit. Autoescape is off
+by default (prompts are plain text) and on for HTML (``autoescape=True``).
+
+:func:`problem` is the static check run at validation time on every template attribute of every kind: it refuses
+the known escape payloads before anything renders, so the error is located at the recipe's value."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from sdk.errors import DslError
+
+MAX_RANGE_ITEMS = 100_000  # items all range() calls of one render may produce together
+MAX_VALUE = 1_000_000  # characters (or items) the repeats (``*``) of one render may build together
+MAX_OUTPUT = 4_000_000  # characters a render may produce
+MAX_WIDTH = 10_000  # padding width of center/indent/format specs
+_WIDE = re.compile(r"\d{6,}")  # a number of 6+ digits in a format spec or %-format string: a width too large
+
+
+class TemplateRefused(DslError):
+    """A template tried something the sandbox refuses (an escape, or unbounded work)."""
+
+
+def _refuse(what: str) -> None:
+    raise TemplateRefused(f"refused: {what}")
+
+
+def environment(autoescape: bool = False, **options: Any) -> Any:
+    """A fresh sandboxed environment (jinja2 imported here: it is a heavy-ish, optional import path)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**", "%"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**":
+                if isinstance(left, int) and isinstance(right, int) and \
+                        right > 0 and max(abs(left), 2).bit_length() * right > 4096:
+                    _refuse(f"{left} ** {right} is too large")
+                return left ** right
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                        budget["built"] -= max(len(seq) * n, 0)
+                        if budget["built"] < 0:
+                            _refuse(f"repeats building over {MAX_VALUE} items in one render")
+                return left * right
+            if isinstance(left, str) and _WIDE.search(left):
+                _refuse("a %-format width over the limit")
+            return left % right
+
+        def wrap_str_format(self, value: Any) -> Any:
+            wrapped = super().wrap_str_format(value)
+            if wrapped is not None and _WIDE.search(str(value.__self__)):
+                _refuse("a format width over the limit")
+            return wrapped
+
+    budget = {"left": MAX_RANGE_ITEMS, "built": MAX_VALUE}
+    env = Sandbox(undefined=options.pop("undefined", StrictUndefined), autoescape=autoescape, **options)
+
+    def bounded_range(*args: int) -> range:
+        r = range(*args)
+        budget["left"] -= len(r)
+        if budget["left"] < 0:
+            _refuse(f"range() over {MAX_RANGE_ITEMS} items in one render")
+        return r
+
+    env.globals["range"] = bounded_range
+    env.globals.pop("lipsum", None)
+    for name in ("center", "indent", "wordwrap", "truncate", "format"):
+        env.filters[name] = _capped(env.filters[name])
+    env.budget = budget
+    return env
+
+
+def _capped(fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], str) and fn.__name__ == "do_format" and _WIDE.search(args[0]):
+            _refuse("a format width over the limit")
+        if any(isinstance(a, int) and not isinstance(a, bool) and a > MAX_WIDTH
+               for a in [*args[1:], *kwargs.values()]):
+            _refuse(f"a width over {MAX_WIDTH}")
+        return fn(*args, **kwargs)
+
+    for attr in ("jinja_pass_arg",):
+        if hasattr(fn, attr):
+            setattr(wrapper, attr, getattr(fn, attr))
+    return wrapper
+
+
+def render(template: str, where: str, autoescape: bool = False, **variables: Any) -> str:
+    """``template`` rendered with ``variables`` in the sandbox; any failure is a DslError that starts with
+    ``where`` (e.g. ``rag.docs: the prompt template``) and says what jinja refused, never a traceback."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        tpl = environment(autoescape=autoescape).from_string(template)
+        out: list[str] = []
+        size = 0
+        for piece in tpl.generate(**variables):
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                _refuse(f"output over {MAX_OUTPUT} characters")
+            out.append(piece)
+        return "".join(out)
+    except TemplateRefused as e:
+        raise TemplateRefused(f"{where} is refused: {str(e).removeprefix('refused: ')}") from None
+    except SecurityError as e:
+        raise TemplateRefused(f"{where} is refused by the sandbox: {e}") from None
+    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
+        raise DslError(f"{where} cannot be rendered ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------------------- the static check
+
+_DANGER = re.compile(r"__\w+__|\bmro\b|\bfunc_globals\b|\bf_globals\b|\bgi_frame\b|\bcr_frame\b")
+
+
+def problem(template: str) -> Optional[str]:
+    """Why a template is refused before it runs (an escape payload or unbounded work), or None. Templates that do
+    not parse are not refused here: nothing renders them (they fail, with jinja's message, where they are used)."""
+    from jinja2 import TemplateSyntaxError, nodes
+    from jinja2.exceptions import SecurityError
+
+    env = environment()
+    try:
+        tree = env.parse(template)
+    except TemplateSyntaxError:
+        return None
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Const, nodes.Name, nodes.Filter, nodes.Call)):
+        for text in _names_in(node):
+            if _DANGER.search(text) or text.startswith("_"):
+                return f"it reaches for {text!r}, an internal attribute; templates may only read their variables"
+    from jinja2 import ChainableUndefined
+
+    dry = environment(undefined=ChainableUndefined)
+    try:
+        out = 0
+        for piece in dry.from_string(template).generate():
+            out += len(piece)
+            if out > MAX_OUTPUT:
+                return f"it writes over {MAX_OUTPUT} characters"
+    except TemplateRefused as e:
+        return f"it asks for unbounded work ({str(e).removeprefix('refused: ')})"
+    except SecurityError as e:
+        return f"the sandbox refuses it ({e})"
+    except Exception:  # noqa: BLE001 - a dry run with placeholder variables may fail for ordinary reasons
+        return None
+    return None
+
+
+def _names_in(node: Any) -> list[str]:
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.Getattr):
+        return [node.attr]
+    if isinstance(node, (nodes.Name,)):
+        return [node.name]
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return [node.value] if ("__" in node.value or _DANGER.search(node.value)) else []
+    if isinstance(node, nodes.Filter) and node.name == "attr":
+        return [a.value for a in node.args if isinstance(a, nodes.Const) and isinstance(a.value, str)]
+    return []

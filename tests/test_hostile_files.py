@@ -1,0 +1,108 @@
+"""Hostile files: templates that try to run code or unbounded work, links in the workdir, edited manifests, files
+swapped between check and read, oversized corpus files. Each scenario uses real files (and the real `dsl`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import sdk
+from dsl.parser import load
+from sdk.errors import DslError
+from tests._specs import SMALL, write_small
+from tests.conftest import run_dsl
+
+# ---------------------------------------------------------------------------------------------- templates
+
+
+def _payloads(proof: Path) -> list[str]:
+    cmd = f"touch {proof}"
+    return [
+        f"{{{{ cycler.__init__.__globals__.os.popen('{cmd}').read() }}}}",
+        f"{{{{ joiner.__init__.__globals__['os'].system('{cmd}') }}}}",
+        f"{{{{ namespace.__init__.__globals__.os.system('{cmd}') }}}}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        f"{{{{ ()|attr('__class__')|attr('__base__')|attr('__subclasses__')() }}}}",
+        "{{ '{0.__class__.__init__.__globals__}'.format(cycler) }}",
+        "{{ range(10**9)|list|length }}",
+        "{{ 'a' * 10**9 }}",
+        "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+        "{{ '{:>999999999}'.format('x') }}",
+        "{{ 'x'|center(999999999) }}",
+    ]
+
+
+def _template_attrs() -> list[tuple[str, str]]:
+    from sdk.spec import kinds as K
+    from sdk.spec.templates import template_attrs
+
+    return [(k.name, a) for k in K.all_kinds() for a in template_attrs(k.block)]
+
+
+def test_template_attributes_are_found_from_the_kind_registry() -> None:
+    found = set(_template_attrs())
+    assert {("eval", "prompt"), ("rag", "prompt"), ("reward", "prompt"), ("finetune", "chat_template"),
+            ("base_model", "chat_template"), ("align", "chat_template"), ("eval", "rubric")} <= found, found
+
+
+@pytest.mark.parametrize("kind,attr", _template_attrs())
+def test_every_template_attribute_refuses_escape_payloads_before_anything_runs(tmp_path: Path, kind: str,
+                                                                                attr: str) -> None:
+    from sdk.spec import kinds as K
+    from sdk.spec.templates import template_problems
+    from sdk.spec.values import FileRef
+
+    proof = tmp_path / "PROOF"
+    spec = sdk.Domain("d", base_dir=tmp_path).build(check_files=False)
+    block_cls = K.get_kind(kind).block
+    for i, payload in enumerate(_payloads(proof)):
+        (tmp_path / f"t{i}.j2").write_text(payload)
+        for value in (payload, FileRef(f"t{i}.j2")):
+            block = block_cls.model_construct(**{attr: value})
+            problems = template_problems(spec, kind, "x", block, True)
+            assert len(problems) == 1 and problems[0][0] == (kind, "x", attr), (payload, problems)
+            assert "is refused" in problems[0][1]
+    assert not proof.exists()
+
+
+def test_a_hostile_eval_prompt_is_a_located_error_and_runs_nothing(tmp_path: Path) -> None:
+    proof = tmp_path / "PROOF"
+    payload = _payloads(proof)[0]
+    recipe = SMALL.replace("metrics = [exact_match, f1]", f'metrics = [exact_match, f1]\n    prompt = "{payload}"')
+    path = write_small(tmp_path, recipe)
+    r = run_dsl("apply", str(path), "--backend", "test")
+    assert r.returncode == 1 and "recipe.dsl:41:14" in r.stderr and "prompt template is refused" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not proof.exists()
+
+
+@pytest.mark.parametrize("payload_index", range(11))
+def test_every_renderer_refuses_at_run_time_too(tmp_path: Path, payload_index: int) -> None:
+    """The sandbox itself, without the static check: the eval prompt, the rag prompt and the reward prompt."""
+    from sdk.backends.eval_answers import Prompter
+    from sdk.backends.rag_system import RagSystem
+    from sdk.backends.reward_data import asked
+    from sdk.evalsets import EvalItem
+
+    proof = tmp_path / "PROOF"
+    payload = _payloads(proof)[payload_index]
+    item = EvalItem(id="1", question="q", answers=["a"])
+    rag = RagSystem.__new__(RagSystem)
+    rag.prompt, rag.label = payload, "docs"
+    row = {"prompt": "q", "context": [{"source": "a.md", "content": "c"}]}
+    for render in (lambda: Prompter(payload)(item), lambda: rag.render_prompt("q", []), lambda: asked(row, payload)):
+        with pytest.raises(DslError) as e:
+            render()
+        assert "refused" in str(e.value) or "cannot be rendered" in str(e.value), e.value
+    assert not proof.exists()
+
+
+def test_ordinary_templates_render_as_before() -> None:
+    from sdk.templating import problem, render
+
+    tpl = "{% for d in documents %}[{{ loop.index }}] {{ d.content }}\n{% endfor %}Q: {{ question|upper }}"
+    assert problem(tpl) is None
+    assert render(tpl, "t", documents=[{"content": "x"}], question="why") == "[1] x\nQ: WHY"
+    assert render("{{ x }}", "t", autoescape=True, x="<b>") == "&lt;b&gt;"
