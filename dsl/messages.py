@@ -53,12 +53,14 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _type_hint(kind: str, got: Any, written: Optional[Value]) -> tuple[str, Optional[str]]:
+def _type_hint(kind: str, got: Any, written: Optional[Value], secret: bool = False) -> tuple[str, Optional[str]]:
     """(what was written, hint) for a value of the wrong type."""
     wkind = written.kind if written is not None else ("bool" if isinstance(got, bool) else
                                                       "number" if isinstance(got, (int, float)) else
                                                       "string" if isinstance(got, str) else "")
     what = KIND_WORDS.get(wkind, f"a {type(got).__name__}")
+    if wkind == "name" and isinstance(got, str) and len(got) < 80 and not secret:
+        what = f"{what} {got!r}"  # the refused word is named: `packing = yes` -> got a bare name 'yes'
     raw = written.raw if written is not None and written.raw else None
     if kind in ("int_type", "int_from_float", "float_type", "int_parsing", "float_parsing"):
         if isinstance(got, str) and wkind == "string" and re.fullmatch(r"\s*[-+]?[\d_.]+([eE][-+]?\d+)?\s*", got):
@@ -130,7 +132,7 @@ def friendly(err: dict[str, Any], w: Written) -> Optional[Diagnostic]:
     if kind in EXPECTED:
         if isinstance(got, dict) and "type" in got and kind in ("string_type", "int_type", "float_type"):
             return None
-        what, hint = _type_hint(kind, got, w.values.get(loc))
+        what, hint = _type_hint(kind, got, w.values.get(loc), secret)
         return Diagnostic(f"{describe(loc)}: expected {EXPECTED[kind]}, got {what}", at(), hint)
     if kind == "literal_error":
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
@@ -151,6 +153,10 @@ def friendly(err: dict[str, Any], w: Written) -> Optional[Diagnostic]:
     if kind == "string_pattern_mismatch" and loc and loc[-1] not in ("table",):
         shown = repr(got) if not secret else "the value"
         return Diagnostic(f"{describe(loc)}: {shown} is not a valid name (letters, digits and _)", at())
+    if kind == "finite_number":  # 1e400 parses as inf; inf and nan are refused in every number
+        raw = w.values[loc].raw if w.values.get(loc) is not None and w.values[loc].raw else None
+        return Diagnostic(f"{describe(loc)}: {raw or 'the value'} is not a finite number", at(),
+                          "a number is at most about 1.8e308 in size, and never inf or nan")
     text = msg[0].lower() + msg[1:] if msg else msg
     text = re.sub(r"^value error, ", "", text)
     if isinstance(got, dict):  # a rule over a whole block: point at the attribute that breaks it

@@ -23,6 +23,7 @@ from sdk.errors import Span
 INDENT = "  "
 WIDTH = 100
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENUM_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*$")  # onnx-int8 is written bare, as the docs do
 _RESERVED = {"true", "false", "null", "and", "or", "not", "extends"}
 _NOWHERE = Span("<spec>", 0, 0)
 
@@ -165,7 +166,7 @@ def _value(v: Any, enums: set[str]) -> Value:
     if isinstance(v, (int, float)):
         return Value("number", v, _NOWHERE)
     if isinstance(v, str):
-        if v in enums and _IDENT.match(v) and v not in _RESERVED:
+        if v in enums and _ENUM_WORD.match(v) and v not in _RESERVED:
             return Value("name", v, _NOWHERE)
         if "\n" in v and '"""' not in v and not v.endswith('"'):
             return Value("string", v, _NOWHERE, raw=f'"""{v}"""')

@@ -23,6 +23,9 @@ from sdk.errors import Diagnostic, Span
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 BOM = "\ufeff"
+# a bare word with hyphens and no spaces (`onnx-int8`): the lexer reads it as a subtraction of names, taken back here
+HYPHEN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+")
+HYPHEN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:-[A-Za-z0-9_]+)+")
 
 
 def _span(path: str, meta_or_token: Any) -> Span:
@@ -173,6 +176,12 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def sum(self, meta: Any, children: list[Any]) -> Value:
+        raw = self.text[meta.start_pos:meta.end_pos] if getattr(meta, "start_pos", None) is not None else ""
+        if HYPHEN_WORD.fullmatch(raw):  # `onnx-int8`, as the docs write enum values: one bare word
+            return Value("name", raw, _span(self.path, meta))
+        if HYPHEN_NAME.fullmatch(raw):  # `corpus.my-docs`: a hyphen inside a reference
+            msg = f"{raw!r} is not a name: names are letters, digits and _, not -"
+            raise ParseError(msg, [Diagnostic(msg, _span(self.path, meta), f"write {raw.replace('-', '_')}")])
         return self._binary(meta, children)
 
     @v_args(meta=True)

@@ -10,6 +10,7 @@ from typing import Optional
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from dsl.characters import ascii_hint, hyphen_hint, unicode_hint
 from sdk.errors import Diagnostic, Span, SpecError
 
 MAX_DEPTH = 64
@@ -166,12 +167,16 @@ def syntax_error(e: UnexpectedInput, text: str, path: str) -> ParseError:
     pos = getattr(e, "pos_in_stream", None) or 0
     hint: Optional[str] = None
     if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        if text[pos:pos + 1] == "." and pos + 1 < len(text) and not text[pos + 1].isascii():
+            pos, col = pos + 1, col + 1  # `corpus.аrchive`: the letter is at fault, not the dot before it
+        ch = text[pos] if pos < len(text) else ""
         msg = f"unexpected character {ch!r}"
         if ch == '"':
             msg, hint = "unterminated string", "close the string with \" on the same line, or use \"\"\"...\"\"\""
+        elif ch and not ch.isascii():
+            msg, hint = unicode_hint(text, pos) or (msg, None)
         else:
-            hint = _habit_hint(text, pos, repr(ch), [])
+            hint = ascii_hint(text, pos) or _habit_hint(text, pos, repr(ch), [])
     elif isinstance(e, (UnexpectedToken, UnexpectedEOF)):
         tok = getattr(e, "token", None)
         expected = sorted({TOKEN_NAMES.get(t, t) for t in (getattr(e, "expected", None) or [])})
@@ -187,7 +192,7 @@ def syntax_error(e: UnexpectedInput, text: str, path: str) -> ParseError:
                 line, col = 1, 1
         else:
             pos = tok.start_pos or 0
-            hint = _habit_hint(text, pos, found, expected)
+            hint = _habit_hint(text, pos, found, expected) or hyphen_hint(text, pos)
             if hint is None and tok.type == "NAME" and "'='" in expected:
                 hint = "an attribute is written NAME = VALUE"
     else:  # pragma: no cover

@@ -70,3 +70,19 @@ def test_empty_and_domainless_files_get_one_located_error() -> None:
 def test_deep_nesting_is_a_located_error_not_an_internal_one() -> None:
     proc = run_dsl("validate", "deep_nesting.dsl", cwd=GOLDEN)
     assert proc.returncode == 1 and "nesting deeper than 64 brackets" in proc.stderr and "internal" not in proc.stderr
+
+
+def test_odd_characters_and_habits_name_what_to_write() -> None:
+    hints = {"confusable_letter": "hint: write corpus.archive in plain ASCII letters",
+             "single_quotes": 'hint: strings use double quotes: write "notes.txt"',
+             "slash_comment": "hint: comments start with # and run to the end of the line: write # the handbook",
+             "percent_sign": "hint: a share is written as a fraction: write 0.3 for 30%",
+             "hyphen_label": "hint: names are letters, digits and _, not -: write cell_sites",
+             "hyphen_reference": "hint: write corpus.cell_sites",
+             "bare_words": "hint: did you mean 'onnx-int8'?"}
+    for case, hint in hints.items():
+        assert hint in (GOLDEN / f"{case}.err").read_text(), case
+    # a look-alike letter right after a dot: the caret is under the letter (column 30), not the dot (29)
+    assert (GOLDEN / "confusable_letter.err").read_text().startswith(
+        "confusable_letter.dsl:3:30: error: unexpected character 'а': CYRILLIC SMALL LETTER A (U+0430) looks like 'a'")
+    assert "got a bare name 'yes'" in (GOLDEN / "bare_words.err").read_text()

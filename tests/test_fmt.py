@@ -161,3 +161,14 @@ def test_fmt_keeps_comments_on_their_lines_and_numbers_as_spelled(spec: sdk.Spec
     for comment, code in comments.items():
         line = next(ln for ln in out.split("\n") if ln.endswith(comment))
         assert line.strip().startswith(code.split(" # ")[0].strip()), (comment, line)
+
+
+def test_fmt_keeps_hyphenated_enum_values_bare_and_their_meaning() -> None:
+    text = ('domain x {\n  corpus c { paths = ["a"] }\n'
+            '  rag r { corpus=corpus.c  embedding_backend=onnx-int8  # as docs/rag.md writes it\n  }\n}\n')
+    out = format_text(text)
+    assert "    embedding_backend = onnx-int8  # as docs/rag.md writes it\n" in out
+    assert format_text(out) == out and loads(out) == loads(text)
+    assert loads(out).rag["r"].embedding_backend == "onnx-int8"
+    printed = print_spec(loads(text))  # a spec prints the value bare too, and reads back the same
+    assert "embedding_backend = onnx-int8\n" in printed and loads(printed) == loads(text)

@@ -109,3 +109,76 @@ def test_secret_value_never_enters_the_spec(monkeypatch: pytest.MonkeyPatch) -> 
     spec = loads('domain t { eval e { data = "x"  systems = [endpoint { url = "http://h/v1", model = "m", api_key = env("KEY") }] } }')
     assert "s3cr3t" not in spec.model_dump_json() and "s3cr3t" not in print_spec(spec)
     assert spec.eval["e"].systems[0].api_key.resolve() == "s3cr3t-value"
+
+
+# ---------------------------------------------------------------- characters and habits from other formats
+
+HABITS = '''domain t {
+  corpus c { paths = ["x"] }
+  rag docs { corpus = corpus.c  top_k = 3 }
+}
+'''
+
+
+def syntax_message(text: str) -> tuple[str, str, int, int]:
+    """(message, hint, line, col) of the one syntax error of ``text``."""
+    with pytest.raises(SpecError) as e:
+        loads(text, path="r.dsl")
+    d = e.value.diagnostics[0]
+    assert d.span is not None
+    return d.message, d.hint or "", d.span.line, d.span.col
+
+
+@pytest.mark.parametrize("before, after, message, hint, caret", [
+    # a Cyrillic letter in a label: named, with its code point and the ASCII spelling
+    ("rag docs", "rag d\u043ecs", "CYRILLIC SMALL LETTER O (U+043E) looks like 'o'", "write docs", "\u043e"),
+    # in a reference right after the dot: the caret is on the letter, not on the dot
+    ("corpus.c ", "corpus.\u0441 ", "CYRILLIC SMALL LETTER ES (U+0441) looks like 'c'", "write corpus.c", "\u0441"),
+    # a Greek letter, an accented letter (found by NFKD), a letter with no look-alike
+    ("top_k", "t\u03bfp_k", "GREEK SMALL LETTER OMICRON (U+03BF) looks like 'o'", "write top_k", "\u03bf"),
+    ("top_k", "t\u00f3p_k", "LATIN SMALL LETTER O WITH ACUTE (U+00F3) looks like 'o'", "write top_k", "\u00f3"),
+    ("top_k", "\u05d0top_k", "HEBREW LETTER ALEF (U+05D0)", "other text belongs inside a string", "\u05d0"),
+    # typographic quotes, 'single quotes', // comments, 30%
+    ('["x"]', "[\u201cx\u201d]", "LEFT DOUBLE QUOTATION MARK (U+201C) looks like '\"'", 'write "x"', "\u201c"),
+    ('["x"]', "['x']", "unexpected character \"'\"", 'strings use double quotes: write "x"', "'"),
+    ("top_k = 3 }", "top_k = 3 }  // three", "unexpected character '/'", "write # three", "/"),
+    ("top_k = 3", "top_k = 30%", "unexpected character '%'", "write 0.3 for 30%", "%"),
+    ("top_k = 3", "top_k = 12.5 %", "unexpected character '%'", "write 0.125 for 12.5%", "%"),
+    # a hyphen in a label, an attribute name or a reference: names use _
+    ("rag docs", "rag my-docs", "unexpected '-'", "write my_docs", "-"),
+    ("top_k", "top-k", "unexpected '-'", "write top_k", "-"),
+    ("corpus.c ", "corpus.my-c ", "'corpus.my-c' is not a name", "write corpus.my_c", "corpus.my"),
+])
+def test_odd_characters_and_habits_get_a_located_hint(before: str, after: str, message: str, hint: str,
+                                                       caret: str) -> None:
+    text = HABITS.replace(before, after, 1)
+    assert text != HABITS
+    got, got_hint, line, got_col = syntax_message(text)
+    assert message in got and hint in got_hint, (got, got_hint)
+    assert line == (2 if "[" in after else 3)
+    assert got_col == text.split("\n")[line - 1].index(caret) + 1  # the caret is on the character at fault
+
+
+def test_hyphenated_enum_values_are_written_bare_as_the_docs_write_them() -> None:
+    text = HABITS.replace("top_k = 3", "embedding_backend = onnx-int8")
+    assert loads(text).rag["docs"].embedding_backend == "onnx-int8"
+    assert loads(text.replace("onnx-int8", '"onnx-int8"')) == loads(text)
+    assert "embedding_backend = onnx-int8" in print_spec(loads(text))
+    with pytest.raises(SpecError) as e:  # the other spelling is refused with the right one as a hint
+        loads(text.replace("onnx-int8", "onnx_int8"))
+    assert "'onnx_int8' is not one of" in e.value.format() and "did you mean 'onnx-int8'?" in e.value.format()
+    # a subtraction in a gate is still a subtraction, with or without spaces
+    gate = E.parse("rag.a.f1 - rag.b.f1 >= 0.1")
+    for written in ("rag.a.f1 - rag.b.f1 >= 0.1", "rag.a.f1-rag.b.f1 >= 0.1"):
+        doc = parse_text(f"domain t {{\n  eval e {{ gate = {written} }}\n}}\n")
+        assert doc.items[0].items[0].items[0].value.value == gate
+
+
+def test_a_refused_bare_word_is_named_with_the_suggestion() -> None:
+    with pytest.raises(SpecError) as e:
+        loads(HABITS.replace("top_k = 3", "rerank_top_k = 2  retriever = hybrid  embedding_backend = yes"))
+    assert "'yes' is not one of auto, torch, onnx, onnx-int8" in e.value.format()
+    with pytest.raises(SpecError) as e:
+        loads(HABITS.replace('paths = ["x"]', 'paths = ["x"]  clean = yes'))
+    assert "corpus.c.clean: expected true or false, got a bare name 'yes'" in e.value.format()
+    assert "hint: did you mean true?" in e.value.format()

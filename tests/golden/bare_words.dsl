@@ -1,0 +1,10 @@
+domain t {
+  corpus c {
+    paths = ["notes.txt"]
+    clean = yes
+  }
+  rag docs {
+    corpus = corpus.c
+    embedding_backend = onnx_int8
+  }
+}

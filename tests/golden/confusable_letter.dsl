@@ -1,0 +1,4 @@
+domain t {
+  corpus archive { paths = ["notes.txt"] }
+  rag docs { corpus = corpus.аrchive }
+}

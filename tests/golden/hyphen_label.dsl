@@ -1,0 +1,3 @@
+domain t {
+  corpus cell-sites { paths = ["notes.txt"] }
+}

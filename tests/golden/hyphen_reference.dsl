@@ -1,0 +1,4 @@
+domain t {
+  corpus cell_sites { paths = ["notes.txt"] }
+  rag docs { corpus = corpus.cell-sites }
+}

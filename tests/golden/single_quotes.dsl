@@ -1,0 +1,3 @@
+domain t {
+  corpus c { paths = ['notes.txt'] }
+}

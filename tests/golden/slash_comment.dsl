@@ -1,0 +1,4 @@
+domain t {
+  // the handbook
+  corpus c { paths = ["notes.txt"] }
+}
