@@ -83,7 +83,9 @@ def _load(path: str) -> Any:
 
 
 def _workdir(recipe: Any, workdir: Optional[str]) -> Path:
-    return Path(workdir) if workdir else recipe.spec.base_dir / ".dsl"
+    from sdk.workdirs import workdir_for
+
+    return workdir_for(recipe.spec, workdir, say=lambda m: click.echo(m, err=True))
 
 
 def _warn(recipe: Any) -> Any:
@@ -189,7 +191,7 @@ def fmt(files: tuple[str, ...], check: bool, write: bool) -> None:
 
 
 def _common_plan_options(fn: Any) -> Any:
-    fn = click.option("--workdir", type=click.Path(file_okay=False), help="State and artifacts (default: .dsl beside the recipe).")(fn)
+    fn = click.option("--workdir", type=click.Path(file_okay=False), help="State and artifacts (default: .dsl/<domain>/ beside the recipe).")(fn)
     fn = click.option("--backend", help="Run every step with this backend (e.g. test).")(fn)
     fn = click.option("--target", multiple=True, help="Only this step and its dependencies (repeatable).")(fn)
     fn = click.option("--replace", multiple=True, help="Force this step to re-run (repeatable).")(fn)

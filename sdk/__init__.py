@@ -38,7 +38,7 @@ def plan(spec: Spec, workdir: Optional[Union[str, Path]] = None, *, backend: Opt
          replace: Iterable[str] = (), target: Optional[Iterable[str]] = None, check: bool = True,
          skip_checks: bool = False, on_warning: Optional[Callable[[list[Any]], None]] = None,
          registry: Optional["Registry"] = None) -> "Plan":
-    """The plan for ``spec`` against the state in ``workdir`` (default: ``.dsl`` beside the recipe). ``backend``
+    """The plan for ``spec`` against the state in ``workdir`` (default: ``.dsl/<domain>/`` beside the recipe). ``backend``
     runs every step with one backend (e.g. "test"); ``replace`` forces steps to re-run; ``target`` limits the plan
     to those steps and their dependencies; ``check`` runs the backends' plan-time and environment checks;
     ``skip_checks`` turns failing environment checks into warnings passed to ``on_warning``; ``registry``: a
@@ -46,7 +46,9 @@ def plan(spec: Spec, workdir: Optional[Union[str, Path]] = None, *, backend: Opt
     from sdk.planner import plan as _plan
     from sdk.state import StateStore
 
-    wd = Path(workdir) if workdir else spec.base_dir / ".dsl"
+    from sdk.workdirs import workdir_for
+
+    wd = workdir_for(spec, workdir)
     return _plan(spec, StateStore(wd).load(), registry, backend=backend, replace=replace, target=target, check=check,
                  skip_checks=skip_checks, on_warning=on_warning)
 

@@ -24,6 +24,7 @@ from sdk.plans import Action, Plan, Step
 from sdk.progress import Progress
 from sdk.spec import kinds as K
 from sdk.state import ARTIFACTS, State, StateStore, WorkdirLock, remove_inside, write_atomic
+from sdk.workdirs import workdir_for
 
 
 @dataclass
@@ -60,7 +61,10 @@ class ApplyResult:
 
 
 def default_workdir(spec: S.Spec) -> Path:
-    return spec.base_dir / ".dsl"
+    """``.dsl/<domain>/`` beside the recipe (see :mod:`sdk.workdirs`, which decides it)."""
+    from sdk.workdirs import default_workdir as _default
+
+    return _default(spec)
 
 
 def load_artifact(state: State, step_id: str) -> Optional[Artifact]:
@@ -126,7 +130,7 @@ def apply(
     """Plan and apply. ``on_step(step, event)`` is called with event "start" | "ran" | "up_to_date" |
     "skipped" | "failed" | "gate_failed" | "deleted" (the CLI prints from it). ``skip_checks`` turns failing
     environment checks into warnings, passed to ``on_warning`` (see :func:`sdk.planner.plan`)."""
-    workdir = Path(workdir) if workdir else default_workdir(spec)
+    workdir = workdir_for(spec, workdir)
     registry = registry or Registry()
     replace = tuple(replace)
     log = log or (lambda msg: None)

@@ -71,7 +71,9 @@ def open_workspace(recipe: Union[str, Path, Any], workdir: Optional[Union[str, P
         loaded = loaded or _Source(Path(recipe))
     else:
         spec = recipe
-    wd = Path(workdir) if workdir else spec.base_dir / ".dsl"
+    from sdk.workdirs import workdir_for
+
+    wd = workdir_for(spec, workdir)
     return Workspace(spec, wd, StateStore(wd).load(), loaded)
 
 

@@ -62,7 +62,7 @@ def test_sft_then_dpo_through_dsl_apply_gives_a_model_that_evals_can_name(tmp_pa
               max_new_tokens = 4  bootstrap = 100 }
 ''')
     r = run_dsl("apply", str(path), timeout=900)
-    steps = StateStore(tmp_path / ".dsl").load().steps
+    steps = StateStore(tmp_path / ".dsl" / "t").load().steps
     assert steps["align.pref"]["status"] == "done", r.stderr
     assert steps["eval.side"]["status"] == "done", r.stderr
     m = steps["align.pref"]["metrics"]

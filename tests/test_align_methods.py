@@ -53,7 +53,7 @@ def test_simpo_orpo_and_kto_through_dsl_apply_give_models_that_evals_can_name(tm
               max_new_tokens = 2  bootstrap = 100 }
 ''')
     r = run_dsl("apply", str(path), timeout=900)
-    steps = StateStore(tmp_path / ".dsl").load().steps
+    steps = StateStore(tmp_path / ".dsl" / "t").load().steps
     for step in ("align.orpo", "align.simpo", "align.kto", "eval.side"):
         assert steps[step]["status"] == "done", (step, r.stdout[-2000:], r.stderr[-4000:])
     assert "orpo (lora): 2 steps" in r.stdout + r.stderr and "kto (lora): 2 steps" in r.stdout + r.stderr

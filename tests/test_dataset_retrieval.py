@@ -60,8 +60,8 @@ def test_rows_get_the_chunks_the_rag_retrieves_then_train_and_serve_behind_it(tm
 
     r = run_dsl("apply", str(path), timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    st = StateStore(tmp_path / ".dsl").load().steps
-    art = tmp_path / ".dsl" / st["dataset.qa"]["artifact"]
+    st = StateStore(tmp_path / ".dsl" / "t").load().steps
+    art = tmp_path / ".dsl" / "t" / st["dataset.qa"]["artifact"]
     train, val = _rows(art, "train.jsonl"), _rows(art, "validation.jsonl")
     assert len(train) + len(val) == 2 * len(QA) and val  # every row as written and once with its chunk
     assert st["dataset.qa"]["metrics"]["with_retrieval"] == len(QA)
@@ -88,7 +88,7 @@ def test_rows_get_the_chunks_the_rag_retrieves_then_train_and_serve_behind_it(tm
     assert changed == {"dataset.qa", "finetune.ft", "rag.tuned"}, changed
     r = run_dsl("apply", str(path), "--target", "dataset.qa", timeout=300)
     assert r.returncode == 0, r.stderr
-    art = tmp_path / ".dsl" / StateStore(tmp_path / ".dsl").load().steps["dataset.qa"]["artifact"]
+    art = tmp_path / ".dsl" / "t" / StateStore(tmp_path / ".dsl" / "t").load().steps["dataset.qa"]["artifact"]
     rows = _rows(art, "train.jsonl") + _rows(art, "validation.jsonl")
     assert len(rows) == len(QA) and all(r["messages"][1]["content"].startswith("Note: ") for r in rows)
 

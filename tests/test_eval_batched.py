@@ -149,7 +149,7 @@ def test_a_killed_eval_resumes_with_only_the_missing_items(tmp_path: Path, monke
     calls = Calls(monkeypatch, kill_at=2)  # killed while the second chunk is answered
     with pytest.raises(KeyboardInterrupt):
         sdk.apply(load(path))
-    saved = list((tmp_path / "killed" / ".dsl" / "checkpoints" / "eval.g").glob("*/answers-*.jsonl"))
+    saved = list((tmp_path / "killed" / ".dsl" / "e" / "checkpoints" / "eval.g").glob("*/answers-*.jsonl"))
     assert len(saved) == 1 and len(saved[0].read_text().splitlines()) == 3  # the first chunk is saved
     first = set(calls.prompts)
     # a smaller batch after running out of memory keeps the fingerprint, so the saved answers are used

@@ -50,7 +50,7 @@ def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
                                     '    systems = [base_model.a]\n    bootstrap = 200\n  }\n}\n')
     r = run_dsl("apply", str(tmp_path / "r.dsl"), timeout=300)
     assert r.returncode == 0, r.stderr
-    ours = StateStore(tmp_path / ".dsl").load().steps["eval.mc"]["metrics"]["base_model.a"]["accuracy"]["value"]
+    ours = StateStore(tmp_path / ".dsl" / "t").load().steps["eval.mc"]["metrics"]["base_model.a"]["accuracy"]["value"]
     assert ours == pytest.approx(theirs, abs=1e-6)
 
     # and option by option, the same log-likelihoods

@@ -99,7 +99,7 @@ def test_finetune_rag_side_by_side_with_citations_and_contamination(tmp_path: Pa
 }}
 """)
     r = run_dsl("apply", str(tmp_path / "r.dsl"), timeout=600)
-    steps = StateStore(tmp_path / ".dsl").load().steps
+    steps = StateStore(tmp_path / ".dsl" / "t").load().steps
     assert steps["eval.expert"]["status"] == "done", r.stderr
     assert steps["eval.cls"]["status"] == "done", r.stderr
 
@@ -121,7 +121,7 @@ def test_finetune_rag_side_by_side_with_citations_and_contamination(tmp_path: Pa
     assert set(m["comparisons"]) == {"rag.docs", "rag.tuned"}
     assert m["contaminated_items"] == 1
 
-    art = tmp_path / ".dsl" / steps["eval.expert"]["artifact"]
+    art = tmp_path / ".dsl" / "t" / steps["eval.expert"]["artifact"]
     summary = json.loads((art / "summary.json").read_text())
     assert list(summary["contamination"]["items"]) == ["e1"] and summary["contamination"]["items"]["e1"] > 0.5
     assert summary["contamination"]["steps"] == ["corpus.notes", "dataset.qa"]
@@ -134,7 +134,7 @@ def test_finetune_rag_side_by_side_with_citations_and_contamination(tmp_path: Pa
     c = steps["eval.cls"]["metrics"]
     assert c["task"] == "classification"
     assert c["rag.docs"]["recall_at_k"]["value"] == 1.0
-    cls_preds = [json.loads(x) for x in (tmp_path / ".dsl" / steps["eval.cls"]["artifact"] / "predictions.jsonl").read_text().splitlines()]
+    cls_preds = [json.loads(x) for x in (tmp_path / ".dsl" / "t" / steps["eval.cls"]["artifact"] / "predictions.jsonl").read_text().splitlines()]
     assert {p["prediction"] for p in cls_preds} <= {"yes", "no"}  # labels scored by log-likelihood
     assert 0.0 <= c["rag.docs"]["macro_f1"]["ci_low"] <= c["rag.docs"]["macro_f1"]["value"] <= c["rag.docs"]["macro_f1"]["ci_high"]
 

@@ -23,11 +23,11 @@ def test_apply_then_reapply_is_a_noop(tmp_path: Path) -> None:
     path = write_small(tmp_path)
     first = sdk.apply(load(path), backend="test")
     assert first.ok and len(first.ran) == 9
-    state = StateStore(tmp_path / ".dsl").load()
+    state = StateStore(tmp_path / ".dsl" / "demo").load()
     assert all(e["status"] == "done" for e in state.steps.values())
     for step_id, entry in state.steps.items():
         assert not Path(entry["artifact"]).is_absolute()  # a workdir refers to itself relatively
-        art = tmp_path / ".dsl" / entry["artifact"]
+        art = tmp_path / ".dsl" / "demo" / entry["artifact"]
         assert art.parent.name == step_id and art.name == entry["fingerprint"]
         manifest = json.loads((art / "manifest.json").read_text())
         assert manifest["fingerprint"] == entry["fingerprint"] and manifest["backend"] == "test"
@@ -43,11 +43,11 @@ def test_failed_step_keeps_earlier_work_and_the_next_apply_resumes(tmp_path: Pat
     result = sdk.apply(load(path), backend="test", options={"test_fail": "finetune.sip"})
     assert [o.id for o in result.failed] == ["finetune.sip"]
     assert "failing on purpose" in result.failed[0].error
-    state = StateStore(tmp_path / ".dsl").load()
+    state = StateStore(tmp_path / ".dsl" / "demo").load()
     assert state.steps["pretrain.base"]["status"] == "done"
     assert state.steps["finetune.sip"]["status"] == "failed"
     assert "rag.docs" not in state.steps
-    assert not list((tmp_path / ".dsl" / "artifacts").glob("*/.tmp-*"))  # nothing half-written
+    assert not list((tmp_path / ".dsl" / "demo" / "artifacts").glob("*/.tmp-*"))  # nothing half-written
     plan = sdk.plan(load(path), backend="test")
     assert plan.step("pretrain.base").action.value == "noop"
     assert plan.step("finetune.sip").reason.startswith("the last run failed")
@@ -58,13 +58,13 @@ def test_failed_step_keeps_earlier_work_and_the_next_apply_resumes(tmp_path: Pat
 def test_failed_replacement_keeps_the_previous_artifact(tmp_path: Path) -> None:
     path = write_small(tmp_path)
     sdk.apply(load(path), backend="test")
-    old = StateStore(tmp_path / ".dsl").load().steps["finetune.sip"]
+    old = StateStore(tmp_path / ".dsl" / "demo").load().steps["finetune.sip"]
     path.write_text(SMALL.replace("max_steps = 2", "max_steps = 5"))
     result = sdk.apply(load(path), backend="test", options={"test_fail": "finetune.sip"})
     assert result.failed
-    entry = StateStore(tmp_path / ".dsl").load().steps["finetune.sip"]
+    entry = StateStore(tmp_path / ".dsl" / "demo").load().steps["finetune.sip"]
     assert entry["status"] == "failed" and entry["artifact"] == old["artifact"]
-    assert (tmp_path / ".dsl" / old["artifact"] / "manifest.json").is_file()
+    assert (tmp_path / ".dsl" / "demo" / old["artifact"] / "manifest.json").is_file()
 
 
 def test_a_failed_gate_withholds_the_systems_it_names_from_serving(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_concurrent_apply_fails_at_once_with_a_lock_message(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.time() + 30
-        while not (tmp_path / ".dsl" / "state.json").exists() and time.time() < deadline:
+        while not (tmp_path / ".dsl" / "demo" / "state.json").exists() and time.time() < deadline:
             time.sleep(0.05)
         started = time.time()
         with pytest.raises(LockError, match="locked by another dsl apply"):
@@ -151,8 +151,8 @@ def test_custom_backend_through_the_registry(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     result = sdk.apply(spec, registry=registry)
     assert result.ok
-    entry = StateStore(tmp_path / ".dsl").load().steps["corpus.c"]
-    assert entry["backend_version"] == "7" and (tmp_path / ".dsl" / entry["artifact"] / "echo.txt").read_text() == "corpus.c"
+    entry = StateStore(tmp_path / ".dsl" / "d").load().steps["corpus.c"]
+    assert entry["backend_version"] == "7" and (tmp_path / ".dsl" / "d" / entry["artifact"] / "echo.txt").read_text() == "corpus.c"
 
 
 def test_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_a_kind_from_a_plugin_validates_plans_applies_and_shows_in_status(tmp_pa
     status = json.loads(run_dsl("status", str(recipe), "--json", env=env).stdout)
     row = next(r for r in status["steps"] if r["id"] == "glossary.words")
     assert row["status"] == "done" and row["metrics"] == {"terms": 3} and row["summary"] == "3 terms"
-    art = tmp_path / ".dsl" / row["artifact"]
+    art = tmp_path / ".dsl" / "demo" / row["artifact"]
     assert (art / "terms.txt").read_text().split("\n") == ["IMS", "SIP", "VoLTE"]
     again = run_dsl("plan", str(recipe), env=env)
     assert "No changes" in again.stdout

@@ -43,7 +43,7 @@ def test_liger_without_a_gpu_is_a_located_plan_error_and_skip_checks_trains_with
     proc = run_dsl("apply", str(path), "--skip-checks", "--no-progress", env=OFFLINE, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "warning:" in proc.stderr and "kernels = liger" in proc.stderr
-    metrics = StateStore(tmp_path / ".dsl").load().steps["pretrain.base"]["metrics"]
+    metrics = StateStore(tmp_path / ".dsl" / "t").load().steps["pretrain.base"]["metrics"]
     assert metrics["kernels"].startswith("none (liger asked for;") and metrics["steps"] == 2
 
 

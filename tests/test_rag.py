@@ -236,8 +236,8 @@ def test_unreachable_store_names_host_and_port(tmp_path: Path, monkeypatch: pyte
     assert "u:p@" not in str(plan_time.value)
     result = sdk.apply(load(path), skip_checks=True)  # the step itself still names it, at run time
     assert result.failed and f"127.0.0.1:{port}" in result.failed[0].error
-    assert not list((tmp_path / ".dsl" / "artifacts").glob("rag.docs/*"))  # nothing half-written
-    assert "u:p@" not in (tmp_path / ".dsl" / "state.json").read_text()
+    assert not list((tmp_path / ".dsl" / "r" / "artifacts").glob("rag.docs/*"))  # nothing half-written
+    assert "u:p@" not in (tmp_path / ".dsl" / "r" / "state.json").read_text()
 
 
 def test_pgvector_store_with_a_real_postgresql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

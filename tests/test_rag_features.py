@@ -261,7 +261,7 @@ def test_an_embedder_that_cannot_be_loaded_is_named(tmp_path: Path) -> None:
         sdk.apply(load(path))
     result = sdk.apply(load(path), skip_checks=True)  # and named by the step itself when it runs
     assert result.failed and "cannot load the embedder 'no-such-org/no-such-model'" in result.failed[0].error
-    assert not list((tmp_path / ".dsl" / "artifacts").glob("rag.vec*/*"))
+    assert not list((tmp_path / ".dsl" / "r" / "artifacts").glob("rag.vec*/*"))
 
 
 def test_pgvector_holds_every_chunk_keeps_no_secret_and_names_a_stopped_server(tmp_path: Path,

@@ -156,7 +156,7 @@ def test_a_missing_bm25s_is_said_at_plan_time(tmp_path: Path, monkeypatch: pytes
         sdk.apply(load(path))
     problem = e.value.problems[0]
     assert problem.path == ("rag", "kw", "store") and "pip install bm25s" in (problem.hint or "")
-    assert not (tmp_path / ".dsl" / "artifacts").exists() or not list((tmp_path / ".dsl" / "artifacts").iterdir())
+    assert not (tmp_path / ".dsl" / "t" / "artifacts").exists() or not list((tmp_path / ".dsl" / "t" / "artifacts").iterdir())
 
 
 # ------------------------------------------------------------------------------------------ slow, a real recipe

@@ -53,7 +53,7 @@ def test_grpo_through_dsl_apply_records_the_mean_reward_by_step_and_gives_a_mode
                    'systems = [base_model.local, reward.mc]  bootstrap = 100  contamination = false }\n',
                    real_model=True)
     r = run_dsl("apply", str(path), timeout=900)
-    steps = StateStore(tmp_path / ".dsl").load().steps
+    steps = StateStore(tmp_path / ".dsl" / "t").load().steps
     assert steps["reward.mc"]["status"] == "done", r.stderr + r.stdout
     assert steps["eval.side"]["status"] == "done", r.stderr + r.stdout
     m = steps["reward.mc"]["metrics"]

@@ -120,7 +120,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 ''')
     proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "apply", str(path), "--no-progress"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / ".dsl" / "checkpoints" / "pretrain.base"
+    ckpts = tmp_path / ".dsl" / "t" / "checkpoints" / "pretrain.base"
     deadline = time.time() + 240
     while time.time() < deadline and not list(ckpts.glob("*/checkpoint-*/trainer_state.json")):
         time.sleep(0.2)

@@ -79,7 +79,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, step: str, block
     path = _folder(tmp_path, block.format(steps=steps, save=2))
     proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "apply", str(path), "--no-progress"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / ".dsl" / "checkpoints" / step
+    ckpts = tmp_path / ".dsl" / "t" / "checkpoints" / step
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(ckpts.glob("*/checkpoint-*/trainer_state.json")):
         time.sleep(0.2)

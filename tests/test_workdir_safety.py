@@ -34,7 +34,7 @@ def _applied(tmp_path: Path, recipe: str = SMALL) -> Path:
 
 def test_a_copied_workdir_never_touches_the_original(tmp_path: Path) -> None:
     path = _applied(tmp_path)
-    wd, copy = tmp_path / ".dsl", tmp_path / "copy"
+    wd, copy = tmp_path / ".dsl" / "demo", tmp_path / "copy"
     shutil.copytree(wd, copy, symlinks=True)
     state = json.loads((wd / "state.json").read_text())
     assert all(not Path(e["artifact"]).is_absolute() for e in state["steps"].values())
@@ -51,7 +51,7 @@ def test_a_moved_workdir_read_from_another_directory_is_up_to_date(tmp_path: Pat
     path = _applied(tmp_path)
     moved = tmp_path / "elsewhere" / "wd"
     moved.parent.mkdir()
-    shutil.move(str(tmp_path / ".dsl"), moved)
+    shutil.move(str(tmp_path / ".dsl" / "demo"), moved)
     r = run_dsl("plan", str(path), "--workdir", "wd", "--backend", "test", cwd=moved.parent)
     assert r.returncode == 0 and "No changes" in r.stdout, r.stdout + r.stderr
 
@@ -80,13 +80,13 @@ def test_state_can_never_make_apply_delete_outside_the_workdir(tmp_path: Path, r
     outside = tmp_path / "outside" / "fp"
     outside.mkdir(parents=True)
     (outside / "keep.txt").write_text("mine")
-    (tmp_path / ".dsl" / "artifacts" / "link").symlink_to(tmp_path / "outside")
-    state_file = tmp_path / ".dsl" / "state.json"
+    (tmp_path / ".dsl" / "demo" / "artifacts" / "link").symlink_to(tmp_path / "outside")
+    state_file = tmp_path / ".dsl" / "demo" / "state.json"
     data = json.loads(state_file.read_text())
     data["steps"]["rag.gone"] = {**data["steps"]["rag.docs"], "artifact": recorded.replace("ABSOLUTE", str(outside))}
     state_file.write_text(json.dumps(data))
     result = sdk.apply(load(path), backend="test")
-    assert "rag.gone" not in StateStore(tmp_path / ".dsl").load().steps  # the step left the recipe
+    assert "rag.gone" not in StateStore(tmp_path / ".dsl" / "demo").load().steps  # the step left the recipe
     assert (outside / "keep.txt").read_text() == "mine"
     assert result.ok
 
@@ -149,7 +149,7 @@ def test_only_regular_files_of_bounded_size_are_read(tmp_path: Path) -> None:
 
 def test_damaged_artifacts_are_replanned_and_named(tmp_path: Path) -> None:
     path = _applied(tmp_path)
-    wd = tmp_path / ".dsl"
+    wd = tmp_path / ".dsl" / "demo"
     out = next((wd / "artifacts" / "corpus.docs").glob("*/out.json"))
     out.write_text(out.read_text()[:-5])
     manifest = next((wd / "artifacts" / "route.default").glob("*/manifest.json"))
@@ -167,7 +167,7 @@ def test_damaged_artifacts_are_replanned_and_named(tmp_path: Path) -> None:
 
 def test_same_size_corruption_is_found_by_verify(tmp_path: Path) -> None:
     path = _applied(tmp_path)
-    out = next((tmp_path / ".dsl" / "artifacts" / "dataset.qa").glob("*/out.json"))
+    out = next((tmp_path / ".dsl" / "demo" / "artifacts" / "dataset.qa").glob("*/out.json"))
     text = out.read_text()
     out.write_text(text.replace("dataset", "DATASET"))
     v = run_dsl("verify", str(path))
@@ -209,8 +209,8 @@ def test_a_manifest_cannot_turn_on_remote_code(tmp_path: Path) -> None:
                                         "steps.a.b.artifact")])
 def test_a_state_file_of_the_wrong_structure_is_one_clear_line(tmp_path: Path, bad: str, where: str) -> None:
     path = write_small(tmp_path)
-    (tmp_path / ".dsl").mkdir()
-    (tmp_path / ".dsl" / "state.json").write_text(bad)
+    (tmp_path / ".dsl" / "demo").mkdir(parents=True)
+    (tmp_path / ".dsl" / "demo" / "state.json").write_text(bad)
     r = run_dsl("plan", str(path), "--backend", "test")
     assert r.returncode == 1 and where in r.stderr and "Traceback" not in r.stderr and "internal" not in r.stderr
 
@@ -242,17 +242,17 @@ def test_kill_9_at_random_points_leaves_a_valid_resumable_state(tmp_path: Path) 
         time.sleep(rng.uniform(0.2, 1.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        StateStore(tmp_path / ".dsl").load()  # always readable
+        StateStore(tmp_path / ".dsl" / "demo").load()  # always readable
     result = sdk.apply(load(path), backend="test")
     assert result.ok
-    assert not list((tmp_path / ".dsl" / "artifacts").glob("*/.tmp-*"))  # leftovers removed at the start
-    assert not list((tmp_path / ".dsl").glob(".state.json.*")), "a half-written state file was left"
-    assert not sdk.plan(load(path), tmp_path / ".dsl", backend="test").pending
+    assert not list((tmp_path / ".dsl" / "demo" / "artifacts").glob("*/.tmp-*"))  # leftovers removed at the start
+    assert not list((tmp_path / ".dsl" / "demo").glob(".state.json.*")), "a half-written state file was left"
+    assert not sdk.plan(load(path), tmp_path / ".dsl" / "demo", backend="test").pending
 
 
 def test_serve_names_a_damaged_artifact_by_its_file(tmp_path: Path) -> None:
     path = _applied(tmp_path)
-    router_out = next((tmp_path / ".dsl" / "artifacts" / "route.default").glob("*/out.json"))
+    router_out = next((tmp_path / ".dsl" / "demo" / "artifacts" / "route.default").glob("*/out.json"))
     router_out.write_bytes(b"\x80garbage")
     r = run_dsl("serve", str(path), "--no-auth", timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
@@ -261,19 +261,19 @@ def test_serve_names_a_damaged_artifact_by_its_file(tmp_path: Path) -> None:
 
 def test_a_version_1_workdir_is_migrated_and_says_why_its_dependents_rerun_once(tmp_path: Path) -> None:
     path = _applied(tmp_path)
-    state_file = tmp_path / ".dsl" / "state.json"
+    state_file = tmp_path / ".dsl" / "demo" / "state.json"
     data = json.loads(state_file.read_text())
     data["version"] = 1  # as the previous release wrote it: absolute paths, inputs keyed by fingerprints
     for entry in data["steps"].values():
-        entry["artifact"] = str((tmp_path / ".dsl" / entry["artifact"]).resolve())
+        entry["artifact"] = str((tmp_path / ".dsl" / "demo" / entry["artifact"]).resolve())
         entry.pop("facets"), entry.pop("state_version")
     state_file.write_text(json.dumps(data))
-    plan = sdk.plan(load(path), tmp_path / ".dsl", backend="test")
+    plan = sdk.plan(load(path), tmp_path / ".dsl" / "demo", backend="test")
     roots = {s.id for s in plan.steps if not s.depends_on}
     assert roots and all(plan.step(s).action.value == "noop" for s in roots)  # unchanged steps keep their fingerprint
     for s in plan.steps:
         if s.depends_on and s.action.value == "replace":
             assert "older version" in s.reason or "will change" in s.reason, s.reason
     assert sdk.apply(load(path), backend="test").ok
-    assert not sdk.plan(load(path), tmp_path / ".dsl", backend="test").pending
+    assert not sdk.plan(load(path), tmp_path / ".dsl" / "demo", backend="test").pending
     assert all(not Path(e["artifact"]).is_absolute() for e in json.loads(state_file.read_text())["steps"].values())

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import click
 
 workdir_option = click.option("--workdir", type=click.Path(file_okay=False),
-                              help="State and artifacts (default: .dsl beside the recipe).")
+                              help="State and artifacts (default: .dsl/<domain>/ beside the recipe).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 

@@ -70,9 +70,11 @@ PROMPT = "{% if context %}Context: {{ context }} {% endif %}Question: {{ questio
 def apply(recipe: Path) -> dict:
     started = time.time()
     r = subprocess.run([sys.executable, "-m", "dsl.cli", "apply", str(recipe)], cwd=ROOT, capture_output=True, text=True, check=False)
+    from dsl.parser import load
     from sdk.state import StateStore
+    from sdk.workdirs import default_workdir
 
-    steps = StateStore(recipe.parent / ".dsl").load().steps
+    steps = StateStore(default_workdir(load(recipe))).load().steps
     bad = {k: v.get("error") for k, v in steps.items() if v.get("status") not in ("done", "gate_failed")}
     if r.returncode != 0 and bad:
         sys.exit(f"apply {recipe} failed: {bad}\n{r.stderr[-3000:]}")

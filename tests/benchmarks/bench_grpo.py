@@ -63,7 +63,7 @@ def main() -> None:
                            capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise SystemExit(r.stdout[-3000:] + r.stderr[-3000:])
-        curve = json.loads(next((d / ".dsl" / "artifacts" / "reward.mc").glob("*/rewards.json")).read_text())
+        curve = json.loads(next((d / ".dsl" / "bench" / "artifacts" / "reward.mc").glob("*/rewards.json")).read_text())
     rewards = [c["reward"] for c in curve]
     print("step rewards:", " ".join(f"{x:.2f}" for x in rewards))
     first = sum(rewards[:WINDOW]) / len(rewards[:WINDOW])
