@@ -1,5 +1,5 @@
 """Sentence-transformers models for the Haystack backend: where an embedder or reranker is loaded from, loading it
-with a clear error, embedding documents, and the environment Haystack runs in (offline, no telemetry).
+with a clear error, embedding documents, and Haystack's import (no telemetry, the user's environment untouched).
 
 Haystack and sentence-transformers are imported inside the functions that need them."""
 
@@ -16,10 +16,23 @@ DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def quiet_haystack() -> None:
-    """No telemetry, no hub, no tokenizer threads (set unless the user set them)."""
-    os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Import Haystack without its telemetry (unless the user set ``HAYSTACK_TELEMETRY_ENABLED``), leaving the
+    user's environment as it was: Haystack reads that variable once, when it is imported, so it is set only for
+    that import and removed again. Nothing else is switched: hub access (``HF_HUB_OFFLINE``) and tokenizer threads
+    follow the user's environment, in this process and in the processes it launches."""
+    import sys
+
+    if "haystack.telemetry" in sys.modules:
+        return
+    name = "HAYSTACK_TELEMETRY_ENABLED"
+    ours = name not in os.environ
+    if ours:
+        os.environ[name] = "False"
+    try:
+        import haystack.telemetry  # noqa: F401
+    finally:
+        if ours:
+            os.environ.pop(name, None)
 
 
 def resolve_embedder(name: str, base_dir: Path | None = None) -> str:
