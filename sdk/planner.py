@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from sdk import spec as S
 from sdk.backends.base import CheckContext, Registry, backend_name
+from sdk.datachecks import data_problems
 from sdk.diffs import diff as _diff
 from sdk.errors import DslError
 from sdk.graph import Graph
@@ -196,6 +197,9 @@ def plan(
                 into = warnings if skip_checks or getattr(p, "severity", "error") == "warning" else problems
                 if all((q.path, q.message) != (p.path, p.message) for q in into):
                     into.append(p)
+            for p in data_problems(spec, kind, label, block):  # the data files it will read (sdk.datachecks)
+                if all((q.path, q.message) != (p.path, p.message) for q in problems):
+                    problems.append(p)
         actions[step_id] = action
         steps.append(Step(step_id, kind, label, name, be.version, action, fp, list(deps), reason, changes,
                           config, files, inputs))

@@ -2,7 +2,7 @@
 
 Rows become ``{"messages": [...], "_line": N}`` for formats chat and instruction (instruction + input as the user
 turn, output as the assistant turn) and ``{"text": ..., "_line": N}`` for format text. The same reading runs at plan
-time (``check``), so a malformed line is reported before any compute is spent.
+time (:mod:`sdk.datachecks`, for every backend), so a malformed line is reported before any compute is spent.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.base import Backend, StepContext, StepResult
 from sdk.errors import DataError
 from sdk.jsonl import read_jsonl
 
@@ -120,18 +120,6 @@ class JsonlDatasetBackend(Backend):
     name = "jsonl"
     version = "1"
     kinds = ("dataset",)
-
-    def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
-        path = ctx.spec.resolve_path(ctx.block.path)  # type: ignore[attr-defined]
-        if not path.is_file():
-            return []  # the spec reports missing files
-        try:
-            read_rows(path, ctx.block, _rel(path, Path.cwd()))
-        except DataError as e:
-            return [Problem(path=ctx.path + ("path",), message=str(e), hint=e.diagnostics[0].hint)]
-        return []
 
     def run(self, ctx: StepContext) -> StepResult:
         block: Any = ctx.block

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk import expr as E
-from sdk.backends.base import Artifact, Backend, CheckContext, GateFailed, StepContext, StepResult
+from sdk.backends.base import Artifact, Backend, GateFailed, StepContext, StepResult
 from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
     Answer,
     Prompter,
@@ -53,18 +53,8 @@ class EvalBackend(Backend):
     requires = ("torch", "transformers")
     install_hint = "pip install 'domain-dsl[all]'"
 
-    def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
-        block: Any = ctx.block
-        path = ctx.spec.resolve_path(block.data)
-        if not path.is_file() or path.suffix == ".zip" or block.password is not None:
-            return []
-        try:
-            load_items(path, block, block.data, limit=None)
-        except DataError as e:
-            return [Problem(path=ctx.path + ("data",), message=str(e))]
-        return []
+    # the eval set is read at plan time by sdk.datachecks (load_items, duplicate ids, the task's needs), for every
+    # backend and only for an eval that will run
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.report import write_report

@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from sdk.spec.values import Block, Fraction, PositiveInt, Secret
+from sdk.spec.values import MAX_INT, Block, Count, Fraction, PositiveInt, Secret, Seed
 
 
 class Endpoint(Block):
@@ -29,8 +29,8 @@ class Llama(Block):
     layers: int = Field(default=2, ge=1, le=128, description="Number of decoder layers")
     hidden: int = Field(default=128, ge=8, le=16384, description="Hidden size")
     heads: int = Field(default=4, ge=1, le=256, description="Attention heads")
-    kv_heads: Optional[int] = Field(default=None, ge=1, description="Key/value heads (grouped-query); default = heads")
-    intermediate: Optional[int] = Field(default=None, ge=8, description="MLP size; default = 4 * hidden")
+    kv_heads: Optional[int] = Field(default=None, ge=1, le=256, description="Key/value heads (grouped-query); default = heads")
+    intermediate: Optional[int] = Field(default=None, ge=8, le=MAX_INT, description="MLP size; default = 4 * hidden")
     vocab: int = Field(default=4000, ge=260, le=300_000, description="Vocabulary size of the BPE tokenizer trained on the corpus")
     context: int = Field(default=256, ge=16, le=131072, description="Maximum sequence length")
 
@@ -75,7 +75,7 @@ class Split(Block):
 
     by: Literal["word", "passage", "line"] = Field(default="word", description="Unit of splitting")
     length: PositiveInt = Field(default=300, description="Units per chunk")
-    overlap: int = Field(default=30, ge=0, description="Units shared by consecutive chunks")
+    overlap: Count = Field(default=30, description="Units shared by consecutive chunks")
 
     @model_validator(mode="after")
     def _overlap_below_length(self) -> "Split":
@@ -106,7 +106,7 @@ class TrainCommon(Block):
     warmup_ratio: Fraction = Field(default=0.0, description="Share of steps spent warming up")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
     scheduler: Literal["linear", "cosine", "constant"] = Field(default="cosine", description="Learning-rate schedule")
-    seed: int = Field(default=42, description="Seed for data order, initialisation and dropout")
+    seed: Seed = Field(default=42, description="Seed for data order, initialisation and dropout")
     save_steps: PositiveInt = Field(default=50, description="Checkpoint every N optimizer steps")
     logging_steps: PositiveInt = Field(default=5, description="Log loss every N steps")
 

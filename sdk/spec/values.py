@@ -184,12 +184,19 @@ Expr = Annotated[
     WithJsonSchema({"type": "string", "description": "expression, e.g. rag.docs.accuracy >= 0.5"}),
 ]
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Bounds the libraries have: steps, sizes and counts are C ints in torch and the trainers; a seed is numpy's
+# (0 .. 2**32-1; torch takes more, numpy's RandomState refuses it at run time with a bare ValueError).
+MAX_INT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    # allow_inf_nan=False: 1e400 (which parses as inf), inf and nan are refused in every number of every block
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
 
 
 class Problem(BaseModel):

@@ -20,7 +20,7 @@ class ComputeBlock(Block):
     launcher: Literal["none", "accelerate", "torchrun"] = Field(default="none", description="Process launcher")
     num_processes: PositiveInt = Field(default=1, description="Processes per machine (GPUs, or CPU workers)")
     num_machines: PositiveInt = Field(default=1, description="Machines (multi-node)")
-    machine_rank: int = Field(default=0, ge=0, description="Rank of this machine")
+    machine_rank: int = Field(default=0, ge=0, le=65535, description="Rank of this machine")
     main_process_ip: Optional[str] = Field(default=None, description="Address of rank 0 (multi-node)")
     main_process_port: int = Field(default=29500, ge=1, le=65535, description="Port of rank 0")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(default="no", description="Mixed precision")

@@ -9,7 +9,7 @@ from pydantic import Field
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Split
 from sdk.spec.paths import expand, path_problem
-from sdk.spec.values import Block, Fraction, Problem
+from sdk.spec.values import Block, Count, Fraction, Problem
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
@@ -43,5 +43,5 @@ class CorpusBlock(Block):
     dedupe: Literal["none", "exact", "near"] = Field(default="exact", description="Duplicate removal")
     near_threshold: Fraction = Field(default=0.85, description="Jaccard similarity of word 5-gram shingles above which two chunks are near-duplicates")
     clean: bool = Field(default=True, description="Collapse whitespace, drop empty lines and boilerplate")
-    min_chars: int = Field(default=20, ge=0, description="Drop chunks shorter than this")
+    min_chars: Count = Field(default=20, description="Drop chunks shorter than this")
     backend: Optional[str] = Field(default=None, description="Backend name (default: haystack)")

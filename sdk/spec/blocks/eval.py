@@ -12,7 +12,7 @@ from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare
 from sdk.spec.objects import Endpoint, FieldMap
 from sdk.spec.paths import named_files, path_problem
-from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, TextOrFile, ref_of, suggest
+from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, Seed, TextOrFile, ref_of, suggest
 
 # Metrics an eval can compute, from the metric registry (sdk.metrics: one function and its declaration each); a
 # gate over any other metric is an error at plan time.
@@ -135,7 +135,7 @@ class EvalBlock(Block):
     )
     gate: Optional[Expr] = Field(default=None, description="Condition that must hold, e.g. rag.docs.exact_match >= 0.5")
     limit: Optional[PositiveInt] = Field(default=None, description="Use only the first N items")
-    seed: int = Field(default=0, description="Seed of the bootstrap and sampling")
+    seed: Seed = Field(default=0, description="Seed of the bootstrap and sampling")
     bootstrap: int = Field(default=1000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals")
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals")
     contamination: bool = Field(default=True, description="Check n-gram overlap with training data")

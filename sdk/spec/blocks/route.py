@@ -12,7 +12,7 @@ from sdk.spec.blocks.eval import condition_problems
 from sdk.spec.kinds import Dep, content_facets, declare
 from sdk.spec.objects import Endpoint
 from sdk.spec.paths import named_files, path_problem
-from sdk.spec.values import Block, Expr, Fraction, Problem, Ref, ref_of
+from sdk.spec.values import Block, Expr, Fraction, Problem, Ref, Seed, ref_of
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
@@ -74,7 +74,7 @@ class RouteBlock(Block):
     threshold: Optional[Expr] = Field(default=None, description="Probability above which a query goes to the domain (default 0.5)")
     domain_share: Optional[Fraction] = Field(default=None, description="Calibrate the threshold to send this share of held-out traffic to the domain")
     holdout: float = Field(default=0.2, gt=0.0, lt=0.9, description="Share of examples held out for accuracy and calibration")
-    seed: int = Field(default=0, description="Seed of the split")
+    seed: Seed = Field(default=0, description="Seed of the split")
     backend: Optional[str] = Field(default=None, description="Backend name (default: sklearn)")
 
     @model_validator(mode="after")

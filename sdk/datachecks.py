@@ -1,0 +1,246 @@
+"""Plan-time data checks: every data file a step that will run reads is read at plan time by the code the step
+reads it with, so a bad row is a located ``FILE:LINE`` plan error before any step runs, not a failure after hours
+of upstream training.
+
+What is read, by kind (the function the step itself calls):
+
+- ``dataset``: its JSONL rows (:func:`sdk.backends.datasets.read_rows`) and the validation split;
+- ``align``: its preference pairs or KTO rows (:func:`sdk.backends.preferences.read_preferences`), and for KTO
+  both labels present (:func:`~sdk.backends.preferences.label_problem`);
+- ``eval``: its items (:func:`sdk.evalsets.load_items`), the errors ``dsl eval-set check`` reports (duplicate
+  ids, empty answers or choices: :func:`sdk.evalsets.check`), what its task needs (choices, two labels), and
+  its Jinja prompt rendered for one item;
+- ``route``: its examples (:func:`sdk.backends.route.read_examples`) with their targets;
+- ``reward``: its prompts, from the prompts file or the dataset (the reward backend's reader), and the context
+  its citation rewards need;
+- ``rag``: its Jinja prompt rendered with one document and a question (:meth:`RagSystem.render_prompt`).
+Chat templates are checked by the kinds' own plan checks (:mod:`sdk.spec.templates`).
+
+Bounded in time: a file up to :data:`CHECK_BYTES` (64 MiB) is parsed whole, streaming no more than the step
+would; of a larger file only its first 64 MiB of whole lines are parsed (through a temporary copy of them, so the
+same reader gives the same line numbers), and the checks that need every row (a KTO file with one label) are left
+to the step. Encrypted zips (their password is a secret read when the step runs) are left to the step too.
+Backends are imported here, never by the spec (``sdk.spec`` imports nothing of backends).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.errors import DataError, DslError
+from sdk.spec.values import FileRef, Problem
+
+CHECK_BYTES = 64 * 2**20  # a larger file: only its first CHECK_BYTES of whole lines are checked at plan time
+
+
+@contextmanager
+def bounded(path: Path) -> Iterator[tuple[Path, bool]]:
+    """``(file to read, whole)``: the file itself when it is at most CHECK_BYTES, else a temporary copy of its
+    first CHECK_BYTES cut after the last whole line (same name, same line numbers) and ``whole = False``."""
+    if path.stat().st_size <= CHECK_BYTES:
+        yield path, True
+        return
+    with open(path, "rb") as f:
+        head = f.read(CHECK_BYTES)
+    head = head[: head.rfind(b"\n") + 1] or head
+    with tempfile.TemporaryDirectory(prefix="dsl-check-") as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_bytes(head)
+        yield copy, False
+
+
+def _problem(at: tuple[Any, ...], e: DslError) -> Problem:
+    hint = e.diagnostics[0].hint if e.diagnostics else None
+    return Problem(path=at, message=str(e), hint=hint)
+
+
+def _source(spec: Any, rel: Optional[str]) -> Optional[Path]:
+    """The file a step reads, or None when it is missing or not a file (the spec's own checks say so)."""
+    if not rel:
+        return None
+    path = spec.resolve_path(rel)
+    return path if path.is_file() else None
+
+
+def _dataset(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.datasets import read_rows, split
+
+    path = _source(spec, block.path)
+    if path is None:
+        return []
+    at = ("dataset", label, "path")
+    try:
+        with bounded(path) as (source, whole):
+            rows = read_rows(source, block, block.path)
+        if whole:
+            split(rows, block.validation_split)
+    except DataError as e:
+        return [_problem(at, e)]
+    except DslError as e:  # the split: say which file
+        return [Problem(path=("dataset", label, "validation_split"), message=f"{block.path}: {e}")]
+    return []
+
+
+def _align(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.preferences import label_problem, read_preferences, summary_of
+
+    path = _source(spec, block.pairs)
+    if path is None:
+        return []
+    at = ("align", label, "pairs")
+    try:
+        with bounded(path) as (source, whole):
+            rows = read_preferences(source, block.pairs, block.method, block.fields)
+    except DataError as e:
+        return [_problem(at, e)]
+    if not rows:
+        what = "no preference examples" if block.method == "kto" else "no preference pairs"
+        return [Problem(path=at, message=f"{block.pairs}: {what}")]
+    if whole and block.method == "kto":
+        problem = label_problem(summary_of(rows, "kto"))
+        if problem:
+            return [Problem(path=at, message=f"{block.pairs}: {problem}",
+                            hint="add answers with the other label, or use dpo/orpo on pairs")]
+    return []
+
+
+def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.eval_answers import Prompter, task_of
+    from sdk.evalsets import check, load_items
+
+    out: list[Problem] = []
+    path = _source(spec, block.data)
+    at = ("eval", label, "data")
+    items, whole = None, True
+    if path is not None and path.suffix.lower() != ".zip" and block.password is None:
+        try:
+            with bounded(path) as (source, whole):
+                items = load_items(source, block, block.data, limit=block.limit)
+        except DataError as e:
+            out.append(_problem(at, e))
+    if items is not None:
+        for f in check(items):
+            if f.severity == "error":
+                where = f"{block.data}:{f.line}" if f.line else block.data
+                out.append(Problem(path=at, message=f"{where}: {f.message}",
+                                   hint="answers are stored by item id: give every item its own id"
+                                   if f.message.startswith("duplicate id") else None))
+                break  # the first is enough to stop the plan; dsl eval-set check lists them all
+        task = task_of(block, items)
+        if task == "multiple_choice" and not all(it.choices for it in items):
+            bad = next(it for it in items if not it.choices)
+            out.append(Problem(path=at, message=f"{block.data}:{bad.line}: item {bad.id} has no choices but the task "
+                                                "is multiple_choice"))
+        labels = sorted({it.label for it in items if it.label is not None})
+        if task == "classification" and whole and len(labels) < 2:
+            out.append(Problem(path=at, message=f"{block.data}: classification needs at least two labels; found "
+                                                f"{labels or 'none'}",
+                               hint="map the label column with fields = { label = \"...\" }"))
+    template = _text(spec, block.prompt)
+    if template is not None:
+        from sdk.evalsets import EvalItem
+
+        sample = items[0] if items else EvalItem(id="1", question="question?", answers=["answer"])
+        try:
+            Prompter(template)(sample, "context")
+        except DslError as e:  # jinja's message, from the sandbox the eval renders it in
+            out.append(Problem(path=("eval", label, "prompt"), message=str(e),
+                               hint="its variables are question, choices and context"))
+    return out
+
+
+def _route(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.route import known_targets, read_examples
+
+    path = _source(spec, block.examples)
+    if path is None:
+        return []
+    try:
+        with bounded(path) as (source, _whole):
+            read_examples(source, block.examples, known_targets(block))
+    except DataError as e:
+        return [_problem(("route", label, "examples"), e)]
+    return []
+
+
+def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.datasets import _rel
+    from sdk.backends.reward import RewardBackend
+    from sdk.backends.reward_data import needs_context
+
+    if block.data is not None:
+        if not spec.has(block.data) or spec.get(block.data).format == "text":
+            return []  # the kind's plan check says so
+        path, at = _source(spec, spec.get(block.data).path), ("reward", label, "data")
+    else:
+        path, at = _source(spec, block.prompts), ("reward", label, "prompts")
+    if path is None:
+        return []
+    shown = _rel(path, Path.cwd())  # as the reward backend names it
+    try:
+        with bounded(path) as (source, _whole):
+            rows = RewardBackend._rows(block, spec, source, shown)
+        needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
+    except DataError as e:
+        return [_problem(at, e)]
+    with_context = next((r for r in rows if r["context"]), None)
+    if with_context is not None and block.retrieval is None:  # asked through the prompt, as the step asks it
+        from sdk.backends.rag_system import prompt_text
+        from sdk.backends.reward_data import asked
+
+        try:
+            asked(with_context, prompt_text(spec, block))
+        except DslError as e:
+            return [Problem(path=("reward", label, "prompt"), message=str(e),
+                            hint="its variables are documents and question")]
+    return []
+
+
+def _rag(spec: Any, label: str, block: Any) -> list[Problem]:
+    from sdk.backends.rag_system import RagSystem, prompt_text
+
+    if block.prompt is None or (isinstance(block.prompt, FileRef) and _source(spec, block.prompt.path) is None):
+        return []
+    system = RagSystem(spec=spec, label=label, block=block, pipeline=None, prompt=prompt_text(spec, block))
+    doc = {"id": "1", "content": "text", "meta": {"source": "doc.md"}, "score": 1.0}
+    try:
+        system.render_prompt("question?", [doc])
+    except DslError as e:
+        return [Problem(path=("rag", label, "prompt"), message=str(e),
+                        hint="its variables are documents (each with content, meta and id) and question")]
+    return []
+
+
+def _text(spec: Any, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, FileRef):
+        path = _source(spec, value.path)
+        return path.read_text(encoding="utf-8") if path is not None else None
+    return str(value)
+
+
+CHECKS: dict[str, Callable[[Any, str, Any], list[Problem]]] = {
+    "dataset": _dataset, "align": _align, "eval": _eval, "route": _route, "reward": _reward, "rag": _rag,
+}
+
+
+def register(kind: str, check: Callable[[Any, str, Any], list[Problem]]) -> None:
+    """A plugin kind's data check: ``check(spec, label, block) -> [Problem]``, run for its steps that will run."""
+    CHECKS[kind] = check
+
+
+def data_problems(spec: Any, kind: str, label: str, block: Any) -> list[Problem]:
+    """Problems in the data files a ``kind.label`` step will read, each at the attribute that names the file, its
+    message starting ``FILE:LINE``. A file that cannot be read at all is the spec's own error, not repeated."""
+    check = CHECKS.get(kind)
+    if check is None:
+        return []
+    try:
+        return check(spec, label, block)
+    except OSError as e:
+        return [Problem(path=(kind, label), message=f"cannot read a file of {kind}.{label}: {e.strerror or e}")]
