@@ -61,13 +61,14 @@ class Upstream:
 
 
 class Served:
-    def __init__(self, app: Any, header_timeout: float) -> None:
+    def __init__(self, app: Any, header_timeout: float, body_timeout: float = 30.0) -> None:
         import uvicorn
 
         from sdk.serving.asgi import server_config
 
         self.port = free_port()
-        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, header_timeout, log_level="error"))
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, header_timeout, log_level="error",
+                                                   body_timeout=body_timeout))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.time() + 30

@@ -32,19 +32,44 @@ def create_app(gateway: Any) -> Any:
 
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import StreamingResponse as _StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from sdk.serving.asgi import Guard
     from sdk.serving.protocol import Withheld
+    from sdk.upstream import reserved_threads
+
+    class StreamingResponse(_StreamingResponse):  # type: ignore[misc, valid-type]
+        """A stream whose client leaves before its end is counted in ``dsl_disconnects`` (and its generator
+        closed at once, which cancels its generation)."""
+
+        async def stream_response(self, send: Any) -> None:
+            finished = False
+            try:
+                await super().stream_response(send)
+                finished = True
+            finally:
+                if not finished:
+                    gateway.metrics.disconnects.inc()
+                    gateway.metrics.stream_disconnects.inc()
+                    closing = getattr(self.body_iterator, "aclose", None)
+                    if closing is not None:
+                        try:
+                            await closing()
+                        except BaseException:  # noqa: BLE001 - the client is gone; nothing to report to it
+                            pass
 
     config = gateway.config
     max_tokens_cap = int(config.get("max_tokens", 256))
-    threads = max(32, 4 * int(config.get("max_batch_size", 8)))
+    # requests wait for the engine in threads: enough of them that a full batch can queue up, plus the most that
+    # the endpoints' own pools can hold (2 * pool each), so slow upstreams never take the local models' threads
+    endpoints = [v for v in config["variants"].values() if v.get("type") == "endpoint"]
+    endpoints += [v["generator"] for v in config["variants"].values() if isinstance(v.get("generator"), dict)]
+    threads = max(32, 4 * int(config.get("max_batch_size", 8))) + reserved_threads(endpoints)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        # requests wait for the engine in threads: enough of them that a full batch can queue up
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="gateway"))
         yield
 
@@ -271,5 +296,6 @@ def serve(gateway: Any, host: str, port: int, log_level: str = "warning") -> Non
     from sdk.serving.asgi import server_config
 
     config = server_config(create_app(gateway), host, port, float(gateway.config.get("header_timeout", 10)),
-                           log_level=log_level, timeout_graceful_shutdown=30)
+                           log_level=log_level, body_timeout=float(gateway.config.get("body_timeout", 30)),
+                           timeout_graceful_shutdown=30)
     uvicorn.Server(config).run()

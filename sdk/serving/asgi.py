@@ -1,6 +1,7 @@
 """The gateway's HTTP guards, below FastAPI: an ASGI middleware for auth (``/v1``, ``/openapi.json`` and
 ``/docs`` when a key is set), body size and body-read time limits and a last-resort 500 without internals; and a
-uvicorn h11 protocol that closes connections whose request headers do not arrive in time (slow-header clients)."""
+uvicorn h11 protocol that closes connections whose request headers or body do not arrive in time, and those
+answered before their body was read (slow or stalled clients)."""
 
 from __future__ import annotations
 
@@ -83,30 +84,44 @@ class Guard:
 
 
 class HeaderTimeoutH11(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request headers are not complete ``header_timeout``
-    seconds after it opened or after its previous response (uvicorn itself only times out idle keep-alives)."""
+    """uvicorn's h11 protocol with timeouts that fire in every state of a connection (uvicorn itself only times out
+    idle keep-alives): request headers must be complete ``header_timeout`` seconds after the connection opened or
+    after its previous response, and a request body ``body_timeout`` seconds (plus a second of grace, so that the
+    app's 408 goes out first) after its headers, or the connection is closed. A response sent before its request
+    body was read in full (a 401, 408 or 413) closes the connection too: the rest of the body is never waited for."""
 
     header_timeout = 10.0
+    body_timeout = 30.0
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
 
     def _arm(self) -> None:
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow, h11.IDLE)
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_timer = None
+        for name in ("_header_timer", "_body_timer"):
+            timer = getattr(self, name, None)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()
+        state = self.conn.their_state
+        if state is not h11.IDLE and getattr(self, "_header_timer", None) is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+            if state is h11.SEND_BODY:
+                self._body_timer = self.loop.call_later(self.body_timeout + 1.0, self._too_slow, h11.SEND_BODY)
+        if state is not h11.SEND_BODY and getattr(self, "_body_timer", None) is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._close()  # answered before the body arrived: do not wait for the rest of it
         super().on_response_complete()
         if not self.transport.is_closing():
             self._disarm()
@@ -116,17 +131,23 @@ class HeaderTimeoutH11(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
+    def _close(self) -> None:
+        self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the app sees http.disconnect and sends nothing more
+        self.transport.close()
+
+    def _too_slow(self, state: Any) -> None:
+        if self.conn.their_state is state and not self.transport.is_closing():
+            self._close()
 
 
 def server_config(app: Any, host: str, port: int, header_timeout: float = 10.0, log_level: str = "warning",
-                  **kw: Any) -> Any:
+                  body_timeout: float = 30.0, **kw: Any) -> Any:
     """The uvicorn configuration the gateway runs with (``dsl serve`` and the tests alike)."""
     import uvicorn
 
-    protocol = type("GatewayH11", (HeaderTimeoutH11,), {"header_timeout": float(header_timeout)})
+    protocol = type("GatewayH11", (HeaderTimeoutH11,), {"header_timeout": float(header_timeout),
+                                                         "body_timeout": float(body_timeout)})
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, access_log=False,
                           timeout_keep_alive=5, h11_max_incomplete_event_size=64 * 1024, **kw)

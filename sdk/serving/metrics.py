@@ -45,7 +45,10 @@ class Metrics:
         self.fallbacks = Counter("dsl_fallbacks", "Requests answered by the general target after the domain target "
                                  "failed.", registry=r)
         self.errors = Counter("dsl_errors", "Error responses by HTTP status.", ["code"], registry=r)
-        self.disconnects = Counter("dsl_disconnects", "Requests whose client left before the answer.", registry=r)
+        self.disconnects = Counter("dsl_disconnects", "Requests whose client left before the answer (streams "
+                                   "included).", registry=r)
+        self.stream_disconnects = Counter("dsl_stream_disconnects", "Streamed answers whose client left before "
+                                          "their end.", registry=r)
         self.latency = Summary("dsl_request_seconds", "Time to answer, by target.", ["target"], registry=r)
         self.tokens = Counter("dsl_completion_tokens", "Generated tokens.", registry=r)
         if engines is not None:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from sdk.upstream import UpstreamError  # noqa: F401 - the gateway's 503 (or fallback); raised by upstream calls
+
 
 def _unicode(text: str) -> str:
     try:
@@ -64,11 +66,6 @@ class CompletionRequest(BaseModel):
         for p in [prompt] if isinstance(prompt, str) else prompt:
             _unicode(p)
         return prompt
-
-
-class UpstreamError(Exception):
-    """A target failed (timed out, unreachable, a bad answer): 503 ``upstream_unavailable``, or a fallback. The
-    message is for clients: it names the target and what went wrong, never exception classes or internals."""
 
 
 class ClientError(Exception):
