@@ -17,7 +17,7 @@ from sdk import spec as S
 from sdk.backends.base import Artifact, GateFailed, Registry, StepContext, StepResult, require
 from sdk.errors import DslError
 from sdk.hashing import HashCache
-from sdk.integrity import damaged, read_manifest, record
+from sdk.integrity import adopt_manifests, damaged, manifest_sha256, read_manifest, record
 from sdk.planner import plan as make_plan
 from sdk.planner import refingerprint
 from sdk.plans import Action, Plan, Step
@@ -72,7 +72,7 @@ def load_artifact(state: State, step_id: str) -> Optional[Artifact]:
     path = state.artifact_path(step_id)
     if path is None:
         return None
-    manifest, _ = read_manifest(path)
+    manifest, _ = read_manifest(path, (state.steps.get(step_id) or {}).get("manifest_sha256"))
     return Artifact(step_id, path.resolve(), manifest) if manifest is not None else None
 
 
@@ -144,6 +144,7 @@ def apply(
                              skip_checks=skip_checks, on_warning=on_warning)
         if saved_plan is not None:
             _check_not_stale(saved_plan, the_plan, state)
+        adopt_manifests(state)  # a workdir from before manifests were hashed: recorded once, saved with the next step
         state.domain = spec.name
         state.hashes = cache.entries
         result = ApplyResult(the_plan, workdir=workdir)
@@ -264,11 +265,14 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     manifest = {"step": step.id, **{k: v for k, v in entry.items() if k != "artifact"}, "outputs": result.outputs,
                 "written": written,
                 "inputs": {d: {"fingerprint": state.steps[d].get("fingerprint"), "artifact": state.steps[d].get("artifact"),
-                               "digest": step.inputs.get(d)} for d in step.depends_on if d in state.steps}}
+                               "digest": step.inputs.get(d), "manifest_sha256": state.steps[d].get("manifest_sha256")}
+                           for d in step.depends_on if d in state.steps}}
     facets = K.get_kind(step.kind).facets
     entry["facets"] = facets(manifest) if facets else {}
     manifest["facets"] = entry["facets"]
-    write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    write_atomic(tmp / "manifest.json", text)
+    entry["manifest_sha256"] = manifest_sha256(text)  # the applied configuration is under integrity too
     if final.exists():
         remove_inside(workdir, final)
     tmp.rename(final)

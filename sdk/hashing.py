@@ -21,9 +21,12 @@ def digest(value: Any) -> str:
     return sha256_text(canonical_json(value))
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: Path, chunk: int = 1 << 20, follow: bool = True) -> str:
+    """The sha256 of a file's bytes; ``follow=False`` refuses a symbolic link (OSError ELOOP) instead of reading
+    what it points at (files of a workdir)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | (0 if follow else os.O_NOFOLLOW))
+    with os.fdopen(fd, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

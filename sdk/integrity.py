@@ -1,10 +1,16 @@
 """What a step wrote, and whether it is still there: each manifest records the size and sha256 of every file its
-step wrote; ``dsl plan`` compares sizes (a stat per file), ``dsl verify`` the hashes."""
+step wrote; ``dsl plan`` compares sizes (a stat per file), ``dsl verify`` the hashes. The manifest itself (the
+applied configuration that systems are opened from) is hashed too: its sha256 is recorded in the step's state
+entry (``manifest_sha256``) and checked on every read, so an edited manifest is a damaged artifact, never used.
+
+Nothing here follows a link: a manifest or a written file that has become a symbolic link is damaged."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,14 +32,28 @@ def record(folder: Path) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
-def read_manifest(folder: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+def manifest_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_manifest(folder: Path, expected: Optional[str] = None) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """The manifest of an artifact folder, or why it cannot be trusted: missing, a link, unreadable, not shaped
+    like a manifest, or (with ``expected``, the sha256 the state recorded) edited since it was written."""
     path = folder / MANIFEST
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except OSError as e:
+        return None, f"{MANIFEST} is a link" if path.is_symlink() else f"{MANIFEST} is unreadable ({type(e).__name__})"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         return None, f"{MANIFEST} is unreadable ({type(e).__name__})"
+    if expected and hashlib.sha256(raw).hexdigest() != expected:
+        return None, f"{MANIFEST} content differs from what was applied (edited since)"
     if not isinstance(data, dict) or not isinstance(data.get("outputs", {}), dict) \
             or not isinstance(data.get("written", {}), dict):
         return None, f"{MANIFEST} does not have a manifest's structure"
@@ -45,13 +65,18 @@ def check_folder(folder: Path, manifest: dict[str, Any], hashes: bool = False) -
     for rel, meta in (manifest.get("written") or {}).items():
         p = folder / rel
         try:
-            size = p.stat().st_size
+            st = p.lstat()
         except OSError:
             return f"{rel} is missing"
-        if not isinstance(meta, dict) or size != meta.get("size"):
+        if stat.S_ISLNK(st.st_mode):
+            return f"{rel} is a link"
+        if not isinstance(meta, dict) or st.st_size != meta.get("size"):
             return f"{rel} size differs"
-        if hashes and file_sha256(p) != meta.get("sha256"):
-            return f"{rel} content differs"
+        try:
+            if hashes and file_sha256(p, follow=False) != meta.get("sha256"):
+                return f"{rel} content differs"
+        except OSError:
+            return f"{rel} is unreadable (or became a link)"
     return None
 
 
@@ -64,7 +89,22 @@ def damaged(state: Any, step_id: str, entry: dict[str, Any], hashes: bool = Fals
         return f"its recorded path {entry['artifact']!r} is outside the workdir"
     if not folder.is_dir():
         return f"{folder.name} is missing"
-    manifest, problem = read_manifest(folder)
+    manifest, problem = read_manifest(folder, entry.get("manifest_sha256"))
     if problem:
         return problem
     return check_folder(folder, manifest or {}, hashes)
+
+
+def adopt_manifests(state: Any) -> list[str]:
+    """Workdirs applied before manifests were hashed: record the sha256 of each finished step's manifest as it is
+    now (trusted once, by the apply that holds the workdir's lock); returns the steps adopted."""
+    adopted = []
+    for step_id, entry in state.steps.items():
+        if entry.get("status") not in ("done", "gate_failed") or entry.get("manifest_sha256"):
+            continue
+        folder = state.artifact_path(step_id)
+        if folder is None or not (folder / MANIFEST).is_file() or (folder / MANIFEST).is_symlink():
+            continue
+        entry["manifest_sha256"] = file_sha256(folder / MANIFEST, follow=False)
+        adopted.append(step_id)
+    return adopted

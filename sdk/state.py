@@ -3,6 +3,7 @@ workdir lock that keeps two applies apart."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -66,8 +67,30 @@ def remove_inside(workdir: Path, path: Path) -> bool:
     return False
 
 
+LINKS_REFUSED = (".lock", "state.json", ARTIFACTS, "checkpoints")  # never followed: they are the workdir's own
+
+
+def refuse_links(workdir: Path) -> None:
+    """A workdir's own entries (lock, state, artifacts, checkpoints) are never symbolic links: a link there would
+    make an apply truncate, overwrite or delete whatever it points at."""
+    for name in LINKS_REFUSED:
+        p = Path(workdir) / name
+        if p.is_symlink():
+            raise DslError(f"{p} is a symbolic link (to {os.readlink(p)}); dsl never follows a link out of a "
+                           f"workdir: remove the link (rm {p}) and run again")
+
+
+def read_text_nofollow(path: Path) -> str:
+    """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "r", encoding="utf-8") as f:
+        return f.read()
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: readers never see half a file."""
+    """Write to a temporary file beside ``path``, fsync, then rename over it: readers never see half a file. The
+    temporary file is created exclusively (never through a link), and the rename replaces a link at ``path``
+    rather than writing where it points."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -88,10 +111,13 @@ class StateStore:
         self.path = self.workdir / "state.json"
 
     def load(self) -> State:
-        if not self.path.exists():
+        if not self.path.exists() and not self.path.is_symlink():
             return State(workdir=self.workdir)
+        if self.path.is_symlink():
+            raise DslError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); a state file is never read "
+                           f"through a link: replace it with the file itself")
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_text_nofollow(self.path))
         except (OSError, json.JSONDecodeError) as e:
             raise DslError(f"{self.path}: state file is unreadable ({e}); move it away to start afresh") from None
         problem = _shape_problem(data)
@@ -116,7 +142,7 @@ class StateStore:
 
 
 _ENTRY_TYPES = {"status": str, "fingerprint": str, "artifact": str, "backend": str, "config": dict, "files": dict,
-                "inputs": dict, "facets": dict, "metrics": dict, "error": str}
+                "inputs": dict, "facets": dict, "metrics": dict, "error": str, "manifest_sha256": str}
 
 
 def _shape_problem(data: Any) -> Optional[str]:
@@ -162,7 +188,13 @@ class WorkdirLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        refuse_links(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # made a link since the check above
+                refuse_links(self.path.parent)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -38,11 +38,12 @@ def applied_block(art: Artifact) -> Any:
 
 def input_artifact(art: Artifact, dep: str) -> Artifact:
     """The artifact a step read as its input ``dep`` when it ran (resolved inside the same workdir)."""
-    rel = ((art.manifest.get("inputs") or {}).get(dep) or {}).get("artifact")
+    record = (art.manifest.get("inputs") or {}).get(dep) or {}
+    rel = record.get("artifact")
     path = inside(workdir_of(art), rel) if rel else None
     if path is None or not path.is_dir():
         raise DslError(f"{art.step_id} was applied with {dep}, whose artifact is gone; run dsl apply")
-    manifest, problem = read_manifest(path)
+    manifest, problem = read_manifest(path, record.get("manifest_sha256"))  # checked like the step's own
     if manifest is None:
         raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}); run dsl apply")
     return Artifact(dep, path.resolve(), manifest)

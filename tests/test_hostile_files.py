@@ -106,3 +106,91 @@ def test_ordinary_templates_render_as_before() -> None:
     assert problem(tpl) is None
     assert render(tpl, "t", documents=[{"content": "x"}], question="why") == "[1] x\nQ: WHY"
     assert render("{{ x }}", "t", autoescape=True, x="<b>") == "&lt;b&gt;"
+
+
+# ------------------------------------------------------------------------------------------ workdir links
+
+
+def _applied(tmp_path: Path, recipe: str = SMALL) -> tuple[Path, Path]:
+    from sdk.executor import default_workdir
+
+    path = write_small(tmp_path, recipe)
+    spec = load(path)
+    assert sdk.apply(spec, backend="test").ok
+    return path, default_workdir(spec)
+
+
+def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    path, wd = _applied(tmp_path)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    (wd / ".lock").unlink()
+    (wd / ".lock").symlink_to(victim)
+    r = run_dsl("apply", str(path), "--backend", "test")
+    assert r.returncode == 1 and ".lock is a symbolic link" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("name", ["state.json", "artifacts", "checkpoints"])
+def test_the_workdirs_own_entries_are_never_links(tmp_path: Path, name: str) -> None:
+    path, wd = _applied(tmp_path)
+    outside = tmp_path / f"outside-{name}"
+    (wd / name).rename(outside) if (wd / name).exists() else outside.mkdir()
+    (wd / name).symlink_to(outside)
+    before = sorted(p.name for p in outside.rglob("*")) if outside.is_dir() else outside.read_text()
+    r = run_dsl("apply", str(path), "--backend", "test", "--replace", "corpus.docs")
+    assert r.returncode == 1 and f"{name} is a symbolic link" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert (sorted(p.name for p in outside.rglob("*")) if outside.is_dir() else outside.read_text()) == before
+
+
+def test_artifact_files_that_became_links_are_damaged(tmp_path: Path) -> None:
+    path, wd = _applied(tmp_path)
+    art = next((wd / "artifacts" / "dataset.qa").iterdir())
+    secret = tmp_path / "secret.txt"
+    out = art / "out.json"
+    secret.write_bytes(b"s" * out.stat().st_size)  # same size: only a link check can tell
+    out.unlink()
+    out.symlink_to(secret)
+    manifest = next((wd / "artifacts" / "route.default").iterdir()) / "manifest.json"
+    copy = tmp_path / "manifest-copy.json"
+    copy.write_bytes(manifest.read_bytes())
+    manifest.unlink()
+    manifest.symlink_to(copy)
+    v = run_dsl("verify", str(path))
+    assert v.returncode == 1 and "out.json is a link" in v.stdout and "manifest.json is a link" in v.stdout, v.stdout
+
+
+# ------------------------------------------------------------------------------------- manifests under integrity
+
+
+def test_an_edited_manifest_is_damaged_named_and_never_used(tmp_path: Path) -> None:
+    path, wd = _applied(tmp_path)
+    manifest = next((wd / "artifacts" / "rag.docs").iterdir()) / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["config"]["top_k"] = 7  # same structure, a different applied configuration
+    manifest.write_text(json.dumps(data, indent=2, sort_keys=True))
+    v = run_dsl("verify", str(path))
+    assert v.returncode == 1 and "DAMAGED rag.docs" in v.stdout and "manifest.json content differs" in v.stdout, v.stdout
+    r = run_dsl("ask", str(path), "--system", "rag.docs", "What is SIP?")
+    assert r.returncode == 1 and "rag.docs" in r.stderr and "manifest.json content differs" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    plan = sdk.plan(load(path), wd, backend="test")
+    assert plan.step("rag.docs").action.value == "replace" and "manifest.json" in plan.step("rag.docs").reason
+    assert sdk.apply(load(path), backend="test").ok
+    assert run_dsl("verify", str(path)).returncode == 0
+
+
+def test_a_workdir_from_before_manifest_hashes_is_adopted_once(tmp_path: Path) -> None:
+    path, wd = _applied(tmp_path)
+    state_file = wd / "state.json"
+    data = json.loads(state_file.read_text())
+    for entry in data["steps"].values():
+        entry.pop("manifest_sha256")
+    state_file.write_text(json.dumps(data))
+    v = run_dsl("verify", str(path))
+    assert v.returncode == 0 and "manifest not under integrity yet" in v.stdout, v.stdout
+    assert sdk.apply(load(path), backend="test", replace=["route.default"]).ok
+    entries = json.loads(state_file.read_text())["steps"].values()
+    assert all(e.get("manifest_sha256") for e in entries)
+    v = run_dsl("verify", str(path))
+    assert v.returncode == 0 and "not under integrity" not in v.stdout, v.stdout
