@@ -25,7 +25,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "route": ("dsl.commands.route", "Route a query: prints the target and its probability."),
     "serve": ("dsl.commands.serve", "Start the OpenAI-compatible gateway for an applied recipe."),
     "report": ("dsl.commands.report", "Show the evaluation report of an applied recipe."),
-    "status": ("dsl.commands.status", "Show each step: state, promotion, drift, artifact, metrics and lineage."),
+    "status": ("dsl.commands.status", "Show each step (state, promotion, drift); STEP or --lineage: artifact and lineage."),
     "verify": ("dsl.commands.verify", "Check applied artifacts against the hashes their manifests recorded."),
     "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
     "prefs": ("dsl.commands.prefs", "Check a preference file (pairs, or labelled answers) before align uses it."),

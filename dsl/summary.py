@@ -4,6 +4,7 @@ confidence interval and p-value against the first, and the gate's verdict), the 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,12 +38,13 @@ def print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = N
     from rich.table import Table
 
     table = Table(title=f"{recipe.spec.name}: apply summary", title_justify="left")
-    for col in ("step", "status", "time", "summary"):
-        table.add_column(col)
+    for col in ("step", "status", "time", "summary"):  # cells wrap at spaces; a word too long folds, never cut
+        table.add_column(col, overflow="fold", no_wrap=col != "summary")
     colors = {"ran": "green", "up_to_date": "dim", "failed": "red", "gate_failed": "red", "skipped": "yellow"}
     for o in result.outcomes:
         table.add_row(o.id, f"[{colors.get(o.status, 'white')}]{o.status}[/]",
-                      f"{o.seconds:.1f}s" if o.seconds else "", (o.summary or o.error)[:90])
+                      f"{o.seconds:.1f}s" if o.seconds else "",
+                      textwrap.shorten(o.summary or o.error, 240, placeholder=" ..."))
     console = out_console()
     console.print(table)
     c = {s: sum(1 for o in result.outcomes if o.status == s)
@@ -60,18 +62,41 @@ def print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = N
             console.print(f"Report ({step_id}): {folder / 'report.html'}")
     if not result.ok:
         return
-    spec = recipe.spec
-    path = f"{recipe.path} --workdir {workdir}" if workdir else str(recipe.path)
-    hints = []
-    if spec.serve:
-        hints.append(f"dsl serve {path}            # OpenAI-compatible gateway, model=\"auto\" routes each query")
-    if spec.rag:
-        hints.append(f"dsl ask {path} \"a question\"  # answer with cited sources")
-    if spec.route:
-        hints.append(f"dsl route {path} \"a query\"   # which target a query goes to")
-    if spec.eval:
-        hints.append(f"dsl report {path}           # the evaluation table")
+    hints = next_commands(recipe.spec, state.steps, str(recipe.path), workdir)
     if hints:
         console.print("Next:")
-        for h in hints:
-            console.print(f"  {h}")
+        width = max(len(cmd) for cmd, _ in hints)
+        for cmd, why in hints:
+            console.print(f"  {cmd:<{width}}  # {why}", markup=False)
+
+
+def next_commands(spec: Any, steps: dict[str, Any], path: str,
+                  workdir: Optional[str] = None) -> list[tuple[str, str]]:
+    """The commands to try after an apply, each runnable as printed (shell-quoted, a --system or --eval where
+    the recipe has several blocks of that kind): (command, what it does)."""
+    import shlex
+
+    from sdk.promotion import promotion
+
+    where = shlex.quote(path) + (f" --workdir {shlex.quote(workdir)}" if workdir else "")
+    out = []
+    if spec.serve:
+        out.append((f"dsl serve {where}", 'OpenAI-compatible gateway, model="auto" routes each query'))
+    if spec.rag:
+        choose = ""
+        if len(spec.rag) > 1:
+            promoted = promotion(steps)
+            routed = {str(getattr(r, "domain", "") or "") for r in spec.route.values()}
+
+            def rank(label: str) -> tuple[bool, bool, bool]:
+                p = promoted.get(f"rag.{label}") or {}
+                return (not p.get("promoted"), not p.get("decided_by"), f"rag.{label}" not in routed)
+
+            choose = f" --system rag.{min(spec.rag, key=rank)}"
+        out.append((f'dsl ask {where}{choose} "a question"', "answer with cited sources"))
+    if spec.route:
+        out.append((f'dsl route {where} "a query"', "which target a query goes to"))
+    if spec.eval:
+        choose = f" --eval eval.{next(iter(spec.eval))}" if len(spec.eval) > 1 else ""
+        out.append((f"dsl report {where}{choose}", "the evaluation table"))
+    return out

@@ -52,12 +52,22 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "no such recipe" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_status_shows_lineage(tmp_path: Path) -> None:
+def test_status_is_one_line_a_step_and_shows_lineage_on_request(tmp_path: Path) -> None:
     path = write_small(tmp_path)
     assert run_dsl("apply", str(path), "--backend", "test").returncode == 0
-    proc = run_dsl("status", str(path))
+    short = run_dsl("status", str(path))
+    assert short.returncode == 0 and "file corpus/a.txt" not in short.stdout and "artifact:" not in short.stdout
+    steps = [line for line in short.stdout.splitlines() if line.startswith("done ")]
+    assert len(steps) == 9 and len(short.stdout.splitlines()) <= 2 * len(steps) + 2, short.stdout
+    assert f"dsl status {path} STEP, or --lineage" in short.stdout
+    proc = run_dsl("status", str(path), "--lineage")
     assert proc.returncode == 0
     assert "lineage" in proc.stdout and "file corpus/a.txt" in proc.stdout and "step pretrain.base" in proc.stdout
+    one = run_dsl("status", str(path), "rag.docs")
+    assert "file corpus/a.txt" in one.stdout and "artifact: artifacts/rag.docs/" in one.stdout
+    assert [line.split()[1] for line in one.stdout.splitlines() if line.startswith("done ")] == ["rag.docs"]
+    bad = run_dsl("status", str(path), "rag.nope")
+    assert bad.returncode == 1 and "no step 'rag.nope'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_command_asks_for_its_own_option_when_blocks_are_several(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def command(file: str, question: str, system: Optional[str], workdir: Optional[s
     changed = say_drift(ws, f"rag.{label}")  # what answers is the applied version, never the edited block
     rag = ws.rag(label)
     out = rag.answer(question)
+    out["answer"] = out["answer"].strip()  # a generator's leading space or trailing newline is not the answer
     if as_json:
         click.echo(json.dumps({"system": f"rag.{label}", "question": question, "answer": out["answer"],
                                "cited": out["cited"], "sources": out["sources"], "changed_since_applied": changed},
@@ -31,7 +32,7 @@ def command(file: str, question: str, system: Optional[str], workdir: Optional[s
     if rag.generator is None:
         click.echo("(retrieval only: no generator)")
     else:
-        click.echo(out["answer"] if out["answer"].strip() else "(empty answer)")
+        click.echo(out["answer"] or "(empty answer)")
     click.echo("")
     click.echo("Sources:")
     for s in out["sources"]:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dsl.commands._common import json_option, only_label, open_ws, workdir_option
+from dsl.commands._common import json_option, only_label, open_ws, out_console, workdir_option
 
 
 @click.command("report")
@@ -32,7 +32,6 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
         click.echo(json.dumps({**summary, "report": str(art.path / "report.md"),
                                "html": str(art.path / "report.html")}, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from sdk.report import table_rows
@@ -40,10 +39,10 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
     head, body = table_rows(summary)
     table = Table(title=f"eval.{label}: {summary['n_items']} items ({summary['task']})", title_justify="left")
     for h in head:
-        table.add_column(h)
+        table.add_column(h, overflow="fold")  # wrapped at spaces, a long word folded: never cut
     for row in body:
         table.add_row(*row)
-    console = Console(highlight=False)
+    console = out_console()
     console.print(table)
     gate = summary.get("gate")
     if gate:
