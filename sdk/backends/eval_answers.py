@@ -36,6 +36,7 @@ class Answer:
     retrieved: list[str]
     nll: tuple[float, int] | None = None
     evidence: bool | None = None  # retrieval found the answer (a gold source, or the reference in a chunk); None: no retrieval
+    routing: dict[str, Any] | None = None  # a router's decision: {target, system, probability}; None: not routed
 
 
 def found_evidence(item: EvalItem, retrieved: list[str], contents: list[str]) -> bool:
@@ -236,6 +237,8 @@ def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: flo
     folder.mkdir(parents=True, exist_ok=True)
     row = {"id": item_id, "prediction": ans.prediction, "sources": ans.sources, "retrieved": ans.retrieved,
            "nll": list(ans.nll) if ans.nll else None, "judge": judged, "evidence": ans.evidence}
+    if ans.routing is not None:
+        row["routing"] = ans.routing
     with open(_partial_path(folder, sid), "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
     return row

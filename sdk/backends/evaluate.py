@@ -31,6 +31,7 @@ from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
     system_id,
     task_of,
 )
+from sdk.backends.eval_routed import RoutedRunner, is_router, routing_summary
 from sdk.backends.eval_models import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
 from sdk.backends.eval_stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
@@ -82,9 +83,14 @@ class EvalBackend(Backend):
         rows: dict[str, list[dict[str, Any]]] = {}
         per_item: dict[str, list[dict[str, float | None]]] = {}
         nlls: dict[str, dict[str, tuple[float, int]]] = {}  # system -> item id -> (NLL, tokens) of its answer
+        answered: dict[str, dict[str, dict[str, Any]]] = {}
+        # a router answers last: an item it sends to a system of this eval takes that system's saved answer
+        for system in sorted(block.systems, key=is_router):
+            answered[system_id(system)] = self._answer(ctx, block, system, items, artifacts, labels, task, prompter,
+                                                       judge, want_nll, answered)
         for system in block.systems:
             sid = system_id(system)
-            done = self._answer(ctx, block, system, items, artifacts, labels, task, prompter, judge, want_nll)
+            done = answered[sid]
             rows[sid], per_item[sid], nlls[sid] = [], [], {}
             for item in items:  # each item answered once per system; every metric scores that one answer
                 saved = done[item.id]
@@ -101,7 +107,8 @@ class EvalBackend(Backend):
                 rows[sid].append({"id": item.id, "system": sid, "question": item.question, "gold": item.gold,
                                   "prediction": ans.prediction, "correct": correct, "sources": ans.sources,
                                   "retrieved": ans.retrieved, "expected_sources": item.sources,
-                                  "miss": miss, "scores": scores})
+                                  "miss": miss, "scores": scores, **({"routing": saved["routing"]}
+                                                                     if saved.get("routing") else {})})
         results = aggregate(per_item, nlls, block, rows)
         comparisons = compare(per_item, block, nlls)
         for sid, by_metric in comparisons.items():  # gates may read each p-value as SYSTEM.METRIC.p_value
@@ -118,7 +125,9 @@ class EvalBackend(Backend):
         if block.gate is not None:
             gate_text = E.to_text(block.gate)
             gate_ok, gate_detail = evaluate_gate(block.gate, results)
+        routing = {system_id(s): routing_summary(rows[system_id(s)]) for s in block.systems if is_router(s)}
         summary = {"step": ctx.step_id, "task": task, "n_items": len(items), "systems": list(results),
+                   **({"routing": routing} if routing else {}),
                    "metrics": results, "comparisons": comparisons, "contamination": contam,
                    "bootstrap": block.bootstrap, "confidence": block.confidence, "seed": block.seed,
                    "gate": {"expression": gate_text, "passed": gate_ok, "detail": gate_detail} if gate_text else None}
@@ -137,7 +146,8 @@ class EvalBackend(Backend):
 
     def _answer(self, ctx: StepContext, block: Any, system: Any, items: list[EvalItem],
                 artifacts: dict[str, Artifact], labels: list[str], task: str, prompter: Prompter,
-                judge: Judge | None, want_nll: bool) -> dict[str, dict[str, Any]]:
+                judge: Judge | None, want_nll: bool,
+                answered: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[str, dict[str, Any]]:
         """Every item's saved answer for one system (item id -> row). Answers saved by a killed apply are kept;
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
@@ -148,13 +158,14 @@ class EvalBackend(Backend):
         pending = list({it.id: it for it in items if it.id not in done}.values())  # an id is answered once
         with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
             bar.advance(len(items) - len(pending))
-            runner: SystemRunner | None = None
+            runner: SystemRunner | RoutedRunner | None = None
             start = 0
             while start < len(pending):
                 chunk = pending[start:start + 1]
                 try:
                     if runner is None:
-                        runner = SystemRunner(ctx.spec, system, artifacts, labels, task, prompter)
+                        runner = RoutedRunner(ctx.spec, system, artifacts, labels, task, prompter, answered) \
+                            if is_router(system) else SystemRunner(ctx.spec, system, artifacts, labels, task, prompter)
                     chunk = pending[start:start + (block.batch_size if runner.batched else 1)]
                     answers = runner.answer_many(chunk, block.max_new_tokens, want_nll, block.batch_size)
                     for item, ans in zip(chunk, answers):

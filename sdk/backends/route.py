@@ -75,6 +75,7 @@ class RouteBackend(Backend):
 
             ev = applied_block(ctx.input(ref))
             rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
+        rows, dropped = _unique(rows)
         labels = [t for _, t in rows]
         if len(set(labels)) < 2:
             raise DslError(f"{ctx.step_id}: the router needs examples of at least two targets, found only "
@@ -90,8 +91,10 @@ class RouteBackend(Backend):
             raise DslError(f"{ctx.step_id}: {len(labels)} examples are too few to train and hold out {n_hold} "
                            "(give at least a few examples per target)")
         stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_hold <= len(labels) - len(counts) else None
-        tr_x, ho_x, tr_y, ho_y = train_test_split(texts, labels, test_size=n_hold, random_state=block.seed,
-                                                  stratify=stratify)
+        tr_i, ho_i = train_test_split(list(range(len(texts))), test_size=n_hold, random_state=block.seed,
+                                      stratify=stratify)
+        tr_x, tr_y = [texts[i] for i in tr_i], [labels[i] for i in tr_i]
+        ho_x, ho_y = [texts[i] for i in ho_i], [labels[i] for i in ho_i]
         if len(set(tr_y)) < 2:
             raise DslError(f"{ctx.step_id}: after holding out {n_hold} examples, training has one target only")
         meta, arrays, _ = train(tr_x, tr_y, block.classifier, block.seed, "sentence-transformers/all-MiniLM-L6-v2")
@@ -100,6 +103,8 @@ class RouteBackend(Backend):
 
         if block.general is not None:
             targets[GENERAL] = f"endpoint:{block.general.model}" if isinstance(block.general, Endpoint) else str(block.general)
+        else:  # documented default: without a general target, the domain system answers everything
+            targets[GENERAL] = str(block.domain)
         meta["targets"] = targets
         meta["threshold"] = 0.5
         router = Router(meta, arrays)
@@ -126,17 +131,44 @@ class RouteBackend(Backend):
         preds = [r["target"] for r in routed]
         metrics = evaluate_routes(preds, ho_y, classes)
         metrics.update(threshold=round(threshold, 4), holdout=len(ho_y), train=len(tr_y), queries_per_second=round(qps, 1),
-                       domain_share=round(sum(p != GENERAL for p in preds) / max(1, len(preds)), 4))
+                       domain_share=round(sum(p != GENERAL for p in preds) / max(1, len(preds)), 4),
+                       duplicates_dropped=dropped, domain_recall=_recall(preds, ho_y))
+        # the split, explicit: which examples trained the router and which measured it (none in both)
+        split = {"seed": block.seed, "holdout_share": block.holdout, "duplicates_dropped": dropped,
+                 "train": [{"text": texts[i], "target": labels[i]} for i in sorted(tr_i)],
+                 "holdout": [{"text": x, "target": y, "routed": p} for x, y, p in zip(ho_x, ho_y, preds)]}
+        (ctx.out_dir / "split.json").write_text(json.dumps(split, indent=1, ensure_ascii=False))
         (ctx.out_dir / "router.json").write_text(json.dumps(meta))
         np.savez(ctx.out_dir / "router.npz", **arrays)
         curve = quality_cost_curve(ctx, block, p_special, targets, ho_y, threshold)
-        outputs = {"router": "router.json", "arrays": "router.npz", "targets": targets, "classifier": block.classifier}
+        outputs = {"router": "router.json", "arrays": "router.npz", "targets": targets, "classifier": block.classifier,
+                   "split": "split.json"}
         if curve:
             outputs.update(quality_cost_curve="quality_cost.png", quality_cost_points="quality_cost.json")
             metrics.update(expected_quality=curve["expected_quality"], quality=curve["quality"])
         return StepResult(metrics=metrics, outputs=outputs,
-                          summary=f"{block.classifier} router: held-out accuracy {metrics['accuracy']:.3f}, "
-                                  f"threshold {threshold:.3f}, {qps:,.0f} queries/s")
+                          summary=f"{block.classifier} router: accuracy {metrics['accuracy']:.3f} on {len(ho_y)} "
+                                  f"held-out examples it did not train on (trained on {len(tr_y)}), threshold "
+                                  f"{threshold:.3f}, {qps:,.0f} queries/s")
+
+
+def _unique(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """The examples without repeats (same text, case and spacing aside), so that no held-out example is also a
+    training one; the first target of a repeated text wins. Returns the rows and how many were dropped."""
+    seen: set[str] = set()
+    out = []
+    for text, target in rows:
+        key = " ".join(text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append((text, target))
+    return out, len(rows) - len(out)
+
+
+def _recall(preds: list[str], golds: list[str]) -> Optional[float]:
+    """Share of the held-out examples of specialised targets (domain and named ones) routed to their own target."""
+    pairs = [(p, g) for p, g in zip(preds, golds) if g != GENERAL]
+    return round(sum(p == g for p, g in pairs) / len(pairs), 4) if pairs else None
 
 
 def throughput(router: Router, texts: list[str], seconds: float = 0.5) -> float:

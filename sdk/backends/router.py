@@ -115,7 +115,10 @@ class Router:
             target = best if specialised and specialised[best] >= self.threshold else GENERAL
             if GENERAL not in p and target == GENERAL:
                 target = best
-            out.append({"target": target, "system": self.meta["targets"].get(target), "probability": p.get(target, 0.0),
+            targets = self.meta["targets"]
+            # without a general target (documented default) the domain system answers what is not routed elsewhere
+            system = targets.get(target) or (targets.get(DOMAIN) if target == GENERAL else None) or target
+            out.append({"target": target, "system": system, "probability": p.get(target, 0.0),
                         "probabilities": p})
         return out
 

@@ -37,8 +37,10 @@ def training_steps(spec: Any, systems: list[Any]) -> list[str]:
         if kind in ("corpus", "dataset"):
             out.append(f"{kind}.{label}")
             return
-        for attr in ("corpus", "data", "from_", "generator"):
+        for attr in ("corpus", "data", "from_", "generator", "domain", "general"):  # domain, general: a router's
             walk(getattr(blk, attr, None))
+        for target in (getattr(blk, "targets", None) or {}).values() if kind == "route" else ():
+            walk(target)
 
     for s in systems:
         walk(s)
@@ -130,8 +132,9 @@ class EvalBlock(Block):
     password: Optional[Secret] = Field(default=None, description='Zip password, as env("NAME")')
     task: Literal["auto", "generate", "multiple_choice", "classification"] = Field(default="auto", description="How items are asked and scored")
     metrics: list[MetricName] = Field(default_factory=lambda: ["exact_match", "f1"], min_length=1, description="Metrics to compute")
-    systems: list[Union[ref_of("@system"), Endpoint]] = Field(  # type: ignore[valid-type]
-        min_length=1, description="Systems compared on the same items; differences are against the first"
+    systems: list[Union[ref_of("@system", "route"), Endpoint]] = Field(  # type: ignore[valid-type]
+        min_length=1, description="Systems compared on the same items; differences are against the first. "
+                                  "route.default is the router: each item answered by the system it routes to"
     )
     gate: Optional[Expr] = Field(default=None, description="Condition that must hold, e.g. rag.docs.exact_match >= 0.5")
     limit: Optional[PositiveInt] = Field(default=None, description="Use only the first N items")

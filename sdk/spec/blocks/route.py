@@ -17,6 +17,13 @@ from sdk.spec.values import Block, Expr, Fraction, Problem, Ref, Seed, ref_of
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     out = condition_problems(spec, ("route", label, "threshold"), block.threshold)
+    if block.threshold is not None and not _expr.metrics(block.threshold):  # a constant: checked now, not at apply
+        value = _expr.evaluate(block.threshold, lambda m: 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            out.append(Problem(path=("route", label, "threshold"),
+                               message=f"threshold = {_expr.to_text(block.threshold)} is not a probability between "
+                                       "0 and 1", hint="a query goes to the domain when its probability is at least "
+                                                       "the threshold: write e.g. threshold = 0.6"))
     problem = path_problem(spec, block.examples) if check_files and block.examples else None
     if problem:
         out.append(Problem(path=("route", label, "examples"), message=problem))
@@ -69,7 +76,7 @@ class RouteBlock(Block):
         default_factory=dict, description="Extra named targets for more than one domain: { law = rag.law }"
     )
     general: Optional[Union[ref_of("@system"), Endpoint]] = Field(  # type: ignore[valid-type]
-        default=None, description="Where everything else goes; without it, non-domain queries get 503"
+        default=None, description="Where everything else goes; without it, the domain system answers those queries too"
     )
     threshold: Optional[Expr] = Field(default=None, description="Probability above which a query goes to the domain (default 0.5)")
     domain_share: Optional[Fraction] = Field(default=None, description="Calibrate the threshold to send this share of held-out traffic to the domain")
