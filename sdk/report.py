@@ -192,6 +192,7 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
         for item, share in list(contam.get("items", {}).items())[:20]:
             md.append(f"- item `{item}`: {share:.0%} of its {contam['ngram']}-grams")
         md.append("")
+    md += _routing_md(rows)
     for name, title in charts:
         md += [f"## {title}", "", f"![{title}]({name})", ""]
     if wrong:
@@ -221,6 +222,7 @@ img{{max-width:100%}}</style></head><body>
 {table}{gate_html}
 <p>Contamination: {contam.get('contaminated', 0)} items share {contam.get('ngram', '')}-grams with training data.</p>
 {imgs}
+{_routing_html(rows)}
 <h2>Wrong answers of the best system, {html.escape(str(best))}</h2><p>{html.escape(_miss_line(counts))}</p>
 <table><tr><th>id</th><th>question</th><th>gold</th><th>prediction</th><th>retrieved</th><th>miss</th></tr>{wrong_html}</table>
 </body></html>"""
@@ -235,3 +237,32 @@ def _miss_line(counts: dict[str, int]) -> str:
             f"chunks), {counts['generation']} generation misses (it was, and the answer is still wrong)"
             + (f", {counts['wrong'] - counts['retrieval'] - counts['generation']} without retrieval"
                if counts['wrong'] > counts['retrieval'] + counts['generation'] else "") + ".")
+
+
+def _routed(rows: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [(sid, rs) for sid, rs in rows.items() if rs and all(r.get("routing") for r in rs)]
+
+
+def _routing_md(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each item's routing decision, for every router among the systems."""
+    md: list[str] = []
+    for sid, rs in _routed(rows):
+        md += [f"## Routing of {sid}: where each question went", "",
+               "| id | question | routed to | p | correct |", "|---|---|---|---|---|"]
+        md += [f"| {r['id']} | {r['question'][:80]} | {r['routing']['system']} ({r['routing']['target']}) | "
+               f"{r['routing']['probability']:.3f} | {'-' if r['correct'] is None else int(bool(r['correct']))} |"
+               for r in rs]
+        md.append("")
+    return md
+
+
+def _routing_html(rows: dict[str, list[dict[str, Any]]]) -> str:
+    out = ""
+    for sid, rs in _routed(rows):
+        body = "".join(f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(r['question'][:120])}</td>"
+                       f"<td>{html.escape(str(r['routing']['system']))} ({html.escape(str(r['routing']['target']))})"
+                       f"</td><td>{r['routing']['probability']:.3f}</td>"
+                       f"<td>{'-' if r['correct'] is None else int(bool(r['correct']))}</td></tr>" for r in rs)
+        out += (f"<h2>Routing of {html.escape(sid)}: where each question went</h2><table><tr><th>id</th>"
+                f"<th>question</th><th>routed to</th><th>p</th><th>correct</th></tr>{body}</table>")
+    return out

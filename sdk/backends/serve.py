@@ -69,6 +69,8 @@ class ServeBackend(Backend):
                 variants["general"] = general
             elif isinstance(route.general, Ref):
                 general = str(route.general)
+            else:  # no general target: the domain system answers what the router does not send elsewhere
+                general = str(route.domain)
         config: dict[str, Any] = {
             "domain": spec.name, "engine": block.engine, "host": block.host, "port": block.port,
             "api_key_env": block.api_key.env if block.api_key else None, "max_batch_size": block.max_batch_size,
