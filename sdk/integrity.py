@@ -108,3 +108,22 @@ def adopt_manifests(state: Any) -> list[str]:
         entry["manifest_sha256"] = file_sha256(folder / MANIFEST, follow=False)
         adopted.append(step_id)
     return adopted
+
+
+def endpoint_named(spec: Any, url: str, key_env: Optional[str]) -> bool:
+    """Whether the recipe being run names an endpoint with this URL and key: a secret is sent only there, never
+    to a URL that only an artifact's manifest names."""
+    from sdk.spec import Endpoint
+
+    def walk(value: Any) -> bool:
+        if isinstance(value, Endpoint):
+            env = value.api_key.env if value.api_key is not None else None
+            return value.url.rstrip("/") == str(url).rstrip("/") and env == key_env
+        if isinstance(value, dict):
+            return any(walk(v) for v in value.values())
+        if isinstance(value, (list, tuple)):
+            return any(walk(v) for v in value)
+        fields = getattr(type(value), "model_fields", None)
+        return bool(fields) and any(walk(getattr(value, f, None)) for f in fields)
+
+    return any(walk(block) for _, _, block in spec.blocks())

@@ -53,7 +53,7 @@ class Workspace:
         from sdk.backends.rag import RagSystem
 
         return RagSystem.open(self.artifact(f"rag.{label}"), with_generator=with_generator,
-                              base_dir=self.spec.base_dir)
+                              base_dir=self.spec.base_dir, spec=self.spec)
 
     def promotion(self) -> dict[str, dict[str, Any]]:
         from sdk.promotion import promotion

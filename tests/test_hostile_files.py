@@ -194,3 +194,25 @@ def test_a_workdir_from_before_manifest_hashes_is_adopted_once(tmp_path: Path) -
     assert all(e.get("manifest_sha256") for e in entries)
     v = run_dsl("verify", str(path))
     assert v.returncode == 0 and "not under integrity" not in v.stdout, v.stdout
+
+
+def test_a_key_is_sent_only_to_an_endpoint_the_recipe_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.backends.rag_system import make_generator
+    from tests._openai_server import OpenAIServer, chat_completion
+
+    seen: list[str] = []
+    monkeypatch.setenv("GEN_KEY", "s3cret")
+    with OpenAIServer(lambda body, request: seen.append(request.headers.get("authorization", "")) or
+                      chat_completion("ok")) as server:
+        applied = f"http://127.0.0.1:{server.port}/v1"
+        gen = f'endpoint {{ url = "{applied}", model = "m", api_key = env("GEN_KEY"), max_retries = 0 }}'
+        path = write_small(tmp_path, SMALL.replace("generator = finetune.sip", f"generator = {gen}"))
+        block = load(path).rag["docs"]  # the block as applied
+        path.write_text(path.read_text().replace(applied, "http://127.0.0.1:9/v1"))
+        moved = load(path)  # the recipe being run names another URL now
+        with pytest.raises(DslError, match="the key is sent only to endpoints the recipe names"):
+            make_generator(block, None, moved, "rag.docs")
+        assert seen == []
+        path.write_text(path.read_text().replace("http://127.0.0.1:9/v1", applied))
+        assert make_generator(block, None, load(path), "rag.docs")("hi", 4) == "ok"
+    assert seen == ["Bearer s3cret"]

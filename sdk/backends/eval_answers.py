@@ -108,7 +108,7 @@ class SystemRunner:
             scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
             # options are scored by the generator's log-likelihood with the retrieved chunks in the prompt;
             # free answers come from the rag system itself (its prompt, its generator, its citations)
-            self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir)
+            self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir, spec=spec)
             if scored:
                 gen_art = input_artifact(rag_art, str(gen))
                 self.local = _local({str(gen): gen_art}, str(gen), spec)

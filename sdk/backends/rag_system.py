@@ -57,9 +57,11 @@ class RagSystem:
     _warm: bool = field(default=False)
 
     @classmethod
-    def open(cls, art: Artifact, with_generator: bool = True, base_dir: Optional[Path] = None) -> "RagSystem":
+    def open(cls, art: Artifact, with_generator: bool = True, base_dir: Optional[Path] = None,
+             spec: Any = None) -> "RagSystem":
         """Open the applied rag system of artifact ``art``: its block as applied (from the manifest), its index,
-        its prompt, and the generator it was applied with. ``base_dir`` resolves a relative embedder path."""
+        its prompt, and the generator it was applied with. ``base_dir`` resolves a relative embedder path; with
+        ``spec`` (the recipe being run), a generator endpoint's key is sent only to an endpoint it names."""
         from sdk.systems import applied_block, input_artifact
 
         quiet_haystack()
@@ -73,7 +75,7 @@ class RagSystem:
             from sdk.spec import Ref
 
             gen_art = input_artifact(art, str(block.generator)) if isinstance(block.generator, Ref) else None
-            generator = make_generator(block, gen_art)
+            generator = make_generator(block, gen_art, spec, art.step_id)
         return cls(None, label, block, query_pipeline(block, store, base_dir=base_dir), prompt, generator)
 
     def retrieve(self, question: str, top_k: Optional[int] = None) -> list[dict[str, Any]]:
@@ -120,7 +122,7 @@ def citations(text: str, n: int) -> list[int]:
     return sorted(i for i in found if 1 <= i <= n)
 
 
-def make_generator(block: Any, art: Optional[Artifact]) -> Any:
+def make_generator(block: Any, art: Optional[Artifact], spec: Any = None, step_id: str = "rag") -> Any:
     """A callable (prompt, max_new_tokens) -> text for the block's generator, or None for retrieval only."""
     from sdk.spec import Endpoint, Ref
 
@@ -132,6 +134,12 @@ def make_generator(block: Any, art: Optional[Artifact]) -> Any:
 
         if gen.api_key is not None:
             secret(gen.api_key, "the generator endpoint's api_key")  # named now, not deep inside the client
+            from sdk.integrity import endpoint_named
+
+            if spec is not None and not endpoint_named(spec, gen.url, gen.api_key.env):
+                raise DslError(f"{step_id} was applied with the generator endpoint {gen.url}, which the recipe does "
+                               f"not name (with key env({gen.api_key.env!r})); the key is sent only to endpoints "
+                               "the recipe names: run dsl apply")
         client = endpoint_component(gen) if gen.api_key else _keyless_endpoint(gen)
 
         def call_endpoint(prompt: str, max_new_tokens: int) -> str:
