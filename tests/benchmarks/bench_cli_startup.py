@@ -1,6 +1,6 @@
 """`dsl validate` start-up time against `python -c "import torch"`, measured side by side in one run.
 
-Target: ratio < 0.5. Prints each median, then `ratio=<validate/import_torch>` last.
+Target: ratio < 0.5. Prints each median, then `ratio=<validate/import_torch>` last. `--quick`: one run a side.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNS = 7
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick  # noqa: E402
+
+RUNS = pick(7, 1)
 
 
 def timed(cmd: list[str]) -> float:
@@ -27,7 +30,8 @@ def main() -> None:
         recipe = next((ROOT / "recipes").glob("*.dsl"), ROOT / "tests" / "golden" / "bad_enum.dsl")
     validate = [sys.executable, "-m", "dsl.cli", "validate", str(recipe)]
     torch = [sys.executable, "-c", "import torch"]
-    timed(validate), timed(torch)  # warm the file cache for both
+    if RUNS > 1:
+        timed(validate), timed(torch)  # warm the file cache for both
     a, b = [], []
     for _ in range(RUNS):  # interleaved, so both see the same machine load
         a.append(timed(validate))

@@ -7,7 +7,8 @@ per path with the same PyTorch query embeddings (the query pipeline embeds quest
 ranks the chunks by cosine, chunks are folded into PMIDs, and the item's own PMID is the relevant one.
 Last line: ``embed ratio=<auto over before> recall5_delta=<auto minus before>``.
 
-    .venv/bin/python tests/benchmarks/bench_embed.py [--items 1000] [--int8]
+    .venv/bin/python tests/benchmarks/bench_embed.py [--items 1000] [--int8] [--quick]
+`--quick`: the first 5 items (the one-off ONNX export is cached in ~/.cache/domain-dsl/onnx/ as usual).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick, skip_without  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 
 
@@ -52,12 +56,10 @@ def recall_at_5(vectors, chunk_pmids: list[str], queries, query_pmids: list[str]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=pick(1000, 5))
     parser.add_argument("--int8", action="store_true", help="also measure embedding_backend = onnx-int8")
     args = parser.parse_args()
-    if not DATA.exists():
-        print(f"SKIP: {DATA} is absent (the shared data folder sits beside the repository)")
-        print("embed ratio=nan recall5_delta=nan")
+    if skip_without(DATA, "embed ratio=nan recall5_delta=nan"):
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")

@@ -12,6 +12,7 @@ PubMedQA questions (../shared/data/pubmedqa, or the tiny sample text's sentences
 (classification), the same choice on every item (asserted) and the largest log-probability difference printed.
 
 Last line: `eval ratio=<items/s batched over one at a time, generation and scoring together>`.
+`--quick`: 4 items, batches of 2, 4 new tokens, a 1-layer model.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
-N_ITEMS, BATCH, NEW_TOKENS = int(os.environ.get("ITEMS", "32")), 16, 16
+N_ITEMS, BATCH, NEW_TOKENS = int(os.environ.get("ITEMS", pick("32", "4"))), pick(16, 2), pick(16, 4)
+LAYERS, HIDDEN = pick(4, 1), pick(256, 64)
 LABELS = ["maybe", "no", "yes"]
 
 
@@ -44,7 +49,7 @@ def build_model(folder: Path, text: str) -> Path:
 
     from sdk.backends.training import make_tiny_model
 
-    make_tiny_model(folder, text, layers=4, hidden=256, heads=4, vocab=800, context=256)
+    make_tiny_model(folder, text, layers=LAYERS, hidden=HIDDEN, heads=4, vocab=800, context=256)
     model = AutoModelForCausalLM.from_pretrained(folder)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -6,7 +6,7 @@ bm25, dense and hybrid, indexing throughput, and query latency p50/p95. Last lin
 `recall@5 bm25=<x> dense=<y> hybrid=<z>`.
 
 Each system retrieves top_k = 10 chunks (about 1.5 chunks per abstract), ranked into documents by their best
-chunk; recall@10 therefore counts the documents among those 10 chunks.
+chunk; recall@10 therefore counts the documents among those 10 chunks. `--quick`: the first 8 items.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick, skip_without  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
+ITEMS = pick(1000, 8)
 
 RECIPE = """domain pubmedqa {
   corpus abstracts { paths = ["docs/*.txt"]  split = { by = word, length = 200, overlap = 20 }  dedupe = exact }
@@ -34,14 +38,12 @@ RECIPE = """domain pubmedqa {
 
 
 def main() -> None:
-    if not DATA.exists():
-        print(f"SKIP: {DATA} is absent (the shared data folder sits beside the repository)")
-        print("recall@5 bm25=nan dense=nan hybrid=nan")
+    if skip_without(DATA, "recall@5 bm25=nan dense=nan hybrid=nan"):
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    items = json.loads(DATA.read_text())
+    items = dict(list(json.loads(DATA.read_text()).items())[:ITEMS])
     work = Path(tempfile.mkdtemp(prefix="bench-rag-"))
     try:
         run(items, work)

@@ -3,6 +3,8 @@
 Runs `dsl apply recipes/quickstart.dsl` first if the quickstart has not been applied (that takes minutes), then
 times the no-op re-apply (which must plan every step as up to date, load no model and rebuild no index).
 Target: ratio <= 2. Last line: `ratio=<noop_apply/import_torch>`.
+`--quick`: a recipe of two cheap steps (a corpus and a tiny base model) applied in a temporary folder instead of the
+quickstart, one run a side.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import QUICK, pick  # noqa: E402
+
 RECIPE = ROOT / "recipes" / "quickstart.dsl"
-RUNS = 5
+RUNS = pick(5, 1)
+QUICK_RECIPE = """domain reapply {
+  base_model tiny { architecture = llama { layers = 1, hidden = 32, heads = 2, vocab = 300, context = 64 } }
+  corpus notes { paths = ["notes.txt"] }
+}
+"""
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -26,15 +37,26 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def main() -> None:
+    if QUICK:
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "notes.txt").write_text("The DRX cycle of site Bage lasts 512 ms.\n")
+            (Path(tmp) / "reapply.dsl").write_text(QUICK_RECIPE)
+            measure(Path(tmp) / "reapply.dsl")
+        return
+    measure(RECIPE)
+
+
+def measure(recipe: Path) -> None:
     dsl = [sys.executable, "-m", "dsl.cli"]
-    plan = json.loads(subprocess.run(dsl + ["plan", str(RECIPE), "--json"], cwd=ROOT, capture_output=True,
+    plan = json.loads(subprocess.run(dsl + ["plan", str(recipe), "--json"], cwd=ROOT, capture_output=True,
                                      text=True, check=True).stdout)
     if any(s["action"] != "noop" for s in plan["steps"]):
-        print("quickstart not applied yet: running dsl apply once (minutes)", flush=True)
-        subprocess.run(dsl + ["apply", str(RECIPE), "--no-progress"], cwd=ROOT, check=True)
-    apply_cmd = dsl + ["apply", str(RECIPE), "--json", "--no-progress"]
+        print(f"{recipe.name} not applied yet: running dsl apply once{'' if QUICK else ' (minutes)'}", flush=True)
+        subprocess.run(dsl + ["apply", str(recipe), "--no-progress"], cwd=ROOT, check=True, capture_output=QUICK)
+    apply_cmd = dsl + ["apply", str(recipe), "--json", "--no-progress"]
     torch_cmd = [sys.executable, "-c", "import torch"]
-    timed(apply_cmd), timed(torch_cmd)
+    if RUNS > 1:
+        timed(apply_cmd), timed(torch_cmd)
     a, b = [], []
     for _ in range(RUNS):
         ta, proc = timed(apply_cmd)
