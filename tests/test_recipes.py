@@ -21,7 +21,7 @@ from tests.conftest import RECIPES, run_dsl
 
 
 def quickstart() -> sdk.Spec:
-    gate = ("rag.tuned.exact_match >= 0.6"
+    gate = ("route.default.exact_match >= rag.tuned.exact_match - 0.05 and rag.tuned.exact_match >= 0.6"
             " and rag.tuned.exact_match > finetune.sip.exact_match and finetune.sip.exact_match.p_value < 0.05"
             " and rag.tuned.exact_match > rag.docs.exact_match and rag.docs.exact_match.p_value < 0.05"
             " and rag.tuned.exact_match > pretrain.base.exact_match and pretrain.base.exact_match.p_value < 0.05")
@@ -43,7 +43,8 @@ def quickstart() -> sdk.Spec:
         .rag("tuned", corpus="corpus.handbook", retriever="bm25", top_k=1, prompt=file("quickstart/prompt.j2"),
              generator="finetune.sip", max_new_tokens=8)
         .eval("expert", data="quickstart/eval.jsonl", metrics=["exact_match", "f1", "recall_at_k"],
-              systems=["rag.tuned", "pretrain.base", "finetune.sip", "rag.docs"], max_new_tokens=8, gate=gate)
+              systems=["rag.tuned", "route.default", "pretrain.base", "finetune.sip", "rag.docs"], max_new_tokens=8,
+              gate=gate)
         .route(classifier="tfidf", examples="quickstart/route.jsonl", domain="rag.tuned", general="pretrain.base")
         .serve(engine="local", port=8000)
         .build()
@@ -228,7 +229,7 @@ _TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
     "quickstart.dsl": ["base_model.tiny", "corpus.archive", "corpus.handbook", "pretrain.base", "rag.docs", "dataset.qa",
-                       "finetune.sip", "rag.tuned", "eval.expert", "route.default", "serve.default"],
+                       "finetune.sip", "rag.tuned", "route.default", "eval.expert", "serve.default"],
     "medicine.dsl": ["base_model.llama3", "corpus.guidelines", "dataset.qa", "finetune.clinical", "rag.guidelines",
                      "eval.clinical", "route.default", "serve.default"],
     "law.dsl": ["base_model.mistral", "corpus.casebook", "dataset.qa", "finetune.counsel", "rag.research",
