@@ -242,7 +242,7 @@ def test_endpoint_model_retries_through_the_openai_client(answers: list, calls: 
         if ok:
             assert model.ask("q", 4) == "fine"
         else:
-            with pytest.raises(DslError, match="failed after 3 attempts: InternalServerError"):
+            with pytest.raises(DslError, match="failed after 3 attempts"):
                 model.ask("q", 4)
     assert seen == list(range(1, calls + 1))
 
@@ -265,6 +265,6 @@ def test_endpoint_model_does_not_retry_a_client_error() -> None:
 
     with OpenAIServer(handler) as server:
         model = EndpointModel(Endpoint(url=f"http://127.0.0.1:{server.port}/v1", model="m", max_retries=3))
-        with pytest.raises(DslError, match="failed after 1 attempt: NotFoundError"):
+        with pytest.raises(DslError, match=r"failed after 1 attempt\b"):
             model.ask("q", 4)
     assert len(calls) == 1  # a 404 is an answer, not a hiccup

@@ -208,7 +208,6 @@ class AlignBackend(TrainingBackend, Backend):
         from sdk.backends import training as T
         from sdk.backends import tuning
         from sdk.backends.datasets import _rel
-        from sdk.backends.finetune import _chat_template
         from sdk.backends.models import ModelHandle, handle
         from sdk.hashing import file_sha256
 
@@ -221,9 +220,7 @@ class AlignBackend(TrainingBackend, Backend):
         if h.adapter and base.outputs.get("merged"):
             h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
         T.check_model_exists(h.model, ctx.step_id, block.from_)
-        template = _chat_template(ctx.spec, block)
-        if template is None and block.from_.kind == "base_model":
-            template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
+        template = tuning.chat_template(ctx, block, base)
         job = {**tuning.job_of(ctx, "align", block, h, base, template), "rows": rows, "summary": summary,
                "data_hashes": {block.pairs: file_sha256(source)}}
         result = T.run_step_job(ctx, job, align_job, __name__)

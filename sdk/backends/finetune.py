@@ -210,15 +210,6 @@ def _params(block: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in block.items() if k != "compute"}
 
 
-def _chat_template(spec: Any, block: Any) -> Optional[str]:
-    from sdk.spec import FileRef
-
-    value = block.chat_template
-    if value is None:
-        return None
-    return value.read(spec.base_dir) if isinstance(value, FileRef) else str(value)
-
-
 class FinetuneBackend(TrainingBackend, Backend):
     name = "trl"
     version = "2"  # 2: padding-free batches by default
@@ -251,6 +242,7 @@ class FinetuneBackend(TrainingBackend, Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends import training as T
+        from sdk.backends import tuning
         from sdk.backends.models import ModelHandle, handle
         from sdk.backends.pretrain import _compute
 
@@ -261,9 +253,7 @@ class FinetuneBackend(TrainingBackend, Backend):
         if h.adapter and base.outputs.get("merged"):  # the earlier fine-tune already wrote its merged model
             h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
         T.check_model_exists(h.model, ctx.step_id, block.from_)
-        template = _chat_template(ctx.spec, block)
-        if template is None and block.from_.kind == "base_model":
-            template = _chat_template(ctx.spec, ctx.spec.get(block.from_))
+        template = tuning.chat_template(ctx, block, base)
         compute = _compute(ctx)
         job = {
             "kind": "finetune", "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
@@ -279,9 +269,7 @@ class FinetuneBackend(TrainingBackend, Backend):
         }
         result = T.run_step_job(ctx, job, finetune_job, __name__)
         m = result["metrics"]
-        from sdk.backends.tuning import tuned_outputs
-
-        outputs = tuned_outputs(block.method, block.merge, h, bool(result.get("base_in_artifact")))
+        outputs = tuning.tuned_outputs(block.method, block.merge, h, bool(result.get("base_in_artifact")))
         outputs.update(loss_curve="loss.json", loss_plot="loss.png", method=block.method)
         return StepResult(metrics=m, outputs=outputs,
                           summary=f"{block.method}: {m['steps']} steps, loss {m['train_loss']}"

@@ -6,7 +6,8 @@ Every model step (base_model, pretrain, finetune) records in its manifest ``outp
   (``model_source`` says which: ``artifact`` | ``local`` | ``hub`` | ``scratch``);
 - ``adapter`` (optional): a PEFT adapter folder inside the artifact, applied on top of ``base``;
 - ``base`` (with an adapter): the model the adapter applies to, in the same three forms;
-- ``tokenizer`` (optional): a folder inside the artifact holding the tokenizer and chat template.
+- ``tokenizer`` (optional): a folder inside the artifact holding the tokenizer and chat template;
+- ``chat_template`` (optional, base_model): a file inside the artifact holding the block's chat template.
 
 :func:`handle` turns an artifact into absolute paths; :func:`load` loads it with transformers (lazily).
 """
@@ -115,11 +116,32 @@ def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dt
     return model, tokenizer
 
 
+TEMPLATE_FILE = "chat_template.jinja"
+
+
+def recipe_template(spec: Any, block: Any) -> Optional[str]:
+    """The chat template a block itself gives (text, or the content of its file()), or None."""
+    from sdk.spec import FileRef
+
+    value = getattr(block, "chat_template", None)
+    if value is None:
+        return None
+    return value.read(spec.base_dir) if isinstance(value, FileRef) else str(value)
+
+
+def recorded_template(artifact: Artifact) -> Optional[str]:
+    """The chat template a model step recorded in its artifact (``outputs["chat_template"]``), or None."""
+    name = artifact.outputs.get("chat_template")
+    return (artifact.path / name).read_text(encoding="utf-8") if name else None
+
+
 class HFModelBackend(Backend):
-    """Resolves a base model: checks a local folder, records a hub id, or passes on an architecture."""
+    """Resolves a base model: checks a local folder, records a hub id, or passes on an architecture; the block's
+    chat template is written into the artifact (``chat_template.jinja``), where the steps that train from it read
+    it, so a new template changes what the step produced and re-runs them."""
 
     name = "hf"
-    version = "1"
+    version = "2"  # 2: the chat template is part of the step's output
     kinds = ("base_model",)
 
     def environment(self, ctx: CheckContext) -> list:
@@ -161,6 +183,10 @@ class HFModelBackend(Backend):
             outputs = {"model": block.id, "model_source": "hub", "revision": block.revision}
             summary = f"hub model {block.id}" + (f"@{block.revision}" if block.revision else "")
         outputs["dtype"] = block.dtype
+        template = recipe_template(ctx.spec, block)
+        if template is not None:  # what later steps train and serve with: in the artifact, so in its facets
+            (ctx.out_dir / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+            outputs["chat_template"] = TEMPLATE_FILE
         return StepResult(outputs=outputs, summary=summary)
 
     def extra_inputs(self, spec: Any, kind: str, label: str, block: Any) -> list[Path]:

@@ -4,7 +4,7 @@ trained (all weights, or an adapter, plus an optional merged copy)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 
 def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]:
@@ -12,6 +12,15 @@ def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]
     tokenizer, h = tokenizer_for(job)
     model, base_path = model_for(job, tune, tokenizer, h)
     return model, tokenizer, base_path, h
+
+
+def chat_template(ctx: Any, block: Any, base: Any) -> Optional[str]:
+    """The chat template a training step trains with: its own block's, else the one its input model recorded in
+    its artifact (a base_model's), never the recipe's current block of that input; None: the tokenizer's own."""
+    from sdk.backends.models import recipe_template, recorded_template
+
+    own = recipe_template(ctx.spec, block)
+    return own if own is not None else recorded_template(base)
 
 
 def tokenizer_for(job: dict[str, Any]) -> tuple[Any, Any]:

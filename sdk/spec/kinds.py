@@ -176,6 +176,17 @@ def content_facets(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"content": digest({"files": files, "outputs": manifest.get("outputs") or {}})}
 
 
+def source_facets(manifest: dict[str, Any]) -> dict[str, Any]:
+    """:func:`content_facets`, plus the hashes of the files the step read, for a step whose outputs point at those
+    files rather than copy them (a base model's local folder: its weights, tokenizer and chat template). A step
+    that read no file has the facets :func:`content_facets` gives."""
+    from sdk.hashing import digest
+
+    facets = content_facets(manifest)
+    files = manifest.get("files") or {}
+    return {"content": digest({"content": facets["content"], "read": files})} if files else facets
+
+
 def config_of(spec: Any, kind: str, block: Any) -> dict[str, Any]:
     """What enters the fingerprint and the state for a block: its attributes (plus what its kind adds, e.g. the
     compute block a training step launches with), without the backend's name (which is recorded apart)."""

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from sdk.spec.kinds import content_facets, declare
+from sdk.spec.kinds import declare, source_facets
 from sdk.spec.objects import Llama
 from sdk.spec.paths import named_files, path_problem
 from sdk.spec.values import Block, Problem, TextOrFile
@@ -23,7 +23,7 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
 
 @declare("base_model", role="model", backend=("hf", "sdk.backends.models:HFModelBackend"),
          outputs=("model_source",), check=_check, reads=lambda spec, block: named_files(spec, block),
-         facets=content_facets)
+         facets=source_facets)
 class BaseModelBlock(Block):
     """A starting model: a hub id, a local path, or an architecture to pretrain from scratch."""
 
