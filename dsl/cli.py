@@ -248,7 +248,8 @@ def _out_console() -> Any:
 @_common_plan_options
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), help="Apply a plan saved by dsl plan --out (refused if stale).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when on a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars (default: bars on a terminal, plain lines in a log; --no-progress: none).")
 def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: tuple[str, ...],
               replace: tuple[str, ...], skip_checks: bool, plan_file: Optional[str], as_json: bool,
               progress: Optional[bool]) -> None:
@@ -259,7 +260,8 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     from sdk.plans import Plan
     from sdk.progress import Progress
 
-    if progress is False:
+    if progress is False or (progress is None and not sys.stderr.isatty()):
+        # no library bar fragments ("Loading weights: 0%|") in logs; plain progress lines (sdk.progress) instead
         _quiet_progress_bars()
     recipe = _load(file)
     wd = _workdir(recipe, workdir)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 _USER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HAYSTACK_TELEMETRY_ENABLED",
@@ -38,3 +40,112 @@ print(json.dumps({{"set": sorted(k for k in {_USER_ENV!r} if k in os.environ),
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "HF_HUB_OFFLINE": "1"},
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0 and json.loads(proc.stdout.strip().splitlines()[-1])["offline"] is True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tiny_recipe(folder: Path) -> Path:
+    from tests._tiny import tiny_model_dir
+
+    tiny_model_dir(folder)
+    (folder / "docs").mkdir()
+    (folder / "docs" / "sites.txt").write_text("The DRX cycle of site Bage lasts 512 ms.\nThe PCI of site Nupa is 259.\n")
+    (folder / "eval.jsonl").write_text("".join(json.dumps({"id": str(i), "question": q, "answer": a}) + "\n"
+                                               for i, (q, a) in enumerate([("What is the PCI of site Nupa?", "259"),
+                                                                           ("How long is the DRX cycle of Bage?",
+                                                                            "512 ms")])))
+    rows = [{"text": t, "target": "domain"} for t in ("PCI of site Nupa?", "DRX cycle of site Bage?",
+                                                       "Which PCI has Bage?", "DRX of Nupa")]
+    rows += [{"text": t, "target": "general"} for t in ("Best pasta recipe?", "Capital of Peru?",
+                                                        "Why is the sky blue?", "Recommend a novel")]
+    (folder / "route.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = folder / "hour.dsl"
+    path.write_text(f'''domain hour {{
+  base_model tiny {{ path = "tiny-model" }}
+  corpus c {{ paths = ["docs/*.txt"]  min_chars = 5 }}
+  rag first {{ corpus = corpus.c  retriever = bm25  top_k = 1  generator = base_model.tiny }}
+  rag second {{ corpus = corpus.c  retriever = bm25  top_k = 1  generator = base_model.tiny }}
+  eval expert {{ data = "eval.jsonl"  systems = [rag.second, rag.first]  metrics = [exact_match]  bootstrap = 100
+                gate = rag.second.exact_match >= 0 }}
+  route {{ examples = "route.jsonl"  domain = rag.second  general = base_model.tiny  holdout = 0.25 }}
+  serve {{ port = {_free_port()} }}
+}}
+''')
+    return path
+
+
+def _dsl(line: str) -> list[str]:
+    import shlex
+
+    words = shlex.split(line.split("  #", 1)[0])
+    assert words[0] == "dsl", line
+    return [sys.executable, "-m", "dsl.cli", *words[1:]]
+
+
+@pytest.mark.slow
+def test_apply_in_a_log_is_quiet_and_every_next_line_runs_as_printed(tmp_path: Path) -> None:
+    path = _tiny_recipe(tmp_path)
+    env = {**os.environ, "COLUMNS": "100"}
+    applied = subprocess.run(_dsl(f"dsl apply {path}"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert applied.returncode == 0, applied.stderr
+    for fragment in ("Loading weights", "%|", "it/s]"):  # no library progress bar reaches a log
+        assert fragment not in applied.stderr + applied.stdout, applied.stderr
+    printed = applied.stdout.split("Next:\n", 1)[1].splitlines()
+    lines = [line.strip() for line in printed if line.strip().startswith("dsl ")]
+    assert [line.split()[1] for line in lines] == ["serve", "ask", "route", "report"], applied.stdout
+    assert "--system rag.second" in lines[1]  # several rag blocks: the promoted one the router targets
+    for line in lines[1:]:
+        r = subprocess.run(_dsl(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (line, r.stderr)
+        assert "None" not in r.stdout, (line, r.stdout)
+    ask = subprocess.run(_dsl(lines[1]), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    answer = ask.stdout.split("\n\nSources:")[0]
+    assert answer == answer.strip() and answer, ask.stdout  # stripped, never empty
+    serve = subprocess.Popen(_dsl(lines[0]), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        out = ""
+        for line in serve.stdout:  # type: ignore[union-attr]
+            out += line
+            if "serving " in line or "Uvicorn running" in line:
+                break
+        assert "serving " in out and "auto" in out, out
+    finally:
+        serve.kill()
+        serve.wait()
+
+
+def test_long_steps_report_plain_lines_when_output_is_not_a_terminal() -> None:
+    import io
+
+    from sdk.progress import Progress
+
+    now, out = [0.0], io.StringIO()
+    progress = Progress(plain=True, enabled=False, stream=out, clock=lambda: now[0])
+    with progress, progress.task("pretrain.base: pretraining", total=100) as task:
+        for _ in range(100):
+            now[0] += 0.5
+            task.advance()
+            task.update(loss=1.25)
+        with progress.task("eval.expert: rag.docs", total=4) as short:  # done within 5 s: no line
+            short.advance(4)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11, lines  # each tenth once it ran 5 s, then the end
+    assert lines[0] == "    pretrain.base: pretraining: 10/100 (10%), 2/s, ETA 0m45s  loss=1.25"
+    assert lines[4].startswith("    pretrain.base: pretraining: 50/100 (50%), 2/s, ETA 0m25s")
+    assert lines[-1].startswith("    pretrain.base: pretraining: 100/100 (100%), finished in 0m50s")
+    stalled = io.StringIO()
+    slow = Progress(plain=True, enabled=False, stream=stalled, clock=lambda: now[0])
+    with slow.task("finetune.sip: fine-tuning (full)", total=1000) as task:
+        for _ in range(4):
+            now[0] += 31
+            task.update(completed=task.completed + 1)  # far from the next tenth: a line every 30 s
+    assert len(stalled.getvalue().splitlines()) == 4 + 1
+    assert Progress(enabled=False).plain is False  # --no-progress: nothing at all
