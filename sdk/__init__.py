@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from sdk.builder import Domain, endpoint, env, file, index, llama, memory, pgvector, ref
 from sdk.errors import DataError, Diagnostic, DslError, SpecError
-from sdk.spec import Spec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sdk.spec import Spec
     from sdk.backends.base import Registry
     from sdk.executor import ApplyResult
     from sdk.plans import Plan, Step
@@ -24,6 +24,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Domain", "Spec", "load", "plan", "apply", "env", "file", "llama", "endpoint", "pgvector", "memory", "index",
            "ref", "DslError", "SpecError", "DataError", "Diagnostic"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Spec":  # built from the kinds registered so far (sdk.spec builds it again after a new one)
+        import sdk.spec
+
+        return sdk.spec.Spec
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
 
 
 def load(path: Union[str, Path]) -> Spec:

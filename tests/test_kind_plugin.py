@@ -124,3 +124,80 @@ def test_a_broken_kind_plugin_does_not_break_the_cli(tmp_path: Path) -> None:
     recipe.write_text('domain demo {\n  description = "no plugin kinds used"\n}\n')
     r = run_dsl("validate", str(recipe), env=env)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+LATE = '''
+import json, sys
+from pathlib import Path
+
+from pydantic import Field
+
+import sdk
+from sdk.backends.base import Backend, Registry, StepResult
+from sdk.spec import Block, declare
+
+assert "note" not in sdk.Spec.model_fields
+
+
+@declare("note", backend=("note", "late:NoteBackend"), outputs=("text",))
+class NoteBlock(Block):
+    """A note, declared by a program after it imported the SDK."""
+
+    text: str = Field(description="What the note says")
+
+
+class NoteBackend(Backend):
+    name, version, kinds = "note", "1", ("note",)
+
+    def run(self, ctx):
+        (ctx.out_dir / "note.txt").write_text(ctx.block.text)
+        return StepResult(outputs={"text": "note.txt"}, summary="noted")
+
+
+folder = Path(sys.argv[1])
+spec = sdk.Domain("d", base_dir=folder).note("n", text="hello").build()
+registry = Registry()
+registry.register("note", NoteBackend)
+result = sdk.apply(spec, registry=registry)
+from sdk.spec import json_schema
+
+try:
+    declare("bare")(type("Bare", (Block,), {}))
+    refused = ""
+except ValueError as e:
+    refused = str(e)
+print(json.dumps({"field": "note" in sdk.Spec.model_fields, "schema": "note" in json_schema()["properties"],
+                  "ran": result.ran, "refused": refused}))
+'''
+
+
+def test_a_kind_declared_after_import_is_part_of_the_spec_and_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "late.py").write_text(LATE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    out = subprocess.run([sys.executable, str(tmp_path / "late.py"), str(tmp_path)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["field"] and got["schema"] and got["ran"] == ["note.n"]
+    assert "'bare' is a step but names no backend" in got["refused"]
+    assert (next((tmp_path / ".dsl").rglob("note.txt"))).read_text() == "hello"
+
+
+def test_a_plugin_step_kind_without_a_backend_is_reported_not_run(tmp_path: Path) -> None:
+    env = _plugin(tmp_path)
+    plugin = (tmp_path / "site" / "glossary_kind.py")
+    plugin.write_text(plugin.read_text().replace('backend=("glossary", "glossary_kind:GlossaryBackend"), ', ""))
+    code = "import sdk.spec as S; print(' | '.join(S.kinds.plugin_errors())); print('glossary' in S.Spec.model_fields)"
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    errors, field = out.stdout.strip().splitlines()
+    assert "'glossary' is a step but names no backend" in errors and field == "False", out.stderr
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text('domain demo {\n  glossary words { terms = "t.txt" }\n}\n')
+    r = run_dsl("validate", str(recipe), env=env)  # the kind is not there: a located error, not the test backend
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "glossary" in r.stderr, r.stderr

@@ -37,7 +37,7 @@ def test_a_second_kind_of_the_same_name_is_refused() -> None:
     from sdk.spec.kinds import Kind, register_kind
 
     with pytest.raises(ValueError, match="already registered"):
-        register_kind(Kind(name="rag", block=type("Other", (S.Block,), {})))
+        register_kind(Kind(name="rag", block=type("Other", (S.Block,), {}), backend="haystack"))
     with pytest.raises(ValueError, match="role"):
         Kind(name="x", block=S.Block, role="wizard")
 
@@ -57,3 +57,26 @@ def test_a_cycle_is_found_by_graphlib_and_named_in_dependency_order() -> None:
     ok.add("y")
     ok.add("z", ["x"])
     assert ok.order() == ["y", "x", "z"]  # dependencies first, ties in insertion order
+
+
+def test_a_step_kind_without_a_backend_is_refused_when_declared() -> None:
+    """The test backend is no fallback: a step kind must name the backend that runs it (a setting names none)."""
+    from sdk.spec import kinds
+
+    with pytest.raises(ValueError, match="'unrunnable' is a step but names no backend"):
+        kinds.declare("unrunnable")(type("Unrunnable", (S.Block,), {}))
+    assert "unrunnable" not in kinds.kind_names() and "unrunnable" not in S.Spec.model_fields
+    with pytest.raises(ValueError, match="is a setting, not a step"):
+        kinds.Kind(name="knob", block=S.Block, role="setting", backend="test")
+    assert all(k.backend for k in kinds.all_kinds() if k.is_step)
+
+
+def test_the_test_backend_runs_a_step_only_when_asked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sdk
+    from dsl.parser import load
+    from tests._specs import write_small
+
+    spec = load(write_small(tmp_path))
+    steps = sdk.plan(spec, check=False).steps
+    assert steps and all(s.backend == S.kinds.get_kind(s.kind).backend != "test" for s in steps)
+    assert {s.backend for s in sdk.plan(spec, backend="test", check=False).steps} == {"test"}

@@ -207,11 +207,14 @@ class Registry:
 
 
 def backend_name(kind: str, block: Any, override: Optional[str] = None) -> str:
+    """The backend that runs a step: ``override`` (``--backend``), else the block's own ``backend``, else its kind's
+    declared one (every step kind declares one; the test backend is never a fallback)."""
     from sdk.spec import kinds
 
-    if override:
-        return override
-    return getattr(block, "backend", None) or kinds.get_kind(kind).backend or "test"
+    name = override or getattr(block, "backend", None) or kinds.get_kind(kind).backend
+    if not name:
+        raise DslError(f"no backend runs {kind} steps: its kind declares none")
+    return name
 
 
 def require(backend: Backend) -> None:

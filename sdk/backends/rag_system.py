@@ -130,7 +130,7 @@ def make_generator(block: Any, art: Optional[Artifact], spec: Any = None, step_i
     if gen is None:
         return None
     if isinstance(gen, Endpoint):
-        from haystack.dataclasses import ChatMessage
+        from sdk.upstream import Target, UpstreamError, chat
 
         if gen.api_key is not None:
             secret(gen.api_key, "the generator endpoint's api_key")  # named now, not deep inside the client
@@ -140,15 +140,13 @@ def make_generator(block: Any, art: Optional[Artifact], spec: Any = None, step_i
                 raise DslError(f"{step_id} was applied with the generator endpoint {gen.url}, which the recipe does "
                                f"not name (with key env({gen.api_key.env!r})); the key is sent only to endpoints "
                                "the recipe names: run dsl apply")
-        client = endpoint_component(gen) if gen.api_key else _keyless_endpoint(gen)
+        target = Target.of(gen)  # one end-to-end deadline (its timeout) per call, its own bounded pool
 
         def call_endpoint(prompt: str, max_new_tokens: int) -> str:
             try:
-                reply = client.run(messages=[ChatMessage.from_user(prompt)],
-                                   generation_kwargs={"max_tokens": max_new_tokens})
-            except Exception as e:  # noqa: BLE001 - openai errors name the URL, never the key
-                raise DslError(f"the generator endpoint {gen.url} failed: {type(e).__name__}: {e}") from None
-            return reply["replies"][0].text or ""
+                return chat(target, [{"role": "user", "content": prompt}], max_new_tokens)["text"]
+            except UpstreamError as e:  # summarised: never the upstream's body unredacted, never the key
+                raise DslError(f"the generator endpoint {gen.url} failed: {e}") from None
 
         return call_endpoint
     assert isinstance(gen, Ref)
@@ -195,9 +193,27 @@ class LocalChatGenerator:
     def __call__(self, prompt: str, max_new_tokens: int) -> str:
         from haystack.dataclasses import ChatMessage
 
+        prompt = self.fit(prompt, max_new_tokens)
         out = self.component.run(messages=[ChatMessage.from_user(prompt)],
                                  generation_kwargs={"max_new_tokens": max_new_tokens, "do_sample": False})
         return out["replies"][0].text or ""
+
+    def fit(self, prompt: str, max_new_tokens: int) -> str:
+        """The prompt cut to the model's context as the gateway cuts it (:func:`sdk.limits.fit`), its chat
+        template's own tokens set aside."""
+        from sdk.limits import fit_text
+
+        pipe = getattr(self.component, "pipeline", None)
+        tok, model = getattr(pipe, "tokenizer", None), getattr(pipe, "model", None)
+        if tok is None or model is None:
+            return prompt
+        context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        reserved = 0
+        if getattr(tok, "chat_template", None):
+            empty = tok.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
+                                            tokenize=False)
+            reserved = len(tok(empty, add_special_tokens=False)["input_ids"])
+        return fit_text(tok, prompt, context, max_new_tokens, reserved)
 
 
 def endpoint_component(gen: Any) -> Any:

@@ -7,7 +7,8 @@ A spec is a ``domain`` holding blocks grouped by kind and keyed by label::
      "base_model": {"llama3": {...}}, "corpus": {"specs": {...}}, ..., "route": {"default": {...}}}
 
 Each block kind is declared once, beside its block class (``sdk/spec/blocks/``, see :mod:`sdk.spec.kinds`);
-``Spec`` gets one field per declared kind, plugins' kinds included (entry point group ``dsl.kinds``). Every model
+``Spec`` gets one field per declared kind, plugins' kinds included (entry point group ``dsl.kinds``), and kinds
+registered later too: it is built lazily, again whenever the registry has changed. Every model
 is frozen, strict (no coercion: a boolean is true/false, a number a number) and forbids unknown attributes.
 
 Layout: ``values`` (Ref, SecretRef, FileRef, expressions, Block), ``objects`` (endpoint, llama, lora, ...),
@@ -17,7 +18,7 @@ per built-in kind), ``domain`` (Spec and its cross-block checks).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdk.spec import kinds as _kinds  # noqa: E402
 
@@ -71,15 +72,42 @@ _kinds.load_plugins()
 
 from sdk.spec.domain import build_spec_class  # noqa: E402
 
-Spec: Any = build_spec_class()
+# ``Spec`` and the name tables below are derived from the kinds registered so far, and derived again once another
+# kind is registered (a plugin's, or one a program declares after importing sdk.spec): read them as attributes of
+# this module (``S.Spec``), not copied at import.
+_DERIVED = ("Spec", "KINDS", "DOMAIN_ATTRIBUTES", "UNLABELLED", "MODEL_KINDS", "SYSTEM_KINDS", "BLOCK_TYPES")
+_built: dict[str, Any] = {}
 
-KINDS: tuple[str, ...] = _kinds.kind_names()
-DOMAIN_ATTRIBUTES: tuple[str, ...] = tuple(n for n in Spec.model_fields if n != "name" and n not in KINDS)
-UNLABELLED: tuple[str, ...] = _kinds.unlabelled()
-MODEL_KINDS: tuple[str, ...] = tuple(_kinds.kinds_with_role("model"))
-SYSTEM_KINDS: tuple[str, ...] = tuple(_kinds.kinds_with_role("system")) + ("endpoint",)
-BLOCK_TYPES: dict[str, type] = {k.name: k.block for k in _kinds.all_kinds()}
+if TYPE_CHECKING:  # pragma: no cover
+    Spec: Any
+    KINDS: tuple[str, ...]
+    DOMAIN_ATTRIBUTES: tuple[str, ...]
+    UNLABELLED: tuple[str, ...]
+    MODEL_KINDS: tuple[str, ...]
+    SYSTEM_KINDS: tuple[str, ...]
+    BLOCK_TYPES: dict[str, type]
+
+
+def _derived() -> dict[str, Any]:
+    key = tuple((k.name, id(k.block)) for k in _kinds.all_kinds())
+    if _built.get("key") != key:
+        spec = build_spec_class()
+        kinds = _kinds.kind_names()
+        _built.clear()
+        _built.update(
+            key=key, Spec=spec, KINDS=kinds,
+            DOMAIN_ATTRIBUTES=tuple(n for n in spec.model_fields if n != "name" and n not in kinds),
+            UNLABELLED=_kinds.unlabelled(), MODEL_KINDS=tuple(_kinds.kinds_with_role("model")),
+            SYSTEM_KINDS=tuple(_kinds.kinds_with_role("system")) + ("endpoint",),
+            BLOCK_TYPES={k.name: k.block for k in _kinds.all_kinds()})
+    return _built
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DERIVED:
+        return _derived()[name]
+    raise AttributeError(f"module 'sdk.spec' has no attribute {name!r}")
 
 
 def json_schema() -> dict[str, Any]:
-    return Spec.model_json_schema(by_alias=True)
+    return _derived()["Spec"].model_json_schema(by_alias=True)

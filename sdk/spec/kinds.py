@@ -4,8 +4,10 @@ A declaration says everything the rest of the SDK needs to know about a kind: it
 its role (a ``model`` that rag generators, evals and routes may name; another ``system``; a plain ``step``; or a
 ``setting`` that is no step at all, like ``compute``), its implicit dependencies and the outputs of those it
 reads, the files it reads (their hashes enter its fingerprint), its cross-block checks, its default backend and
-the outputs it provides to later steps. The spec's fields, the planner's steps and edges, the backend registry's
-defaults, the builder's methods, ``dsl schema`` and the language reference are derived from these declarations::
+the outputs it provides to later steps. A kind that is a step must name its backend: one declared without is
+refused here, never run by the test backend, which runs a step only where a test (or ``--backend test``) asks.
+The spec's fields, the planner's steps and edges, the backend registry's defaults, the builder's methods,
+``dsl schema`` and the language reference are derived from these declarations::
 
     @declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend"),
              outputs=("adapter",))
@@ -53,6 +55,12 @@ class Kind:
             raise ValueError(f"kind {self.name!r}: role must be one of {', '.join(ROLES)}, not {self.role!r}")
         if not self.name.isidentifier() or not self.name.islower():
             raise ValueError(f"kind name {self.name!r} must be a lower-case identifier")
+        if self.is_step and not self.backend:
+            raise ValueError(f"kind {self.name!r} is a step but names no backend to run it: declare it with "
+                             f"backend=(NAME, \"module:Class\") (the test backend runs a step only when a test or "
+                             "--backend test asks for it)")
+        if self.role == "setting" and self.backend:
+            raise ValueError(f"kind {self.name!r} is a setting, not a step: it has no backend")
 
     @property
     def is_step(self) -> bool:
