@@ -1,6 +1,7 @@
 """Secrets never reach the terminal: the values written in secret attributes (those typed ``Secret`` in the spec:
 ``api_key``, ``connection``, ``password``) are masked in the source lines that diagnostics quote, and scrubbed from
-messages and hints. Masking keeps every column, so carets still point at the right place."""
+messages and hints. Masking keeps every column, so carets still point at the right place. Text from corpora,
+models and upstreams goes to the terminal through :func:`shown` (no control or escape sequences)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def mask(text: str) -> tuple[str, list[str]]:
         return m.group(0)[:start] + masked
 
     return _pattern().sub(repl, text), found
+
+
+def shown(text: str, secrets: list[str] = ()) -> str:  # type: ignore[assignment]
+    """Text from a corpus, a model or an upstream as a terminal may show it: no control or escape sequences (OSC
+    window titles and clipboard writes, CSI, other C0/C1 controls; newlines and tabs stay), and ``secrets`` (values
+    of 3 characters or more) scrubbed."""
+    from sdk.cleantext import terminal
+
+    return terminal(scrub(text, list(secrets)))
 
 
 def scrub(text: str, secrets: list[str]) -> str:

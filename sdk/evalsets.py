@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError
-from sdk.jsonl import parse_jsonl
+from sdk.jsonl import parse_jsonl, read_jsonl
+from sdk.limits import MAX_ITEM_CHARS, limit
 from sdk.metrics import ngrams, normalize
 
 
@@ -46,6 +47,8 @@ def _rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tuple[
     """(line, key, row) for every row of the file."""
     if path.suffix.lower() == ".zip":
         return _zip_rows(path, fmt, shown, password)
+    if (fmt if fmt != "auto" else _format(path.name)) == "jsonl":  # one line at a time, each line bounded
+        return [(n, None, obj) for n, obj in read_jsonl(path, shown)]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -107,9 +110,30 @@ def _get(row: dict[str, Any], key: str | None) -> Any:
     return row.get(key) if key else None
 
 
+def max_item_chars() -> int:
+    """The longest question, answer, choice or context of an eval item, in characters (``DSL_MAX_ITEM_CHARS``,
+    default 256 Ki; 0 for no limit)."""
+    return limit("DSL_MAX_ITEM_CHARS", MAX_ITEM_CHARS)
+
+
+def _bounded(item: EvalItem, shown: str, where: int | None, key: Any, index: int, cap: int) -> EvalItem:
+    """``item``, or a DataError at its line naming the field that is too long."""
+    fields = [("question", item.question), ("context", item.context or "")]
+    fields += [("answer", a) for a in item.answers] + [("choice", c) for c in item.choices or []]
+    for name, text in fields:
+        if len(text) > cap:
+            row = key if key is not None else index + 1
+            raise DataError(shown, where, f"row {row}: the {name} is {len(text):,} characters, over the limit of "
+                            f"{cap:,}", "shorten it, or raise the limit: export DSL_MAX_ITEM_CHARS=<characters> "
+                            "(0: no limit)")
+    return item
+
+
 def load_items(path: Path, block: Any, shown: str | None = None, limit: int | None = None) -> list[EvalItem]:
-    """Read and map every row; raise DataError naming the file and line of a bad one."""
+    """Read and map every row; raise DataError naming the file and line of a bad one (an item with a question,
+    answer, choice or context longer than :func:`max_item_chars` included)."""
     shown = shown or str(path)
+    cap = max_item_chars()
     fields = block.fields
     password = block.password.resolve() if getattr(block, "password", None) else None
     items: list[EvalItem] = []
@@ -152,11 +176,11 @@ def load_items(path: Path, block: Any, shown: str | None = None, limit: int | No
         if isinstance(context, list):
             context = "\n".join(str(c) for c in context)
         item_id = _get(row, fields.id) if fields.id else row.get("id", key)
-        items.append(EvalItem(id=str(item_id if item_id is not None else index + 1), question=question.strip(),
+        items.append(_bounded(EvalItem(id=str(item_id if item_id is not None else index + 1), question=question.strip(),
                               answers=answers, choices=choices, label=label, sources=sources,
                               context=context if isinstance(context, str) else None,
                               tags=[str(t) for t in row.get("tags", [])] if isinstance(row.get("tags"), list) else [],
-                              line=line))
+                              line=line), shown, where, key, index, cap))
         if limit and len(items) >= limit:
             break
     if not items:

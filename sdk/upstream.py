@@ -33,7 +33,10 @@ _local = threading.local()  # the deadline (time.monotonic()) of the call runnin
 
 class UpstreamError(Exception):
     """A target failed (timed out, unreachable, busy, a bad answer): 503 ``upstream_unavailable`` at the gateway,
-    or a fallback. The message names what went wrong, never exception classes, internals or credentials."""
+    or a fallback. The message names what went wrong, never exception classes, internals or credentials.
+    ``attempts``: the calls made (retries included)."""
+
+    attempts = 1
 
 
 def _left() -> Optional[float]:
@@ -185,6 +188,7 @@ def chat(target: Target, messages: list[dict[str, str]], max_tokens: int, timeou
             if wait is None:
                 wait = min(0.5 * 2 ** attempt, 8.0) * (1 - 0.25 * random.random())
             if not retryable or attempt == target.max_retries or time.monotonic() + wait >= deadline:
+                failure.attempts = attempt + 1
                 raise failure from None
             time.sleep(wait)
     finally:

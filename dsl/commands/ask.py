@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from dsl.commands._common import json_option, only_label, open_ws, say_drift, workdir_option
+from dsl.redact import shown
 
 
 @click.command("ask")
@@ -31,11 +32,12 @@ def command(file: str, question: str, system: Optional[str], workdir: Optional[s
         return
     if rag.generator is None:
         click.echo("(retrieval only: no generator)")
-    else:
-        click.echo(out["answer"] or "(empty answer)")
+    else:  # model, corpus and upstream text reach the terminal without control or escape sequences
+        click.echo(shown(out["answer"]) or "(empty answer)")
     click.echo("")
     click.echo("Sources:")
     for s in out["sources"]:
         mark = "*" if s["index"] in out["cited"] else " "
-        click.echo(f" {mark}[{s['index']}] {s['source']} (page {s['page']}, score {s['score']:.3f}): "
-                   f"{s['content'][:100].replace(chr(10), ' ')}...")
+        content = " ".join(shown(s["content"]).split("\n"))[:100]
+        click.echo(f" {mark}[{s['index']}] {shown(str(s['source']))} (page {s['page']}, score {s['score']:.3f}): "
+                   f"{content}...")

@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from dsl.commands._common import json_option, only_label, open_ws, say_drift, workdir_option
+from dsl.redact import shown
 
 
 @click.command("route")
@@ -27,4 +28,4 @@ def command(file: str, query: str, workdir: Optional[str], as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps({**decision, "changed_since_applied": changed}, indent=2))
         return
-    click.echo(f"{decision['target']} -> {decision['system']}  (p = {decision['probability']:.3f})")
+    click.echo(shown(f"{decision['target']} -> {decision['system']}  (p = {decision['probability']:.3f})"))

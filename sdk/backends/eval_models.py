@@ -126,7 +126,9 @@ class LocalModel:
         call per batch of at most ``batch`` prompts; each answer equals the prompt's answer alone."""
         import torch
 
-        enc = [self.encode(p)[-(self.max_len - max_new_tokens):] for p in prompts]
+        from sdk.limits import fit
+
+        enc = [fit(self.encode(p), self.max_len, max_new_tokens) for p in prompts]
         pad = self.tokenizer.pad_token_id or 0
         out = [""] * len(enc)
         for chunk in self._batches([len(ids) for ids in enc], max(1, batch), max_new_tokens):
@@ -144,30 +146,25 @@ class LocalModel:
 
 
 class EndpointModel:
-    """An OpenAI-compatible endpoint, through the ``openai`` client and its own retries (``max_retries``, with
-    backoff: connection errors, timeouts, 408, 409, 429 and 5xx; never another 4xx)."""
+    """An OpenAI-compatible endpoint: each question one call under the endpoint's end-to-end deadline (its
+    ``timeout``), retried with backoff within it, through the endpoint's own bounded pool (:mod:`sdk.upstream`)."""
 
     def __init__(self, endpoint: Any) -> None:
-        from openai import OpenAI
+        from sdk.upstream import Target
 
-        key = endpoint.api_key.resolve() if endpoint.api_key else "unused"
+        if endpoint.api_key:
+            endpoint.api_key.resolve()  # an unset variable is named now, not as a failed call
         self.endpoint = endpoint
-        self.client = OpenAI(base_url=endpoint.url, api_key=key, timeout=endpoint.timeout,
-                             max_retries=endpoint.max_retries)
+        self.target = Target.of(endpoint)
 
     def ask(self, text: str, max_tokens: int) -> str:
-        import openai
+        from sdk.upstream import UpstreamError, chat
 
         try:
-            reply = self.client.chat.completions.create(model=self.endpoint.model, max_tokens=max_tokens,
-                                                        messages=[{"role": "user", "content": text}], temperature=0)
-        except openai.OpenAIError as e:
-            status = getattr(e, "status_code", None)
-            retried = status is None or status in (408, 409, 429) or status >= 500
-            tries = self.endpoint.max_retries + 1 if retried else 1
-            raise DslError(f"endpoint {self.endpoint.url} (model {self.endpoint.model}) failed after {tries} "
-                           f"attempt{'s' if tries > 1 else ''}: {type(e).__name__}: {e}") from None
-        return reply.choices[0].message.content or ""
+            return chat(self.target, [{"role": "user", "content": text}], max_tokens, temperature=0)["text"]
+        except UpstreamError as e:  # summarised: never the upstream's body unredacted, never the key
+            raise DslError(f"endpoint {self.endpoint.url} (model {self.endpoint.model}) failed after {e.attempts} "
+                           f"attempt{'s' if e.attempts > 1 else ''}: {e}") from None
 
 
 def _local(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:

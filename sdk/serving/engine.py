@@ -58,9 +58,10 @@ class LocalEngine:
 
     def submit(self, prompt: str, max_tokens: int, cancel: Optional[threading.Event] = None,
                tokens: Optional["queue.Queue[int]"] = None) -> Future:
+        from sdk.limits import fit
+
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        keep = max(1, self.max_len - max_tokens)
-        req = _Request(ids[-keep:], max_tokens, cancel if cancel is not None else threading.Event(), tokens=tokens)
+        req = _Request(fit(ids, self.max_len, max_tokens), max_tokens, cancel if cancel is not None else threading.Event(), tokens=tokens)
         self.queue.put(req)
         return req.future
 

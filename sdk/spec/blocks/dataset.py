@@ -44,6 +44,9 @@ class DatasetBlock(Block):
         if self.retrieval is not None and self.format == "text":
             raise PydanticCustomError("incompatible", "retrieval applies to formats chat and instruction (rows with a "
                                       "user turn), not to format text", {})
+        if self.retrieval is None and "keep_bare" in self.model_fields_set:
+            raise PydanticCustomError("incompatible", "keep_bare applies only with retrieval = rag.X (it keeps each "
+                                      "row without chunks too); drop keep_bare", {})
         return self
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
 from sdk.scoring import METRICS
-from sdk.spec.kinds import Dep, declare
+from sdk.spec.kinds import Dep, declare, get_kind, kind_names
 from sdk.spec.objects import Endpoint, FieldMap
 from sdk.spec.paths import named_files, path_problem
 from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, Seed, TextOrFile, ref_of, suggest
@@ -18,6 +18,8 @@ from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, Seed
 # gate over any other metric is an error at plan time.
 METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
+# Metrics scored from what a system retrieved: a system that retrieves nothing (a model alone) never gets them.
+RETRIEVAL_METRICS = ("recall_at_k", "mrr", "citation_precision", "citation_recall")
 
 
 def training_steps(spec: Any, systems: list[Any]) -> list[str]:
@@ -61,6 +63,9 @@ def metric_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[s
     if m.metric not in produced[m.system]:
         return (f"no eval computes {m.metric} for {m.system} (it gets {', '.join(sorted(produced[m.system]))})",
                 f"add {m.metric} to the metrics of an eval that lists {m.system}")
+    if m.metric in RETRIEVAL_METRICS and m.kind in kind_names() and get_kind(m.kind).is_model:
+        return (f"{m.system} retrieves nothing, so {m} is never measured ({m.metric} scores what a rag system "
+                "retrieved)", "gate on a rag system's retrieval, or on an answer metric such as exact_match")
     if m.bound == "p_value" and not any(m.system in [str(s) for s in ev.systems[1:]] and m.metric in ev.metrics
                                         for ev in spec.eval.values()):
         return (f"{m} is the p-value of {m.system}'s difference from the first system of its eval, but "
@@ -75,11 +80,66 @@ def condition_problems(spec: Any, path: tuple, condition: Any) -> list[Problem]:
         problem = metric_problem(spec, m)
         if problem:
             out.append(Problem(path=path, message=problem[0], hint=problem[1], focus=str(m)))
+    return out + range_problems(path, condition)
+
+
+def _comparisons(node: Any) -> list[Any]:
+    if isinstance(node, _expr.BinOp):
+        here = [node] if node.op in _expr.CMP_OPS else []
+        return here + _comparisons(node.left) + _comparisons(node.right)
+    return _comparisons(node.operand) if isinstance(node, (_expr.Not, _expr.Neg)) else []
+
+
+def range_problems(path: tuple, condition: Any) -> list[Problem]:
+    """A metric compared with a constant outside the metric's range (``exact_match >= 60`` for 0.6): the comparison
+    is decided before anything runs. Every metric but perplexity is a share between 0 and 1, and so is a p-value;
+    perplexity is at least 1."""
+    out = []
+    for cmp in _comparisons(condition) if condition is not None else []:
+        for m, const in ((cmp.left, cmp.right), (cmp.right, cmp.left)):
+            if not isinstance(m, _expr.Metric) or _expr.metrics(const) or m.metric not in METRICS:
+                continue
+            value = _expr.evaluate(const, lambda _: 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            lo, hi, what = (1.0, float("inf"), "at least 1") if METRICS[m.metric].aggregate == "tokens" and \
+                m.bound != "p_value" else (0.0, 1.0, "between 0 and 1")
+            if not lo <= value <= hi:
+                out.append(Problem(path=path, message=f"{m} is {what}, so `{_expr.to_text(cmp)}` is decided before "
+                                   f"anything runs ({_expr.to_text(const)} is outside that range)",
+                                   hint="metrics are shares: write 0.6, not 60" if value > 1 and hi == 1.0 else None,
+                                   focus=str(m)))
+    return out
+
+
+def system_problems(spec: Any, label: str, block: Any) -> list[Problem]:
+    """Systems that cannot answer (an architecture with no weights yet, directly or as a rag generator) and
+    systems listed twice (answers are stored by system)."""
+    out: list[Problem] = []
+    seen: set[str] = set()
+    answers = any(m not in RETRIEVAL_METRICS for m in block.metrics)
+    for i, s in enumerate(block.systems):
+        if not isinstance(s, Ref):
+            continue
+        at = ("eval", label, "systems", i)
+        if str(s) in seen:
+            out.append(Problem(path=at, message=f"{s} is listed twice in systems"))
+        seen.add(str(s))
+        model, blk = s, getattr(spec, s.kind, {}).get(s.label) if s.kind in kind_names() else None
+        gen = getattr(blk, "generator", None) if s.kind == "rag" else None
+        if isinstance(gen, Ref) and gen.kind == "base_model" and answers:  # a rag answers with its generator
+            model, blk = gen, getattr(spec, "base_model", {}).get(gen.label)
+        if model.kind == "base_model" and getattr(blk, "architecture", None) is not None:
+            via = "" if model == s else f" (the generator of {s})"
+            out.append(Problem(path=at, message=f"{model}{via} is an architecture with no weights (llama {{ ... }}): "
+                               "it has nothing to answer with",
+                               hint=f"evaluate the pretrain step that trains it (from = {model}), or a model with "
+                                    "weights"))
     return out
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
-    out = condition_problems(spec, ("eval", label, "gate"), block.gate)
+    out = condition_problems(spec, ("eval", label, "gate"), block.gate) + system_problems(spec, label, block)
     problem = path_problem(spec, block.data) if check_files else None
     if problem:
         out.append(Problem(path=("eval", label, "data"), message=problem))
@@ -157,4 +217,10 @@ class EvalBlock(Block):
     def _judge_needs_endpoint(self) -> "EvalBlock":
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
+        if "judge" not in self.metrics:  # judge and rubric are read by the judge metric alone
+            extra = [n for n in ("judge", "rubric") if getattr(self, n) is not None]
+            if extra:
+                raise PydanticCustomError("incompatible", "{names} {verb} only with the judge metric: add judge to "
+                                          "metrics, or drop {names}", {"names": " and ".join(extra),
+                                                                      "verb": "apply" if len(extra) > 1 else "applies"})
         return self

@@ -1,0 +1,85 @@
+"""Clean output: text from corpora, models and upstreams reaches the terminal without control or escape sequences
+(OSC window titles and clipboard writes, CSI, C0/C1), and an upstream's error body is summarised with its
+credentials masked, never echoed (a real OpenAI-compatible server on loopback; `dsl ask` run as a user runs it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._openai_server import OpenAIServer, chat_completion
+from tests.conftest import run_dsl
+
+KEY = "clean-output-key-98765"
+OSC = "\x1b]0;pwned-title\x07\x1b]52;c;Y2xpcGJvYXJk\x1b\\\x1b[2J\x1b[31m\x9b1;1H\x07"
+
+
+def test_terminal_strips_escapes_and_keeps_text() -> None:
+    from sdk.cleantext import redact, summary, terminal
+
+    assert terminal(f"one{OSC}two\tthree\r\nfour\x00\x7f\x85") == "onetwo\tthree\nfour"
+    assert terminal("\x1bP1$qpayload\x1b\\ok \x9d0;title\x9c done") == "ok  done"
+    assert terminal("plain text, ünïcode ✓") == "plain text, ünïcode ✓"
+    echoed = '{"headers": {"authorization": "Bearer %s", "x-api-key": "k-123456"}} api_key=sk-abcdef123456' % KEY
+    masked = redact(echoed)
+    assert KEY not in masked and "k-123456" not in masked and "sk-abcdef123456" not in masked
+    assert "Bearer ***" in masked
+    assert summary("line one\n\x1b]0;x\x07line two " + "y" * 300, limit=40).endswith("...")
+    assert "\n" not in summary("a\nb") and "topsecret" not in summary("echo topsecret", ["topsecret"])
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, OpenAIServer]]:
+    import sdk
+    from dsl.parser import load
+    from fastapi.responses import JSONResponse
+
+    def handler(body: dict[str, Any], request: Any) -> Any:
+        if body["model"] == "echo500":  # an upstream whose error page echoes the request's headers
+            sent = f"Authorization: {request.headers.get('authorization')}; all headers: {dict(request.headers)}"
+            return JSONResponse({"error": {"message": f"boom; you sent {sent}"}}, status_code=500)
+        return chat_completion(f"SIP starts with INVITE{OSC} [1]", model=body["model"])
+
+    server = OpenAIServer(handler)
+    tmp = tmp_path_factory.mktemp("clean")
+    (tmp / "docs").mkdir()
+    (tmp / "docs" / "sip.txt").write_text(f"A SIP call starts with an INVITE request.{OSC} It is answered by 200 OK.\n")
+    (tmp / "docs" / "ims.txt").write_text("The HSS stores the subscriber profiles of the IMS network.\n")
+    ep = f'url = "http://127.0.0.1:{server.port}/v1", api_key = env("CLEAN_KEY"), timeout = 5, max_retries = 0'
+    (tmp / "r.dsl").write_text(f'''domain clean {{
+  corpus c {{ paths = ["docs/*.txt"]  min_chars = 5 }}
+  rag good {{ corpus = corpus.c  retriever = bm25  top_k = 1  generator = endpoint {{ {ep}, model = "osc" }} }}
+  rag bad  {{ corpus = corpus.c  retriever = bm25  top_k = 1  generator = endpoint {{ {ep}, model = "echo500" }} }}
+}}
+''')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLEAN_KEY", KEY)
+        result = sdk.apply(load(tmp / "r.dsl"))
+    assert result.ok, [o.error for o in result.failed]
+    yield tmp / "r.dsl", server
+    server.stop()
+
+
+def test_dsl_ask_prints_no_escape_sequence_from_a_chunk_or_an_answer(applied: tuple[Path, OpenAIServer]) -> None:
+    recipe, _ = applied
+    r = run_dsl("ask", str(recipe), "How does a SIP call start?", "--system", "rag.good", env={"CLEAN_KEY": KEY})
+    assert r.returncode == 0, r.stderr
+    assert "INVITE" in r.stdout and "[1] docs/sip.txt" in r.stdout  # the answer and its chunk are printed
+    for seq in ("\x1b", "\x07", "\x9b", "\x9c", "pwned-title", "Y2xpcGJvYXJk"):
+        assert seq not in r.stdout + r.stderr, repr(seq)
+    r = run_dsl("ask", str(recipe), "How does a SIP call start?", "--system", "rag.good", "--json", env={"CLEAN_KEY": KEY})
+    assert r.returncode == 0 and "\x1b" not in r.stdout  # JSON escapes them (\u001b): the data stays whole
+    assert "\x1b]0;pwned-title" in json.loads(r.stdout)["answer"]
+
+
+def test_an_upstream_500_echoing_the_auth_header_is_not_printed(applied: tuple[Path, OpenAIServer]) -> None:
+    recipe, _ = applied
+    r = run_dsl("ask", str(recipe), "How does a SIP call start?", "--system", "rag.bad", env={"CLEAN_KEY": KEY})
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "answered 500" in r.stderr and "boom" in r.stderr  # summarised: what failed, and what it said
+    assert KEY not in r.stdout + r.stderr and "Authorization: Bearer ***" in r.stderr
+    assert len(r.stderr) < 400  # a summary, not the body
