@@ -186,9 +186,9 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     md += [""]
     if gate:
         md += [f"**Gate** `{gate['expression']}`: {'passed' if gate['passed'] else 'FAILED'} ({gate['detail']})", ""]
-    if contam.get("checked"):
-        md += [(f"**Contamination** ({contam['ngram']}-gram overlap with the training corpus and SFT data): "
-               f"{contam['contaminated']} of {summary['n_items']} items."), ""]
+    overlap = contamination_text(summary, spec)
+    if overlap:
+        md += [f"**Contamination**: {overlap}.", ""]
         for item, share in list(contam.get("items", {}).items())[:20]:
             md.append(f"- item `{item}`: {share:.0%} of its {contam['ngram']}-grams")
         md.append("")
@@ -213,6 +213,7 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
                          f"<td>{html.escape(r['gold'])}</td><td>{html.escape(str(r['prediction'])[:80])}</td>"
                          f"<td>{html.escape(_retrieved(r))}</td><td>{html.escape(r.get('miss') or '-')}</td></tr>"
                          for r in wrong)
+    overlap_html = f"<p>Contamination: {html.escape(overlap)}.</p>" if overlap else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(summary['step'])} report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}th{{background:#f3f3f3}}.ok{{color:#070}}.bad{{color:#b00}}
@@ -220,7 +221,7 @@ img{{max-width:100%}}</style></head><body>
 <h1>Evaluation report: {html.escape(summary['step'])}</h1>
 <p>{summary['n_items']} items, task <code>{summary['task']}</code>. Cells: mean [{summary.get('confidence', 0.95):.0%} bootstrap CI]; Δ and p against the first system.</p>
 {table}{gate_html}
-<p>Contamination: {contam.get('contaminated', 0)} items share {contam.get('ngram', '')}-grams with training data.</p>
+{overlap_html}
 {imgs}
 {_routing_html(rows)}
 <h2>Wrong answers of the best system, {html.escape(str(best))}</h2><p>{html.escape(_miss_line(counts))}</p>
@@ -230,6 +231,27 @@ img{{max-width:100%}}</style></head><body>
     outputs = {"report": "report.md", "html": "report.html", "predictions": "predictions.jsonl", "summary": "summary.json"}
     outputs.update({n.split(".")[0] + "_chart": n for n, _ in charts})
     return outputs
+
+
+def contamination_text(summary: dict[str, Any], spec: Any = None) -> str | None:
+    """What the eval items share with the text the evaluated systems saw, naming it as what it is: training data
+    (datasets, pre-training corpora) or a retrieval corpus (where a rag system is meant to find the answers, so an
+    overlap there is no contamination). None when nothing was checked."""
+    contam = summary.get("contamination") or {}
+    if not contam.get("checked"):
+        return None
+    steps = list(contam.get("steps") or [])
+    pretrained = {str(b.corpus) for b in getattr(spec, "pretrain", {}).values()} if spec is not None else set()
+    trained = [s for s in steps if not s.startswith("corpus.") or s in pretrained or spec is None]
+    retrieved = [s for s in steps if s not in trained]
+    shared = f"{contam['contaminated']} of {summary['n_items']} items share {contam['ngram']}-grams with"
+    if trained:
+        where = f"the training data ({', '.join(trained)})"
+        return f"{shared} {where}" + (f" or the retrieval corpus ({', '.join(retrieved)})" if retrieved else "")
+    if retrieved:
+        return (f"no evaluated system was trained on this recipe's data; {shared} the retrieval corpus "
+                f"({', '.join(retrieved)}), where their answers are meant to be found")
+    return None
 
 
 def _miss_line(counts: dict[str, int]) -> str:

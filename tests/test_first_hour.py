@@ -149,3 +149,24 @@ def test_long_steps_report_plain_lines_when_output_is_not_a_terminal() -> None:
             task.update(completed=task.completed + 1)  # far from the next tenth: a line every 30 s
     assert len(stalled.getvalue().splitlines()) == 4 + 1
     assert Progress(enabled=False).plain is False  # --no-progress: nothing at all
+
+
+def test_the_report_names_the_overlapping_text_as_what_it_is() -> None:
+    from dsl.parser import load
+    from sdk.report import contamination_text
+    from tests.conftest import RECIPES
+
+    spec = load(RECIPES / "quickstart.dsl")
+
+    def text(steps: list[str], checked: bool = True) -> str | None:
+        contam = {"checked": checked, "ngram": 13, "contaminated": 2, "items": {}, "steps": steps}
+        return contamination_text({"n_items": 60, "contamination": contam}, spec)
+
+    retrieval_only = text(["corpus.handbook"])
+    assert retrieval_only is not None and "training data" not in retrieval_only
+    assert retrieval_only.startswith("no evaluated system was trained on this recipe's data")
+    assert "the retrieval corpus (corpus.handbook)" in retrieval_only
+    assert text(["corpus.archive", "dataset.qa", "corpus.handbook"]) == (
+        "2 of 60 items share 13-grams with the training data (corpus.archive, dataset.qa) or the retrieval corpus "
+        "(corpus.handbook)")
+    assert text([], checked=False) is None and text([]) is None

@@ -34,7 +34,7 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
         return
     from rich.table import Table
 
-    from sdk.report import table_rows
+    from sdk.report import contamination_text, table_rows
 
     head, body = table_rows(summary)
     table = Table(title=f"eval.{label}: {summary['n_items']} items ({summary['task']})", title_justify="left")
@@ -47,10 +47,9 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
     gate = summary.get("gate")
     if gate:
         console.print(f"gate {gate['expression']}: {'[green]passed[/]' if gate['passed'] else '[red]FAILED[/]'} ({gate['detail']})")
-    contam = summary.get("contamination", {})
-    if contam.get("checked"):
-        console.print(f"contamination: {contam['contaminated']} of {summary['n_items']} items share "
-                      f"{contam['ngram']}-grams with the training data")
+    overlap = contamination_text(summary, ws.spec)
+    if overlap:
+        console.print(f"contamination: {overlap}", markup=False)
     m = summary.get("misses")
     if m and m.get("wrong"):
         console.print(f"{m['system']}: {m['wrong']} wrong answers, {m['retrieval']} retrieval misses, "
