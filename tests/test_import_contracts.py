@@ -27,3 +27,25 @@ def test_importing_sdk_does_not_import_dsl() -> None:
     code = "import sys, sdk, sdk.spec, sdk.planner, sdk.executor, sdk.workspace; print('dsl' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_the_spec_imports_of_sdk_what_the_architecture_doc_says() -> None:
+    """docs/architecture.md draws the few modules of sdk the spec imports; that line and the code agree."""
+    import ast
+    import re
+
+    line = next(x for x in (ROOT / "docs" / "architecture.md").read_text().splitlines()
+                if "the spec imports nothing else of sdk" in x)
+    documented = set(re.findall(r"sdk\.\w+", line))
+    imported: set[str] = set()
+    for path in (ROOT / "sdk" / "spec").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] if node.module != "sdk" else [f"sdk.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            imported |= {".".join(n.split(".")[:2]) for n in names if n.startswith("sdk.")}
+    imported.discard("sdk.spec")
+    assert imported == documented, f"the spec imports {sorted(imported)}; the doc says {sorted(documented)}"
