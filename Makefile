@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dsl apply recipes/quickstart.dsl
+	@$(BIN)/dsl apply recipes/quickstart.dsl; status=$$?; \
+	echo ""; \
+	echo "The dsl command is in $(BIN): run 'source $(BIN)/activate' (or call $(BIN)/dsl) to use the commands above,"; \
+	echo "e.g. dsl status recipes/quickstart.dsl"; \
+	exit $$status
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
