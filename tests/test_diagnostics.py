@@ -86,3 +86,19 @@ def test_odd_characters_and_habits_name_what_to_write() -> None:
     assert (GOLDEN / "confusable_letter.err").read_text().startswith(
         "confusable_letter.dsl:3:30: error: unexpected character 'а': CYRILLIC SMALL LETTER A (U+0430) looks like 'a'")
     assert "got a bare name 'yes'" in (GOLDEN / "bare_words.err").read_text()
+
+
+PLAN_GOLDEN = GOLDEN / "plan"
+PLAN_CASES = sorted(p.stem for p in PLAN_GOLDEN.glob("*.dsl"))
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+def test_golden_plan_error(tmp_path: Path, case: str) -> None:
+    """Mistakes in the data files a step will read (tests/golden/plan/): the recipe validates, and `dsl plan`
+    stops with the FILE:LINE of the bad row, located at the attribute that names the file, before any step runs."""
+    assert run_dsl("validate", f"{case}.dsl", cwd=PLAN_GOLDEN).returncode == 0
+    proc = run_dsl("plan", "--backend", "test", "--workdir", str(tmp_path / "wd"), f"{case}.dsl", cwd=PLAN_GOLDEN)
+    expected = (PLAN_GOLDEN / f"{case}.err").read_text()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr == expected
+    assert expected.startswith(f"{case}.dsl:") and ": error: " in expected

@@ -1,0 +1,6 @@
+domain t {
+  base_model b { architecture = llama { layers = 2, hidden = 64, heads = 4 } }
+  corpus c { paths = ["notes.txt"] }
+  pretrain p { from = base_model.b  corpus = corpus.c }
+  align a { from = pretrain.p  pairs = "prefs.jsonl"  method = dpo }
+}
