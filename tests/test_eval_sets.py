@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def test_cli_check_with_fields_and_bad_file(tmp_path: Path) -> None:
     t.write_text("label\ttext\nYes\tA said B.\nYes\tC said D.\nYes\tE said F.\nNo\tG did H.\n")
     r = run_dsl("eval-set", "check", str(t), "--field", "question=text,answer=", "--field", "label=label")
     assert r.returncode == 0, r.stderr
-    assert "label imbalance" in r.stdout and "4 items, 0 errors, 1 warnings" in r.stdout
+    assert "label imbalance" in r.stdout and re.search(r"(?<!\d)4 items, 0 errors, 1 warnings", r.stdout)
     bad = write(tmp_path / "bad.jsonl", [{"question": "q", "answer": "x"}, "{oops"])
     r = run_dsl("eval-set", "check", str(bad))
     assert r.returncode != 0 and f"{bad}:2" in r.stderr and "malformed JSON" in r.stderr and "Traceback" not in r.stderr
