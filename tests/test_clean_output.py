@@ -83,3 +83,51 @@ def test_an_upstream_500_echoing_the_auth_header_is_not_printed(applied: tuple[P
     assert "answered 500" in r.stderr and "boom" in r.stderr  # summarised: what failed, and what it said
     assert KEY not in r.stdout + r.stderr and "Authorization: Bearer ***" in r.stderr
     assert len(r.stderr) < 400  # a summary, not the body
+
+
+# ------------------------------------------------------------------------------------------- bounded inputs
+
+
+def _eval_block() -> Any:
+    from sdk.spec.objects import FieldMap
+
+    return type("Block", (), {"fields": FieldMap(), "format": "auto", "password": None})()
+
+
+def test_a_10_mb_eval_question_is_a_located_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.errors import DataError
+    from sdk.evalsets import load_items
+
+    path = tmp_path / "e.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"id": "1", "question": "fine?", "answer": "yes"}) + "\n")
+        f.write(json.dumps({"id": "2", "question": "q" * 10_000_000, "answer": "no"}) + "\n")
+    with pytest.raises(DataError) as caught:
+        load_items(path, _eval_block(), "e.jsonl")
+    assert str(caught.value).startswith("e.jsonl:2: the line is longer than the limit of 8,388,608 bytes")
+    assert "DSL_MAX_LINE_BYTES" in (caught.value.diagnostics[0].hint or "")
+    monkeypatch.setenv("DSL_MAX_LINE_BYTES", "0")  # no line limit: the item limit still holds
+    with pytest.raises(DataError, match=r"^e\.jsonl:2: row 2: the question is 10,000,000 characters, over the limit"):
+        load_items(path, _eval_block(), "e.jsonl")
+    monkeypatch.setenv("DSL_MAX_ITEM_CHARS", "0")  # both raised: the whole set loads
+    assert [len(i.question) for i in load_items(path, _eval_block(), "e.jsonl")] == [5, 10_000_000]
+
+
+def test_prompts_are_cut_to_the_context_by_one_rule(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from sdk.backends.rag_system import LocalChatGenerator
+    from sdk.limits import fit
+    from tests._tiny import tiny_model_dir
+
+    assert fit(list(range(100)), 50, 10) == list(range(60, 100))  # the last context - max_new_tokens tokens
+    assert fit(list(range(100)), 10, 20) == [99] and fit([1, 2], 50, 10) == [1, 2]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir(tmp_path))
+    config = SimpleNamespace(max_position_embeddings=64)
+    generator = LocalChatGenerator(SimpleNamespace(pipeline=SimpleNamespace(tokenizer=tok, model=SimpleNamespace(config=config))))
+    prompt = "the network " * 5000 + "Question: which band?"
+    cut = generator.fit(prompt, 8)
+    assert cut.endswith("which band?") and len(tok(cut, add_special_tokens=False)["input_ids"]) <= 64 - 8
+    assert generator.fit("Question: which band?", 8) == "Question: which band?"  # what fits is untouched
