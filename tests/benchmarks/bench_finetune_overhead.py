@@ -4,11 +4,14 @@ tokenisation and training counted on both sides), alternating, three runs each. 
 (least disturbed) run of each side, since other load on a small CPU machine swings single runs by several times;
 medians are printed too. A third side, the plain script ending without Python's teardown as ``dsl`` does
 (``_teardown.py``), gives the SDK's own cost. Target: ratio <= 1.05. Last line: `ratio=<sdk/plain>`.
+`--quick`: 2 steps, one run of the SDK and of the plain script (the os._exit side is not run: its time is taken
+as the plain script's).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,10 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import QUICK, pick  # noqa: E402
 from _teardown import NO_TEARDOWN, own_cost_line  # noqa: E402
 
-STEPS = 60
-RUNS = 3
+STEPS = pick(60, 2)
+RUNS = pick(3, 1)
 
 PLAIN = r'''
 import json, sys
@@ -69,6 +73,15 @@ def main() -> None:
     from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="bench-ft-"))
+    try:
+        measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path) -> None:
+    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+
     make_tiny_model(work / "model", SAMPLE_TEXT * 4, layers=4, hidden=128, vocab=800, context=256)
     questions = [s.strip() for s in SAMPLE_TEXT.split(".") if s.strip()]
     rows = [{"messages": [{"role": "user", "content": f"Explain: {q}?"}, {"role": "assistant", "content": q + "."}]}
@@ -83,7 +96,7 @@ def main() -> None:
                                 "--no-progress"]))
         plain = [sys.executable, str(work / "plain.py"), str(work / "model"), str(work / "sft.jsonl")]
         plain_times.append(timed(plain + [str(work / f"plain{run}")]))
-        bare_times.append(timed(plain + [str(work / f"bare{run}"), "--no-teardown"]))
+        bare_times.append(plain_times[-1] if QUICK else timed(plain + [str(work / f"bare{run}"), "--no-teardown"]))
     a, b = min(sdk_times), min(plain_times)
     print(f"{STEPS} LoRA steps of a 4-layer model on {len(rows)} chat rows, fresh process each time")
     print(f"dsl apply (dataset + base model + finetune steps): {', '.join(f'{t:.2f}s' for t in sdk_times)}; "

@@ -10,6 +10,7 @@ the eval metrics, raise the mean reward over training?
    STEPS steps; the per-step mean reward comes from the step's ``rewards.json``.
 
 Last line: ``reward first=<x> last=<y>``: the mean reward of the first and of the last WINDOW logged steps.
+``--quick``: 2 SFT steps and 2 GRPO steps.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-STEPS = int(os.environ.get("BENCH_GRPO_STEPS", "40"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick  # noqa: E402
+
+STEPS = int(os.environ.get("BENCH_GRPO_STEPS", pick("40", "2")))
+SFT_STEPS = pick(40, 2)
 WINDOW = 5
 OPTIONS = ["red", "dog", "car", "apple"]
 # every question asks for the dog (option 2): a rule the tiny model can learn in a few dozen GRPO steps. (Four
@@ -51,7 +56,7 @@ def main() -> None:
         (d / "r.dsl").write_text(f'''domain bench {{
   base_model local {{ path = "model" }}
   dataset fmt {{ path = "sft.jsonl" }}
-  finetune fmt {{ from = base_model.local  data = dataset.fmt  method = full  max_steps = 40  batch_size = 8
+  finetune fmt {{ from = base_model.local  data = dataset.fmt  method = full  max_steps = {SFT_STEPS}  batch_size = 8
                  learning_rate = 0.003  logging_steps = 10 }}
   reward mc {{ from = finetune.fmt  prompts = "mc.jsonl"  rewards = {{ accuracy = 1.0 }}
               num_generations = 4  batch_size = 16  max_completion_length = 3  temperature = 1.0

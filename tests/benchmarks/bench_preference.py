@@ -15,11 +15,14 @@ model it starts from, and what does the SDK cost over a plain TRL ``DPOTrainer``
    SDK's time over it, the SDK's own cost, is printed before the last line.
 
 Last line: ``pref_acc sft=<a> dpo=<b> overhead=<ratio>`` (target: b > a with p < 0.05, ratio <= 1.05).
+``--quick``: no SFT (the DPO sides start from the tiny model), 2 DPO steps on 16 training pairs, 8 held-out pairs,
+one run of the SDK and of the plain script (the os._exit side is not run: its time is taken as the plain script's).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,10 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import QUICK, pick  # noqa: E402
 from _teardown import NO_TEARDOWN, own_cost_line  # noqa: E402
 
-STEPS = 30
-RUNS = 3
+STEPS = pick(30, 2)
+RUNS = pick(3, 1)
+TRAIN_ROUNDS, HELD_ROUNDS = pick(12, 2), pick(8, 1)
 LR = 5e-3
 
 QA = [("What starts a SIP call", "The INVITE request starts it."),
@@ -134,24 +139,34 @@ def pref_correct(handle_, rows: list[dict]) -> list[float]:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-pref-"))
+    try:
+        measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path) -> None:
     from sdk.backends.models import ModelHandle, handle
     from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
     from sdk.metrics import bootstrap_ci, paired_bootstrap_p
     from sdk.workspace import open_workspace
 
-    work = Path(tempfile.mkdtemp(prefix="bench-pref-"))
     answers = " ".join(a for _, a in QA) + " " + " ".join(WRONG) + " " + " ".join(q + "?" for q, _ in QA)
     make_tiny_model(work / "model", SAMPLE_TEXT * 3 + answers * 3, layers=2, hidden=96, vocab=700, context=256)
     # SFT: every question is answered once by every answer, right and wrong, so SFT has no preference
     sft = [{"messages": [{"role": "user", "content": f"{q}? ({j})"}, {"role": "assistant", "content": a}]}
            for j, a in enumerate([a for _, a in QA] + WRONG) for q, _ in QA]
     (work / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in sft) + "\n")
-    train, held = pairs(TRAIN_WORDING, range(12)), pairs(HELD_WORDING, range(100, 108))
+    train, held = pairs(TRAIN_WORDING, range(TRAIN_ROUNDS)), pairs(HELD_WORDING, range(100, 100 + HELD_ROUNDS))
     (work / "train_pairs.jsonl").write_text("\n".join(json.dumps(r) for r in train) + "\n")
     (work / "sft.dsl").write_text(SFT_RECIPE)
-    timed([sys.executable, "-m", "dsl.cli", "apply", str(work / "sft.dsl"), "--no-progress"], work)
-    sft_art = open_workspace(work / "sft.dsl").artifact("finetune.sft")
-    (work / "sft_model").symlink_to(sft_art.path / "merged")
+    if QUICK:  # the DPO sides start from the tiny model itself: SFT is tested elsewhere, and costs a process here
+        sft_model = work / "model"
+    else:
+        timed([sys.executable, "-m", "dsl.cli", "apply", str(work / "sft.dsl"), "--no-progress"], work)
+        sft_model = open_workspace(work / "sft.dsl").artifact("finetune.sft").path / "merged"
+    (work / "sft_model").symlink_to(sft_model)
     (work / "plain.py").write_text(PLAIN)
     (work / "plain_pairs.jsonl").write_text("\n".join(json.dumps({k: r[k] if k == "prompt" else
                                                                   [{"role": "assistant", "content": r[k]}]
@@ -164,9 +179,9 @@ def main() -> None:
                                 str(work / f"wd{run}"), "--no-progress"], work))
         plain = [sys.executable, str(work / "plain.py"), str(work / "sft_model"), str(work / "plain_pairs.jsonl")]
         plain_times.append(timed(plain + [str(work / f"plain{run}")], work))
-        bare_times.append(timed(plain + [str(work / f"bare{run}"), "--no-teardown"], work))
+        bare_times.append(plain_times[-1] if QUICK else timed(plain + [str(work / f"bare{run}"), "--no-teardown"], work))
     dpo_art = open_workspace(work / "align.dsl", work / "wd0").artifact("align.dpo")
-    a = pref_correct(ModelHandle(model=str(sft_art.path / "merged")), held)
+    a = pref_correct(ModelHandle(model=str(sft_model)), held)
     b = pref_correct(handle(dpo_art), held)
     diff, lo, hi = bootstrap_ci([y - x for x, y in zip(a, b)], resamples=2000)
     p = paired_bootstrap_p(b, a, resamples=2000)

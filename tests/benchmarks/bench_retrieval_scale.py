@@ -21,7 +21,8 @@ the time to index.
 
 Last line: `p50_ms bm25=<ours at 100k> dense=<ours at 100k> at=100000 speedup_bm25=<memory p50 / ours p50>`.
 `QUERIES_10K` / `QUERIES_100K` (env) set how many questions are timed (defaults 100 / 25: the in-memory
-retrievers take seconds per query at 100k on a small CPU).
+retrievers take seconds per query at 100k on a small CPU). `--quick`: the first 50 items, 300 and 600 chunks, 5
+queries each (the last line then says at=600).
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick, skip_without  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 DIM = 384
+ITEMS, SMALL, LARGE = pick(1000, 50), pick(10_000, 300), pick(100_000, 600)
 
 
 def build_corpus(items: dict, size: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -168,15 +173,13 @@ def run(items: dict, size: int, n_queries: int) -> dict[str, float]:
 
 
 def main() -> None:
-    if not DATA.exists():
-        print(f"SKIP: {DATA} is absent (the shared data folder sits beside the repository)")
-        print("p50_ms bm25=nan dense=nan at=100000 speedup_bm25=nan")
+    if skip_without(DATA, f"p50_ms bm25=nan dense=nan at={LARGE} speedup_bm25=nan"):
         return
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
-    items = json.loads(DATA.read_text())
-    run(items, 10_000, int(os.environ.get("QUERIES_10K", "100")))
-    r = run(items, 100_000, int(os.environ.get("QUERIES_100K", "25")))
-    print(f"p50_ms bm25={r['bm25_index']:.2f} dense={r['dense_index']:.2f} at=100000 "
+    items = dict(list(json.loads(DATA.read_text()).items())[:ITEMS])
+    run(items, SMALL, int(os.environ.get("QUERIES_10K", pick("100", "5"))))
+    r = run(items, LARGE, int(os.environ.get("QUERIES_100K", pick("25", "5"))))
+    print(f"p50_ms bm25={r['bm25_index']:.2f} dense={r['dense_index']:.2f} at={LARGE} "
           f"speedup_bm25={r['bm25_memory'] / r['bm25_index']:.1f}")
 
 

@@ -3,7 +3,7 @@ as `dsl serve` runs them) at 1, 8 and 32 concurrent real `openai` clients, over 
 one request at a time on the same model, prompts and token budget (measured before and after the gateway runs;
 the better of the two counts, since other load on a small machine swings single runs); and p50/p95 time to
 first token of streamed chat completions at 8 concurrent clients. Target: ratio_at_8 >= 3. Last line:
-`serve ratio_at_8=<r> ttft_p50_ms=<t>`.
+`serve ratio_at_8=<r> ttft_p50_ms=<t>`. `--quick`: a 1-layer model, 4 new tokens, a few requests a level.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -21,9 +22,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-MAX_TOKENS = 32
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick  # noqa: E402
+
+MAX_TOKENS = pick(32, 4)
 BATCH = 8  # the serve block's default max_batch_size
-PER_LEVEL = {1: 12, 8: 48, 32: 96}
+PER_LEVEL = pick({1: 12, 8: 48, 32: 96}, {1: 2, 8: 8, 32: 8})
+LAYERS, HIDDEN, TTFT_REQUESTS = pick(4, 1), pick(256, 64), pick(32, 8)
 
 SERVER = r'''
 import json, sys
@@ -43,7 +48,7 @@ def build_model(folder: Path) -> Path:
 
     from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
 
-    make_tiny_model(folder, SAMPLE_TEXT * 4, layers=4, hidden=256, heads=8, vocab=800, context=512)
+    make_tiny_model(folder, SAMPLE_TEXT * 4, layers=LAYERS, hidden=HIDDEN, heads=8, vocab=800, context=512)
     model = AutoModelForCausalLM.from_pretrained(folder)
     with torch.no_grad():  # scaled random weights: greedy generation varies and rarely ends early
         for p in model.parameters():
@@ -123,9 +128,16 @@ def batch_counts(base: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path) -> None:
     import httpx
 
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     folder = build_model(work / "model")
     baseline = [one_at_a_time(folder, PER_LEVEL[1])]  # once before the gateway runs, once after: the best counts
     with socket.socket() as s:
@@ -149,14 +161,14 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.3)
-        through_gateway(base, 4, 8)  # warm-up
+        through_gateway(base, 4, pick(8, 2))  # warm-up
         rates, sizes = {}, {}
         for c, n in PER_LEVEL.items():
             before = batch_counts(base)
             rates[c] = through_gateway(base, c, n)
             after = batch_counts(base)
             sizes[c] = (after[1] - before[1]) / max(1.0, after[0] - before[0])
-        firsts = ttft(base, 8, 32)
+        firsts = ttft(base, 8, TTFT_REQUESTS)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -164,7 +176,7 @@ def main() -> None:
     base_tps = max(baseline)
     p50 = statistics.median(firsts) * 1000
     p95 = firsts[max(0, int(0.95 * len(firsts)) - 1)] * 1000
-    print(f"model: 4-layer Llama, hidden 256, vocab 800; {MAX_TOKENS} new tokens per request; greedy; "
+    print(f"model: {LAYERS}-layer Llama, hidden {HIDDEN}, vocab 800; {MAX_TOKENS} new tokens per request; greedy; "
           f"max_batch_size {BATCH}; {os.cpu_count()} CPU cores")
     print(f"plain transformers generate, one request at a time: {base_tps:.1f} tokens/s "
           f"(best of {', '.join(f'{b:.1f}' for b in baseline)}: before and after the gateway runs)")

@@ -10,6 +10,7 @@ in its own fresh process, alternating, RUNS times; tokens/s is TRL's count of us
 time in `trainer.train()`, best run of each side (other load on a small shared machine swings single runs).
 The eval loss is the final `trainer.evaluate()` on the validation rows. Target: ratio >= 1.3, loss within 2%.
 Last line: `tokens_per_s ratio=<r> loss sdk=<a> trl=<b>`.
+`--quick`: 2 steps of a 1-layer hidden-64 model on 40 rows of at most 128 tokens, one run a side.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,10 +26,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-STEPS = 40
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import pick  # noqa: E402
+
+STEPS = pick(40, 2)
 BATCH = 8
-RUNS = int(os.environ.get("BENCH_RUNS", "2"))  # a run of both sides takes ~15 min on 2 busy cores
-MAX_LENGTH = 512
+RUNS = int(os.environ.get("BENCH_RUNS", pick("2", "1")))  # a run of both sides takes ~15 min on 2 busy cores
+MAX_LENGTH = pick(512, 128)
+LAYERS, HIDDEN, ROWS = pick(4, 1), pick(256, 64), pick(400, 40)
 
 PLAIN = r'''
 import json, sys, time
@@ -90,12 +96,20 @@ def run(cmd: list[str]) -> str:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-tput-"))
+    try:
+        measure(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(work: Path) -> None:
     import sdk.workspace
     from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
 
-    work = Path(tempfile.mkdtemp(prefix="bench-tput-"))
-    make_tiny_model(work / "model", SAMPLE_TEXT * 4, layers=4, hidden=256, heads=4, vocab=800, context=MAX_LENGTH)
-    rows = chat_rows(400)
+    make_tiny_model(work / "model", SAMPLE_TEXT * 4, layers=LAYERS, hidden=HIDDEN, heads=4, vocab=800,
+                    context=MAX_LENGTH)
+    rows = chat_rows(ROWS)
     (work / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (work / "plain.py").write_text(PLAIN)
     (work / "r.dsl").write_text(RECIPE)
@@ -117,7 +131,7 @@ def main() -> None:
               f"tokens/s (eval loss {plain_runs[-1]['eval_loss']:.4f})", flush=True)
     tps = lambda r: r["train_tokens"] / r["train_seconds"]
     a, b = max(sdk_runs, key=tps), max(plain_runs, key=tps)
-    print(f"{STEPS} LoRA steps, batch {BATCH}, 4-layer hidden-256 model, {len(rows)} chat rows of varied length")
+    print(f"{STEPS} LoRA steps, batch {BATCH}, {LAYERS}-layer hidden-{HIDDEN} model, {len(rows)} chat rows of varied length")
     print(f"sdk default ({a['batches']} batches): " + ", ".join(f"{tps(r):.0f}" for r in sdk_runs)
           + f" useful tokens/s; {a['train_tokens']} tokens; eval loss {a['eval_loss']:.4f}")
     print("plain TRL SFTTrainer (padded): " + ", ".join(f"{tps(r):.0f}" for r in plain_runs)
