@@ -113,3 +113,28 @@ def test_bad_examples_are_located(tmp_path: Path) -> None:
     (tmp_path / "route.jsonl").write_text('{"text": "a", "target": "domain"}\nnot json\n')
     with pytest.raises(PlanProblems, match="route.jsonl:2: malformed JSON"):
         sdk.plan(load(path))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "recipes").glob("*.dsl")))
+def test_every_recipes_route_examples_are_its_own_domain(name: str) -> None:
+    """A router trained on a recipe's examples as its route step trains it (examples, plus the questions of its
+    eval_sets; tfidf here, whatever the recipe's classifier) sends most questions of the recipe's own evals of the
+    domain system to the domain: examples from another domain would send them away."""
+    from sdk.backends.route import known_targets, read_examples
+    from sdk.evalsets import load_items
+
+    spec = load(Path(__file__).parents[1] / "recipes" / name)
+    for route in spec.route.values():
+        rows = read_examples(spec.resolve_path(route.examples), route.examples, known_targets(route))
+        for ref in route.eval_sets:
+            ev = spec.eval[ref.label]
+            rows += [(it.question, "domain") for it in load_items(spec.resolve_path(ev.data), ev, ev.data)]
+        meta, arrays, _ = train([t for t, _ in rows], [y for _, y in rows], "tfidf", 0, "")
+        meta.update(targets={}, threshold=0.5)
+        router = Router(meta, arrays)
+        for label, ev in spec.eval.items():
+            if str(route.domain) not in {str(s) for s in ev.systems}:
+                continue
+            questions = [it.question for it in load_items(spec.resolve_path(ev.data), ev, ev.data)]
+            sent = [d["target"] for d in router.route_many(questions)]
+            assert sent.count("domain") > len(sent) / 2, (name, label, list(zip(questions, sent)))
