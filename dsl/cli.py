@@ -130,6 +130,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Build, evaluate, route and serve domain-specific LLMs from one declarative recipe."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if ctx.invoked_subcommand != "apply" and not sys.stderr.isatty():  # apply decides by its --progress option
+        _quiet_progress_bars()  # no library bar fragments in logs (ask, serve, route, report load models too)
 
 
 @cli.command()
