@@ -4,10 +4,12 @@ soups never produce a traceback: each either still loads or fails with located e
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -185,3 +187,178 @@ def test_deep_nesting_of_every_kind_is_a_located_error(tmp_path: Path) -> None:
                  "domain t { x = " + "- " * 3000 + "1 }",
                  "domain t {" * 2000):
         check_never_internal(tmp_path / "deep.dsl", text.encode())
+
+
+# ---------------------------------------------------------------------------------------------- data files
+# Every data format the language reads, mutated row by row: the mutant is a located error at validate or plan
+# (the test backend plans; sdk.datachecks reads each file a step will read), or the reader the step itself calls
+# when it runs accepts it. Never an error at apply, never a traceback.
+
+_CHAT = {"messages": [{"role": "user", "content": "What does BYE do?"}, {"role": "assistant", "content": "Ends it."}]}
+_PAIR = {"prompt": "What does INVITE do?", "chosen": "It starts a session.", "rejected": "It ends one."}
+_PAIR_CHAT = {"prompt": [{"role": "user", "content": "INVITE?"}], "chosen": [{"role": "assistant", "content": "Start"}],
+              "rejected": [{"role": "assistant", "content": "End"}]}
+_ITEM = {"id": "1", "question": "What does BYE do?", "answer": "ends it", "sources": ["notes.txt"]}
+_MC = {"id": "1", "question": "Which starts a call?", "choices": ["INVITE", "BYE"], "answer": "INVITE"}
+DATA_FORMATS: dict[str, tuple[str, str, str]] = {  # name: (block, file name, content)
+    "dataset_chat": ('dataset d { path = "f.jsonl"  validation_split = 0.3 }', "f.jsonl",
+                     "\n".join(json.dumps(_CHAT) for _ in range(3))),
+    "dataset_instruction": ('dataset d { path = "f.jsonl"  format = instruction }', "f.jsonl",
+                            "\n".join(json.dumps({"instruction": f"Q{i}", "input": "", "output": "A"}) for i in range(3))),
+    "dataset_text": ('dataset d { path = "f.jsonl"  format = text }', "f.jsonl", '{"text": "INVITE"}\n{"text": "BYE"}'),
+    "pairs": ('align a { from = pretrain.p  pairs = "f.jsonl" }', "f.jsonl", "\n".join([json.dumps(_PAIR)] * 3)),
+    "pairs_chat": ('align a { from = pretrain.p  pairs = "f.jsonl"  method = orpo }', "f.jsonl",
+                   "\n".join([json.dumps(_PAIR_CHAT)] * 3)),
+    "kto": ('align a { from = pretrain.p  pairs = "f.jsonl"  method = kto }', "f.jsonl",
+            "\n".join(json.dumps({"prompt": f"q{i}", "completion": "a", "label": i % 2 == 0}) for i in range(4))),
+    "eval_jsonl": ('eval e { data = "f.jsonl"  systems = [pretrain.p] }', "f.jsonl",
+                   "\n".join(json.dumps({**_ITEM, "id": str(i)}) for i in range(3))),
+    "eval_mc": ('eval e { data = "f.jsonl"  systems = [pretrain.p]  task = multiple_choice  metrics = [accuracy] }',
+                "f.jsonl", "\n".join(json.dumps({**_MC, "id": str(i)}) for i in range(3))),
+    "eval_tsv": ('eval e { data = "f.tsv"  systems = [pretrain.p] }', "f.tsv", "id\tquestion\tanswer\n1\tQ?\tA\n2\tR?\tB"),
+    "eval_json": ('eval e { data = "f.json"  systems = [pretrain.p] }', "f.json",
+                  json.dumps({"a": {"question": "Q?", "answer": "A"}, "b": {"question": "R?", "answer": "B"}}, indent=1)),
+    "route": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "f.jsonl"  domain = rag.r }', "f.jsonl",
+              '{"text": "What does INVITE do?", "target": "domain"}\n{"text": "Weather?", "target": "general"}'),
+    "reward": ('reward g { from = pretrain.p  prompts = "f.jsonl"  rewards = { exact_match = 1.0, citation_recall = 1.0 } }',
+               "f.jsonl", "\n".join(json.dumps({"question": f"Q{i}?", "answer": "A", "choices": ["A", "B"],
+                                                "context": [{"source": "s.md", "text": "A is right"}],
+                                                "sources": ["s.md"]}) for i in range(2))),
+}
+_VALUES = ["", " ", "true", 1, 0, -1, 2.5, True, False, None, [], {}, ["x"], [{"role": "user"}],
+           [{"role": "assistant", "content": ""}], {"a": 1}, "\u2028", "x" * 300]
+
+
+def _mutate_row(line: str, data: st.DataObject) -> str:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and obj:
+        key = data.draw(st.sampled_from(sorted(obj)))
+        op = data.draw(st.sampled_from(["drop", "value", "rename", "nested"]))
+        if op == "drop":
+            obj.pop(key)
+        elif op == "value":
+            obj[key] = data.draw(st.sampled_from(_VALUES))
+        elif op == "rename":
+            obj[key + "_"] = obj.pop(key)
+        elif isinstance(obj[key], list) and obj[key]:
+            item = obj[key][0]
+            obj[key][0] = {k: data.draw(st.sampled_from(_VALUES)) for k in item} if isinstance(item, dict) \
+                else data.draw(st.sampled_from(_VALUES))
+        return json.dumps(obj)
+    cells = line.split("\t")  # a TSV row
+    i = data.draw(st.integers(0, len(cells) - 1))
+    cells[i] = data.draw(st.sampled_from(["", '"', "a\tb", " "]))
+    return "\t".join(cells)
+
+
+def _mutate_file(text: str, data: st.DataObject) -> bytes:
+    lines = text.split("\n")
+    i = data.draw(st.integers(0, len(lines) - 1))
+    op = data.draw(st.sampled_from(["row", "row", "row", "truncate", "junk", "dup", "delete", "empty", "bytes"]))
+    if op == "row":
+        lines[i] = _mutate_row(lines[i], data)
+    elif op == "truncate":
+        lines[i] = lines[i][: data.draw(st.integers(0, len(lines[i])))]
+    elif op == "junk":
+        k = data.draw(st.integers(0, len(lines[i])))
+        lines[i] = lines[i][:k] + data.draw(st.sampled_from(["{", "}", ",", '"', "\\", "\t", "NaN", "\x00"])) + lines[i][k:]
+    elif op == "dup":
+        lines.insert(i, lines[i])
+    elif op == "delete":
+        del lines[i]
+    elif op == "empty":
+        return data.draw(st.sampled_from([b"", b"\n", b"  \n\n"]))
+    else:
+        return "\n".join(lines).encode()[:-3] + b"\xff\xfe" + b"\n"
+    return "\n".join(lines).encode()
+
+
+def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
+    """What the step reads when it runs, before any model loads (the backends' own functions)."""
+    from types import SimpleNamespace
+
+    shown = path.name
+    if kind == "dataset":
+        from sdk.backends.datasets import read_rows, split
+
+        split(read_rows(path, block, shown), block.validation_split)
+    elif kind == "align":
+        from sdk.backends.align import AlignBackend
+
+        AlignBackend()._read(SimpleNamespace(block=block, log=lambda m: None), path, shown)  # type: ignore[arg-type]
+    elif kind == "eval":
+        from sdk.backends.eval_answers import task_of
+        from sdk.evalsets import load_items
+
+        items = load_items(path, block, block.data, limit=block.limit)
+        if task_of(block, items) == "multiple_choice":  # what EvalBackend.run refuses before answering
+            assert all(it.choices for it in items)
+    elif kind == "route":
+        from sdk.backends.route import known_targets, read_examples
+
+        read_examples(path, block.examples, known_targets(block))
+    elif kind == "reward":
+        from sdk.backends.reward import RewardBackend
+        from sdk.backends.reward_data import needs_context
+
+        needs_context(RewardBackend._rows(block, spec, path, shown), block.rewards, shown)
+
+
+@pytest.fixture(scope="module")
+def data_recipes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    out = {}
+    for name, (block, file_name, _) in DATA_FORMATS.items():
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "notes.txt").write_text("INVITE starts a SIP session. BYE ends it.\n")
+        (folder / file_name).write_text(DATA_FORMATS[name][2] + "\n")
+        recipe = folder / "r.dsl"
+        recipe.write_text('domain t {\n  base_model b { architecture = llama { layers = 2, hidden = 64, heads = 4 } }\n'
+                          '  corpus c { paths = ["notes.txt"] }\n  pretrain p { from = base_model.b  corpus = corpus.c }\n'
+                          f"  {block}\n}}\n")
+        out[name] = (recipe, folder / file_name)
+    return out
+
+
+@pytest.mark.parametrize("fmt", sorted(DATA_FORMATS))
+def test_the_valid_data_files_plan_and_read(data_recipes: dict[str, tuple[Path, Path]], fmt: str) -> None:
+    from sdk.planner import plan
+
+    recipe, path = data_recipes[fmt]
+    spec = load_recipe(recipe).spec
+    plan(spec, None, backend="test")
+    kind, label, block = next((k, lbl, b) for k, lbl, b in spec.blocks() if k not in ("base_model", "corpus",
+                                                                                        "pretrain", "rag"))
+    _apply_reader(spec, kind, block, path)
+
+
+@pytest.mark.parametrize("fmt", sorted(DATA_FORMATS))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_data_files_fail_at_plan_never_at_apply(data_recipes: dict[str, tuple[Path, Path]], fmt: str,
+                                                        data: st.DataObject) -> None:
+    from sdk.planner import PlanProblems, plan
+
+    recipe_path, path = data_recipes[fmt]
+    original = DATA_FORMATS[fmt][2]
+    path.write_bytes(_mutate_file(original, data))
+    try:
+        try:
+            recipe = load_recipe(recipe_path)
+        except DslError as e:  # validate: located in the recipe
+            assert all(d.span is not None and d.span.line >= 1 for d in e.diagnostics), e.format()
+            return
+        try:
+            plan(recipe.spec, None, backend="test")
+        except PlanProblems as e:  # plan: located at the attribute naming the file, the message at FILE[:LINE]
+            diags = recipe.diagnostics(e.problems)
+            assert diags and all(d.span is not None and d.span.line >= 1 for d in diags), e.problems
+            assert all(path.name in d.message or "template" in d.message for d in diags), e.problems
+            return
+        kind, _, block = next((k, lbl, b) for k, lbl, b in recipe.spec.blocks()
+                              if k not in ("base_model", "corpus", "pretrain", "rag"))
+        _apply_reader(recipe.spec, kind, block, path)  # plan passed: the step must read it too
+    finally:
+        path.write_text(original + "\n")
