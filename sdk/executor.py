@@ -220,7 +220,7 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     inputs = finished_artifacts(state, only=step.depends_on)
     ctx = StepContext(spec=spec, step_id=step.id, kind=step.kind, label=step.label, block=block,
                       fingerprint=step.fingerprint, out_dir=tmp, workdir=workdir, checkpoint_dir=checkpoints,
-                      inputs=inputs, progress=progress, log=log, options=dict(options))
+                      inputs=inputs, progress=progress, log=log, options=dict(options), files=dict(step.files))
     status, error = "done", ""
     try:
         missing = [d for d in step.depends_on if d not in inputs]

@@ -216,3 +216,97 @@ def test_a_key_is_sent_only_to_an_endpoint_the_recipe_names(tmp_path: Path, monk
         path.write_text(path.read_text().replace("http://127.0.0.1:9/v1", applied))
         assert make_generator(block, None, load(path), "rag.docs")("hi", 4) == "ok"
     assert seen == ["Bearer s3cret"]
+
+
+# ------------------------------------------------------------------------------- corpus: read once, bounded
+
+
+def _corpus_recipe(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "docs").mkdir(exist_ok=True)
+    (tmp_path / "docs" / "a.txt").write_text("SIP is the session initiation protocol used for VoIP calls.\n")
+    (tmp_path / "docs" / "b.md").write_text("# IMS\n\nIMS is the IP multimedia subsystem defined by 3GPP.\n\n"
+                                            "## Nodes\n\nThe S-CSCF node keeps the session state of each user.\n")
+    path = tmp_path / "r.dsl"
+    path.write_text(f'domain r {{\n  corpus c {{\n    paths = ["docs/*"]\n    split = {{ by = word, length = 8, '
+                    f'overlap = 0 }}\n    min_chars = 0{extra}\n  }}\n}}\n')
+    return path
+
+
+def test_a_file_swapped_for_a_link_after_the_plan_is_refused_not_indexed(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdk.executor as E
+
+    recipe = tmp_path / "r"
+    recipe.mkdir()
+    path = _corpus_recipe(recipe)
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY material that must never be indexed\n")
+    planned = E.refingerprint
+
+    def plan_then_swap(*args, **kwargs):  # the race: after the plan's confinement check and hashes, before the read
+        out = planned(*args, **kwargs)
+        (recipe / "docs" / "a.txt").unlink()
+        (recipe / "docs" / "a.txt").symlink_to(secret)
+        return out
+
+    monkeypatch.setattr(E, "refingerprint", plan_then_swap)
+    spec = load(path)
+    result = sdk.apply(spec)
+    assert not result.ok
+    error = result.failed[0].error
+    assert "docs/a.txt" in error and ("leads outside" in error or "changed after the plan" in error), error
+    chunks = list((E.default_workdir(spec) / "artifacts").rglob("chunks.jsonl"))
+    assert not any("PRIVATE KEY" in c.read_text() for c in chunks)
+
+
+def test_a_file_changed_after_the_plan_is_refused_so_lineage_names_what_was_read(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdk.executor as E
+
+    path = _corpus_recipe(tmp_path)
+    planned = E.refingerprint
+
+    def plan_then_edit(*args, **kwargs):
+        out = planned(*args, **kwargs)
+        (tmp_path / "docs" / "a.txt").write_text("A decoy replaced the text after it was hashed.\n")
+        return out
+
+    monkeypatch.setattr(E, "refingerprint", plan_then_edit)
+    result = sdk.apply(load(path))
+    assert not result.ok and "docs/a.txt" in result.failed[0].error
+    assert "changed after the plan hashed it" in result.failed[0].error
+
+
+def test_an_oversized_corpus_file_is_a_located_error_overridable_in_the_recipe(tmp_path: Path) -> None:
+    path = _corpus_recipe(tmp_path, "\n    max_file_mb = 1")
+    (tmp_path / "docs" / "big.txt").write_text("word " * 300_000)  # 1.4 MiB
+    r = run_dsl("validate", str(path))
+    assert r.returncode == 1 and "r.dsl:3:14" in r.stderr and "docs/big.txt is 1.4 MiB, over the corpus limit of 1 MiB" \
+        in r.stderr and "raise max_file_mb in the corpus block" in r.stderr, r.stderr
+    path.write_text(path.read_text().replace("max_file_mb = 1", "max_file_mb = 2"))
+    assert run_dsl("validate", str(path)).returncode == 0
+
+
+def test_one_huge_line_is_chunked_in_bounded_pieces(tmp_path: Path) -> None:
+    from sdk.backends.corpus import SEGMENT, ingest, segments
+
+    text = "x" * (2 * SEGMENT + 10) + " tail"
+    assert [len(p) for _, p in segments(text)] == [SEGMENT, SEGMENT, 15]
+    assert "".join(p for _, p in segments(text)) == text
+    path = _corpus_recipe(tmp_path)
+    (tmp_path / "docs" / "one-line.txt").write_text("word " * 400_000)  # 2 MB on one line
+    spec = load(path)
+    chunks, metrics = ingest(spec, spec.corpus["c"], "c", print)
+    assert max(len(c["content"]) for c in chunks) <= SEGMENT and metrics["files"] == 3
+
+
+def test_text_and_markdown_chunks_name_their_line_and_heading_not_page_1(tmp_path: Path) -> None:
+    from sdk.backends.corpus import ingest, location
+
+    path = _corpus_recipe(tmp_path)
+    spec = load(path)
+    chunks, _ = ingest(spec, spec.corpus["c"], "c", print)
+    where = [location(c["meta"]) for c in chunks]
+    assert where == ["docs/a.txt:1", "docs/a.txt:1", "docs/b.md:1 (IMS)", "docs/b.md:3 (IMS)", "docs/b.md:7 (Nodes)"]
+    assert chunks[4]["content"] == "session state of each user."  # on line 7, under "## Nodes"
+    assert all("page" not in c["meta"] for c in chunks)

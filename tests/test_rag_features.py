@@ -124,7 +124,8 @@ def test_splitting_by_line_passage_and_word_with_overlap(tmp_path: Path, by: str
     chunks, metrics = ingest(spec, spec.corpus["c"], "c", print)
     assert [c["content"] for c in chunks] == expected
     assert [c["meta"]["chunk_index"] for c in chunks] == list(range(len(expected)))
-    assert all(c["meta"]["source"] == "a.txt" and c["meta"]["page"] == 1 for c in chunks)
+    assert all(c["meta"]["source"] == "a.txt" and "page" not in c["meta"] for c in chunks)
+    assert [c["meta"]["line"] for c in chunks] == {"line": [1, 2, 3], "passage": [1, 3], "word": [1, 1, 1]}[by]
     assert [c["id"] for c in chunks] == [f"a.txt#{i}" for i in range(len(expected))]
     assert metrics["chunks"] == len(expected) and metrics["files"] == 1
 

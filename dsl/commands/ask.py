@@ -39,5 +39,5 @@ def command(file: str, question: str, system: Optional[str], workdir: Optional[s
     for s in out["sources"]:
         mark = "*" if s["index"] in out["cited"] else " "
         content = " ".join(shown(s["content"]).split("\n"))[:100]
-        click.echo(f" {mark}[{s['index']}] {shown(str(s['source']))} (page {s['page']}, score {s['score']:.3f}): "
+        click.echo(f" {mark}[{s['index']}] {shown(str(s.get('location') or s['source']))} (score {s['score']:.3f}): "
                    f"{content}...")

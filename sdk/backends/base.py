@@ -81,6 +81,7 @@ class StepContext:
     progress: Any  # sdk.progress.Progress: .task(description, total) -> handle with .advance(n), .update(**fields)
     log: Callable[[str], None]
     options: dict[str, Any] = field(default_factory=dict)  # apply-wide options (e.g. {"quick": True})
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of each file the plan hashed (lineage)
 
     @property
     def base_dir(self) -> Path:

@@ -1,23 +1,31 @@
 """Corpus ingestion for the Haystack backend (``corpus`` steps): files found by glob, read by format (text,
 markdown, html, pdf, jsonl), cleaned, split into chunks, and deduplicated (exact, then near-duplicate).
 
-The artifact is ``chunks.jsonl``, one ``{"id", "content", "meta": {"source", "page", "chunk_index",
-"content_hash"}}`` per line. Haystack and pypdf are imported inside the functions that need them."""
+The artifact is ``chunks.jsonl``, one ``{"id", "content", "meta": {"source", "chunk_index", "content_hash", and where
+the chunk starts: "line" (text, markdown, jsonl), "heading" (markdown), "page" (pdf)}}`` per line. Haystack and
+pypdf are imported inside the functions that need them.
+
+Each file is opened once, after the plan's confinement check, by descriptor and without following a link
+(:func:`read_once`): the bytes that are hashed (and compared with the hash the plan recorded, which lineage keeps)
+are the bytes that are parsed, so a file swapped for a link between plan and read is refused, never indexed. Files
+are limited in size (the block's ``max_file_mb``), and text is split in bounded segments, so one huge line cannot
+take memory without bound."""
 
 from __future__ import annotations
 
-import glob as _glob
+import bisect
 import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Optional
 
 from sdk.artifacts import Artifact
 from sdk.backends.embedders import quiet_haystack
 from sdk.errors import DataError, DslError
-from sdk.jsonl import read_jsonl
+from sdk.jsonl import parse_jsonl
 
 EXTENSIONS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl",
               ".html": "html", ".htm": "html", ".pdf": "pdf"}
@@ -38,11 +46,71 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalise(text).encode("utf-8")).hexdigest()[:16]
 
 
+SEGMENT = 1 << 20  # characters of text split at a time: one huge line is cut here, not held whole by the splitter
+
+
 def corpus_files(spec: Any, block: Any) -> list[Path]:
+    """The regular files the block's globs match, confined to the recipe's folder (or the domain's roots)."""
+    from sdk.spec.paths import expand
+
     files: list[Path] = []
     for pattern in block.paths:
-        files += [Path(p) for p in sorted(_glob.glob(str(spec.base_dir / pattern), recursive=True)) if os.path.isfile(p)]
+        found, problem = expand(spec, pattern)
+        if problem:
+            raise DslError(f"corpus: {problem}")
+        files += found
     return list(dict.fromkeys(files))
+
+
+def read_once(spec: Any, path: Path, shown: str, max_mb: int) -> tuple[bytes, str]:
+    """(bytes, sha256) of a corpus file, read once through one descriptor: opened without following a link at
+    its resolved path, checked to be a regular file inside the allowed roots (the descriptor's own path, so a swap
+    after the check cannot pass) and at most ``max_mb`` MiB."""
+    from sdk.spec.paths import _inside, allowed_roots
+
+    limit = max_mb * 2**20
+    try:
+        fd = os.open(path.resolve(), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise DataError(shown, None, f"cannot be opened ({e.strerror or e}; a link swapped in after the plan is "
+                                     "refused)") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(shown, None, "is not a regular file; only regular files are read")
+        real = Path(os.readlink(f"/proc/self/fd/{fd}")) if os.path.exists(f"/proc/self/fd/{fd}") else path.resolve()
+        if not _inside(real, allowed_roots(spec)):
+            raise DataError(shown, None, f"leads outside the recipe's folder (to {real}); not read")
+        if st.st_size > limit:
+            raise DataError(shown, None, f"is {st.st_size / 2**20:.1f} MiB, over the corpus limit of {max_mb} MiB",
+                            "raise max_file_mb in the corpus block")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise DataError(shown, None, f"grew over the corpus limit of {max_mb} MiB while read",
+                        "raise max_file_mb in the corpus block")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _text(data: bytes, shown: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(shown, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def segments(text: str, size: int = SEGMENT) -> list[tuple[int, str]]:
+    """(offset, piece) of ``text`` cut into pieces of at most ``size`` characters, at a line break (else a space)
+    where there is one: a splitter then never holds more than one piece's words."""
+    out, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind("\n", start + size // 2, end)
+        cut = cut if cut > 0 else text.rfind(" ", start + size // 2, end)
+        cut = cut + 1 if cut > 0 else end
+        out.append((start, text[start:cut]))
+        start = cut
+    out.append((start, text[start:]))
+    return out
 
 
 def _format_of(path: Path, block: Any) -> str:
@@ -55,45 +123,66 @@ def _format_of(path: Path, block: Any) -> str:
     return fmt
 
 
-def _read_jsonl(path: Path, shown: str, text_field: str) -> list[tuple[str, dict[str, Any]]]:
+def _jsonl_rows(rows: Any, shown: str, text_field: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for n, obj in read_jsonl(path, shown, objects=False):
+    for n, obj in rows:
         if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
             raise DataError(shown, n, f"row has no string field {text_field!r}", "set text_field in the corpus block")
         out.append((obj[text_field], {"line": n}))
     return out
 
 
-def convert(files: list[Path], block: Any, base: Path, warn: Any) -> tuple[list[Any], list[str]]:
-    """Files -> Haystack Documents (meta: source, page). Unreadable PDFs are skipped with a warning."""
+class Originals(dict):
+    """source -> the text its chunks are found in for their line (and, for markdown, heading)."""
+
+
+def convert(files: list[Path], block: Any, spec: Any, warn: Any,
+            planned: Optional[dict[str, str]] = None) -> tuple[list[Any], list[str], Originals]:
+    """Files -> Haystack Documents (meta: source; line for jsonl rows, page for pdf pages). Each file is read
+    once (:func:`read_once`); its hash must be the one the plan recorded (``planned``: path -> sha256), so lineage
+    names what was read. Unreadable PDFs are skipped with a warning."""
     quiet_haystack()
     from haystack import Document
+    from haystack.dataclasses import ByteStream
 
+    base = spec.base_dir
     docs: list[Any] = []
     skipped: list[str] = []
+    originals = Originals()
     for path in files:
         shown = _rel(path, base)
         fmt = _format_of(path, block)
+        data, digest = read_once(spec, path, shown, getattr(block, "max_file_mb", 64))
+        key = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+        if planned and key in planned and planned[key] != digest:
+            raise DataError(shown, None, "changed after the plan hashed it (a different file is there now); "
+                                         "run dsl apply again")
         if fmt == "jsonl":
-            for text, meta in _read_jsonl(path, shown, block.text_field):
-                docs.append(Document(content=text, meta={"source": shown, "page": 1, **meta}))
+            rows = parse_jsonl(_text(data, shown).split("\n"), shown, objects=False)
+            for text, meta in _jsonl_rows(rows, shown, block.text_field):
+                docs.append(Document(content=text, meta={"source": shown, **meta}))
             continue
         if fmt == "pdf":
-            pages = _pdf_pages(path, shown, warn)
+            pages = _pdf_pages(data, shown, warn)
             if pages is None:
                 skipped.append(shown)
                 continue
             docs += [Document(content=t, meta={"source": shown, "page": i + 1}) for i, t in enumerate(pages) if t.strip()]
             continue
-        converter = _converter(fmt)
-        try:
-            result = converter.run(sources=[str(path)])
-        except Exception as e:  # noqa: BLE001 - a converter failure names the file
-            raise DataError(shown, None, f"cannot read as {fmt}: {e}") from None
-        for d in result["documents"]:
-            if d.content and d.content.strip():
-                docs.append(Document(content=d.content, meta={"source": shown, "page": 1}))
-    return docs, skipped
+        if fmt == "text":
+            text = _text(data, shown)
+        else:
+            try:
+                result = _converter(fmt).run(sources=[ByteStream(data=data, meta={"file_path": shown})])
+            except Exception as e:  # noqa: BLE001 - a converter failure names the file
+                raise DataError(shown, None, f"cannot read as {fmt}: {e}") from None
+            text = "\n".join(d.content for d in result["documents"] if d.content)
+        if fmt in ("text", "markdown"):
+            originals[shown] = (fmt, _text(data, shown) if fmt == "markdown" else text)
+        for _, piece in segments(text):
+            if piece.strip():
+                docs.append(Document(content=piece, meta={"source": shown}))
+    return docs, skipped, originals
 
 
 def _converter(fmt: str) -> Any:
@@ -106,18 +195,21 @@ def _converter(fmt: str) -> Any:
     return TextFileToDocument()
 
 
-def _pdf_pages(path: Path, shown: str, warn: Any) -> Optional[list[str]]:
+def _pdf_pages(data: bytes, shown: str, warn: Any) -> Optional[list[str]]:
     """Each page's text, through Haystack's PyPDFToDocument; None (with a warning) when the PDF cannot be read."""
+    import io
+
     from pypdf import PdfReader
 
     try:
-        reader = PdfReader(str(path))
+        reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             warn(f"skipping {shown}: the PDF is encrypted")
             return None
         from haystack.components.converters import PyPDFToDocument
+        from haystack.dataclasses import ByteStream
 
-        result = PyPDFToDocument().run(sources=[str(path)])
+        result = PyPDFToDocument().run(sources=[ByteStream(data=data, meta={"file_path": shown})])
         text = "".join(d.content or "" for d in result["documents"])
     except Exception as e:  # noqa: BLE001
         warn(f"skipping {shown}: unreadable PDF ({type(e).__name__}: {e})")
@@ -190,17 +282,19 @@ def dedupe(chunks: list[dict[str, Any]], mode: str, threshold: float) -> tuple[l
     return kept, exact, near
 
 
-def ingest(spec: Any, block: Any, label: str, warn: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def ingest(spec: Any, block: Any, label: str, warn: Any,
+           planned: Optional[dict[str, str]] = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     files = corpus_files(spec, block)
     if not files:
         raise DslError(f"corpus.{label}: the globs {block.paths} match no file")
-    docs, skipped = convert(files, block, spec.base_dir, warn)
+    docs, skipped, originals = convert(files, block, spec, warn, planned)
     if not docs:
         raise DslError(f"corpus.{label}: no readable text in {len(files)} file(s)" +
                        (f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else ""))
     pieces = split_documents(docs, block)
     chunks: list[dict[str, Any]] = []
     per_source: dict[str, int] = {}
+    where = Locator(originals)
     for d in pieces:
         text = (d.content or "").strip()
         if len(text) < block.min_chars:
@@ -209,10 +303,12 @@ def ingest(spec: Any, block: Any, label: str, warn: Any) -> tuple[list[dict[str,
         index = per_source.get(source, 0)
         per_source[source] = index + 1
         h = content_hash(text)
-        meta = {"source": source, "page": int(d.meta.get("page") or d.meta.get("page_number") or 1),
-                "chunk_index": index, "content_hash": h}
+        meta: dict[str, Any] = {"source": source, "chunk_index": index, "content_hash": h}
+        if "page" in d.meta:  # a PDF page
+            meta["page"] = int(d.meta["page"])
         if "line" in d.meta:  # a JSONL row's line number
             meta["line"] = int(d.meta["line"])
+        meta.update(where(source, text))
         chunks.append({"id": f"{source}#{index}", "content": text, "meta": meta})
     before = len(chunks)
     chunks, exact, near = dedupe(chunks, block.dedupe, block.near_threshold)
@@ -221,6 +317,52 @@ def ingest(spec: Any, block: Any, label: str, warn: Any) -> tuple[list[dict[str,
     metrics = {"files": len(files), "files_skipped": len(skipped), "documents": len(docs), "chunks": len(chunks),
                "duplicates_dropped": exact + near, "exact_duplicates": exact, "near_duplicates": near}
     return chunks, metrics
+
+
+class Locator:
+    """Where a chunk starts in its file: ``line`` (1-based) and, for markdown, the ``heading`` above it. Chunks
+    of a file come in order, so each is searched from where the previous one started (its first words, with any
+    markup or whitespace between them)."""
+
+    def __init__(self, originals: Originals) -> None:
+        self.originals = originals
+        self.cursor: dict[str, tuple[int, int]] = {}  # source -> (offset, line) of the last chunk found
+        self.headings: dict[str, tuple[list[int], list[str]]] = {}
+
+    def __call__(self, source: str, text: str) -> dict[str, Any]:
+        if source not in self.originals:
+            return {}
+        fmt, raw = self.originals[source]
+        pos, line = self.cursor.get(source, (0, 1))
+        words = re.findall(r"\w+", text[:300])
+        for n in (4, 1):
+            if len(words) >= 1:
+                found = re.compile(r"\W+".join(re.escape(w) for w in words[:n])).search(raw, pos, pos + 4 * SEGMENT)
+                if found:
+                    line += raw.count("\n", pos, found.start())
+                    pos = found.start()
+                    break
+        self.cursor[source] = (pos, line)
+        out: dict[str, Any] = {"line": line}
+        if fmt == "markdown":
+            if source not in self.headings:
+                marks = [(m.start(), m.group(1).strip()) for m in
+                         re.finditer(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", raw, re.M)]
+                self.headings[source] = ([m[0] for m in marks], [m[1] for m in marks])
+            starts, titles = self.headings[source]
+            i = bisect.bisect_right(starts, pos) - 1
+            if i >= 0:
+                out["heading"] = titles[i]
+        return out
+
+
+def location(meta: dict[str, Any]) -> str:
+    """Where a chunk comes from, as people cite it: ``docs/sip.md:12 (Registration)``, ``slides.pdf page 3``."""
+    source = str(meta.get("source") or "?")
+    if meta.get("page") is not None:
+        return f"{source} page {meta['page']}"
+    where = f"{source}:{meta['line']}" if meta.get("line") is not None else source
+    return f"{where} ({meta['heading']})" if meta.get("heading") else where
 
 
 # -------------------------------------------------------------------------------------------- chunks as Documents

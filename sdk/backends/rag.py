@@ -206,7 +206,7 @@ class HaystackBackend(Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         if ctx.kind == "corpus":
-            chunks, metrics = ingest(ctx.spec, ctx.block, ctx.label, ctx.log)
+            chunks, metrics = ingest(ctx.spec, ctx.block, ctx.label, ctx.log, planned=ctx.files)
             with open(ctx.out_dir / "chunks.jsonl", "w", encoding="utf-8") as f:
                 for c in chunks:
                     f.write(json.dumps(c, ensure_ascii=False) + "\n")

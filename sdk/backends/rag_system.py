@@ -95,9 +95,13 @@ class RagSystem:
         return render(self.prompt, f"rag.{self.label}: the prompt template", documents=docs, question=question)
 
     def answer(self, question: str, *, max_new_tokens: Optional[int] = None) -> dict[str, Any]:
+        from sdk.backends.corpus import location
+
         documents = self.retrieve(question)
         sources = [{"index": i + 1, "id": d["id"], "source": d["meta"].get("source"), "page": d["meta"].get("page"),
-                    "content": d["content"], "score": d["score"]} for i, d in enumerate(documents)]
+                    "line": d["meta"].get("line"), "heading": d["meta"].get("heading"),
+                    "location": location(d["meta"]), "content": d["content"], "score": d["score"]}
+                   for i, d in enumerate(documents)]
         if self.generator is None:
             return {"answer": "", "sources": sources, "cited": [], "documents": documents}
         prompt = self.render_prompt(question, documents)

@@ -19,7 +19,25 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
             if pattern.startswith("/") or ".." in pattern else None
         if problem:
             out.append(Problem(path=("corpus", label, "paths", i), message=problem))
+        elif check_files:
+            big = _oversized(spec, pattern, block.max_file_mb)
+            if big:
+                out.append(Problem(path=("corpus", label, "paths", i), message=big,
+                                   hint=f"raise max_file_mb in the corpus block (now {block.max_file_mb}); chunking "
+                                        "takes about 6 times a file's size in memory"))
     return out
+
+
+def _oversized(spec: Any, pattern: str, max_mb: int) -> Optional[str]:
+    for f in expand(spec, pattern)[0]:
+        try:
+            size = f.stat().st_size
+        except OSError:
+            continue
+        if size > max_mb * 2**20:
+            shown = f.relative_to(spec.base_dir) if f.is_relative_to(spec.base_dir) else f
+            return f"{shown} is {size / 2**20:.1f} MiB, over the corpus limit of {max_mb} MiB"
+    return None
 
 
 def _reads(spec: Any, block: Any) -> list:
@@ -44,4 +62,5 @@ class CorpusBlock(Block):
     near_threshold: Fraction = Field(default=0.85, description="Jaccard similarity of word 5-gram shingles above which two chunks are near-duplicates")
     clean: bool = Field(default=True, description="Collapse whitespace, drop empty lines and boilerplate")
     min_chars: Count = Field(default=20, description="Drop chunks shorter than this")
+    max_file_mb: Count = Field(default=64, ge=1, description="Largest file read, in MiB (bounds memory: chunking takes about 6x a file's size)")
     backend: Optional[str] = Field(default=None, description="Backend name (default: haystack)")
