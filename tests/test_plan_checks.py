@@ -225,3 +225,22 @@ def test_the_largest_seed_and_count_are_accepted(tmp_path: Path) -> None:
                                                                      "max_steps = 2147483647  weight_decay = 1e300 }"))
     p = load_recipe(path).spec.pretrain["p"]
     assert (p.seed, p.max_steps, p.weight_decay) == (2**32 - 1, 2**31 - 1, 1e300)
+
+
+def test_finetune_options_that_do_not_apply_and_metrics_twice(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, 'dataset d { path = "t.jsonl"  format = text }\n  '
+                             'finetune f { from = pretrain.p  data = dataset.d  assistant_only_loss = true }',
+                   {"t.jsonl": [{"text": "INVITE starts a session."}]})
+    [error] = _plan_errors(path)
+    assert "assistant_only_loss applies to chat and instruction data, and dataset.d is format text" in error
+    path.write_text(path.read_text().replace("assistant_only_loss = true", "packing = true  padding_free = true"))
+    with pytest.raises(SpecError) as e:
+        load_recipe(path)
+    assert "padding_free applies without packing" in str(e.value)
+    path.write_text(path.read_text().replace("  padding_free = true", "") + "")
+    assert _plan_errors(path) == []  # the defaults are not mistakes
+    path.write_text(path.read_text().replace("}\n}\n", "}\n  eval e { data = \"t.jsonl\"  systems = [finetune.f]  "
+                                             "metrics = [f1, exact_match, f1] }\n}\n"))
+    with pytest.raises(SpecError) as e:
+        load_recipe(path)
+    assert "metric f1 is listed twice" in str(e.value)

@@ -118,6 +118,9 @@ def system_problems(spec: Any, label: str, block: Any) -> list[Problem]:
     out: list[Problem] = []
     seen: set[str] = set()
     answers = any(m not in RETRIEVAL_METRICS for m in block.metrics)
+    for i, m in enumerate(block.metrics):
+        if m in block.metrics[:i]:
+            out.append(Problem(path=("eval", label, "metrics", i), message=f"metric {m} is listed twice"))
     for i, s in enumerate(block.systems):
         if not isinstance(s, Ref):
             continue

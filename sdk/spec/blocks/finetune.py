@@ -12,13 +12,17 @@ from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Lora, TrainCommon
 from sdk.spec.paths import named_files
 from sdk.spec.templates import chat_template_problems
-from sdk.spec.values import PositiveInt, TextOrFile, ref_of
+from sdk.spec.values import PositiveInt, Problem, TextOrFile, ref_of
 
 
 def _check(spec: Any, label: str, block: Any) -> list[Any]:
     """Chat data trains the model where its turn ends: the template must write an end-of-turn marker."""
     data = spec.get(block.data) if spec.has(block.data) else None
     if data is not None and data.format == "text":
+        if "assistant_only_loss" in block.model_fields_set and block.assistant_only_loss:
+            return [Problem(path=("finetune", label, "assistant_only_loss"), message=f"assistant_only_loss applies to "
+                            f"chat and instruction data, and {block.data} is format text (it has no assistant turns)",
+                            hint="drop assistant_only_loss: text data trains on every token")]
         return []
     return chat_template_problems(spec, label, block, "finetune")
 
@@ -51,4 +55,7 @@ class FinetuneBlock(TrainCommon):
             raise PydanticCustomError(
                 "incompatible", "lora settings do not apply to method = full (use lora or qlora, or drop lora)", {}
             )
+        if self.packing and self.padding_free and "padding_free" in self.model_fields_set:
+            raise PydanticCustomError("incompatible", "padding_free applies without packing (packed rows share one "
+                                      "sequence already); drop padding_free or packing", {})
         return self
