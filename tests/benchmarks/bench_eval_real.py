@@ -17,7 +17,9 @@
 Everything is written to a temporary folder (nothing copied into the repository). Prints the figures, the report
 path of each set, elapsed times, and last `evaluated=<n> sets=3`.
 
-    python tests/benchmarks/bench_eval_real.py [--items 150] [--steps 1500] [--ft-steps 600] [--keep DIR]
+    python tests/benchmarks/bench_eval_real.py [--items 150] [--steps 1500] [--ft-steps 600] [--keep DIR] [--quick]
+`--quick`: 4 items a set (2 "Yes" and 2 "No" rows of hearsay), PubMedQA cut to its first 40 items, 2 pre-training
+and 2 fine-tuning steps of a smaller-vocabulary model, 4 new tokens.
 
 Measured on the 2-core dev box (defaults; 772 s in all, 760 s of it the PubMedQA apply, mostly training):
   TeleQnA accuracy 0.213 [0.147, 0.287] (chance ~0.23); hearsay accuracy 0.547 [0.442, 0.653], macro-F1 0.354;
@@ -49,8 +51,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT / ".." / "shared" / "data"
+DATA = (ROOT / ".." / "shared" / "data").resolve()
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quick import QUICK, pick, skip_without  # noqa: E402
+
+PUBMED_ITEMS = pick(None, 40)  # PubMedQA items used (None: all 1,000)
+VOCAB, CONTEXT, NEW_TOKENS = pick(4000, 400), pick(1024, 256), pick(64, 4)
 
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "HAYSTACK_TELEMETRY_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -70,6 +77,8 @@ PROMPT = "{% if context %}Context: {{ context }} {% endif %}Question: {{ questio
 def apply(recipe: Path) -> dict:
     started = time.time()
     r = subprocess.run([sys.executable, "-m", "dsl.cli", "apply", str(recipe)], cwd=ROOT, capture_output=True, text=True, check=False)
+    if r.returncode not in (0, 4):  # 4: a gate failed, after every step ran
+        sys.exit(f"apply {recipe} failed (exit code {r.returncode}):\n{r.stderr[-3000:]}")
     from dsl.parser import load
     from sdk.state import StateStore
     from sdk.workdirs import default_workdir
@@ -98,7 +107,14 @@ def show(steps: dict, step: str) -> int:
 
 def teleqna_and_hearsay(work: Path, items: int, model: Path) -> tuple[int, dict]:
     work.mkdir(parents=True, exist_ok=True)
+    hearsay = DATA / "legalbench-hearsay" / "test.tsv"
+    if QUICK:  # its first rows are all "No": take the first two of each label
+        head, *rows = hearsay.read_text(encoding="utf-8").splitlines(keepends=True)
+        hearsay = work / "hearsay.tsv"
+        hearsay.write_text(head + "".join([r for r in rows if r.startswith("No")][:2] +
+                                          [r for r in rows if r.startswith("Yes")][:2]), encoding="utf-8")
     (work / "r.dsl").write_text(f"""domain real {{
+  roots = ["{DATA}"]
   base_model tiny {{ path = "{model}" }}
   eval teleqna {{
     data = "{(DATA / 'teleqna' / 'TeleQnA.zip').resolve()}"
@@ -109,7 +125,7 @@ def teleqna_and_hearsay(work: Path, items: int, model: Path) -> tuple[int, dict]
     limit = {items}
   }}
   eval hearsay {{
-    data = "{(DATA / 'legalbench-hearsay' / 'test.tsv').resolve()}"
+    data = "{hearsay}"
     fields = {{ question = "text", answer = "", label = "label" }}
     metrics = [accuracy, macro_f1]
     systems = [base_model.tiny]
@@ -126,6 +142,7 @@ RAG_PROMPT = "{% for doc in documents %}Context: {{ doc.content }}\\n{% endfor %
 
 def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, dict]:
     pq = json.loads((DATA / "pubmedqa" / "ori_pqal.json").read_text())
+    pq = dict(list(pq.items())[:PUBMED_ITEMS])
     test_ids = sorted(set(json.loads((DATA / "pubmedqa" / "test_ground_truth.json").read_text())) & set(pq))
     random.Random(0).shuffle(test_ids)
     evaluated = test_ids[:items]
@@ -147,7 +164,7 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
     (work / "eval.json").write_text(json.dumps({k: {**pq[k], "SOURCES": [k]} for k in evaluated}))
     (work / "r.dsl").write_text(f"""domain pubmed {{
   base_model tiny {{
-    architecture = llama {{ layers = 2, hidden = 128, heads = 4, vocab = 4000, context = 1024 }}
+    architecture = llama {{ layers = 2, hidden = 128, heads = 4, vocab = {VOCAB}, context = {CONTEXT} }}
   }}
   corpus train {{
     paths = ["train/*.txt"]
@@ -176,7 +193,7 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
     corpus = corpus.train
     max_steps = {steps_n}
     batch_size = 8
-    block_size = 256
+    block_size = {min(256, CONTEXT)}
     learning_rate = 0.002
     warmup_ratio = 0.05
     holdout = 0.02
@@ -190,7 +207,7 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
     max_steps = {ft_steps}
     batch_size = 8
     learning_rate = 0.0005
-    max_length = 768
+    max_length = {min(768, CONTEXT)}
     logging_steps = 20
     save_steps = 200
   }}
@@ -200,7 +217,7 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
     top_k = 1
     generator = finetune.pm
     prompt = "{RAG_PROMPT}"
-    max_new_tokens = 64
+    max_new_tokens = {NEW_TOKENS}
   }}
   eval conclusions {{
     data = "eval.json"
@@ -208,7 +225,7 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
     fields = {{ question = "QUESTION", answer = "LONG_ANSWER", sources = "SOURCES" }}
     metrics = [f1, perplexity, recall_at_k]
     systems = [finetune.pm, rag.pm]
-    max_new_tokens = 64
+    max_new_tokens = {NEW_TOKENS}
     contamination = true
     gate = rag.pm.perplexity < finetune.pm.perplexity
   }}
@@ -232,14 +249,12 @@ def pubmedqa(work: Path, items: int, steps_n: int, ft_steps: int) -> tuple[int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=150, help="items per set (hearsay has 95)")
-    ap.add_argument("--steps", type=int, default=1500, help="pretraining steps of the PubMedQA model")
-    ap.add_argument("--ft-steps", type=int, default=600, help="fine-tuning steps of the PubMedQA model")
+    ap.add_argument("--items", type=int, default=pick(150, 4), help="items per set (hearsay has 95)")
+    ap.add_argument("--steps", type=int, default=pick(1500, 2), help="pretraining steps of the PubMedQA model")
+    ap.add_argument("--ft-steps", type=int, default=pick(600, 2), help="fine-tuning steps of the PubMedQA model")
     ap.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one, removed)")
     args = ap.parse_args()
-    if not DATA.is_dir():
-        print(f"skipped: real data folder {DATA.resolve()} is absent")
-        print("evaluated=0 sets=0")
+    if skip_without(DATA, "evaluated=0 sets=0"):
         return
     from tests._tiny import make_tiny_model
 
