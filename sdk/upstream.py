@@ -102,15 +102,17 @@ class _Pool:
                              http_client=httpx2.Client(transport=transport))
 
 
-_pools: dict[tuple[str, str], _Pool] = {}
+_pools: dict[tuple[str, str, int], _Pool] = {}
 _lock = threading.Lock()
 
 
 def pool(url: str, key: str, size: int = DEFAULT_POOL) -> _Pool:
+    """The pool of the endpoint at ``url`` called with ``key``, of ``size`` connections (made on first use)."""
+    ident = (url, key, max(1, int(size)))
     with _lock:
-        if (url, key) not in _pools:
-            _pools[(url, key)] = _Pool(url, key, max(1, int(size)))
-        return _pools[(url, key)]
+        if ident not in _pools:
+            _pools[ident] = _Pool(url, key, ident[2])
+        return _pools[ident]
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,8 @@ def _answer(reply: Any) -> dict[str, Any]:
 
 def reserved_threads(endpoints: list[Any]) -> int:
     """The threads the distinct endpoints of ``endpoints`` can hold at most (``2 * pool`` each)."""
-    seen: dict[tuple[str, Optional[str]], int] = {}
+    seen: set[tuple[str, Optional[str], int]] = set()
     for e in endpoints:
         t = Target.of(e)
-        seen[(t.url, t.api_key_env)] = max(seen.get((t.url, t.api_key_env), 0), 2 * max(1, t.pool))
-    return sum(seen.values())
+        seen.add((t.url, t.api_key_env, max(1, t.pool)))
+    return sum(2 * size for _, _, size in seen)

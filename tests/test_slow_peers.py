@@ -10,13 +10,13 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 
 from tests.test_gateway_faults import Served
-from tests.test_serve_gateway import free_port, metric
+from tests.test_serve_gateway import metric
 
 KEY = "slow-peers-key-1234"
 
@@ -78,11 +78,11 @@ def dripper() -> Iterator[Dripper]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, dripper: Dripper) -> Iterator[Served]:
-    from sdk.serving.gateway import Gateway, create_app
-    from tests._tiny import tiny_model_dir
-
     import torch
     from transformers import AutoModelForCausalLM
+
+    from sdk.serving.gateway import Gateway, create_app
+    from tests._tiny import tiny_model_dir
 
     folder = tiny_model_dir(tmp_path_factory.mktemp("slow"))
     model = AutoModelForCausalLM.from_pretrained(folder)
@@ -93,7 +93,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, dripper: Dripper) -> Iterat
     model.save_pretrained(folder)
     variants = {"base_model.tiny": {"type": "model", "model": str(folder), "adapter": None, "tokenizer": None},
                 "finetune.drip": {"type": "endpoint", "url": dripper.url, "model": "m", "timeout": 1.5,
-                                  "max_retries": 2, "pool": 2}}
+                                  "max_retries": 2, "pool": 20},
+                "finetune.narrow": {"type": "endpoint", "url": dripper.url, "model": "m", "timeout": 1.5,
+                                    "max_retries": 0, "pool": 1, "api_key_env": "SLOW_PEERS_KEY"}}
     config = {"domain": "slow", "engine": "local", "max_batch_size": 8, "max_tokens": 48, "max_request_bytes": 20000,
               "timeout": 60, "api_key_env": None, "body_timeout": 1.0, "variants": variants, "router": None,
               "general": None, "domain_target": "finetune.drip", "withheld": {}}
@@ -124,17 +126,21 @@ def test_a_dripping_upstream_is_cut_at_the_deadline(dripper: Dripper) -> None:
 
 def test_local_models_answer_while_40_calls_hang_on_a_dripping_upstream(served: Served, dripper: Dripper) -> None:
     assert ask(served, "base_model.tiny").status_code == 200  # warm
+    before = dripper.served
     with ThreadPoolExecutor(40) as pool:
         hanging = [pool.submit(ask, served, "finetune.drip", 20) for _ in range(40)]
         time.sleep(0.3)
-        for _ in range(3):  # while they hang (or are refused), the local model answers
+        for _ in range(3):  # while all 40 hang, the local model answers
             r = ask(served, "base_model.tiny", timeout=15)
             assert r.status_code == 200 and r.headers["x-dsl-target"] == "base_model.tiny"
         replies = [h.result() for h in hanging]
-    assert {r.status_code for r in replies} == {503}
-    messages = {r.json()["error"]["message"] for r in replies}
-    assert "finetune.drip failed: the upstream timed out (no answer within 1.5s)" in messages
-    assert any("busy" in m for m in messages)  # over its pool: refused at once instead of holding a thread
+    assert dripper.served - before == 40  # each one a call to the dripping upstream, none refused
+    assert {r.json()["error"]["message"] for r in replies} == {
+        "finetune.drip failed: the upstream timed out (no answer within 1.5s)"}
+    with ThreadPoolExecutor(4) as pool:  # a pool of 1 admits 2 calls: the others are refused at once
+        narrow = list(pool.map(lambda _: ask(served, "finetune.narrow", 20), range(4)))
+    messages = [r.json()["error"]["message"] for r in narrow]
+    assert sum("busy" in m for m in messages) >= 2 and {r.status_code for r in narrow} == {503}, messages
     deadline = time.time() + 10
     while dripper.open:  # every dripping connection was closed by the gateway
         assert time.time() < deadline, f"{dripper.open} connections to the dripping upstream are still open"
