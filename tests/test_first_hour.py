@@ -170,3 +170,25 @@ def test_the_report_names_the_overlapping_text_as_what_it_is() -> None:
         "2 of 60 items share 13-grams with the training data (corpus.archive, dataset.qa) or the retrieval corpus "
         "(corpus.handbook)")
     assert text([], checked=False) is None and text([]) is None
+
+
+def test_the_apply_summary_wraps_to_the_width_without_cutting_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from dsl.summary import print_summary
+    from sdk.executor import StepOutcome
+
+    monkeypatch.setenv("COLUMNS", "72")
+    summary = ("tfidf router: accuracy 1.000 on 12 held-out examples it did not train on (trained on 48), "
+               "threshold 0.500, 16,647 queries/s, from recipes/quickstart/route-examples-of-the-domain.jsonl")
+    result = SimpleNamespace(outcomes=[StepOutcome("route.default", "ran", 0.6, summary)], ok=False)
+    recipe = SimpleNamespace(spec=SimpleNamespace(name="quickstart"), path="quickstart.dsl")
+    print_summary(result, recipe, tmp_path / "wd")
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= 72 for line in table), out
+    cells = " ".join(line.split("│")[4].strip() for line in table if line.startswith("│"))
+    assert "".join(cells.split()) == "".join(summary.split()), out  # nothing cut off, nothing elided
+    for word in ("held-out", "queries/s", "16,647"):  # wrapped at spaces: every word whole on one line
+        assert any(word in line for line in table), out

@@ -12,12 +12,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 
 def out_console() -> Any:
-    """A rich console for stdout: no highlighting, lines as long as they are when not on a terminal."""
+    """A rich console for stdout: no highlighting, lines as long as they are when not on a terminal; tables as
+    wide as the terminal, or as ``COLUMNS`` says, else 160 columns."""
+    import os
     import sys
 
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+    wide = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(highlight=False, soft_wrap=True, width=None if wide else 160)
 
 
 def open_ws(file: str, workdir: Optional[str]) -> Any:
