@@ -49,7 +49,11 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
                                    "rewards": {"f1": 1.0, "judge": 1.0}}),
     ("reward", "rubric"): ("grpo", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
                                     "rewards": {"f1": 1.0, "judge": 1.0}, "rubric": "5: right; 1: wrong"}),
-    ("eval", "judge"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"}}),
+    ("eval", "judge"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
+                                   "metrics": ["exact_match", "f1", "judge"]}),  # judge applies with its metric
+    ("eval", "rubric"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
+                                    "metrics": ["exact_match", "f1", "judge"], "rubric": "5: right; 1: wrong"}),
+    ("dataset", "keep_bare"): ("more", {"retrieval": "rag.docs", "keep_bare": False}),  # applies with retrieval
     ("align", "gamma"): ("prefs", {"method": "simpo", "gamma": 0.7}),
     ("align", "desirable_weight"): ("prefs", {"method": "kto", "desirable_weight": 2.0}),
     ("align", "undesirable_weight"): ("prefs", {"method": "kto", "undesirable_weight": 2.0}),
