@@ -244,3 +244,18 @@ def test_finetune_options_that_do_not_apply_and_metrics_twice(tmp_path: Path) ->
     with pytest.raises(SpecError) as e:
         load_recipe(path)
     assert "metric f1 is listed twice" in str(e.value)
+
+
+def test_the_bound_can_be_changed_and_a_file_without_a_whole_line_in_it_is_read_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [json.dumps(PAIR)] * 30
+    path = _recipe(tmp_path, 'align a { from = pretrain.p  pairs = "p.jsonl" }', {"p.jsonl": [*rows, "{bad"]})
+    monkeypatch.setenv("DSL_PLAN_CHECK_BYTES", "300")
+    assert _plan_errors(path) == []
+    monkeypatch.setenv("DSL_PLAN_CHECK_BYTES", "0")  # 0: no bound
+    assert "p.jsonl:31: malformed JSON" in _plan_errors(path)[0]
+    monkeypatch.setenv("DSL_PLAN_CHECK_BYTES", "10")  # not one whole line within it
+    assert "p.jsonl:31: malformed JSON" in _plan_errors(path)[0]
+    (tmp_path / "p.jsonl").write_text("\n" * 20 + json.dumps(PAIR) + "\n")  # only blank lines in the bound
+    monkeypatch.setenv("DSL_PLAN_CHECK_BYTES", "15")
+    assert _plan_errors(path) == []  # "no preference pairs" is not said of a part of the file
