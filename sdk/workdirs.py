@@ -73,6 +73,11 @@ def migrate_shared(root: Path, say: Callable[[str], None]) -> None:
     if domain is None:
         _refuse(f"{root} is a workdir of the old shared layout and records no domain (or is unreadable)",
                 f"move it to {root}/<domain>/, <domain> being the domain of the recipe it belongs to")
+    nested = sorted(p.name for p in root.iterdir() if (p / "state.json").is_file())
+    if nested:  # an older release wrote its shared state beside workdirs of this layout: sort it out by hand
+        _refuse(f"{root} holds a workdir of the old shared layout (state.json of domain {domain!r}) and the "
+                f"workdirs of {', '.join(nested)}",
+                f"move {root}'s state.json, artifacts/ and checkpoints/ into {root / domain}/")
     moving = root.parent / f"{_MOVING}{domain}"
     with WorkdirLock(root):
         if not (root / "state.json").is_file():  # another process migrated it meanwhile

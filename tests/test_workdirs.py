@@ -86,3 +86,15 @@ def test_an_interrupted_migration_is_finished(tmp_path: Path) -> None:
 def test_the_default_workdir_is_keyed_by_the_domain(tmp_path: Path) -> None:
     spec = load(write_small(tmp_path))
     assert default_workdir(spec) == tmp_path / ".dsl" / "demo"
+
+
+def test_an_old_shared_workdir_beside_new_ones_is_refused_not_moved(tmp_path: Path) -> None:
+    root = tmp_path / ".dsl"
+    (root / "law").mkdir(parents=True)
+    for folder, domain in ((root, "demo"), (root / "law", "law")):
+        (folder / "state.json").write_text(json.dumps({"version": 2, "lineage": "x", "serial": 1, "domain": domain,
+                                                       "steps": {}}))
+    with pytest.raises(DslError, match="holds a workdir of the old shared layout") as e:
+        migrate_shared(root, print)
+    assert "into " + str(root / "demo") in e.value.format()
+    assert (root / "state.json").is_file() and (root / "law" / "state.json").is_file()  # nothing moved
