@@ -356,6 +356,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as e:  # noqa: BLE001
         if debug:
             raise
+        if type(e).__name__ == "SecurityError":  # jinja2's sandbox refused a template: damaged data, not a bug
+            click.echo(f"error: a template was refused by the sandbox ({e}); a chat template in an artifact may have "
+                       "been changed: dsl verify names the damaged artifact", err=True)
+            raise SystemExit(EXIT_INVALID) from None
         click.echo(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
         raise SystemExit(70) from None
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from sdk.hashing import file_sha256
 
 MANIFEST = "manifest.json"
+SMALL = 256 * 1024  # files up to this size are hashed by every check, not only by dsl verify
 
 
 def record(folder: Path) -> dict[str, dict[str, Any]]:
@@ -72,8 +73,8 @@ def check_folder(folder: Path, manifest: dict[str, Any], hashes: bool = False) -
             return f"{rel} is a link"
         if not isinstance(meta, dict) or st.st_size != meta.get("size"):
             return f"{rel} size differs"
-        try:
-            if hashes and file_sha256(p, follow=False) != meta.get("sha256"):
+        try:  # small files (configurations, chat templates) are hashed on every check: they are cheap and trusted
+            if (hashes or st.st_size <= SMALL) and file_sha256(p, follow=False) != meta.get("sha256"):
                 return f"{rel} content differs"
         except OSError:
             return f"{rel} is unreadable (or became a link)"

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from sdk.artifacts import Artifact
 from sdk.errors import DslError
-from sdk.integrity import read_manifest
+from sdk.integrity import check_folder, read_manifest
 from sdk.spec import kinds as K
 from sdk.state import inside
 
@@ -44,7 +44,8 @@ def input_artifact(art: Artifact, dep: str) -> Artifact:
     if path is None or not path.is_dir():
         raise DslError(f"{art.step_id} was applied with {dep}, whose artifact is gone; run dsl apply")
     manifest, problem = read_manifest(path, record.get("manifest_sha256"))  # checked like the step's own
-    if manifest is None:
+    problem = problem or check_folder(path, manifest or {})  # its files too (a chat template edited in place)
+    if problem or manifest is None:
         raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}); run dsl apply")
     return Artifact(dep, path.resolve(), manifest)
 

@@ -12,6 +12,7 @@ import pytest
 import sdk
 from dsl.parser import load
 from sdk.errors import DslError
+from sdk.workspace import open_workspace
 from tests._specs import SMALL, write_small
 from tests.conftest import run_dsl
 
@@ -310,3 +311,73 @@ def test_text_and_markdown_chunks_name_their_line_and_heading_not_page_1(tmp_pat
     assert where == ["docs/a.txt:1", "docs/a.txt:1", "docs/b.md:1 (IMS)", "docs/b.md:3 (IMS)", "docs/b.md:7 (Nodes)"]
     assert chunks[4]["content"] == "session state of each user."  # on line 7, under "## Nodes"
     assert all("page" not in c["meta"] for c in chunks)
+
+
+# ------------------------------------------------------------------------- damaged artifacts and checkpoints
+
+
+def test_a_chat_template_changed_in_place_is_named_not_rendered(tmp_path: Path) -> None:
+    tpl = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}<|end|>{% endfor %}"
+    path = tmp_path / "r.dsl"
+    path.write_text('domain r {\n  base_model tiny {\n    architecture = llama { layers = 2, hidden = 64, heads = 4, '
+                    f'vocab = 500, context = 128 }}\n    chat_template = "{tpl}"\n  }}\n}}\n')
+    assert sdk.apply(load(path)).ok
+    from sdk.executor import default_workdir
+
+    template = next((default_workdir(load(path)) / "artifacts" / "base_model.tiny").glob("*/chat_template.jinja"))
+    hostile = "{{ cycler.__init__.__globals__ }}"
+    template.write_text(hostile + tpl[len(hostile):])  # same size: only a hash can tell
+    r = run_dsl("plan", str(path))
+    assert "artifact damaged: chat_template.jinja content differs" in r.stdout, r.stdout + r.stderr
+    with pytest.raises(DslError, match="base_model.tiny .* damaged .*chat_template.jinja content differs"):
+        open_workspace(path).artifact("base_model.tiny")
+
+
+def test_a_systems_inputs_are_checked_like_the_system(tmp_path: Path) -> None:
+    from sdk.systems import input_artifact
+
+    path, wd = _applied(tmp_path)
+    out = next((wd / "artifacts" / "finetune.sip").iterdir()) / "out.json"
+    text = out.read_text()
+    out.write_text(text.replace("finetune", "FINETUNE"))
+    rag = open_workspace(path).artifact("rag.docs")  # the system itself is intact
+    with pytest.raises(DslError, match="finetune.sip used by rag.docs is damaged .out.json content differs"):
+        input_artifact(rag, "finetune.sip")
+
+
+def test_a_template_refused_by_the_sandbox_is_exit_1_not_an_internal_error(monkeypatch: pytest.MonkeyPatch,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    import dsl.cli
+    from jinja2.exceptions import SecurityError
+
+    def refused(*args, **kwargs):
+        raise SecurityError("access to attribute '__init__' of 'Cycler' object is unsafe.")
+
+    monkeypatch.setattr(dsl.cli.cli, "main", refused)
+    with pytest.raises(SystemExit) as e:
+        dsl.cli.main(["ask", "r.dsl", "q"])
+    assert e.value.code == 1 and "dsl verify names the damaged artifact" in capsys.readouterr().err
+
+
+def test_a_corrupt_checkpoint_is_named_with_how_to_discard_it(tmp_path: Path) -> None:
+    import torch
+
+    from sdk.backends.training import train
+
+    checkpoint = tmp_path / "checkpoints" / "finetune.sip" / "ab12" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "rng_state.pth").write_bytes(b"\x80\x04garbage, not a pickle")
+
+    class Trainer:  # resumes as transformers' Trainer does: torch.load of the checkpoint's files
+        callback_handler = None
+
+        def remove_callback(self, cb: object) -> None:
+            pass
+
+        def train(self, resume_from_checkpoint: str) -> None:
+            torch.load(Path(resume_from_checkpoint) / "rng_state.pth", weights_only=False)
+
+    with pytest.raises(DslError) as e:
+        train(Trainer(), str(checkpoint), print)
+    assert f"the checkpoint {checkpoint} cannot be read" in str(e.value) and f"rm -r {checkpoint}" in str(e.value)

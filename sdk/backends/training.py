@@ -205,8 +205,28 @@ def train(trainer: Any, resume: Optional[str], log: Callable[[str], None]) -> tu
         log(f"resuming from {Path(resume).name}")
     quiet(trainer)
     started = time.time()
-    output = trainer.train(resume_from_checkpoint=resume)
+    try:
+        output = trainer.train(resume_from_checkpoint=resume)
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint is named with how to discard it; the rest re-raised
+        if resume and damaged_checkpoint(e):
+            raise DslError(f"the checkpoint {resume} cannot be read ({type(e).__name__}: {str(e)[:200]}); discard it "
+                           f"with: rm -r {resume} (training then resumes from an earlier checkpoint, or starts over) "
+                           "and run dsl apply again") from None
+        raise
     return output, time.time() - started
+
+
+def damaged_checkpoint(e: BaseException) -> bool:
+    """Whether resuming failed because a checkpoint file is unreadable (truncated, corrupt, not what it says)."""
+    import json
+    import pickle
+
+    if isinstance(e, (pickle.UnpicklingError, EOFError, json.JSONDecodeError, UnicodeDecodeError)):
+        return True
+    marks = ("PytorchStreamReader", "zip archive", "invalid load key", "Weights only load failed", "safetensors",
+             "header too", "Error while deserializing")
+    return type(e).__name__ == "SafetensorError" or (
+        isinstance(e, (RuntimeError, ValueError, OSError)) and any(m in str(e) for m in marks))
 
 
 def latest_checkpoint(folder: Path) -> Optional[str]:
