@@ -292,7 +292,8 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     try:
         result = apply(recipe.spec, workdir=wd, backend=backend, replace=replace, target=target or None,
                        progress=Progress(enabled=progress), log=lambda m: console.print(f"    {m}"),
-                       on_step=on_step, saved_plan=saved, skip_checks=skip_checks, on_warning=_warn(recipe))
+                       on_step=on_step, saved_plan=saved, skip_checks=skip_checks, on_warning=_warn(recipe),
+                       recipe=str(Path(file).resolve()))
     except PlanProblems as e:
         raise SpecError(str(e), recipe.diagnostics(e.problems), recipe.sources) from None
     outcomes = [o.__dict__ for o in result.outcomes]

@@ -20,8 +20,9 @@ import os
 import re
 import secrets
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 RUNS = "runs"
 EVENTS_ENV = "DSL_EVENTS"  # {"path", "run", "step"} of the step running now, read by training jobs
@@ -84,26 +85,65 @@ def append_event(path: "str | Path", run_id: str, event: str, step: Optional[str
 
 
 class EventLog:
-    """The event log of one apply, written by the executor. Nothing is written until :meth:`start` (a no-op apply
-    leaves no run behind)."""
+    """The event log of one apply, written by the executor. Nothing is written until the first step runs (a no-op
+    apply leaves no run behind). A write that fails (a full disk) is said once through ``log`` and never fails the
+    apply."""
 
-    def __init__(self, workdir: "str | Path", run_id: Optional[str] = None) -> None:
+    def __init__(self, workdir: "str | Path", recipe: Optional[str], domain: str, plan: Any,
+                 log: Any = None, run_id: Optional[str] = None) -> None:
         self.workdir = Path(workdir)
         self.run_id = run_id or new_run_id()
         self.path = log_path(self.workdir, self.run_id)
         self.started = False
+        self.failed: Optional[str] = None
+        self._log = log or (lambda msg: None)
+        self._head = {"recipe": recipe, "domain": domain,
+                      "plan": [{"id": s.id, "action": s.action.value, "reason": s.reason} for s in plan.steps]}
 
     def emit(self, event: str, step: Optional[str] = None, **data: Any) -> None:
-        append_event(self.path, self.run_id, event, step, data)
-
-    def start(self, recipe: Optional[str], domain: str, plan: list[dict[str, Any]]) -> None:
         if not self.started:
             self.started = True
-            self.emit("run_started", recipe=recipe, domain=domain, plan=plan, pid=os.getpid())
+            self.emit("run_started", **self._head, pid=os.getpid())
+        if self.failed is None:
+            try:
+                append_event(self.path, self.run_id, event, step, data)
+            except OSError as e:
+                self.failed = str(e)
+                self._log(f"the event log {self.path} cannot be written ({e}); this run is not logged")
 
-    def env(self, step: str) -> str:
-        """The value of ``DSL_EVENTS`` for a step's training job."""
-        return json.dumps({"path": str(self.path.resolve()), "run": self.run_id, "step": step})
+    def step_started(self, step: Any) -> None:
+        self.emit("step_started", step.id, action=step.action.value, kind=step.kind, backend=step.backend,
+                  reason=step.reason)
+
+    def step_finished(self, step: Any, outcome: Any) -> None:
+        status = {"ran": "done"}.get(outcome.status, outcome.status)
+        self.emit("step_finished", step.id, status=status, seconds=round(float(outcome.seconds), 3),
+                  fingerprint=step.fingerprint if status != "deleted" else "", summary=outcome.summary,
+                  error=outcome.error)
+
+    def finish(self, ok: bool, steps: list[str], interrupted: bool = False) -> None:
+        if self.started:
+            self.emit("run_finished", ok=bool(ok) and not interrupted, steps=steps, interrupted=interrupted)
+
+    @contextmanager
+    def recording(self, result: Any) -> Iterator[None]:
+        """Around the executor's walk: ``run_finished`` at its end (``interrupted`` when it raised, e.g. Ctrl-C)."""
+        try:
+            yield
+        except BaseException:
+            self.finish(False, result.ran, interrupted=True)
+            raise
+        self.finish(result.ok, result.ran)
+
+    @contextmanager
+    def job(self, step: Any) -> Iterator[None]:
+        """While a step runs: ``DSL_EVENTS`` names this log, so its training job (and a launched run's rank 0)
+        appends its loss curves here."""
+        os.environ[EVENTS_ENV] = json.dumps({"path": str(self.path.resolve()), "run": self.run_id, "step": step.id})
+        try:
+            yield
+        finally:
+            os.environ.pop(EVENTS_ENV, None)
 
 
 def job_logger(env_value: Optional[str] = None) -> Optional[Any]:

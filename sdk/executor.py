@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from sdk import events as EV
 from sdk import spec as S
 from sdk.backends.base import Artifact, GateFailed, Registry, StepContext, StepResult, require
 from sdk.errors import DslError
@@ -126,10 +127,13 @@ def apply(
     saved_plan: Optional[Plan] = None,
     skip_checks: bool = False,
     on_warning: Optional[Callable[[list[S.Problem]], None]] = None,
+    recipe: Optional[str] = None,
 ) -> ApplyResult:
     """Plan and apply. ``on_step(step, event)`` is called with event "start" | "ran" | "up_to_date" |
     "skipped" | "failed" | "gate_failed" | "deleted" (the CLI prints from it). ``skip_checks`` turns failing
-    environment checks into warnings, passed to ``on_warning`` (see :func:`sdk.planner.plan`)."""
+    environment checks into warnings, passed to ``on_warning`` (see :func:`sdk.planner.plan`). Each apply that
+    runs a step writes its event log (:mod:`sdk.events`, ``recipe`` names the recipe there) and is tracked
+    (:mod:`sdk.tracking`)."""
     workdir = workdir_for(spec, workdir)
     registry = registry or Registry()
     replace = tuple(replace)
@@ -149,7 +153,8 @@ def apply(
         state.hashes = cache.entries
         result = ApplyResult(the_plan, workdir=workdir)
         _clean_leftovers(workdir, the_plan)
-        with progress:
+        run = EV.EventLog(workdir, recipe or str(spec.base_dir), spec.name, the_plan, log)
+        with progress, run.recording(result):
             for step in the_plan.steps:
                 if step.action is Action.DELETE:
                     folder = state.artifact_path(step.id)
@@ -161,6 +166,7 @@ def apply(
                             "artifacts: not deleted")
                     store.save(state)
                     result.outcomes.append(StepOutcome(step.id, "deleted"))
+                    run.step_finished(step, result.outcomes[-1])
                     notify(step, "deleted")
                     continue
                 if step.action is not Action.NOOP:
@@ -180,11 +186,18 @@ def apply(
                     notify(step, status)
                     continue
                 notify(step, "start")
-                outcome = _run_step(spec, step, state, store, registry, workdir, options or {}, progress, log)
+                run.step_started(step)
+                with run.job(step):
+                    outcome = _run_step(spec, step, state, store, registry, workdir, options or {}, progress, log)
                 result.outcomes.append(outcome)
+                run.step_finished(step, outcome)
                 notify(step, outcome.status)
                 if outcome.status == "failed":
                     break
+        if run.started:
+            from sdk import tracking
+
+            tracking.record_run(spec, workdir, run.run_id, state=state, warn=log)
         return result
 
 

@@ -27,6 +27,7 @@ from sdk.backends.launch import (  # noqa: F401 - re-exported: job modules reach
     world_size,
 )
 from sdk.errors import DslError
+from sdk.events import job_logger
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 # A chat template with {% generation %} markers, so TRL can put the loss on assistant tokens only. An assistant
@@ -149,10 +150,16 @@ def check_model_exists(model: str, step_id: str, source: Any) -> None:
                        "config.json; run the step that makes it, or fix the path")
 
 
+_CURVE_NAMES = {"loss": "train_loss"}  # the trainer's log keys as the event log names them
+_NOT_CURVES = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+               "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+
+
 def progress_callback(progress: Any, description: str, total: int,
                       tokens: Optional[Callable[[], int]] = None) -> Any:
     """A TrainerCallback showing step, loss and throughput (steps/s, and tokens/s when ``tokens`` counts the
-    tokens trained so far) in a rich progress bar."""
+    tokens trained so far) in a rich progress bar; on rank 0 it also appends each logged loss (``train_loss``,
+    ``eval_loss``, rewards...) to the running apply's event log (:func:`sdk.events.job_logger`)."""
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
@@ -161,6 +168,7 @@ def progress_callback(progress: Any, description: str, total: int,
             self.task: Any = None
             self.started = time.time()
             self.first = 0
+            self.events = job_logger() if is_main_process() else None  # the apply's event log (sdk.events)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.started, self.first = time.time(), state.global_step
@@ -173,6 +181,10 @@ def progress_callback(progress: Any, description: str, total: int,
                 self.task.update(completed=state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kw: Any) -> None:
+            if self.events is not None and logs:
+                for name, value in logs.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in _NOT_CURVES:
+                        self.events(_CURVE_NAMES.get(name, name), value, state.global_step)
             if self.task is not None and logs and "loss" in logs:
                 elapsed = max(time.time() - self.started, 1e-9)
                 fields: dict[str, Any] = {"loss": round(float(logs["loss"]), 4),

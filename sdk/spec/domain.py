@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import Field, PrivateAttr, ValidationInfo, create_model, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk.spec import kinds as K
@@ -27,6 +27,14 @@ class SpecBase(Block):
     roots: list[str] = Field(default_factory=list, description="Folders outside the recipe's folder that corpus, "
                              "dataset, eval and route paths may read (relative to the recipe, or absolute)")
     max_file_mb: float = Field(default=4096, gt=0, description="Largest input file read, in MiB")
+    tracking: Optional[str] = Field(default=None, description="Where each apply is tracked in MLflow: `local` "
+                                    "(the default: the workdir's own store), `off`, or a tracking URI (http, https, "
+                                    "sqlite, postgresql, mysql)")
+
+    @field_validator("tracking")
+    @classmethod
+    def _tracking_uri(cls, v: Optional[str]) -> Optional[str]:
+        return check_tracking(v)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
@@ -117,6 +125,27 @@ class SpecBase(Block):
             for path, message in template_problems(self, kind, label, block, check_files):
                 add(path, message, "a template may only use its variables (no _attributes), with bounded loops")
         return problems
+
+
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_tracking(v: Optional[str]) -> Optional[str]:
+    """``tracking``: ``local``, ``off`` or a tracking URI of a known scheme, without credentials in it."""
+    from urllib.parse import urlsplit
+
+    if v is None or v in ("local", "off"):
+        return v
+    parts = urlsplit(v) if v.isprintable() and " " not in v else None
+    scheme = (parts.scheme.split("+")[0] if parts else "").lower()
+    if parts is None or scheme not in TRACKING_SCHEMES or (scheme.startswith("http") and not parts.hostname):
+        schemes = ", ".join(s + "://..." for s in TRACKING_SCHEMES[:3])
+        raise PydanticCustomError("tracking", "tracking must be local, off or a tracking URI ({schemes}), got {value}",
+                                  {"schemes": schemes, "value": repr(v)[:80]})
+    if parts.password is not None:
+        raise PydanticCustomError("tracking", "the tracking URI holds a password; give it in the environment "
+                                  "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) instead", {})
+    return v
 
 
 def _path_between(edges: dict[str, list[tuple[Any, str]]], start: str, goal: str) -> Optional[list[str]]:
