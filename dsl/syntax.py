@@ -25,7 +25,7 @@ GRAMMAR = Path(__file__).with_name("grammar.lark")
 BOM = "\ufeff"
 # a bare word with hyphens and no spaces (`onnx-int8`): the lexer reads it as a subtraction of names, taken back here
 HYPHEN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+")
-HYPHEN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:-[A-Za-z0-9_]+)+")
+HYPHEN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?:-[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def _span(path: str, meta_or_token: Any) -> Span:

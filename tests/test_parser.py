@@ -172,6 +172,8 @@ def test_hyphenated_enum_values_are_written_bare_as_the_docs_write_them() -> Non
     for written in ("rag.a.f1 - rag.b.f1 >= 0.1", "rag.a.f1-rag.b.f1 >= 0.1"):
         doc = parse_text(f"domain t {{\n  eval e {{ gate = {written} }}\n}}\n")
         assert doc.items[0].items[0].items[0].value.value == gate
+    doc = parse_text("domain t {\n  eval e { gate = rag.a.f1-1 >= 0 }\n}\n")  # a number after it: arithmetic
+    assert doc.items[0].items[0].items[0].value.value == E.parse("rag.a.f1 - 1 >= 0")
 
 
 def test_a_refused_bare_word_is_named_with_the_suggestion() -> None:
