@@ -20,7 +20,17 @@ class Workspace:
 
     @property
     def source(self) -> str:
-        return str(getattr(self.recipe, "path", None) or self.spec.base_dir)
+        """The command that applies this workspace's recipe, as it can be run (its workdir named when not the
+        default one)."""
+        import shlex
+
+        from sdk.workdirs import default_workdir
+
+        path = getattr(self.recipe, "path", None)
+        where = shlex.quote(str(path)) if path else "RECIPE"
+        if Path(self.workdir) != default_workdir(self.spec):
+            where += f" --workdir {shlex.quote(str(self.workdir))}"
+        return f"dsl apply {where}"
 
     def artifact(self, step_id: str) -> Artifact:
         from sdk.executor import load_artifact
@@ -28,7 +38,7 @@ class Workspace:
 
         entry = self.state.steps.get(step_id)
         if entry is None or entry.get("status") not in ("done", "gate_failed"):
-            raise DslError(f"step {step_id} has not been applied: run dsl apply {self.source}")
+            raise DslError(f"step {step_id} has not been applied: run {self.source}")
         problem = damaged(self.state, step_id, entry)
         if problem:
             raise DslError(f"the artifact of {step_id} in {self.workdir} is damaged ({problem}): run dsl apply")

@@ -98,3 +98,13 @@ def test_an_old_shared_workdir_beside_new_ones_is_refused_not_moved(tmp_path: Pa
         migrate_shared(root, print)
     assert "into " + str(root / "demo") in e.value.format()
     assert (root / "state.json").is_file() and (root / "law" / "state.json").is_file()  # nothing moved
+
+
+def test_a_step_not_applied_names_the_command_that_applies_it_in_that_workdir(tmp_path: Path) -> None:
+    from sdk.workspace import open_workspace
+
+    path = write_small(tmp_path)
+    with pytest.raises(DslError, match=f"run dsl apply {path}$"):
+        open_workspace(path).artifact("rag.docs")
+    with pytest.raises(DslError, match=f"run dsl apply {path} --workdir {tmp_path / 'w'}$"):
+        open_workspace(path, tmp_path / "w").artifact("rag.docs")
