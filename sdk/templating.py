@@ -13,6 +13,8 @@ the known escape payloads before anything renders, so the error is located at th
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import re
 from typing import Any, Optional
 
@@ -33,6 +35,13 @@ def _refuse(what: str) -> None:
     raise TemplateRefused(f"refused: {what}")
 
 
+_BUDGET: contextvars.ContextVar[Optional[dict[str, int]]] = contextvars.ContextVar("template_budget", default=None)
+
+
+def _fresh_budget() -> dict[str, int]:
+    return {"left": MAX_RANGE_ITEMS, "built": MAX_VALUE}
+
+
 def environment(autoescape: bool = False, **options: Any) -> Any:
     """A fresh sandboxed environment (jinja2 imported here: it is a heavy-ish, optional import path)."""
     from jinja2 import StrictUndefined
@@ -50,6 +59,7 @@ def environment(autoescape: bool = False, **options: Any) -> Any:
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
                     if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                        budget = _BUDGET.get() or own
                         budget["built"] -= max(len(seq) * n, 0)
                         if budget["built"] < 0:
                             _refuse(f"repeats building over {MAX_VALUE} items in one render")
@@ -64,11 +74,12 @@ def environment(autoescape: bool = False, **options: Any) -> Any:
                 _refuse("a format width over the limit")
             return wrapped
 
-    budget = {"left": MAX_RANGE_ITEMS, "built": MAX_VALUE}
+    own = _fresh_budget()  # used where no render() set one (an environment used directly)
     env = Sandbox(undefined=options.pop("undefined", StrictUndefined), autoescape=autoescape, **options)
 
     def bounded_range(*args: int) -> range:
         r = range(*args)
+        budget = _BUDGET.get() or own
         budget["left"] -= len(r)
         if budget["left"] < 0:
             _refuse(f"range() over {MAX_RANGE_ITEMS} items in one render")
@@ -78,7 +89,6 @@ def environment(autoescape: bool = False, **options: Any) -> Any:
     env.globals.pop("lipsum", None)
     for name in ("center", "indent", "wordwrap", "truncate", "format"):
         env.filters[name] = _capped(env.filters[name])
-    env.budget = budget
     return env
 
 
@@ -103,8 +113,9 @@ def render(template: str, where: str, autoescape: bool = False, **variables: Any
     from jinja2 import TemplateError
     from jinja2.exceptions import SecurityError
 
+    token = _BUDGET.set(_fresh_budget())  # each render has its own budget (threads and async tasks apart)
     try:
-        tpl = environment(autoescape=autoescape).from_string(template)
+        tpl = _compiled(template, autoescape)
         out: list[str] = []
         size = 0
         for piece in tpl.generate(**variables):
@@ -119,6 +130,14 @@ def render(template: str, where: str, autoescape: bool = False, **variables: Any
         raise TemplateRefused(f"{where} is refused by the sandbox: {e}") from None
     except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
         raise DslError(f"{where} cannot be rendered ({type(e).__name__}: {e})") from None
+    finally:
+        _BUDGET.reset(token)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str, autoescape: bool) -> Any:
+    """A template compiled once (an eval renders its prompt for every item)."""
+    return environment(autoescape=autoescape).from_string(template)
 
 
 # ------------------------------------------------------------------------------------------- the static check

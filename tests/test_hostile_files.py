@@ -107,6 +107,8 @@ def test_ordinary_templates_render_as_before() -> None:
     assert problem(tpl) is None
     assert render(tpl, "t", documents=[{"content": "x"}], question="why") == "[1] x\nQ: WHY"
     assert render("{{ x }}", "t", autoescape=True, x="<b>") == "&lt;b&gt;"
+    loop = "{% for i in range(60000) %}{% endfor %}ok"
+    assert [render(loop, "t") for _ in range(3)] == ["ok"] * 3  # the work budget is per render, not per template
 
 
 # ------------------------------------------------------------------------------------------ workdir links
