@@ -142,6 +142,7 @@ def _compiled(template: str, autoescape: bool) -> Any:
 
 # ------------------------------------------------------------------------------------------- the static check
 
+_DUNDER = re.compile(r"__[A-Za-z]")  # the start of a dunder name, e.g. '__cla' ~ 'ss__'
 _DANGER = re.compile(r"__\w+__|\bmro\b|\bfunc_globals\b|\bf_globals\b|\bgi_frame\b|\bcr_frame\b")
 
 
@@ -185,8 +186,8 @@ def _names_in(node: Any) -> list[str]:
         return [node.attr]
     if isinstance(node, (nodes.Name,)):
         return [node.name]
-    if isinstance(node, nodes.Const) and isinstance(node.value, str):
-        return [node.value] if ("__" in node.value or _DANGER.search(node.value)) else []
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):  # a string may hold "_" (a separator line)
+        return [node.value] if (_DUNDER.search(node.value) or _DANGER.search(node.value)) else []
     if isinstance(node, nodes.Filter) and node.name == "attr":
         return [a.value for a in node.args if isinstance(a, nodes.Const) and isinstance(a.value, str)]
     return []

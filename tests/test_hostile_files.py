@@ -105,6 +105,7 @@ def test_ordinary_templates_render_as_before() -> None:
 
     tpl = "{% for d in documents %}[{{ loop.index }}] {{ d.content }}\n{% endfor %}Q: {{ question|upper }}"
     assert problem(tpl) is None
+    assert problem('{{ "_" * 40 }}\n{{ "____" }} {{ question }}') is None  # underscores in text are not attributes
     assert render(tpl, "t", documents=[{"content": "x"}], question="why") == "[1] x\nQ: WHY"
     assert render("{{ x }}", "t", autoescape=True, x="<b>") == "&lt;b&gt;"
     loop = "{% for i in range(60000) %}{% endfor %}ok"
