@@ -169,6 +169,16 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
             bad = next(it for it in items if not it.choices)
             out.append(Problem(path=at, message=f"{block.data}:{bad.line}: item {bad.id} has no choices but the task "
                                                 "is multiple_choice"))
+        if whole and block.gate is not None and not any(it.sources for it in items):
+            from sdk.expr import metrics
+            from sdk.spec.blocks.eval import RETRIEVAL_METRICS
+
+            for m in (m for m in metrics(block.gate) if m.metric in RETRIEVAL_METRICS):
+                out.append(Problem(path=("eval", label, "gate"), focus=str(m),
+                                   message=f"no item of {block.data} names its gold sources, so {m} is never measured",
+                                   hint="give items \"sources\": [\"doc.md\"] (or map a column with fields = "
+                                        "{ sources = \"...\" }), or gate on an answer metric"))
+                break
         labels = sorted({it.label for it in items if it.label is not None})
         if task == "classification" and whole and len(labels) < 2:
             out.append(Problem(path=at, message=f"{block.data}: classification needs at least two labels; found "

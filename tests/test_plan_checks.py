@@ -259,3 +259,14 @@ def test_the_bound_can_be_changed_and_a_file_without_a_whole_line_in_it_is_read_
     (tmp_path / "p.jsonl").write_text("\n" * 20 + json.dumps(PAIR) + "\n")  # only blank lines in the bound
     monkeypatch.setenv("DSL_PLAN_CHECK_BYTES", "15")
     assert _plan_errors(path) == []  # "no preference pairs" is not said of a part of the file
+
+
+def test_a_gate_on_retrieval_needs_items_with_gold_sources(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, 'rag r { corpus = corpus.c  retriever = bm25 }\n  '
+                             'eval e { data = "e.jsonl"  systems = [rag.r]  metrics = [recall_at_k]  '
+                             'gate = rag.r.recall_at_k >= 0.5 }',
+                   {"e.jsonl": [ITEM, {**ITEM, "id": "2", "sources": ["notes.txt"]}]})
+    assert _plan_errors(path) == []  # one item names its sources
+    (tmp_path / "e.jsonl").write_text(json.dumps({"id": "1", "question": "q", "answer": "a"}) + "\n")
+    [error] = _plan_errors(path)
+    assert "no item of e.jsonl names its gold sources, so rag.r.recall_at_k is never measured" in error
