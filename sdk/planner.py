@@ -106,7 +106,8 @@ def plan(
     for every step (e.g. "test"); ``replace`` forces steps to re-run; ``target`` limits the plan to those steps and
     their dependencies. With ``check``, the steps that will run also get their backends' environment checks
     (``Backend.environment``): a failing one stops the plan, unless ``skip_checks`` makes it a warning; warnings
-    go to ``on_warning`` (a list of located problems)."""
+    go to ``on_warning`` (a list of located problems). Their data files are read too, by the steps' own readers
+    (:mod:`sdk.datachecks`, whatever the backend): a bad row stops the plan, ``skip_checks`` or not."""
     registry = registry or Registry()
     hash_cache = hash_cache or HashCache()
     recorded: dict[str, Any] = dict(getattr(state, "steps", {}) or {})
