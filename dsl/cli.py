@@ -327,10 +327,25 @@ def schema() -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    from sdk.errors import DslError, LockError, SpecError
+    from dsl.commands._common import BAR_SWITCHES
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+
+    switches = {name: os.environ.get(name) for name in BAR_SWITCHES}
+    try:
+        _main(argv, debug)
+    finally:  # the bar switches a command set (for itself and the processes it launched) end with it
+        for name, value in switches.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _main(argv: list[str], debug: bool) -> None:
+    from sdk.errors import DslError, LockError, SpecError
+
     try:
         cli.main(args=argv, prog_name="dsl", standalone_mode=False)
     except click.exceptions.Abort:

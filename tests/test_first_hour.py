@@ -192,3 +192,19 @@ def test_the_apply_summary_wraps_to_the_width_without_cutting_words(tmp_path: Pa
     assert "".join(cells.split()) == "".join(summary.split()), out  # nothing cut off, nothing elided
     for word in ("held-out", "queries/s", "16,647"):  # wrapped at spaces: every word whole on one line
         assert any(word in line for line in table), out
+
+
+def test_a_command_called_from_python_leaves_no_switch_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsl.cli import main
+    from dsl.commands._common import BAR_SWITCHES
+    from tests._specs import write_small
+
+    for name in BAR_SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # the user's own value comes back as it was
+    seen: dict[str, str | None] = {}
+    monkeypatch.setattr("dsl.commands._common.quiet_progress_bars",
+                        lambda: (os.environ.update({n: "1" for n in BAR_SWITCHES}), seen.update(os.environ)))
+    main(["validate", str(write_small(tmp_path))])  # output is not a terminal: bars are switched off meanwhile
+    assert all(seen.get(n) == "1" for n in BAR_SWITCHES)
+    assert os.environ.get("TQDM_DISABLE") == "0" and not any(n in os.environ for n in BAR_SWITCHES[:2])

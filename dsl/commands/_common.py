@@ -57,6 +57,10 @@ def only_label(ws: Any, kind: str, given: Optional[str], option: str) -> str:
     return labels[0]
 
 
+# the progress-bar switches of huggingface_hub, datasets and tqdm (transformers follows huggingface_hub's)
+BAR_SWITCHES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")
+
+
 def quiet_progress_bars() -> None:
     """--no-progress: silence the progress bars of huggingface_hub, datasets, transformers and tqdm too (their own
     switches: environment variables read when they are imported, here and in launched training processes; the
@@ -64,7 +68,7 @@ def quiet_progress_bars() -> None:
     import os
     import sys
 
-    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+    for name in BAR_SWITCHES:
         os.environ[name] = "1"
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.disable_progress_bars()
