@@ -335,9 +335,10 @@ class Locator:
         fmt, raw = self.originals[source]
         pos, line = self.cursor.get(source, (0, 1))
         words = re.findall(r"\w+", text[:300])
+        window = max(1 << 16, 20 * len(text))  # the next chunk starts near the last one: never scan a whole file
         for n in (4, 1):
             if len(words) >= 1:
-                found = re.compile(r"\W+".join(re.escape(w) for w in words[:n])).search(raw, pos, pos + 4 * SEGMENT)
+                found = re.compile(r"\W+".join(re.escape(w) for w in words[:n])).search(raw, pos, pos + window)
                 if found:
                     line += raw.count("\n", pos, found.start())
                     pos = found.start()
