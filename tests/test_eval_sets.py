@@ -190,3 +190,20 @@ def test_real_sets_map_without_code(shared_data: Path, monkeypatch: pytest.Monke
     hear = load_items(shared_data / "legalbench-hearsay" / "test.tsv",
                       block(fields={"question": "text", "answer": None, "label": "label"}))
     assert len(hear) == 95 and {it.label for it in hear} == {"Yes", "No"}
+
+
+def test_dsl_plan_refuses_what_eval_set_check_calls_an_error(tmp_path: Path) -> None:
+    """A duplicate id, accepted by the eval step (answers are stored by id) but an error of `dsl eval-set check`,
+    stops `dsl plan` too, before anything runs, at the same line."""
+    f = tmp_path / "eval.jsonl"
+    f.write_text("\n".join(json.dumps({"id": i, "question": f"Q{n}?", "answer": "a"}) for n, i in
+                           enumerate(["a", "b", "a"])) + "\n")
+    r = run_dsl("eval-set", "check", str(f))
+    assert r.returncode == 1 and "duplicate id 'a' (also on line 1)" in r.stdout + r.stderr
+    (tmp_path / "notes.txt").write_text("x\n")
+    (tmp_path / "r.dsl").write_text('domain t {\n  corpus c { paths = ["notes.txt"] }\n  rag r { corpus = corpus.c  '
+                                    'retriever = bm25 }\n  eval e { data = "eval.jsonl"  systems = [rag.r]  metrics = '
+                                    '[recall_at_k] }\n}\n')
+    r = run_dsl("plan", "--backend", "test", "--workdir", str(tmp_path / "wd"), "r.dsl", cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("r.dsl:4:19: error: eval.jsonl:3: duplicate id 'a' (also on line 1)"), r.stderr

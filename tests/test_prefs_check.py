@@ -105,3 +105,21 @@ def test_file_method_and_fields_from_a_recipe_step(tmp_path: Path) -> None:
     assert r.returncode == 1 and "choose an align step with --step align.NAME (have: align.dpo, align.kto)" in r.stderr
     r = run_dsl("prefs", "check", "--recipe", str(tmp_path / "r.dsl"), "--step", "dpo", "--fields", "prompt=q")
     assert r.returncode == 1 and "--fields comes from the recipe's align step" in r.stderr
+
+
+def test_dsl_plan_refuses_the_rows_prefs_check_refuses(tmp_path: Path) -> None:
+    """A KTO label written "true" fails `dsl prefs check` and, with the same message, `dsl plan` (before any
+    training), located at the align block's pairs."""
+    f = _write(tmp_path / "k.jsonl", [{"prompt": "q", "completion": "a", "label": True},
+                                      {"prompt": "r", "completion": "b", "label": "true"}])
+    r = run_dsl("prefs", "check", str(f))
+    message = "'label' must be true (a desirable answer) or false (an undesirable one), not \"true\""
+    assert r.returncode == 1 and f"k.jsonl:2:1: error: {message}" in r.stderr, r.stderr
+    (tmp_path / "notes.txt").write_text("x\n")
+    (tmp_path / "r.dsl").write_text('domain t {\n  base_model b { architecture = llama { layers = 2, hidden = 64, '
+                                    'heads = 4 } }\n  corpus c { paths = ["notes.txt"] }\n  pretrain p { from = '
+                                    'base_model.b  corpus = corpus.c }\n  align a { from = pretrain.p  pairs = '
+                                    '"k.jsonl"  method = kto }\n}\n')
+    r = run_dsl("plan", "--backend", "test", "--workdir", str(tmp_path / "wd"), "r.dsl", cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"r.dsl:5:40: error: k.jsonl:2: {message}"), r.stderr
