@@ -3,8 +3,9 @@
 a setting such as compute, the steps that launch with it) and nothing but that step and what depends on it. A
 new attribute is covered the day it is declared; one that cannot be changed here fails the test, naming it.
 
-And with the real backends on a tiny model, what a dependent reads of an input is that input's recorded output:
-changing the base model's chat template re-runs the fine-tune that trains with it."""
+And with the real backends, a dependent re-runs exactly when an output it reads changed: a new base-model chat
+template re-runs the fine-tune that trains with it (tiny model), a base_model change that leaves its output alone
+does not, and a corpus change re-runs its rag step only when the chunks differ."""
 
 from __future__ import annotations
 
@@ -259,3 +260,25 @@ def test_a_new_base_model_chat_template_retrains_the_fine_tune_and_nothing_else_
     template = saved.get("chat_template") or next((tmp_path / ".dsl").rglob("adapter/chat_template.jinja")).read_text()
     assert "<|stop|>" in template  # trained with the new template
     assert apply(new, "true") == ["base_model.m"]  # same output: the fine-tune is up to date
+
+
+def test_a_rag_step_reruns_when_its_chunks_change_and_only_then(tmp_path: Path) -> None:
+    """Early cutoff with the real corpus and rag backends: a corpus change that gives the same chunks re-runs the
+    corpus step alone; one that gives other chunks re-runs the rag step too."""
+    from dsl.parser import load
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("SIP sets up calls between user agents. IMS carries them.\n")
+    (tmp_path / "docs" / "b.txt").write_text("RTP carries the media of a call once SIP has set it up.\n")
+    path = tmp_path / "r.dsl"
+
+    def apply(corpus: str) -> list[str]:
+        path.write_text('domain r {\n  corpus c { paths = ["docs/*.txt"]  %s }\n'
+                        '  rag docs { corpus = corpus.c  retriever = bm25  top_k = 1 }\n}\n' % corpus)
+        result = sdk.apply(load(path))
+        assert result.ok, [o.error for o in result.failed]
+        return result.ran
+
+    assert apply("min_chars = 10") == ["corpus.c", "rag.docs"]
+    assert apply("min_chars = 5") == ["corpus.c"]  # no chunk is that short: the same chunks
+    assert apply("min_chars = 5  split = { by = word, length = 4, overlap = 0 }") == ["corpus.c", "rag.docs"]
