@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "eval-set": ("dsl.commands.eval_set", "Check an eval set, or export it (e.g. to lm-evaluation-harness)."),
     "prefs": ("dsl.commands.prefs", "Check a preference file (pairs, or labelled answers) before align uses it."),
     "doctor": ("dsl.commands.doctor", "Check the machine for every step: packages, models, CUDA, servers, env vars."),
+    "ui": ("dsl.commands.ui", "Open the recipe's pages in a browser: plan, runs (live), reports and a playground."),
 }
 
 

@@ -1,0 +1,159 @@
+"""What the plan and runs pages show, computed from the recipe, the state and the apply event log (the same calls
+``dsl plan`` and ``dsl status`` make). Plain dicts for the templates; nothing here renders HTML but the charts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk import events as EV
+from sdk.ui import svg
+
+STATE_COLORS = {"up to date": "#d9f2d9", "to create": "#dde8fb", "to replace": "#fdf0c8", "to delete": "#eee",
+                "failed": "#f8d0d0", "gate failed": "#f8d0d0", "not promoted": "#f3dcc4"}
+
+
+class NotFound(KeyError):
+    """An unknown step, run, eval or item: the page answers 404 with this message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not found"
+
+
+def when(epoch: Any) -> str:
+    if not isinstance(epoch, (int, float)):
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def step_state(action: str, entry: dict[str, Any], promo: Optional[dict[str, Any]]) -> str:
+    """The one word a step's box shows: up to date, to create, to replace, failed, gate failed, not promoted."""
+    status = entry.get("status")
+    if status == "failed":
+        return "failed"
+    if status == "gate_failed":
+        return "gate failed"
+    if action == "noop":
+        return "not promoted" if promo is not None and not promo["promoted"] else "up to date"
+    return {"create": "to create", "replace": "to replace", "delete": "to delete"}.get(action, action)
+
+
+def plan_view(ws: Any) -> dict[str, Any]:
+    """The plan page: each step with its state, why it would (re-)run, its inputs and artifact, and the graph."""
+    from sdk.planner import plan
+    from sdk.promotion import promotion
+
+    the_plan = plan(ws.spec, ws.state, skip_checks=True)
+    promoted = promotion(ws.state.steps)
+    rows = []
+    for s in the_plan.steps:
+        entry = ws.state.steps.get(s.id, {})
+        state = step_state(s.action.value, entry, promoted.get(s.id))
+        rows.append({"id": s.id, "kind": s.kind, "backend": s.backend, "action": s.action.value, "state": state,
+                     "color": STATE_COLORS.get(state, "#eee"), "reason": s.reason, "changes": list(s.changes),
+                     "depends_on": list(s.depends_on), "artifact": entry.get("artifact"),
+                     "fingerprint": s.fingerprint[:12], "summary": entry.get("summary", ""),
+                     "error": entry.get("error"), "promotion": promoted.get(s.id)})
+    counts = the_plan.counts()
+    return {"rows": rows, "graph": svg.graph(rows), "counts": counts, "applied": bool(ws.state.steps),
+            "pending": len(the_plan.pending)}
+
+
+def step_view(ws: Any, step_id: str) -> dict[str, Any]:
+    view = plan_view(ws)
+    row = next((r for r in view["rows"] if r["id"] == step_id), None)
+    if row is None:
+        raise NotFound(f"no step {step_id!r} in this recipe (steps: {', '.join(r['id'] for r in view['rows'])})")
+    entry = ws.state.steps.get(step_id, {})
+    return {**row, "entry_status": entry.get("status", "not applied"), "config": json.dumps(entry.get("config", {}),
+            indent=2, sort_keys=True, default=str) if entry else "", "files": entry.get("files", {}),
+            "lineage": entry.get("lineage", {}), "metrics": json.dumps(entry.get("metrics", {}), indent=2,
+                                                                         default=str)[:20000] if entry else "",
+            "drift": ws.drift(step_id), "dependents": [r["id"] for r in view["rows"] if step_id in r["depends_on"]]}
+
+
+# ----------------------------------------------------------------------------------------------------- runs
+
+
+def runs_view(workdir: Path, limit: Optional[int] = None) -> dict[str, Any]:
+    rows = EV.list_runs(workdir, limit=limit)
+    for r in rows:
+        r["started_at"] = when(r.get("started"))
+        end = r.get("finished")
+        r["seconds"] = f"{end - r['started']:.1f}" if isinstance(end, (int, float)) and r.get("started") else ""
+    return {"runs": rows, "running": any(r.get("status") == "running" for r in rows)}
+
+
+def run_view(workdir: Path, run_id: str) -> dict[str, Any]:
+    """One run from its event log: its plan, each step's progress, its curves; ``live`` while it runs."""
+    try:
+        events, _ = EV.read_events(workdir, run_id)
+    except EV.UnknownRun as e:
+        raise NotFound(str(e)) from None
+    if not events or events[0]["event"] != "run_started":
+        raise NotFound(f"the event log of run {run_id} is empty or damaged")
+    head = events[0]["data"]
+    steps: dict[str, dict[str, Any]] = {p["id"]: {"id": p["id"], "action": p.get("action"), "reason": p.get("reason"),
+                                                  "status": "waiting" if p.get("action") != "noop" else "up to date",
+                                                  "seconds": "", "fingerprint": "", "summary": "", "error": None}
+                                        for p in head.get("plan", []) if isinstance(p, dict) and "id" in p}
+    finished = None
+    for e in events[1:]:
+        d, sid = e["data"], e.get("step")
+        if e["event"] == "step_started" and sid:
+            steps.setdefault(sid, {"id": sid, "action": d.get("action"), "reason": d.get("reason"), "seconds": "",
+                                   "fingerprint": "", "summary": "", "error": None})["status"] = "running"
+        elif e["event"] == "step_finished" and sid in steps:
+            steps[sid].update(status=d.get("status"), seconds=d.get("seconds"), fingerprint=d.get("fingerprint") or "",
+                              summary=d.get("summary") or "", error=d.get("error"))
+        elif e["event"] == "run_finished":
+            finished = e
+    series = EV.metric_series(workdir, run_id)
+    charts = [{"step": sid, "svg": svg.curves(by_name, title=f"{sid}: {', '.join(by_name)}"),
+               "last": {k: v[-1][1] for k, v in by_name.items() if v}} for sid, by_name in series.items()]
+    status = ("succeeded" if finished["data"].get("ok") else "failed") if finished else \
+        next((r["status"] for r in EV.list_runs(workdir) if r["run_id"] == run_id), "running")
+    return {"run_id": run_id, "recipe": head.get("recipe"), "domain": head.get("domain"),
+            "started_at": when(events[0].get("time")), "finished_at": when(finished["time"]) if finished else "",
+            "status": status, "live": finished is None and status == "running", "steps": list(steps.values()),
+            "charts": charts, "events": len(events)}
+
+
+def _manifest(workdir: Path, step_id: str, fingerprint: str) -> Optional[dict[str, Any]]:
+    if not fingerprint or "/" in fingerprint or "/" in step_id or ".." in step_id + fingerprint:
+        return None
+    path = workdir / "artifacts" / step_id / fingerprint / "manifest.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def compare_view(workdir: Path, a: str, b: str) -> dict[str, Any]:
+    """Two runs side by side: per step, the fingerprints, the configuration diff (from the artifacts' manifests)
+    and the metric deltas (last value of each curve, and each step's recorded figures)."""
+    from sdk.diffs import diff
+    from sdk.tracking import numbers_of
+
+    runs = [run_view(workdir, a), run_view(workdir, b)]
+    series = [EV.metric_series(workdir, a), EV.metric_series(workdir, b)]
+    by_id = [{s["id"]: s for s in r["steps"]} for r in runs]
+    rows = []
+    for sid in dict.fromkeys([*by_id[0], *by_id[1]]):
+        none = {"status": "", "fingerprint": ""}
+        sa, sb = by_id[0].get(sid, none), by_id[1].get(sid, none)
+        ma = _manifest(workdir, sid, sa.get("fingerprint", "")) or {}
+        mb = _manifest(workdir, sid, sb.get("fingerprint", "")) or {}
+        changes = diff(ma.get("config"), mb.get("config")) if ma and mb else []
+        figures_a = {**numbers_of(ma.get("metrics")), **{k: v[-1][1] for k, v in series[0].get(sid, {}).items() if v}}
+        figures_b = {**numbers_of(mb.get("metrics")), **{k: v[-1][1] for k, v in series[1].get(sid, {}).items() if v}}
+        metrics = [{"name": k, "a": figures_a.get(k), "b": figures_b.get(k),
+                    "delta": (figures_b[k] - figures_a[k]) if k in figures_a and k in figures_b else None}
+                   for k in sorted(set(figures_a) | set(figures_b))]
+        rows.append({"id": sid, "a": sa, "b": sb, "changes": changes, "metrics": metrics,
+                     "config_known": bool(ma and mb),
+                     "same": bool(sa.get("fingerprint")) and sa.get("fingerprint") == sb.get("fingerprint")})
+    return {"a": runs[0], "b": runs[1], "rows": rows}
