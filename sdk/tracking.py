@@ -133,18 +133,18 @@ def params_of(config: Any, secrets: list[str]) -> dict[str, str]:
             text = "***"
         else:
             text = v if isinstance(v, str) else repr(v) if not isinstance(v, (int, float, bool, list)) else str(v)
-        out[_key(k)] = _redact(str(text), secrets)[:6000]
+        out[_key(_redact(k, secrets))] = _redact(str(text), secrets)[:6000]
     return out
 
 
-def numbers_of(metrics: Any) -> dict[str, float]:
+def numbers_of(metrics: Any, secrets: list[str] = ()) -> dict[str, float]:  # type: ignore[assignment]
     """A step's own figures as MLflow metrics: numeric leaves, ``system/metric`` and ``system/metric/ci_low`` for an
     eval's ``{system: {metric: {value, ci_low, ci_high}}}``."""
     out: dict[str, float] = {}
     for k, v in flatten(metrics if isinstance(metrics, dict) else {}, sep="/").items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
             key = k[: -len("/value")] if k.endswith("/value") else k
-            out[_key(key)] = float(v)
+            out[_key(_redact(key, secrets))] = float(v)
     return out
 
 
@@ -175,8 +175,10 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
             continue
         sid, data = e["step"], e["data"]
         entry = (state.steps.get(sid) or {}) if state is not None else {}
-        metrics = [(_key(name), v, int(n)) for name, points in series.get(sid, {}).items() for n, v in points]
-        figures = numbers_of(entry.get("metrics")) if entry.get("fingerprint") == data.get("fingerprint") else {}
+        metrics = [(_key(_redact(name, secrets)), v, int(n)) for name, points in series.get(sid, {}).items()
+                   for n, v in points]
+        figures = numbers_of(entry.get("metrics"), secrets) if entry.get("fingerprint") == data.get("fingerprint") \
+            else {}
         figures = {(k + "_final" if k in series.get(sid, {}) else k): v for k, v in figures.items()}
         figures["seconds"] = float(data.get("seconds") or 0.0)
         tags = {"dsl.step": sid, "dsl.kind": sid.partition(".")[0], "dsl.status": str(data.get("status")),
