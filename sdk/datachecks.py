@@ -4,6 +4,8 @@ of upstream training.
 
 What is read, by kind (the function the step itself calls):
 
+- ``corpus``: the rows of its JSONL files and the UTF-8 text of its text and markdown files, as the corpus step
+  converts them (64 MiB over all its files; html and pdf are left to the converters);
 - ``dataset``: its JSONL rows (:func:`sdk.backends.datasets.read_rows`) and the validation split;
 - ``align``: its preference pairs or KTO rows (:func:`sdk.backends.preferences.read_preferences`), and for KTO
   both labels present (:func:`~sdk.backends.preferences.label_problem`);
@@ -246,6 +248,41 @@ def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
     return []
 
 
+def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
+    """The rows of its JSONL files and the text of its text and markdown files, read as the corpus step converts
+    them (UTF-8, then each JSONL row's ``text_field``), until :func:`check_bytes` have been read over all files;
+    html and pdf are left to the step's converters."""
+    from sdk.backends.corpus import _format_of, _jsonl_rows, _rel, _text, corpus_files
+    from sdk.jsonl import parse_jsonl
+
+    try:
+        files = corpus_files(spec, block)
+    except DslError:
+        return []  # the spec's own glob checks say so
+    budget = check_bytes()
+    for path in files:
+        if budget <= 0:
+            break
+        try:
+            fmt = _format_of(path, block)
+        except DataError:
+            continue  # the backend's check names a file of unknown format
+        if fmt not in ("jsonl", "text", "markdown"):
+            continue
+        shown, whole = _rel(path, spec.base_dir), True
+        try:
+            with bounded(path) as (source, whole):
+                data = source.read_bytes()
+            budget -= len(data)
+            text = _text(data, shown)
+            if fmt == "jsonl":
+                _jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown, block.text_field)
+        except DataError as e:
+            if not _file_level(e, whole):
+                return [_problem(("corpus", label, "paths"), e)]
+    return []
+
+
 def _rag(spec: Any, label: str, block: Any) -> list[Problem]:
     from sdk.backends.rag_system import RagSystem, prompt_text
 
@@ -271,7 +308,8 @@ def _text(spec: Any, value: Any) -> Optional[str]:
 
 
 CHECKS: dict[str, Callable[[Any, str, Any], list[Problem]]] = {
-    "dataset": _dataset, "align": _align, "eval": _eval, "route": _route, "reward": _reward, "rag": _rag,
+    "corpus": _corpus, "dataset": _dataset, "align": _align, "eval": _eval, "route": _route, "reward": _reward,
+    "rag": _rag,
 }
 
 

@@ -201,6 +201,7 @@ _PAIR_CHAT = {"prompt": [{"role": "user", "content": "INVITE?"}], "chosen": [{"r
 _ITEM = {"id": "1", "question": "What does BYE do?", "answer": "ends it", "sources": ["notes.txt"]}
 _MC = {"id": "1", "question": "Which starts a call?", "choices": ["INVITE", "BYE"], "answer": "INVITE"}
 DATA_FORMATS: dict[str, tuple[str, str, str]] = {  # name: (block, file name, content)
+    "corpus_jsonl": ('corpus k { paths = ["f.jsonl"] }', "f.jsonl", '{"text": "INVITE starts it."}\n{"text": "BYE"}'),
     "dataset_chat": ('dataset d { path = "f.jsonl"  validation_split = 0.3 }', "f.jsonl",
                      "\n".join(json.dumps(_CHAT) for _ in range(3))),
     "dataset_instruction": ('dataset d { path = "f.jsonl"  format = instruction }', "f.jsonl",
@@ -281,7 +282,13 @@ def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
     from types import SimpleNamespace
 
     shown = path.name
-    if kind == "dataset":
+    if kind == "corpus":
+        from sdk.backends.corpus import _jsonl_rows, _text
+        from sdk.jsonl import parse_jsonl
+
+        _jsonl_rows(parse_jsonl(_text(path.read_bytes(), shown).split("\n"), shown, objects=False), shown,
+                    block.text_field)
+    elif kind == "dataset":
         from sdk.backends.datasets import read_rows, split
 
         split(read_rows(path, block, shown), block.validation_split)
@@ -307,6 +314,12 @@ def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
         needs_context(RewardBackend._rows(block, spec, path, shown), block.rewards, shown)
 
 
+def _fuzzed(spec: Any) -> tuple[str, Any]:
+    """The block that reads the mutated file: not the recipe's own base model, corpus, pretrain step or rag."""
+    return next((k, b) for k, lbl, b in spec.blocks()
+                if k not in ("base_model", "pretrain", "rag") and (k, lbl) != ("corpus", "c"))
+
+
 @pytest.fixture(scope="module")
 def data_recipes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     out = {}
@@ -329,8 +342,7 @@ def test_the_valid_data_files_plan_and_read(data_recipes: dict[str, tuple[Path, 
     recipe, path = data_recipes[fmt]
     spec = load_recipe(recipe).spec
     plan(spec, None, backend="test")
-    kind, label, block = next((k, lbl, b) for k, lbl, b in spec.blocks() if k not in ("base_model", "corpus",
-                                                                                        "pretrain", "rag"))
+    kind, block = _fuzzed(spec)
     _apply_reader(spec, kind, block, path)
 
 
@@ -357,8 +369,7 @@ def test_mutated_data_files_fail_at_plan_never_at_apply(data_recipes: dict[str, 
             assert diags and all(d.span is not None and d.span.line >= 1 for d in diags), e.problems
             assert all(path.name in d.message or "template" in d.message for d in diags), e.problems
             return
-        kind, _, block = next((k, lbl, b) for k, lbl, b in recipe.spec.blocks()
-                              if k not in ("base_model", "corpus", "pretrain", "rag"))
+        kind, block = _fuzzed(recipe.spec)
         _apply_reader(recipe.spec, kind, block, path)  # plan passed: the step must read it too
     finally:
         path.write_text(original + "\n")

@@ -23,6 +23,9 @@ ARCH = 'base_model b { architecture = llama { layers = 2, hidden = 64, heads = 4
 def _recipe(tmp: Path, body: str, files: dict[str, Any]) -> Path:
     (tmp / "notes.txt").write_text("INVITE starts a SIP session. BYE ends it.\n")
     for name, rows in files.items():
+        if isinstance(rows, bytes):
+            (tmp / name).write_bytes(rows)
+            continue
         (tmp / name).write_text(rows if isinstance(rows, str) else
                                 "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     path = tmp / "r.dsl"
@@ -50,6 +53,9 @@ CHAT = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "
 
 # (block, files, the error's message part): one case per data file a step reads
 CASES = {
+    "corpus_jsonl_row": ('corpus k { paths = ["k.jsonl"] }', {"k.jsonl": [{"text": "a"}, {"body": "b"}]},
+                         "k.jsonl:2: row has no string field 'text'"),
+    "corpus_text_not_utf8": ('corpus k { paths = ["k.txt"] }', {"k.txt": b"caf\xe9\n"}, "k.txt: not UTF-8 text"),
     "dataset_bad_json": ('dataset d { path = "d.jsonl" }', {"d.jsonl": [CHAT, '{"messages": ']},
                          "d.jsonl:2: malformed JSON"),
     "dataset_no_assistant": ('dataset d { path = "d.jsonl" }',

@@ -79,11 +79,13 @@ def test_a_malformed_jsonl_row_is_located_by_file_and_line(tmp_path: Path) -> No
     (tmp_path / "docs" / "n.jsonl").write_text('{"body": "fine text about SIP calls"}\n{"body": oops}\n')
     path = tmp_path / "r.dsl"
     path.write_text('domain r {\n  corpus c { paths = ["docs/*.jsonl"]  text_field = "body" }\n}\n')
-    result = sdk.apply(load(path))
-    assert result.failed and "docs/n.jsonl:2" in result.failed[0].error and "malformed JSON" in result.failed[0].error
+    with pytest.raises(PlanProblems) as e:  # read at plan time (sdk.datachecks), before any step runs
+        sdk.apply(load(path))
+    assert "docs/n.jsonl:2" in str(e.value) and "malformed JSON" in str(e.value)
     (tmp_path / "docs" / "n.jsonl").write_text('{"body": "fine text about SIP calls"}\n{"text": "wrong field"}\n')
-    result = sdk.apply(load(path))
-    assert result.failed and "docs/n.jsonl:2" in result.failed[0].error and "'body'" in result.failed[0].error
+    with pytest.raises(PlanProblems) as e:
+        sdk.apply(load(path))
+    assert "docs/n.jsonl:2" in str(e.value) and "'body'" in str(e.value)
     rows = ["The INVITE request starts a SIP call.", "The BYE request ends a SIP call."]
     (tmp_path / "docs" / "n.jsonl").write_text("\n" + "".join(json.dumps({"body": r, "n": 1}) + "\n" for r in rows))
     assert sdk.apply(load(path)).ok
