@@ -24,8 +24,9 @@ its first 64 MiB of whole lines are read, through a temporary copy of them strea
 name, same line numbers, same reader), and the checks that need every row (a KTO file with one label, two labels
 for classification, the validation split) are left to the step. Nothing is sampled: the rows checked are the
 first ones, all of them. On the shared 2-core machine (load 9) a 96 MiB preference file (276,547 pairs) is
-checked on its first 64 MiB in 3.0-3.4 s, the process at 168 MiB of memory at most. Encrypted zips (their password is a secret read when
-the step runs) are left to the step too.
+checked on its first 64 MiB in 3.0-3.4 s, the process at 168 MiB of memory at most. Encrypted zips (their
+password is a secret read when the step runs) are left to the step too.
+
 Backends are imported here, never by the spec (``sdk.spec`` imports nothing of backends).
 """
 
@@ -35,7 +36,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
@@ -91,7 +92,7 @@ def _problem(at: tuple[Any, ...], e: DslError) -> Problem:
     return Problem(path=at, message=str(e), hint=hint)
 
 
-def _source(spec: Any, rel: Optional[str]) -> Optional[Path]:
+def _source(spec: Any, rel: str | None) -> Path | None:
     """The file a step reads, or None when it is missing or not a file (the spec's own checks say so)."""
     if not rel:
         return None
@@ -298,7 +299,7 @@ def _rag(spec: Any, label: str, block: Any) -> list[Problem]:
     return []
 
 
-def _text(spec: Any, value: Any) -> Optional[str]:
+def _text(spec: Any, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, FileRef):

@@ -64,8 +64,8 @@ def metric_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[s
         return (f"no eval computes {m.metric} for {m.system} (it gets {', '.join(sorted(produced[m.system]))})",
                 f"add {m.metric} to the metrics of an eval that lists {m.system}")
     if m.metric in RETRIEVAL_METRICS and m.kind in kind_names() and get_kind(m.kind).is_model:
-        return (f"{m.system} retrieves nothing, so {m} is never measured ({m.metric} scores what a rag system "
-                "retrieved)", "gate on a rag system's retrieval, or on an answer metric such as exact_match")
+        why = f"{m.system} retrieves nothing, so {m} is never measured ({m.metric} scores what a rag system retrieved)"
+        return why, "gate on a rag system's retrieval, or on an answer metric such as exact_match"
     if m.bound == "p_value" and not any(m.system in [str(s) for s in ev.systems[1:]] and m.metric in ev.metrics
                                         for ev in spec.eval.values()):
         return (f"{m} is the p-value of {m.system}'s difference from the first system of its eval, but "
