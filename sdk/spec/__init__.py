@@ -89,12 +89,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _derived() -> dict[str, Any]:
+    global _built
     key = tuple((k.name, id(k.block)) for k in _kinds.all_kinds())
-    if _built.get("key") != key:
+    if _built.get("key") != key:  # built whole, then swapped in: a reader never sees half of it
         spec = build_spec_class()
         kinds = _kinds.kind_names()
-        _built.clear()
-        _built.update(
+        _built = dict(
             key=key, Spec=spec, KINDS=kinds,
             DOMAIN_ATTRIBUTES=tuple(n for n in spec.model_fields if n != "name" and n not in kinds),
             UNLABELLED=_kinds.unlabelled(), MODEL_KINDS=tuple(_kinds.kinds_with_role("model")),
