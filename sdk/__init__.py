@@ -15,11 +15,11 @@ from sdk.builder import Domain, endpoint, env, file, index, llama, memory, pgvec
 from sdk.errors import DataError, Diagnostic, DslError, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdk.spec import Spec
     from sdk.backends.base import Registry
     from sdk.executor import ApplyResult
     from sdk.plans import Plan, Step
     from sdk.progress import Progress
+    from sdk.spec import Spec
 
 __all__ = ["Domain", "Spec", "load", "plan", "apply", "env", "file", "llama", "endpoint", "pgvector", "memory", "index",
            "ref", "DslError", "SpecError", "DataError", "Diagnostic"]
