@@ -276,3 +276,11 @@ def test_a_gate_on_retrieval_needs_items_with_gold_sources(tmp_path: Path) -> No
     (tmp_path / "e.jsonl").write_text(json.dumps({"id": "1", "question": "q", "answer": "a"}) + "\n")
     [error] = _plan_errors(path)
     assert "no item of e.jsonl names its gold sources, so rag.r.recall_at_k is never measured" in error
+
+
+def test_timeouts_are_bounded(tmp_path: Path) -> None:
+    build = sdk.Domain("t", base_dir=tmp_path)
+    build.serve(timeout=1e12)
+    with pytest.raises(SpecError) as e:
+        build.build()
+    assert "serve.default.timeout" in str(e.value) and "less than or equal to 86400" in str(e.value)

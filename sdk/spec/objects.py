@@ -18,7 +18,7 @@ class Endpoint(Block):
     url: str = Field(description="Base URL of the OpenAI-compatible API, e.g. https://api.example.com/v1")
     model: str = Field(description="Model name sent in each request")
     api_key: Optional[Secret] = Field(default=None, description='Key, always as env("NAME")')
-    timeout: float = Field(default=30.0, gt=0, description="Seconds before one request gives up")
+    timeout: float = Field(default=30.0, gt=0, le=86_400, description="Seconds before one request gives up (at most a day)")
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries with exponential backoff")
 
 

@@ -38,7 +38,7 @@ class ServeBlock(Block):
     max_batch_size: PositiveInt = Field(default=8, description="Requests batched together by the local engine")
     max_tokens: PositiveInt = Field(default=256, description="Upper bound on max_tokens per request")
     max_request_bytes: PositiveInt = Field(default=1_000_000, description="Larger requests get 413")
-    timeout: float = Field(default=60.0, gt=0, description="Seconds for an upstream call")
+    timeout: float = Field(default=60.0, gt=0, le=86_400, description="Seconds for an upstream call (at most a day)")
     backend: Optional[str] = Field(default=None, description="Backend name (default: gateway)")
 
 
