@@ -284,3 +284,14 @@ def test_timeouts_are_bounded(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
         build.build()
     assert "serve.default.timeout" in str(e.value) and "less than or equal to 86400" in str(e.value)
+
+
+def test_a_kind_of_a_plugin_registers_its_own_data_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk import datachecks
+    from sdk.spec import Problem
+
+    monkeypatch.setattr(datachecks, "CHECKS", dict(datachecks.CHECKS))
+    datachecks.register("pretrain", lambda spec, label, block: [Problem(path=("pretrain", label, "corpus"),
+                                                                        message="notes.txt:1: not a corpus")])
+    [error] = _plan_errors(_recipe(tmp_path, "", {}))
+    assert error == "4: notes.txt:1: not a corpus"
