@@ -70,8 +70,6 @@ def timed(cmd: list[str]) -> float:
 
 
 def main() -> None:
-    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
-
     work = Path(tempfile.mkdtemp(prefix="bench-ft-"))
     try:
         measure(work)
