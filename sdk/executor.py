@@ -24,7 +24,7 @@ from sdk.planner import refingerprint
 from sdk.plans import Action, Plan, Step
 from sdk.progress import Progress
 from sdk.spec import kinds as K
-from sdk.state import ARTIFACTS, State, StateStore, WorkdirLock, remove_inside, write_atomic
+from sdk.state import ARTIFACTS, State, StateStore, WorkdirLock, confined, remove_inside, write_atomic
 from sdk.workdirs import workdir_for
 
 
@@ -223,6 +223,7 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     tmp = workdir / ARTIFACTS / step.id / f".tmp-{step.fingerprint[:16]}"
     checkpoints = workdir / "checkpoints" / step.id / step.fingerprint[:16]
     remove_inside(workdir, tmp)
+    confined(workdir, tmp, checkpoints)  # a link inside artifacts/ or checkpoints/ is never written through
     started = time.time()
     try:
         tmp.mkdir(parents=True)

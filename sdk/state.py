@@ -80,6 +80,17 @@ def refuse_links(workdir: Path) -> None:
                            f"workdir: remove the link (rm {p}) and run again")
 
 
+def confined(workdir: Path, *paths: Path) -> None:
+    """Refuse a folder a step will write into when it resolves outside the workdir's ``artifacts/`` or
+    ``checkpoints/`` (a link at ``artifacts/STEP`` or ``checkpoints/STEP``)."""
+    roots = [(Path(workdir) / name).resolve() for name in (ARTIFACTS, "checkpoints")]
+    for p in paths:
+        real = Path(p).resolve()
+        if not any(real != r and real.is_relative_to(r) for r in roots):
+            raise DslError(f"{p} leads outside the workdir (to {real}); dsl never writes through a link: remove "
+                           "the link and run again")
+
+
 def read_text_nofollow(path: Path) -> str:
     """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

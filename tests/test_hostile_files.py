@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -384,3 +385,15 @@ def test_a_corrupt_checkpoint_is_named_with_how_to_discard_it(tmp_path: Path) ->
     with pytest.raises(DslError) as e:
         train(Trainer(), str(checkpoint), print)
     assert f"the checkpoint {checkpoint} cannot be read" in str(e.value) and f"rm -r {checkpoint}" in str(e.value)
+
+
+def test_a_link_inside_checkpoints_is_never_written_through(tmp_path: Path) -> None:
+    path, wd = _applied(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (wd / "checkpoints").mkdir(exist_ok=True)
+    shutil.rmtree(wd / "checkpoints" / "corpus.docs", ignore_errors=True)
+    (wd / "checkpoints" / "corpus.docs").symlink_to(outside)
+    r = run_dsl("apply", str(path), "--backend", "test", "--replace", "corpus.docs")
+    assert r.returncode != 0 and "leads outside the workdir" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert list(outside.iterdir()) == []
