@@ -116,7 +116,7 @@ def _quoted_table() -> dict[str, tuple[float, ...]]:
     readme = (ROOT / "README.md").read_text()
     table = readme.split("| system | exact match |", 1)[1].split("\n\n", 1)[0]
     rows = {}
-    for m in re.finditer(r"^\| `([a-z_]+\.[a-z_]+)` \| ([^|]+)\|", table, re.M):
+    for m in re.finditer(r"^\| `([a-z_]+\.[a-z_]+)` \| ([^|]+)\|", table, re.MULTILINE):
         rows[m.group(1)] = tuple(float(x) for x in re.findall(r"\d\.\d{3}", m.group(2)))
     return rows
 
@@ -134,7 +134,7 @@ def _assert_docs_figures(recipe: str, summary: dict) -> None:
     recall = re.search(r"recall@1 = (\d\.\d+)", readme)
     assert recall and abs(float(recall.group(1)) - summary["metrics"]["rag.tuned"]["recall_at_k"]["value"]) < 0.02
     serving = (ROOT / "docs" / "serving.md").read_text()
-    examples = re.findall(r'^\$ dsl route recipes/quickstart\.dsl "([^"]+)"\n(.+)$', serving, re.M)
+    examples = re.findall(r'^\$ dsl route recipes/quickstart\.dsl "([^"]+)"\n(.+)$', serving, re.MULTILINE)
     assert examples, "docs/serving.md has no dsl route example for the quickstart"
     for query, printed in examples:
         out = run_dsl("route", recipe, query)
