@@ -143,7 +143,7 @@ def compare_view(workdir: Path, a: str, b: str) -> dict[str, Any]:
     by_id = [{s["id"]: s for s in r["steps"]} for r in runs]
     rows = []
     for sid in dict.fromkeys([*by_id[0], *by_id[1]]):
-        none = {"status": "", "fingerprint": ""}
+        none = {"status": "", "fingerprint": "", "reason": ""}
         sa, sb = by_id[0].get(sid, none), by_id[1].get(sid, none)
         ma = _manifest(workdir, sid, sa.get("fingerprint", "")) or {}
         mb = _manifest(workdir, sid, sb.get("fingerprint", "")) or {}
