@@ -247,8 +247,9 @@ def _summary(path: Path) -> Optional[dict[str, Any]]:
     row: dict[str, Any] = {"run_id": path.stem, "started": start.get("time"), "recipe": start["data"].get("recipe"),
                            "domain": start["data"].get("domain"), "finished": None, "ok": None, "steps": []}
     if done is not None:
-        row.update(finished=done.get("time"), ok=bool(done["data"].get("ok")), steps=list(done["data"].get("steps", [])),
-                   status="succeeded" if done["data"].get("ok") else "failed")
+        ok = bool(done["data"].get("ok"))
+        row.update(finished=done.get("time"), ok=ok, steps=list(done["data"].get("steps", [])),
+                   status="succeeded" if ok else "failed")
     else:
         events, _ = read_events(path.parent.parent, path.stem)
         row["steps"] = [e["step"] for e in events if e["event"] == "step_finished"]
@@ -281,5 +282,6 @@ def metric_series(workdir: "str | Path", run_id: str) -> dict[str, dict[str, lis
     for e in events:
         d = e["data"]
         if e["event"] == "metric" and isinstance(d.get("name"), str) and isinstance(d.get("value"), (int, float)):
-            out.setdefault(str(e.get("step")), {}).setdefault(d["name"], []).append([int(d.get("step") or 0), float(d["value"])])
+            point = [int(d.get("step") or 0), float(d["value"])]
+            out.setdefault(str(e.get("step")), {}).setdefault(d["name"], []).append(point)
     return out

@@ -148,13 +148,14 @@ def numbers_of(metrics: Any, secrets: list[str] = ()) -> dict[str, float]:  # ty
     return out
 
 
-def _artifacts(folder: Optional[Path]) -> list[Path]:
+def _artifacts(folder: Optional[Path]) -> list[tuple[Path, Optional[str]]]:
+    """(file, its folder inside the artifact or None) for the small report files of a step's artifact."""
     if folder is None or not folder.is_dir():
         return []
     files = [p for p in sorted(folder.iterdir()) + sorted(folder.glob("*/*"))
              if p.is_file() and not p.is_symlink() and ARTIFACT_NAMES.match(p.name)
              and p.stat().st_size <= MAX_ARTIFACT_BYTES]
-    return files[:50]
+    return [(p, None if p.parent == folder else p.parent.name) for p in files[:50]]
 
 
 def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[str, Any]:
@@ -277,8 +278,8 @@ def _log(uri: str, local: Optional[Path], experiment: str, payload: dict[str, An
             client.log_batch(cid, metrics=metrics[i:i + 1000])
         for i in range(0, len(params), 100):
             client.log_batch(cid, params=params[i:i + 100])
-        for path in step["artifacts"]:
-            client.log_artifact(cid, str(path), artifact_path=None if path.parent.name != "charts" else "charts")
+        for path, sub in step["artifacts"]:
+            client.log_artifact(cid, str(path), artifact_path=sub)
         client.set_terminated(cid, "FINISHED" if step["status"] == "done" else "FAILED", end_time=now)
     client.log_batch(parent.info.run_id, tags=[RunTag("dsl.ok", str(run["ok"]).lower())])
     client.set_terminated(parent.info.run_id, "FINISHED" if run["ok"] else "FAILED", end_time=ms(run["end"]))

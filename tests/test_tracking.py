@@ -110,7 +110,8 @@ def test_tracking_off_and_bad_tracking_attributes(tmp_path: Path, tracked: None)
 
     for value, message in [('"ftp://host/x"', "tracking must be local, off or a tracking URI"),
                            ('"http://user:pw@host:5000"', "the tracking URI holds a password")]:
-        path.write_text(SMALL.replace('description = "demo domain"', f'description = "demo domain"\n  tracking = {value}'))
+        path.write_text(SMALL.replace('description = "demo domain"',
+                                      f'description = "demo domain"\n  tracking = {value}'))
         r = run_dsl("validate", str(path))
         assert r.returncode == 1 and f"recipe.dsl:4:14: error: tracking: {message}" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
@@ -169,3 +170,35 @@ def test_a_real_mlflow_server_receives_the_run(tmp_path: Path, tracked: None) ->
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.mark.slow
+def test_a_real_training_step_logs_its_loss_curve_by_step(tmp_path: Path, tracked: None) -> None:
+    """Real backends, a tiny pretraining: the trainer's losses reach the event log while it trains, and MLflow as a
+    curve by step; the step's model card and loss chart are artifacts, its weights are not."""
+    from sdk.backends.training import SAMPLE_TEXT
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text(SAMPLE_TEXT * 8)
+    path = tmp_path / "r.dsl"
+    path.write_text('''domain demo {
+  base_model tiny { architecture = llama { layers = 1, hidden = 32, heads = 2, vocab = 300, context = 64 } }
+  corpus docs { paths = ["corpus/*.txt"]  split = { by = word, length = 40, overlap = 0 }  dedupe = none }
+  pretrain base { from = base_model.tiny  corpus = corpus.docs  max_steps = 4  batch_size = 2  block_size = 32
+                  logging_steps = 1 }
+}
+''')
+    result = sdk.apply(load(path))
+    assert result.ok, [o.error for o in result.failed]
+    wd = tmp_path / ".dsl" / "demo"
+    (run,) = EV.list_runs(wd)
+    curve = EV.metric_series(wd, run["run_id"])["pretrain.base"]["train_loss"]
+    assert [n for n, _ in curve] == [1, 2, 3, 4] and all(v > 0 for _, v in curve)
+    client = _client(tracking.local_uri(wd))
+    (step,) = [r for r in _runs(client) if r.data.tags.get("dsl.step") == "pretrain.base"]
+    history = client.get_metric_history(step.info.run_id, "train_loss")
+    assert sorted((m.step, m.value) for m in history) == sorted((n, v) for n, v in curve)
+    files = {a.path for a in client.list_artifacts(step.info.run_id)} | \
+        {a.path for a in client.list_artifacts(step.info.run_id, "model")}
+    assert {"loss.png", "manifest.json", "model/README.md"} <= files, files
+    assert not [f for f in files if f.endswith((".safetensors", ".bin"))]

@@ -152,7 +152,7 @@ def check_model_exists(model: str, step_id: str, source: Any) -> None:
 
 _CURVE_NAMES = {"loss": "train_loss"}  # the trainer's log keys as the event log names them
 _NOT_CURVES = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-               "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+               "train_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}  # train_loss: the mean
 
 
 def progress_callback(progress: Any, description: str, total: int,
