@@ -37,10 +37,13 @@ def ref(text: str) -> S.Ref:
 
 
 class Domain:
-    def __init__(self, name: str, description: Optional[str] = None, base_dir: Union[str, Path, None] = None) -> None:
+    def __init__(self, name: str, description: Optional[str] = None, base_dir: Union[str, Path, None] = None,
+                 tracking: Optional[str] = None) -> None:
         self._data: dict[str, Any] = {"name": name}
         if description is not None:
             self._data["description"] = description
+        if tracking is not None:  # local | off | a tracking URI (sdk.tracking)
+            self._data["tracking"] = tracking
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
 
     def __getattr__(self, kind: str) -> Any:

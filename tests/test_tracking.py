@@ -117,6 +117,16 @@ def test_tracking_off_and_bad_tracking_attributes(tmp_path: Path, tracked: None)
         assert "Traceback" not in r.stderr
 
 
+def test_the_builder_takes_the_tracking_attribute_and_checks_it(tmp_path: Path) -> None:
+    from sdk.builder import Domain
+    from sdk.errors import SpecError
+
+    assert Domain("demo", base_dir=tmp_path, tracking="http://127.0.0.1:5000").build().tracking == "http://127.0.0.1:5000"
+    assert Domain("demo", base_dir=tmp_path).build().tracking is None  # local, the default
+    with pytest.raises(SpecError, match="tracking must be local, off or a tracking URI"):
+        Domain("demo", base_dir=tmp_path, tracking="ftp://x").build()
+
+
 @pytest.mark.slow
 def test_a_server_that_is_down_is_a_warning_and_the_run_is_kept_locally(tmp_path: Path, tracked: None) -> None:
     down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
