@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ demo: $(STAMP)
 	echo "e.g. dsl status recipes/quickstart.dsl"; \
 	exit $$status
 
-test: $(STAMP)
+browser:  # Debian's chromium + chromium-driver for tests/test_ui.py: installed when missing and running as root
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (apt-get)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "note: chromium/chromedriver missing and not root: tests/test_ui.py will be skipped"; fi; \
+	fi
+
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

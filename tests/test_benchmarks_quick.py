@@ -34,6 +34,7 @@ LAST_LINES = {
     "bench_serve": "serve ratio_at_8=N ttft_p50_ms=N",
     "bench_stats": "stats ratio=N",
     "bench_train_throughput": "tokens_per_s ratio=N loss sdk=N trl=N",
+    "bench_ui": "ui ratio=N runs=N",
 }
 # the quick runs of these took over ~20 s each on a 2-core machine
 SLOW = {"bench_eval_real", "bench_finetune_overhead", "bench_grpo", "bench_preference", "bench_serve",
