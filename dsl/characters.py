@@ -107,4 +107,10 @@ def hyphen_hint(text: str, pos: int) -> Optional[str]:
     word = text[start:end]
     if not re.match(r"[A-Za-z_]", word):
         return None
+    attr = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*$", text[max(0, start - 200):start])
+    if attr is not None:
+        from dsl.redact import secret_names
+
+        if attr.group(1) in secret_names():  # never echo (a part of) a secret value
+            return "names are letters, digits and _, not -; a secret is written as a string or env(\"NAME\")"
     return f"names are letters, digits and _, not -: write {word.replace('-', '_')}"
