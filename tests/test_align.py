@@ -12,6 +12,7 @@ import pytest
 import sdk
 from dsl.parser import load
 from sdk.backends.preferences import pair_summary, read_pairs
+from sdk.planner import PlanProblems
 from sdk.state import StateStore
 from tests._data import assert_data_errors
 from tests._tiny import make_tiny_model
@@ -94,10 +95,11 @@ def test_a_bad_preference_row_is_a_located_error_before_any_model_loads(tmp_path
     rows[2] = {"prompt": "Q?", "chosen": "A."}  # line 3: no rejected
     _write(tmp_path / "prefs.jsonl", rows)
     path = _recipe(tmp_path, '  align pref { from = base_model.local  pairs = "prefs.jsonl"  max_steps = 1 }\n')
-    result = sdk.apply(load(path))
-    assert [o.id for o in result.failed] == ["align.pref"]
-    error = result.failed[0].error
+    with pytest.raises(PlanProblems) as e:  # the plan reads the pairs: nothing runs, no model loads
+        sdk.apply(load(path))
+    error = str(e.value)
     assert "prefs.jsonl:3:" in error and "missing 'rejected'" in error and "Traceback" not in error
+    assert not list(tmp_path.rglob("manifest.json"))  # no step ran
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import sdk
 from dsl.parser import load
 from sdk.backends.preferences import label_problem, read_unpaired, unpaired_summary
 from sdk.errors import DataError
+from sdk.planner import PlanProblems
 from sdk.spec.blocks.align import AlignBlock
 from sdk.state import StateStore
 from tests._data import assert_data_errors
@@ -111,12 +112,14 @@ def test_kto_data_problems_stop_the_step_before_any_model_loads(tmp_path: Path) 
     rows[2] = {"prompt": "Q?", "completion": "A.", "label": "yes"}  # line 3: a label that is not a bool
     _write(tmp_path / "fb.jsonl", rows)
     path = _recipe(tmp_path, '  align k { from = base_model.local  pairs = "fb.jsonl"  method = kto  max_steps = 1 }\n')
-    result = sdk.apply(load(path), target=["align.k"])
-    error = result.failed[0].error
+    with pytest.raises(PlanProblems) as e:  # the plan reads the rows: nothing runs, no model loads
+        sdk.apply(load(path), target=["align.k"])
+    error = str(e.value)
     assert "fb.jsonl:3:" in error and "'label' must be true" in error and "Traceback" not in error
     _write(tmp_path / "fb.jsonl", [r for r in _unpaired(6) if r["label"]])  # one label only
-    error = sdk.apply(load(path), target=["align.k"]).failed[0].error
-    assert "all 3 examples are desirable" in error and "Traceback" not in error
+    with pytest.raises(PlanProblems) as e:
+        sdk.apply(load(path), target=["align.k"])
+    assert "all 3 examples are desirable" in str(e.value) and "Traceback" not in str(e.value)
 
 
 def test_unpaired_rows_are_normalised_and_bad_ones_located(tmp_path: Path) -> None:
