@@ -159,14 +159,6 @@ def make_generator(block: Any, art: Optional[Artifact], spec: Any = None, step_i
     return LocalChatGenerator.from_artifact(art)
 
 
-def _keyless_endpoint(gen: Any) -> Any:
-    from haystack.components.generators.chat import OpenAIChatGenerator
-    from haystack.utils import Secret
-
-    return OpenAIChatGenerator(api_key=Secret.from_token("unused"), model=gen.model, api_base_url=gen.url,
-                               timeout=gen.timeout, max_retries=gen.max_retries)
-
-
 class LocalChatGenerator:
     """Local generation through Haystack's TransformersChatGenerator, always given its task (so it never asks the
     hub) and a local model folder; PEFT adapters are merged in memory first."""
