@@ -21,6 +21,7 @@ EXIT_INVALID, EXIT_USAGE, EXIT_STEP_FAILED, EXIT_GATE_FAILED = 1, 2, 3, 4
 
 # Commands that live in their own modules (dsl/commands/<module>.py, attribute `command`), loaded on use.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "fmt": ("dsl.commands.fmt", "Print recipes in canonical form (comments kept)."),
     "ask": ("dsl.commands.ask", "Ask a RAG system a question; prints the answer and its sources."),
     "route": ("dsl.commands.route", "Route a query: prints the target and its probability."),
     "serve": ("dsl.commands.serve", "Start the OpenAI-compatible gateway for an applied recipe."),
@@ -158,38 +159,6 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     if failed:
-        raise SystemExit(EXIT_INVALID)
-
-
-@cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--check", is_flag=True, help="Exit 1 if a file is not in canonical form.")
-@click.option("--write", is_flag=True, help="Rewrite files in canonical form.")
-def fmt(files: tuple[str, ...], check: bool, write: bool) -> None:
-    """Print recipes in canonical form (comments kept)."""
-    from dsl.printer import format_text
-    from sdk.state import write_atomic
-
-    if check and write:
-        raise click.UsageError("--check and --write cannot be used together")
-    unformatted = []
-    for f in files:
-        try:
-            text = Path(f).read_text(encoding="utf-8")
-        except OSError as e:
-            _fail(click.ClickException(f"{f}: {e.strerror}"))
-        out = format_text(text, f)
-        if check:
-            if out != text:
-                unformatted.append(f)
-                click.echo(f"{f}: not canonical (run dsl fmt --write {f})", err=True)
-        elif write:
-            if out != text:
-                write_atomic(Path(f), out)
-                click.echo(f"{f}: formatted")
-        else:
-            click.echo(out, nl=False)
-    if unformatted:
         raise SystemExit(EXIT_INVALID)
 
 
