@@ -124,8 +124,8 @@ def _bounded(item: EvalItem, shown: str, where: int | None, key: Any, index: int
         if len(text) > cap:
             row = key if key is not None else index + 1
             raise DataError(shown, where, f"row {row}: the {name} is {len(text):,} characters, over the limit of "
-                            f"{cap:,}", "shorten it, or raise the limit: export DSL_MAX_ITEM_CHARS=<characters> "
-                            "(0: no limit)")
+                            f"{cap:,}", "shorten it, or raise the limit: max_item_chars = <characters> in the "
+                            "domain block (0: no limit; or export DSL_MAX_ITEM_CHARS where the recipe sets none)")
     return item
 
 

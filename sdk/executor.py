@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from sdk import events as EV
+from sdk import limits
 from sdk import spec as S
 from sdk.backends.base import Artifact, GateFailed, Registry, StepContext, StepResult, require
 from sdk.errors import DslError
@@ -141,7 +142,7 @@ def apply(
     notify = on_step or (lambda step, event: None)
     store = StateStore(workdir)
     progress = progress or Progress(enabled=False)
-    with WorkdirLock(workdir):
+    with WorkdirLock(workdir), limits.scope(spec):  # the recipe's size limits hold for every step it runs
         state = store.load()
         cache = HashCache(state.hashes)
         the_plan = make_plan(spec, state, registry, backend=backend, replace=replace, target=target, hash_cache=cache,

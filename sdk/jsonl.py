@@ -17,7 +17,8 @@ from typing import Any
 from sdk.errors import DataError
 from sdk.limits import MAX_LINE_BYTES, limit
 
-LIMIT_HINT = "split the row, or raise the limit: export DSL_MAX_LINE_BYTES=<bytes> (0: no limit)"
+LIMIT_HINT = ("split the row, or raise the limit: max_line_bytes = <bytes> in the domain block (0: no limit; or "
+              "export DSL_MAX_LINE_BYTES=<bytes> where the recipe sets none)")
 
 
 def max_line_bytes() -> int:

@@ -1,19 +1,46 @@
 """Bounded by default: the one place where a prompt is cut to a model's context (the gateway's engine, the rag
 systems' local generators behind ``dsl ask`` and the eval, the eval's local models), and the size limits of data
-lines and eval items, each overridable through an environment variable. Standard library only."""
+lines and eval items, each overridable in the recipe (the domain's ``max_line_bytes`` and ``max_item_chars``) or,
+where the recipe is silent, through an environment variable. Standard library only."""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one JSONL line (a dataset row, an eval item, a route example)
 MAX_ITEM_CHARS = 256 * 1024  # one eval item's question, answer, choice or context
 
 
+# environment variable -> the domain attribute that overrides it in a recipe
+RECIPE_ATTRS = {"DSL_MAX_LINE_BYTES": "max_line_bytes", "DSL_MAX_ITEM_CHARS": "max_item_chars"}
+_recipe: dict[str, int] = {}  # the limits of the recipe being planned or applied (see scope)
+
+
+@contextmanager
+def scope(spec: Any) -> Iterator[None]:
+    """Within the block, the limits the recipe ``spec`` sets (its domain's ``max_line_bytes``, ``max_item_chars``)
+    win over the environment and the defaults; the previous ones are back after it."""
+    global _recipe
+    before = _recipe
+    _recipe = {env: int(v) for env, attr in RECIPE_ATTRS.items() if (v := getattr(spec, attr, None)) is not None}
+    try:
+        yield
+    finally:
+        _recipe = before
+
+
+def child_env() -> dict[str, str]:
+    """The recipe's limits as environment variables, for a job run in other processes (a launcher's ranks)."""
+    return {name: str(v) for name, v in _recipe.items()}
+
+
 def limit(name: str, default: int) -> int:
-    """``default``, or the positive integer in the environment variable ``name`` (``DSL_MAX_LINE_BYTES``,
-    ``DSL_MAX_ITEM_CHARS``); 0 there means no limit."""
+    """The recipe's value for ``name`` when one is in :func:`scope`, else the positive integer in the environment
+    variable ``name`` (``DSL_MAX_LINE_BYTES``, ``DSL_MAX_ITEM_CHARS``), else ``default``; 0 means no limit."""
+    if name in _recipe:
+        return _recipe[name] if _recipe[name] > 0 else 1 << 62
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from sdk import limits
 from sdk import spec as S
 from sdk.backends.base import CheckContext, Registry, backend_name
 from sdk.datachecks import data_problems
@@ -198,7 +199,9 @@ def plan(
                 into = warnings if skip_checks or getattr(p, "severity", "error") == "warning" else problems
                 if all((q.path, q.message) != (p.path, p.message) for q in into):
                     into.append(p)
-            for p in data_problems(spec, kind, label, block):  # the data files it will read (sdk.datachecks)
+            with limits.scope(spec):  # the data files it will read (sdk.datachecks), under the recipe's limits
+                found = data_problems(spec, kind, label, block)
+            for p in found:
                 if all((q.path, q.message) != (p.path, p.message) for q in problems):
                     problems.append(p)
         actions[step_id] = action

@@ -131,3 +131,31 @@ def test_prompts_are_cut_to_the_context_by_one_rule(tmp_path: Path) -> None:
     cut = generator.fit(prompt, 8)
     assert cut.endswith("which band?") and len(tok(cut, add_special_tokens=False)["input_ids"]) <= 64 - 8
     assert generator.fit("Question: which band?", 8) == "Question: which band?"  # what fits is untouched
+
+
+def test_the_recipe_raises_the_size_limits_and_a_launcher_gets_them(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The domain's max_line_bytes / max_item_chars win over the environment in the plan's data checks (located
+    errors without them, a clean plan with them), and a launched job's processes get them as variables."""
+    from sdk import limits
+    from sdk.planner import PlanProblems, plan
+    from sdk.state import State
+    from dsl.parser import loads
+
+    (tmp_path / "e.jsonl").write_text(json.dumps({"id": "1", "question": "q" * 3000, "answer": "a"}) + "\n")
+    body = ('eval e {{\n  data = "e.jsonl"\n  metrics = [exact_match]\n  systems = [base_model.m]\n}}\n'
+            'base_model m {{ id = "tiny" }}\n')
+    monkeypatch.setenv("DSL_MAX_ITEM_CHARS", "1000000")  # the recipe's value wins over the environment's
+    strict = loads(f"domain d {{\n  max_item_chars = 1000\n{body.format()}}}\n", base_dir=tmp_path)
+    with pytest.raises(PlanProblems) as caught:
+        plan(strict, State(), backend="test")
+    assert "the question is 3,000 characters, over the limit of 1,000" in str(caught.value)
+    assert "max_item_chars" in str(caught.value.problems[0].hint or caught.value)
+    loose = loads(f"domain d {{\n  max_item_chars = 0\n  max_line_bytes = 100\n{body.format()}}}\n", base_dir=tmp_path)
+    with pytest.raises(PlanProblems, match="the line is longer than the limit of 100 bytes"):
+        plan(loose, State(), backend="test")
+    ok = loads(f"domain d {{\n  max_item_chars = 5000\n{body.format()}}}\n", base_dir=tmp_path)
+    assert plan(ok, State(), backend="test").steps  # fits: planned
+    with limits.scope(ok):
+        assert limits.child_env() == {"DSL_MAX_ITEM_CHARS": "5000"}
+    assert limits.child_env() == {}  # the scope ends with the plan: nothing leaks into the next recipe

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sdk import limits
 from sdk.errors import DslError
 
 
@@ -109,7 +110,7 @@ def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: 
     job_path.write_text(json.dumps(job))
     cmd = launch_command(compute, job_path, work, module)
     log("launching: " + " ".join(cmd))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
+    env = {**os.environ, **limits.child_env(), "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
     if compute.get("cpu") or not _cuda():
         env["DSL_DDP_BACKEND"] = "gloo"
     (work / "error.txt").unlink(missing_ok=True)

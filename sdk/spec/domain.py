@@ -27,6 +27,12 @@ class SpecBase(Block):
     roots: list[str] = Field(default_factory=list, description="Folders outside the recipe's folder that corpus, "
                              "dataset, eval and route paths may read (relative to the recipe, or absolute)")
     max_file_mb: float = Field(default=4096, gt=0, description="Largest input file read, in MiB")
+    max_line_bytes: Optional[int] = Field(default=None, ge=0, description="Longest JSONL line read (a dataset row, "
+                                          "an eval item, a route example), in bytes; default 8 MiB "
+                                          "(DSL_MAX_LINE_BYTES), 0 for no limit")
+    max_item_chars: Optional[int] = Field(default=None, ge=0, description="Longest question, answer, choice or "
+                                          "context of an eval item, in characters; default 262144 "
+                                          "(DSL_MAX_ITEM_CHARS), 0 for no limit")
     tracking: Optional[str] = Field(default=None, description="Where each apply is tracked in MLflow: `local` "
                                     "(the default: the workdir's own store), `off`, or a tracking URI (http, https, "
                                     "sqlite, postgresql, mysql)")
