@@ -96,3 +96,27 @@ def test_a_constant_threshold_outside_zero_one_is_located(tmp_path: Path) -> Non
     proc = run_dsl("validate", str(path))
     assert proc.returncode != 0 and "r.dsl:5:" in proc.stderr and "not a probability between 0 and 1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_router_that_sends_its_domain_away_fails_its_gate_and_auto_is_not_served(tmp_path: Path) -> None:
+    from sdk.serving.gateway import Gateway
+
+    path = _recipe(tmp_path, 'examples = "route.jsonl"  domain = rag.docs  general = base_model.a  holdout = 0.25  '
+                   'threshold = 0.999', systems="[base_model.a]", gate="base_model.a.exact_match >= 0")
+    path.write_text(path.read_text().rstrip().removesuffix("}") + "  serve { engine = local }\n}\n")
+    result = sdk.apply(load(path))
+    outcome = {o.id: o for o in result.outcomes}
+    assert outcome["route.default"].status == "gate_failed", outcome["route.default"]
+    assert "of the domain's held-out examples away" in outcome["route.default"].error
+    assert "min_domain_recall 0.5" in outcome["route.default"].error
+    assert outcome["serve.default"].status == "ran"  # the rest is still served, named
+    ws = sdk.workspace.open_workspace(path)
+    config = json.loads((ws.artifact("serve.default").path / "serve.json").read_text())
+    assert config["router"] is None and config["withheld"]["auto"].startswith("route.default failed its gate")
+    gateway = Gateway(config, preload=False)
+    assert "auto" not in gateway.models and "rag.docs" in gateway.models
+    try:
+        gateway.resolve("auto", [{"role": "user", "content": "How does SIP INVITE set up a call?"}])
+        raise AssertionError("auto answered although its router failed its gate")
+    except Exception as e:  # noqa: BLE001 - the gateway's Withheld, a 404 naming the reason
+        assert type(e).__name__ == "Withheld" and "failed its gate" in str(e)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk import expr as E
-from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.base import Backend, CheckContext, GateFailed, StepContext, StepResult
 from sdk.backends.router import DOMAIN, GENERAL, TOKEN, Router, train, validate  # noqa: F401 - re-exported
 from sdk.errors import DataError, DslError
 from sdk.jsonl import read_jsonl
@@ -146,10 +146,17 @@ class RouteBackend(Backend):
         if curve:
             outputs.update(quality_cost_curve="quality_cost.png", quality_cost_points="quality_cost.json")
             metrics.update(expected_quality=curve["expected_quality"], quality=curve["quality"])
-        return StepResult(metrics=metrics, outputs=outputs,
-                          summary=f"{block.classifier} router: accuracy {metrics['accuracy']:.3f} on {len(ho_y)} "
-                                  f"held-out examples it did not train on (trained on {len(tr_y)}), threshold "
-                                  f"{threshold:.3f}, {qps:,.0f} queries/s")
+        result = StepResult(metrics=metrics, outputs=outputs,
+                            summary=f"{block.classifier} router: accuracy {metrics['accuracy']:.3f} on {len(ho_y)} "
+                                    f"held-out examples it did not train on (trained on {len(tr_y)}), threshold "
+                                    f"{threshold:.3f}, {qps:,.0f} queries/s")
+        recall = metrics.get("domain_recall")
+        if recall is not None and recall < block.min_domain_recall:  # a router that sends its domain away
+            raise GateFailed(f"{ctx.step_id}: the router sends {1 - recall:.0%} of the domain's held-out examples "
+                             f"away (domain recall {recall:.3f} < min_domain_recall {block.min_domain_recall}); "
+                             "auto is not served. Give more examples of the domain's own questions, or lower the "
+                             "threshold", result)
+        return result
 
 
 def _unique(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:

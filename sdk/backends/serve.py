@@ -62,6 +62,9 @@ class ServeBackend(Backend):
         route_art = next((a for sid, a in sorted(artifacts.items()) if sid.startswith("route.")), None)
         route = applied_block(route_art) if route_art is not None else None
         router = str(route_art.path) if route_art is not None else None
+        gated_out = _gated_out(artifacts)
+        if gated_out:  # a router that failed a gate routes nothing: auto is withheld, like a failed system
+            held["auto"], router = gated_out, None
         general: Any = None
         if route is not None:
             if isinstance(route.general, Endpoint):
@@ -91,6 +94,23 @@ class ServeBackend(Backend):
             summary += f"; withheld: {', '.join(f'{k} ({v})' for k, v in sorted(held.items()))}"
         return StepResult(outputs={"config": "serve.json", "models": ["auto"] + sorted(variants)},
                           summary="; ".join([summary] + notes))
+
+
+def _gated_out(artifacts: dict[str, Any]) -> str:
+    """Why the route step among ``artifacts`` may not route (its own gate failed, or an eval gate naming it did),
+    or "" when it may."""
+    from sdk.promotion import verdicts
+
+    judged = verdicts({sid: {**a.manifest, "status": a.manifest.get("status", "done")} for sid, a in artifacts.items()})
+    for sid, art in sorted(artifacts.items()):
+        if not sid.startswith("route."):
+            continue
+        if art.manifest.get("status") == "gate_failed":
+            return f"{sid} failed its gate: {art.manifest.get('error') or 'see dsl status'}"
+        failed = [e for e, ok, _ in judged.get(sid, []) if not ok]
+        if failed:
+            return f"gate of {failed[0]} failed"
+    return ""
 
 
 def hub_bases(spec: Any, artifacts: dict[str, Any]) -> dict[str, str]:

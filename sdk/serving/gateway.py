@@ -53,7 +53,8 @@ class Gateway:
     @property
     def models(self) -> list[str]:
         names = (set(self.config["variants"]) | ({"general"} if self.general else set())) - set(self.withheld)
-        return (["auto"] if self.router is not None or self.config.get("domain_target") else []) + sorted(names)
+        auto = (self.router is not None or self.config.get("domain_target")) and "auto" not in self.withheld
+        return (["auto"] if auto else []) + sorted(names)
 
     # ------------------------------------------------------------------------------------------ variants
     def _engine(self, name: str) -> Any:

@@ -64,7 +64,8 @@ def _consumes(spec: Any, label: str, block: Any, dep: str) -> Optional[tuple[str
 @declare("route", labelled=False, backend=("sklearn", "sdk.backends.route:RouteBackend",
                                             "pip install 'domain-dsl[serve]'"),
          check=_check, implicit=_implicit, consumes=_consumes, facets=content_facets,
-         reads=lambda spec, block: named_files(spec, block, ("examples",)))
+         reads=lambda spec, block: named_files(spec, block, ("examples",)),
+         serving="router", opener="sdk.backends.router:open_router")
 class RouteBlock(Block):
     """A lightweight classifier that sends each query to the domain system or the general one."""
 
@@ -80,6 +81,9 @@ class RouteBlock(Block):
     )
     threshold: Optional[Expr] = Field(default=None, description="Probability above which a query goes to the domain (default 0.5)")
     domain_share: Optional[Fraction] = Field(default=None, description="Calibrate the threshold to send this share of held-out traffic to the domain")
+    min_domain_recall: Fraction = Field(
+        default=0.5, description="The route step fails its gate (and auto is not served) when a smaller share of the "
+        "domain's held-out examples reaches the domain; 0 turns the check off")
     holdout: float = Field(default=0.2, gt=0.0, lt=0.9, description="Share of examples held out for accuracy and calibration")
     seed: Seed = Field(default=0, description="Seed of the split")
     backend: Optional[str] = Field(default=None, description="Backend name (default: sklearn)")
