@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "prefs": ("dsl.commands.prefs", "Check a preference file (pairs, or labelled answers) before align uses it."),
     "doctor": ("dsl.commands.doctor", "Check the machine for every step: packages, models, CUDA, servers, env vars."),
     "ui": ("dsl.commands.ui", "Open the recipe's pages in a browser: plan, runs (live), reports and a playground."),
+    "review": ("dsl.commands.review", "Review a synth step's rows offline: export them to a file, import the decisions."),
 }
 
 

@@ -137,6 +137,10 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
             return problem(404, "Not found", f"there is no page at {request.url.path}", "the tabs above list what there is")
         return problem(exc.status_code, "Error", str(exc.detail))
 
+    from sdk.ui import review
+
+    review.register(app, pages, page, guarded)
+
     @app.get("/favicon.ico")
     async def favicon(request: Request) -> Any:
         return Response(status_code=204)
