@@ -3,12 +3,12 @@ does). Variants: every pretrain and finetune model, every rag system, a local ba
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
 from sdk.errors import DslError
+from sdk.records.serve import SERVE_JSON, SETTINGS, ServeConfig, load_serve, save_serve, serve_config
 
 
 def endpoint_config(ep: Any) -> dict[str, Any]:
@@ -35,8 +35,8 @@ class ServeBackend(Backend):
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.models import handle
         from sdk.promotion import withheld
-        from sdk.spec import Endpoint, Ref, kinds
-        from sdk.systems import applied_block
+        from sdk.spec import Endpoint, Ref
+        from sdk.systems import applied_block, serving_of
 
         block: Any = ctx.block
         spec = ctx.spec
@@ -46,20 +46,22 @@ class ServeBackend(Backend):
                          for sid, art in artifacts.items()})
         variants: dict[str, Any] = {}
         for sid, art in sorted(artifacts.items()):
-            kind = sid.partition(".")[0]
-            if sid in held or not kinds.get_kind(kind).is_model:
+            if sid in held or serving_of(sid) != "model":
                 continue
             if art.outputs.get("model_source") in ("scratch", "hub"):
                 continue
             h = handle(art)
             variants[sid] = {"type": "model", "model": h.model, "adapter": h.adapter, "tokenizer": h.tokenizer}
         for sid, art in sorted(artifacts.items()):
-            if not sid.startswith("rag.") or sid in held:
+            if serving_of(sid) not in ("rag", "system") or sid in held:
+                continue
+            if serving_of(sid) == "system":  # opened by its kind's opener from this artifact, asked in a thread
+                variants[sid] = {"type": "system", "artifact": str(art.path)}
                 continue
             gen = applied_block(art).generator
             variants[sid] = {"type": "rag", "label": sid.partition(".")[2],
                              "generator": endpoint_config(gen) if isinstance(gen, Endpoint) else (str(gen) if gen else None)}
-        route_art = next((a for sid, a in sorted(artifacts.items()) if sid.startswith("route.")), None)
+        route_art = next((a for sid, a in sorted(artifacts.items()) if serving_of(sid) == "router"), None)
         route = applied_block(route_art) if route_art is not None else None
         router = str(route_art.path) if route_art is not None else None
         gated_out = _gated_out(artifacts)
@@ -76,8 +78,8 @@ class ServeBackend(Backend):
                 general = str(route.domain)
         config: dict[str, Any] = {
             "domain": spec.name, "engine": block.engine, "host": block.host, "port": block.port,
-            "api_key_env": block.api_key.env if block.api_key else None, "max_batch_size": block.max_batch_size,
-            "max_tokens": block.max_tokens, "max_request_bytes": block.max_request_bytes, "timeout": block.timeout,
+            "api_key_env": block.api_key.env if block.api_key else None,
+            **{name: getattr(block, name) for name in SETTINGS},
             "variants": variants, "router": router, "general": general, "withheld": held,
             "domain_target": str(route.domain) if route is not None else None,
         }
@@ -87,12 +89,12 @@ class ServeBackend(Backend):
         if planned is not None:
             config[block.engine] = planned
         config = _relative(config, Path(ctx.workdir).resolve())
-        (ctx.out_dir / "serve.json").write_text(json.dumps(config, indent=2))
+        save_serve(ServeConfig.model_validate(config, strict=True), ctx.out_dir)
         names = ", ".join(["auto"] + sorted(variants))
         summary = f"{block.engine} gateway on {block.host}:{block.port} serving {names}"
         if held:
             summary += f"; withheld: {', '.join(f'{k} ({v})' for k, v in sorted(held.items()))}"
-        return StepResult(outputs={"config": "serve.json", "models": ["auto"] + sorted(variants)},
+        return StepResult(outputs={"config": SERVE_JSON, "models": ["auto"] + sorted(variants)},
                           summary="; ".join([summary] + notes))
 
 
@@ -153,11 +155,6 @@ def load_config(art: Any) -> dict[str, Any]:
     """serve.json of a serve artifact, its workdir paths resolved where the workdir is now."""
     from sdk.systems import workdir_of
 
-    path = Path(art.path) / art.outputs.get("config", "serve.json")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DslError(f"{path} cannot be read ({type(e).__name__}); run dsl apply --replace {art.step_id}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("variants"), dict):
-        raise DslError(f"{path} is not a serve configuration; run dsl apply --replace {art.step_id}")
+    path = Path(art.path) / art.outputs.get("config", SERVE_JSON)
+    config = serve_config(load_serve(path, art.step_id))  # every setting present, validated
     return _absolute(config, workdir_of(art).resolve())

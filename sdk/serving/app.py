@@ -61,12 +61,12 @@ def create_app(gateway: Any) -> Any:
                             pass
 
     config = gateway.config
-    max_tokens_cap = int(config.get("max_tokens", 256))
+    max_tokens_cap = config["max_tokens"]
     # requests wait for the engine in threads: enough of them that a full batch can queue up, plus the most that
     # the endpoints' own pools can hold (2 * pool each), so slow upstreams never take the local models' threads
     endpoints = [v for v in config["variants"].values() if v.get("type") == "endpoint"]
     endpoints += [v["generator"] for v in config["variants"].values() if isinstance(v.get("generator"), dict)]
-    threads = max(32, 4 * int(config.get("max_batch_size", 8))) + reserved_threads(endpoints)
+    threads = max(32, 4 * config["max_batch_size"]) + reserved_threads(endpoints)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -76,8 +76,8 @@ def create_app(gateway: Any) -> Any:
     app = FastAPI(title=f"dsl gateway: {config.get('domain')}", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.gateway = gateway
     app.add_middleware(Guard, gateway=gateway, key_env=config.get("api_key_env"),
-                       limit=int(config.get("max_request_bytes", 1_000_000)),
-                       body_timeout=float(config.get("body_timeout", 30)))
+                       limit=config["max_request_bytes"],
+                       body_timeout=config["body_timeout"])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Any:
@@ -295,7 +295,7 @@ def serve(gateway: Any, host: str, port: int, log_level: str = "warning") -> Non
 
     from sdk.serving.asgi import server_config
 
-    config = server_config(create_app(gateway), host, port, float(gateway.config.get("header_timeout", 10)),
-                           log_level=log_level, body_timeout=float(gateway.config.get("body_timeout", 30)),
+    config = server_config(create_app(gateway), host, port, gateway.config["header_timeout"],
+                           log_level=log_level, body_timeout=gateway.config["body_timeout"],
                            timeout_graceful_shutdown=30)
     uvicorn.Server(config).run()

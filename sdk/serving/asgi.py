@@ -14,6 +14,7 @@ from typing import Any, Optional
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from sdk.records.serve import default
 from sdk.serving.protocol import error
 
 log = logging.getLogger("dsl.gateway")
@@ -90,8 +91,8 @@ class HeaderTimeoutH11(H11Protocol):
     app's 408 goes out first) after its headers, or the connection is closed. A response sent before its request
     body was read in full (a 401, 408 or 413) closes the connection too: the rest of the body is never waited for."""
 
-    header_timeout = 10.0
-    body_timeout = 30.0
+    header_timeout: float = default("header_timeout")
+    body_timeout: float = default("body_timeout")
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,8 +143,8 @@ class HeaderTimeoutH11(H11Protocol):
             self._close()
 
 
-def server_config(app: Any, host: str, port: int, header_timeout: float = 10.0, log_level: str = "warning",
-                  body_timeout: float = 30.0, **kw: Any) -> Any:
+def server_config(app: Any, host: str, port: int, header_timeout: float = default("header_timeout"),
+                  log_level: str = "warning", body_timeout: float = default("body_timeout"), **kw: Any) -> Any:
     """The uvicorn configuration the gateway runs with (``dsl serve`` and the tests alike)."""
     import uvicorn
 

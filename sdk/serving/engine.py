@@ -10,6 +10,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from sdk.records.serve import default
+
 
 class Cancelled(Exception):
     """The request was cancelled (its client disconnected, or its wait timed out) before it finished."""
@@ -33,7 +35,7 @@ class LocalEngine:
     and ``tokens_after_cancel`` (tokens generated for a request after its cancellation, at most one per stopped
     request)."""
 
-    def __init__(self, handle: Any, max_batch_size: int = 8, name: str = "") -> None:
+    def __init__(self, handle: Any, max_batch_size: int = default("max_batch_size"), name: str = "") -> None:
         from sdk.backends.models import load
 
         self.name = name

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from sdk.records.serve import serve_config
 from sdk.serving.metrics import Metrics
 from sdk.serving.protocol import ClientError, ClientGone, UpstreamError, Withheld  # noqa: F401 - re-exported
 from sdk.serving.upstream import call_endpoint
@@ -25,7 +26,7 @@ class Gateway:
 
     def __init__(self, config: dict[str, Any], spec: Any = None, artifacts: Optional[dict[str, Any]] = None,
                  preload: bool = True) -> None:
-        self.config = config
+        self.config = serve_config(config)  # every setting present: read as config["timeout"], defaults stated once
         self.spec = spec
         self.artifacts = artifacts or {}
         self.withheld: dict[str, str] = {str(k): str(v) for k, v in (config.get("withheld") or {}).items()}
@@ -40,7 +41,7 @@ class Gateway:
             self.router = Router.load(Path(config["router"]))
         if preload:
             for name, v in config["variants"].items():
-                if v["type"] in ("model", "rag") and name not in self.withheld:
+                if v["type"] in ("model", "rag", "system") and name not in self.withheld:
                     self._ready(name)
 
     @property
@@ -65,26 +66,27 @@ class Gateway:
 
                 v = self.config["variants"][name]
                 h = ModelHandle(model=v["model"], adapter=v.get("adapter"), tokenizer=v.get("tokenizer"))
-                self.engines[name] = LocalEngine(h, int(self.config.get("max_batch_size", 8)), name)
+                self.engines[name] = LocalEngine(h, self.config["max_batch_size"], name)
             return self.engines[name]
 
     def _rag(self, name: str) -> Any:
+        """A rag or plugin system, opened once by its kind's opener from its applied artifact (a rag system without
+        its generator: the gateway calls the generator itself). Relative paths resolve against ``base_dir``."""
         with self.lock:
             if name not in self.rags:
-                self.rags[name] = self._open_rag(self.config["variants"][name])
+                from sdk.systems import open_system
+
+                base_dir = self.config.get("base_dir") or getattr(self.spec, "base_dir", None)
+                self.rags[name] = open_system(self.artifacts[name], with_generator=False,
+                                              base_dir=Path(base_dir) if base_dir else None)
         return self.rags[name]
-
-    def _open_rag(self, v: dict[str, Any]) -> Any:
-        """The rag system of a variant, opened without its generator (the gateway calls the generator itself)."""
-        from sdk.backends.rag import RagSystem
-
-        return RagSystem.open(self.artifacts[f"rag.{v['label']}"], with_generator=False,
-                              base_dir=getattr(self.spec, "base_dir", None))
 
     def _ready(self, name: str) -> None:
         v = self.config["variants"][name]
         if v["type"] == "model":
             self._engine(name)
+        elif v["type"] == "system":
+            self._rag(name)
         elif v["type"] == "rag":
             self._rag(name)
             name_of_gen = v.get("generator") if isinstance(v.get("generator"), str) else ""
@@ -97,7 +99,7 @@ class Gateway:
         from sdk.serving.engine import Cancelled
 
         try:
-            text, p, c = self._engine(name).generate(messages, max_tokens, timeout=float(self.config.get("timeout", 60)),
+            text, p, c = self._engine(name).generate(messages, max_tokens, timeout=self.config["timeout"],
                                                      cancel=cancel)
         except Cancelled:
             raise ClientGone() from None
@@ -113,7 +115,7 @@ class Gateway:
 
         started = time.time()
         try:
-            yield from self._engine(name).stream(messages, max_tokens, float(self.config.get("timeout", 60)), cancel)
+            yield from self._engine(name).stream(messages, max_tokens, self.config["timeout"], cancel)
         except Cancelled:
             raise ClientGone() from None
         except TimeoutError:
@@ -131,7 +133,7 @@ class Gateway:
         if name not in self.config["variants"]:
             raise KeyError(name)
         v = self.config["variants"][name]
-        timeout = float(self.config.get("timeout", 60))
+        timeout = self.config["timeout"]
         if v["type"] == "model":
             return self._generate(name, messages, max_tokens, cancel)
         if v["type"] == "endpoint":
@@ -139,6 +141,10 @@ class Gateway:
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         if not question.strip():
             raise ClientError(f"{name} answers a question: send at least one user message with text", "messages")
+        if v["type"] == "system":  # a plugin's system: its own answer, and its sources when it gives them
+            said = self._rag(name).answer(question, max_new_tokens=max_tokens)
+            return {"text": str(said.get("answer") or ""), "prompt_tokens": 0, "completion_tokens": 0,
+                    **({"sources": said["sources"]} if said.get("sources") else {})}
         rag = self._rag(name)
         docs = rag.retrieve(question)
         prompt = rag.render_prompt(question, docs)

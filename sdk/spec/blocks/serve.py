@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, Optional
 
 from pydantic import Field
 
+from sdk.records.serve import ServeConfig
 from sdk.spec.blocks.eval import gated_systems
 from sdk.spec.kinds import Dep, content_facets, declare, get_kind
 from sdk.spec.objects import SGLangOptions
 from sdk.spec.values import Block, PositiveInt, Secret
+
+
+def _setting(name: str) -> Any:
+    """A gateway setting: its default, bounds and meaning are stated once, in
+    :class:`sdk.records.serve.ServeConfig`."""
+    return copy.deepcopy(ServeConfig.model_fields[name])
 
 
 def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
@@ -35,10 +43,12 @@ class ServeBlock(Block):
     api_key: Optional[Secret] = Field(default=None, description='Bearer key clients must send, as env("NAME")')
     sglang: SGLangOptions = Field(default_factory=SGLangOptions, description="SGLang launch options")
     engine_port: int = Field(default=30000, ge=1, le=65535, description="Port of the SGLang server behind the gateway")
-    max_batch_size: PositiveInt = Field(default=8, description="Requests batched together by the local engine")
-    max_tokens: PositiveInt = Field(default=256, description="Upper bound on max_tokens per request")
-    max_request_bytes: PositiveInt = Field(default=1_000_000, description="Larger requests get 413")
-    timeout: float = Field(default=60.0, gt=0, le=86_400, description="Seconds for an upstream call (at most a day)")
+    max_batch_size: PositiveInt = _setting("max_batch_size")
+    max_tokens: PositiveInt = _setting("max_tokens")
+    max_request_bytes: PositiveInt = _setting("max_request_bytes")
+    timeout: float = _setting("timeout")
+    header_timeout: float = _setting("header_timeout")
+    body_timeout: float = _setting("body_timeout")
     backend: Optional[str] = Field(default=None, description="Backend name (default: gateway)")
 
 
