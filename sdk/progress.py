@@ -160,3 +160,93 @@ class Progress:
             yield handle
         finally:
             handle.done()
+
+
+class Relay:
+    """The progress of a job that runs in other processes (a launcher's rank 0): each task's state written as JSON
+    lines to ``path`` at most every ``every`` seconds, read back by :func:`mirror` in the process that launched it,
+    which shows it like its own (bars on a terminal, plain lines in a log)."""
+
+    def __init__(self, path: "str | Any", every: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.every, self.clock = str(path), every, clock
+
+    @contextmanager
+    def task(self, description: str, total: Optional[float] = None) -> Iterator[Any]:
+        t = _RelayTask(self, description, total)
+        try:
+            yield t
+        finally:
+            t.done()
+
+
+class _RelayTask:
+    def __init__(self, relay: Relay, description: str, total: Optional[float]) -> None:
+        self.relay, self.state = relay, {"description": description, "total": total, "completed": 0.0}
+        self.fields: dict[str, Any] = {}
+        self._last = -1e9
+        self._write(force=True)
+
+    def advance(self, n: float = 1) -> None:
+        self.update(completed=self.state["completed"] + n)
+
+    def update(self, **fields: Any) -> None:
+        for key in ("total", "completed"):
+            if key in fields:
+                self.state[key] = fields.pop(key)
+        self.fields.update(fields)
+        self._write()
+
+    def done(self) -> None:
+        self._write(force=True, done=True)
+
+    def _write(self, force: bool = False, done: bool = False) -> None:
+        import json
+
+        now = self.relay.clock()
+        if not force and now - self._last < self.relay.every:
+            return
+        self._last = now
+        line = json.dumps({**self.state, "fields": self.fields, "done": done}, default=str)
+        with open(self.relay.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+
+def mirror(path: "str | Any", progress: Any, stop: Any, every: float = 0.5) -> None:
+    """Show what a :class:`Relay` writes to ``path`` through ``progress`` until ``stop`` (a threading.Event) is set
+    and the file is read to its end. Run it in a thread beside the launched processes."""
+    import json
+    from contextlib import ExitStack
+
+    tasks: dict[str, tuple[Any, ExitStack]] = {}
+    pos, rest = 0, ""
+    try:
+        while True:
+            finished = stop.is_set()
+            try:
+                with open(path, encoding="utf-8") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+            except FileNotFoundError:
+                chunk = ""
+            *lines, rest = (rest + chunk).split("\n")
+            for line in lines:
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                name = str(ev.get("description"))
+                if name not in tasks:
+                    stack = ExitStack()
+                    tasks[name] = (stack.enter_context(progress.task(name, total=ev.get("total"))), stack)
+                task = tasks[name][0]
+                state = {k: ev[k] for k in ("total", "completed") if ev.get(k) is not None}
+                task.update(**ev.get("fields", {}), **state)
+                if ev.get("done"):
+                    tasks.pop(name)[1].close()
+            if finished:
+                return
+            stop.wait(every)
+    finally:
+        for _, stack in tasks.values():
+            stack.close()

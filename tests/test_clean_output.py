@@ -159,3 +159,27 @@ def test_the_recipe_raises_the_size_limits_and_a_launcher_gets_them(tmp_path: Pa
     with limits.scope(ok):
         assert limits.child_env() == {"DSL_MAX_ITEM_CHARS": "5000"}
     assert limits.child_env() == {}  # the scope ends with the plan: nothing leaks into the next recipe
+
+
+def test_a_relayed_progress_shows_as_plain_lines(tmp_path: Path) -> None:
+    """What a launched job's rank 0 reports (sdk.progress.Relay, a file) is shown by the launching process like
+    its own progress: plain lines with the step, %, rate and the latest fields, and a final line."""
+    import io
+    import threading
+
+    from sdk.progress import Progress, Relay, mirror
+
+    ticks = iter(range(1000))
+    relay = Relay(tmp_path / "p.jsonl", every=0.0, clock=lambda: float(next(ticks)))
+    with relay.task("finetune.x: fine-tuning", total=4) as t:
+        for _ in range(4):
+            t.advance()
+        t.update(loss=1.25)
+    shown = io.StringIO()
+    stop = threading.Event()
+    stop.set()  # the ranks have finished: read the file to its end, then return
+    with Progress(enabled=False, plain=True, stream=shown, after=0.0) as progress:
+        mirror(tmp_path / "p.jsonl", progress, stop)
+    lines = shown.getvalue().splitlines()
+    assert any("finetune.x: fine-tuning: 4/4 (100%)" in x and "loss=1.25" in x for x in lines), lines
+    assert lines[-1].endswith("finished in 0m00s") or "finished in" in lines[-1], lines

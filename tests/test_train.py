@@ -143,10 +143,17 @@ def test_two_process_torchrun_finetune(tmp_path: Path) -> None:
   finetune ddp { from = base_model.local  data = dataset.qa  method = lora  max_steps = 3  batch_size = 2 }
   compute { launcher = torchrun  num_processes = 2  cpu = true }
 ''')
-    result = sdk.apply(load(path))
+    import io
+
+    from sdk.progress import Progress
+
+    shown = io.StringIO()  # not a terminal: plain progress lines, relayed from rank 0 while the ranks run
+    result = sdk.apply(load(path), progress=Progress(enabled=False, plain=True, stream=shown, after=0.0))
     assert result.ok, [o.error for o in result.failed]
     art = _artifact(path, "finetune.ddp")
     assert art.metrics["steps"] == 3
+    lines = [x for x in shown.getvalue().splitlines() if "finetune.ddp: fine-tuning" in x]
+    assert lines and any("3/3 (100%)" in x for x in lines), shown.getvalue()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "model"), art.path / "adapter")
     assert model is not None
 

@@ -10,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sdk import limits
 from sdk.errors import DslError
+from sdk.progress import Relay, mirror
 
 
 def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path,
@@ -97,13 +99,15 @@ def run_step_job(ctx: Any, job: dict[str, Any], job_fn: Callable[..., dict[str, 
     accelerate starting ``python -m MODULE job.json`` on each rank; rank 0's result comes back)."""
     compute = job["block"].get("compute") or {}
     if compute.get("launcher") in ("torchrun", "accelerate"):
-        return run_launched(job, compute, Path(ctx.checkpoint_dir) / "launch", ctx.log, module=module)
+        return run_launched(job, compute, Path(ctx.checkpoint_dir) / "launch", ctx.log, module=module,
+                            progress=ctx.progress)
     return run_job(job, job_fn, ctx.progress, ctx.log)
 
 
 def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: Callable[[str], None],
-                 module: str) -> dict[str, Any]:
-    """Run a job in several processes through the launcher; rank 0 writes the result file."""
+                 module: str, progress: Any = None) -> dict[str, Any]:
+    """Run a job in several processes through the launcher; rank 0 writes the result file, and its progress
+    (:class:`sdk.progress.Relay`, ``progress.jsonl``) is shown through ``progress`` while the ranks run."""
     work.mkdir(parents=True, exist_ok=True)
     job_path = work / "job.json"
     job = {**job, "result_path": str(work / "result.json")}
@@ -114,7 +118,18 @@ def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: 
     if compute.get("cpu") or not _cuda():
         env["DSL_DDP_BACKEND"] = "gloo"
     (work / "error.txt").unlink(missing_ok=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (work / "progress.jsonl").unlink(missing_ok=True)
+    stop = threading.Event()
+    shown = threading.Thread(target=mirror, args=(work / "progress.jsonl", progress, stop), daemon=True) \
+        if progress is not None else None
+    if shown is not None:
+        shown.start()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    finally:
+        stop.set()
+        if shown is not None:
+            shown.join(timeout=10)
     if (work / "error.txt").exists():  # a DslError in a rank: the user's message, not a traceback
         raise DslError((work / "error.txt").read_text(encoding="utf-8"))
     if proc.returncode != 0:
@@ -152,7 +167,8 @@ def main(job_fn: Callable[..., dict[str, Any]], argv: Optional[list[str]] = None
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
     try:
-        result = run_job(job, job_fn, None, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
+        relay = Relay(Path(argv[0]).parent / "progress.jsonl") if is_main_process() else None
+        result = run_job(job, job_fn, relay, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
     except DslError as e:
         if is_main_process():
             (Path(argv[0]).parent / "error.txt").write_text(str(e), encoding="utf-8")
