@@ -155,6 +155,8 @@ def onnx_unsupported(model_dir: str) -> str | None:
         return f"modules {kinds} are not transformer + pooling"
     pooling = [m["path"] for m in json.loads((folder / "modules.json").read_text())][1]
     config = json.loads((folder / pooling / "config.json").read_text())
+    if config.get("pooling_mode") == "mean":  # how sentence-transformers >= 5 saves it (a tuned embedder)
+        return None
     if not config.get("pooling_mode_mean_tokens") or sum(bool(v) for k, v in config.items() if k.startswith("pooling_mode")) != 1:
         return "the pooling is not mean pooling"
     return None
