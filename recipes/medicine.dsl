@@ -66,6 +66,9 @@ domain medicine {
     rubric = file("medicine/prompts/rubric.md")
     max_new_tokens = 128
     gate = rag.guidelines.judge >= base_model.llama3.judge + 0.05 and rag.guidelines.citation_recall >= 0.8
+    # a gate on the judge needs the judge calibrated against expert grades (human = { ... }, kappa >= 0.6 on
+    # 50 answers); this recipe trusts it uncalibrated until its clinicians have graded answers in dsl ui
+    judge_agreement = { required = false }
   }
 
   route {

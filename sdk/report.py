@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdk.grades import report_lines
+
 
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -185,7 +187,9 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
     md += [""]
     if gate:
-        md += [f"**Gate** `{gate['expression']}`: {'passed' if gate['passed'] else 'FAILED'} ({gate['detail']})", ""]
+        md += [f"**Gate** `{gate['expression']}`: {_verdict(gate)} ({gate['detail']})", ""]
+    experts = report_lines(summary.get("human"))
+    md += [f"**{line.split(':')[0]}**:{line.split(':', 1)[1]}" for line in experts] + ([""] if experts else [])
     overlap = contamination_text(summary, spec)
     if overlap:
         md += [f"**Contamination**: {overlap}.", ""]
@@ -208,7 +212,8 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>"
     gate_html = (f"<p class='{'ok' if gate['passed'] else 'bad'}'><b>Gate</b> <code>{html.escape(gate['expression'])}</code>: "
-                 f"{'passed' if gate['passed'] else 'FAILED'} ({html.escape(gate['detail'])})</p>") if gate else ""
+                 f"{_verdict(gate)} ({html.escape(gate['detail'])})</p>") if gate else ""
+    gate_html += "".join(f"<p class='experts'>{html.escape(line)}</p>" for line in experts)
     wrong_html = "".join(f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(r['question'][:120])}</td>"
                          f"<td>{html.escape(r['gold'])}</td><td>{html.escape(str(r['prediction'])[:80])}</td>"
                          f"<td>{html.escape(_retrieved(r))}</td><td>{html.escape(r.get('miss') or '-')}</td></tr>"
@@ -231,6 +236,10 @@ img{{max-width:100%}}</style></head><body>
     outputs = {"report": "report.md", "html": "report.html", "predictions": "predictions.jsonl", "summary": "summary.json"}
     outputs.update({n.split(".")[0] + "_chart": n for n, _ in charts})
     return outputs
+
+
+def _verdict(gate: dict[str, Any]) -> str:
+    return "PENDING" if gate.get("pending") else "passed" if gate["passed"] else "FAILED"
 
 
 def contamination_text(summary: dict[str, Any], spec: Any = None) -> str | None:

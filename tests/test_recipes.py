@@ -73,7 +73,8 @@ def medicine() -> sdk.Spec:
               systems=["base_model.llama3", "finetune.clinical", "rag.guidelines"],
               judge=endpoint(url="https://api.openai.com/v1", model="gpt-4o", api_key=env("JUDGE_API_KEY")),
               rubric=file("medicine/prompts/rubric.md"), max_new_tokens=128,
-              gate="rag.guidelines.judge >= base_model.llama3.judge + 0.05 and rag.guidelines.citation_recall >= 0.8")
+              gate="rag.guidelines.judge >= base_model.llama3.judge + 0.05 and rag.guidelines.citation_recall >= 0.8",
+              judge_agreement={"required": False})
         .route(classifier="embedding", examples="medicine/route.jsonl", eval_sets=["eval.clinical"],
                domain="rag.guidelines",
                general=endpoint(url="https://api.openai.com/v1", model="gpt-4o-mini", api_key=env("GENERAL_API_KEY")),

@@ -26,6 +26,7 @@ from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
     Prompter,
     SystemRunner,
     _load_partial,
+    _partial_path,
     _save_partial,
     score_item,
     system_id,
@@ -33,6 +34,7 @@ from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
 )
 from sdk.backends.eval_models import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
 from sdk.backends.eval_routed import RoutedRunner, is_router, routing_summary
+from sdk.backends.eval_human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval_stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
 from sdk.evalsets import EvalItem, contamination, load_items
@@ -71,11 +73,10 @@ class EvalBackend(Backend):
         if task == "classification" and len(labels) < 2:
             raise DataError(block.data, None, f"classification needs at least two labels; found {labels or 'none'} "
                                               "(map the label column with fields = { label = \"...\" })")
-        from sdk.systems import applied_block
+        from sdk.systems import applied_block, serving_of
 
         artifacts: dict[str, Artifact] = dict(ctx.inputs)
-        k = max((applied_block(artifacts[str(s)]).top_k for s in block.systems if getattr(s, "kind", "") == "rag"),
-                default=5)
+        k = max((applied_block(artifacts[str(s)]).top_k for s in block.systems if serving_of(s) == "rag"), default=5)
         want_nll = "perplexity" in block.metrics
         prompter = Prompter(_text(ctx.spec, block.prompt))
         judge = Judge(block.judge, _text(ctx.spec, block.rubric) or DEFAULT_RUBRIC) \
@@ -115,26 +116,40 @@ class EvalBackend(Backend):
             for m, c in by_metric.items():
                 if m in results.get(sid, {}):
                     results[sid][m]["p_value"] = c["p_value"]
+        human = human_results(ctx.spec, block, ctx.label, rows)  # expert grades; the judge against them
+        for part in ("results", "comparisons"):
+            for sid, cells in (human or {}).get(part, {}).items():
+                (results if part == "results" else comparisons).setdefault(sid, {}).update(cells)
         contam = self._contamination(ctx, items, block, artifacts)
         for system_rows in rows.values():
             for r in system_rows:
                 r["contamination"] = contam["items"].get(r["id"], 0.0)
         metrics: dict[str, Any] = {**results, "n_items": len(items), "task": task,
                                    "contaminated_items": contam["contaminated"], "comparisons": comparisons}
+        if human is not None:
+            metrics["human"] = human["summary"]
         gate_text, gate_ok, gate_detail = None, True, ""
+        refused, pending = gate_refusal(block, human), gate_pending(block, human)
         if block.gate is not None:
             gate_text = E.to_text(block.gate)
             gate_ok, gate_detail = evaluate_gate(block.gate, results)
+            if refused or pending:  # a judge not yet trusted fails the gate; missing grades leave it pending
+                gate_ok, gate_detail = not refused, refused or f"pending: {pending}"
         routing = {system_id(s): routing_summary(rows[system_id(s)]) for s in block.systems if is_router(s)}
         summary = {"step": ctx.step_id, "task": task, "n_items": len(items), "systems": list(results),
                    **({"routing": routing} if routing else {}),
                    "metrics": results, "comparisons": comparisons, "contamination": contam,
                    "bootstrap": block.bootstrap, "confidence": block.confidence, "seed": block.seed,
-                   "gate": {"expression": gate_text, "passed": gate_ok, "detail": gate_detail} if gate_text else None}
+                   **({"human": human["summary"]} if human is not None else {}),
+                   "gate": {"expression": gate_text, "passed": gate_ok, "detail": gate_detail,
+                            **({"pending": True} if pending and not refused else {})} if gate_text else None}
         outputs = write_report(ctx.out_dir, summary, rows, artifacts, ctx.spec)
         result = StepResult(metrics=metrics, outputs=outputs,
                             summary=f"{len(items)} items x {len(results)} systems ({task})"
-                                    + (f"; gate {'passed' if gate_ok else 'FAILED'}" if gate_text else ""))
+                                    + (f"; {human['summary']['status']}" if human and "status" in human["summary"]
+                                       else "")
+                                    + (f"; gate {'pending' if pending and not refused else 'passed' if gate_ok else 'FAILED'}"
+                                       if gate_text else ""))
         if block.fail_on_contamination and contam["contaminated"]:
             raise GateFailed(f"{ctx.step_id}: {contam['contaminated']} eval items overlap the training data "
                              f"({contam['contaminated']} of {len(items)} share {block.ngram}-grams with "
@@ -151,9 +166,15 @@ class EvalBackend(Backend):
         """Every item's saved answer for one system (item id -> row). Answers saved by a killed apply are kept;
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
+        from sdk.backends import eval_cache
+
         sid = system_id(system)
+        reused = eval_cache.restore(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed
         done = _load_partial(ctx.checkpoint_dir, sid)
-        if done:
+        if done and reused:
+            ctx.log(f"{ctx.step_id}: {sid}: reusing {len(done)} answers of the last run (only grades, the gate or "
+                    "the statistics changed)")
+        elif done:
             ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
         pending = list({it.id: it for it in items if it.id not in done}.values())  # an id is answered once
         with ctx.progress.task(f"{ctx.step_id}: {sid}", total=len(items)) as bar:
@@ -173,12 +194,13 @@ class EvalBackend(Backend):
                         done[item.id] = _save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
                         bar.advance()
                 except Exception as e:
-                    if not isinstance(e, DslError) and not _remote(ctx.spec, system):
+                    if not isinstance(e, DslError) and not _remote(artifacts, system):
                         raise
                     at = next(it.id for it in chunk if it.id not in done)
                     raise DslError(f"{ctx.step_id}: {sid} stopped at item {at}: {e}; {len(done)} answers are saved "
                                    f"for {sid} in {ctx.checkpoint_dir} and the next apply resumes from them") from None
                 start += len(chunk)
+        eval_cache.keep(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))
         return done
 
     def _contamination(self, ctx: StepContext, items: list[EvalItem], block: Any,
@@ -203,13 +225,19 @@ class EvalBackend(Backend):
                 "items": hit, "steps": steps}
 
 
-def _remote(spec: Any, system: Any) -> bool:
+def _remote(artifacts: dict[str, Artifact], system: Any) -> bool:
+    """An endpoint, a plugin's system, or a system applied with an endpoint generator: its failures are the
+    upstream's, summarised with the answers saved so far (read from the applied block, not the recipe's)."""
     from sdk.spec import Endpoint
+    from sdk.systems import applied_block, serving_of
 
-    if isinstance(system, Endpoint):
+    if isinstance(system, Endpoint) or serving_of(system) == "system":
         return True
-    return getattr(system, "kind", "") == "rag" and isinstance(getattr(spec.rag.get(system.label), "generator", None),
-                                                               Endpoint)
+    art = artifacts.get(str(system))
+    try:
+        return art is not None and isinstance(getattr(applied_block(art), "generator", None), Endpoint)
+    except DslError:
+        return False
 
 
 def _lines(path: Path) -> list[str]:

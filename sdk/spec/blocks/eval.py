@@ -20,6 +20,9 @@ METRIC_NAMES: tuple[str, ...] = tuple(METRICS)
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 # Metrics scored from what a system retrieved: a system that retrieves nothing (a model alone) never gets them.
 RETRIEVAL_METRICS = ("recall_at_k", "mrr", "citation_precision", "citation_recall")
+# Metrics from the experts' grades (human = { mode = ... }): the share of a system's answers they passed, and the
+# share of pairs where they preferred a system's answer to the first system's (a tie counts half).
+HUMAN_METRICS = {"human_pass": "pass_fail", "human_pref": "pairwise"}
 
 
 def training_steps(spec: Any, systems: list[Any]) -> list[str]:
@@ -36,7 +39,7 @@ def training_steps(spec: Any, systems: list[Any]) -> list[str]:
         blk = getattr(spec, kind, {}).get(label)
         if blk is None:
             return
-        if kind in ("corpus", "dataset"):
+        if kind in ("corpus", "dataset", "synth"):
             out.append(f"{kind}.{label}")
             return
         for attr in ("corpus", "data", "from_", "generator", "domain", "general"):  # domain, general: a router's
@@ -51,7 +54,23 @@ def training_steps(spec: Any, systems: list[Any]) -> list[str]:
     return sorted(out)
 
 
+def _human_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[str]]]:
+    mode = HUMAN_METRICS[m.metric]
+    graded = [ev for ev in spec.eval.values() if ev.human is not None and ev.human.mode == mode
+              and m.system in [str(s) for s in ev.systems[(1 if mode == "pairwise" else 0):]]]
+    if graded:
+        return None
+    if mode == "pairwise":
+        return (f"no eval with human = {{ mode = pairwise }} compares {m.system} with its first system, so {m} is "
+                "never measured", "list the system after the one it is compared with, in an eval with "
+                                  "human = { mode = pairwise }")
+    return (f"no eval with human = {{ mode = pass_fail }} lists {m.system}, so {m} is never measured",
+            "declare human = { mode = pass_fail } in an eval that lists it")
+
+
 def metric_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[str]]]:
+    if m.metric in HUMAN_METRICS:
+        return _human_problem(spec, m)
     produced = spec.produced_metrics()
     if m.metric not in METRIC_NAMES:
         return f"unknown metric {m.metric!r} in {m}", suggest(m.metric, METRIC_NAMES)
@@ -141,8 +160,43 @@ def system_problems(spec: Any, label: str, block: Any) -> list[Problem]:
     return out
 
 
+def judge_gate_problems(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    """A gate on the judge is refused until the judge agrees with the experts (judge_agreement): what the plan
+    can know, no human grading or too few expert grades, is a located error here; the agreement itself is
+    checked when the eval runs."""
+    rule = block.judge_agreement
+    judged = [m for m in (_expr.metrics(block.gate) if block.gate is not None else []) if m.metric == "judge"]
+    if not judged or "judge" not in block.metrics or (rule is not None and not rule.required):
+        return []
+    kappa, need = (rule.kappa, rule.min_items) if rule is not None else (0.6, 50)
+    at = ("eval", label, "gate")
+    why = f"{judged[0]} gates on an LLM judge, which is trusted only as far as it agrees with the experts " \
+          f"(kappa >= {kappa} on >= {need} answers both graded)"
+    if block.human is None:
+        return [Problem(path=at, focus=str(judged[0]), message=f"{why}, and eval.{label} has no human grading",
+                        hint="declare human = { mode = pass_fail }, apply without the judge gate, grade the answers "
+                             "in dsl ui, then add the gate (or judge_agreement = { required = false })")]
+    if not check_files:
+        return []
+    from sdk import grades as G
+
+    path = G.grades_path(spec.base_dir, spec.name, label)
+    try:
+        graded = sum(G.majority(v) is not None for v in G.verdicts(G.load(path)).values())
+    except G.DataError as e:
+        return [Problem(path=at, message=str(e), focus=str(judged[0]))]
+    if graded < need:
+        shown = path.relative_to(spec.base_dir) if path.is_relative_to(spec.base_dir) else path
+        have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
+        return [Problem(path=at, focus=str(judged[0]), message=f"{why}; {have}",
+                        hint=f"grade at least {need} answers in the Grade view of dsl ui (apply without the judge "
+                             "gate first, so there are answers to grade)")]
+    return []
+
+
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     out = condition_problems(spec, ("eval", label, "gate"), block.gate) + system_problems(spec, label, block)
+    out += judge_gate_problems(spec, label, block, check_files)
     problem = path_problem(spec, block.data) if check_files else None
     if problem:
         out.append(Problem(path=("eval", label, "data"), message=problem))
@@ -180,12 +234,49 @@ def _config(spec: Any, block: Any) -> dict[str, Any]:
     not which (so lowering it after running out of memory resumes from the answers already saved)."""
     config = block.model_dump(mode="json", by_alias=True)
     config.pop("batch_size", None)
+    for name in ("human", "judge_agreement"):  # unset: the fingerprint of an eval from before they existed
+        if config.get(name) is None:
+            config.pop(name, None)
     return config
+
+
+def _reads(spec: Any, block: Any) -> list[Any]:
+    """The eval set and prompt files, and, with human grading or a judge, the experts' grades beside the recipe
+    (new grades change the human metrics and the judge's standing, so the eval re-runs; its answers are reused)."""
+    files = named_files(spec, block, ("data",))
+    if block.human is not None or block.judge is not None:
+        from sdk.grades import grades_path
+
+        files.append(grades_path(spec.base_dir, spec.name, _label_of(spec, block)))
+    return files
+
+
+def _label_of(spec: Any, block: Any) -> str:
+    return next((label for label, b in spec.eval.items() if b is block), "")
+
+
+class HumanGrading(Block):
+    """``human = { mode = pass_fail, graders = 2, min_items = 60 }``: experts grade the answers in dsl ui."""
+
+    mode: Literal["pass_fail", "pairwise"] = Field(default="pass_fail", description="pass_fail: each answer passes "
+                                                   "or fails (with an error category); pairwise: which of two "
+                                                   "answers is better")
+    graders: PositiveInt = Field(default=1, description="Experts who grade each answer before an item counts as graded")
+    min_items: Optional[PositiveInt] = Field(default=None, description="Graded items the human metrics wait for "
+                                             "(default: every item)")
+
+
+class JudgeAgreement(Block):
+    """``judge_agreement = { kappa = 0.6, min_items = 50 }``: when the judge is trusted."""
+
+    kappa: float = Field(default=0.6, ge=-1.0, le=1.0, description="Least Cohen's kappa of judge and experts")
+    min_items: PositiveInt = Field(default=50, description="Least answers graded by both the judge and the experts")
+    required: bool = Field(default=True, description="false: trust the judge without expert calibration")
 
 
 @declare("eval", backend=("builtin", "sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
          check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
-         reads=lambda spec, block: named_files(spec, block, ("data",)))
+         reads=_reads)
 class EvalBlock(Block):
     """An expert eval set, systems compared side by side on it, and an optional gate."""
 
@@ -214,6 +305,11 @@ class EvalBlock(Block):
                                     "time); not part of the fingerprint")
     judge: Optional[Endpoint] = Field(default=None, description="LLM judge endpoint (off unless given)")
     rubric: Optional[TextOrFile] = Field(default=None, description="Rubric for the judge")
+    human: Optional[HumanGrading] = Field(default=None, description="Expert grading in dsl ui: human_pass (or "
+                                          "human_pref) per system, gates on it pending until enough grades")
+    judge_agreement: Optional[JudgeAgreement] = Field(default=None, description="How far the judge must agree "
+                                                      "with the experts before a gate trusts it (default kappa "
+                                                      ">= 0.6 on >= 50 answers)")
     backend: Optional[str] = Field(default=None, description="Backend name (default: builtin)")
 
     @model_validator(mode="after")
