@@ -113,13 +113,25 @@ class EventLog:
 
     def step_started(self, step: Any) -> None:
         self.emit("step_started", step.id, action=step.action.value, kind=step.kind, backend=step.backend,
-                  reason=step.reason)
+                  reason=step.reason, config=getattr(step, "config", None))
 
     def step_finished(self, step: Any, outcome: Any) -> None:
         status = {"ran": "done"}.get(outcome.status, outcome.status)
+        figures = self._figures(step) if status in ("done", "gate_failed") else {}
         self.emit("step_finished", step.id, status=status, seconds=round(float(outcome.seconds), 3),
                   fingerprint=step.fingerprint if status != "deleted" else "", summary=outcome.summary,
-                  error=outcome.error)
+                  error=outcome.error, metrics=figures)
+
+    def _figures(self, step: Any) -> dict[str, Any]:
+        """The numbers a finished step recorded (its manifest's metrics), kept in the log so that a later run
+        replacing the artifact does not take them away from this run's page."""
+        path = self.workdir / "artifacts" / step.id / str(step.fingerprint) / "manifest.json"
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+            if isinstance(metrics, dict) else {}
 
     def finish(self, ok: bool, steps: list[str], interrupted: bool = False) -> None:
         if self.started:

@@ -164,3 +164,24 @@ def test_the_training_callback_appends_its_losses_to_the_running_apply(tmp_path:
     monkeypatch.setenv("RANK", "1")  # another rank of a launched run writes nothing
     progress_callback(None, "fine-tuning", 10).on_log(None, state, None, logs={"loss": 9.0})
     assert EV.metric_series(tmp_path, run_id)["finetune.sip"]["train_loss"] == [[5, 1.5]]
+
+
+def test_two_runs_compare_from_their_own_records_after_the_older_artifact_is_gone(tmp_path: Path) -> None:
+    """Each run's log keeps the configuration and figures of the steps it ran, so comparing an older run with a
+    newer one still shows the configuration diff once the newer run replaced (and pruned) the older artifact."""
+    from sdk.ui.views import compare_view
+
+    path = write_small(tmp_path)
+    sdk.apply(load(path), backend="test")
+    path.write_text(path.read_text().replace("max_steps = 2", "max_steps = 5"))
+    sdk.apply(load(path), backend="test")
+    wd = _workdir(tmp_path)
+    old, new = sorted(EV.list_runs(wd), key=lambda r: r["started"])
+    first = {e["step"]: e["data"] for e in EV.read_events(wd, old["run_id"])[0] if e["event"] == "step_finished"}
+    assert not (wd / "artifacts" / "finetune.sip" / first["finetune.sip"]["fingerprint"]).exists()  # pruned
+    rows = {r["id"]: r for r in compare_view(wd, old["run_id"], new["run_id"])["rows"]}
+    sip = rows["finetune.sip"]
+    assert sip["config_known"] and not sip["same"]
+    assert any("max_steps" in str(c) and "2" in str(c) and "5" in str(c) for c in sip["changes"]), sip["changes"]
+    started = [e for e in EV.read_events(wd, new["run_id"])[0] if e["event"] == "step_started"]
+    assert all(isinstance(e["data"].get("config"), dict) for e in started)

@@ -105,9 +105,10 @@ def run_view(workdir: Path, run_id: str) -> dict[str, Any]:
         if e["event"] == "step_started" and sid:
             steps.setdefault(sid, {"id": sid, "action": d.get("action"), "reason": d.get("reason"), "seconds": "",
                                    "fingerprint": "", "summary": "", "error": None})["status"] = "running"
+            steps[sid]["config"] = d.get("config")
         elif e["event"] == "step_finished" and sid in steps:
             steps[sid].update(status=d.get("status"), seconds=d.get("seconds"), fingerprint=d.get("fingerprint") or "",
-                              summary=d.get("summary") or "", error=d.get("error"))
+                              summary=d.get("summary") or "", error=d.get("error"), metrics=d.get("metrics") or {})
         elif e["event"] == "run_finished":
             finished = e
     series = EV.metric_series(workdir, run_id)
@@ -132,6 +133,13 @@ def _manifest(workdir: Path, step_id: str, fingerprint: str) -> Optional[dict[st
     return data if isinstance(data, dict) else None
 
 
+def _recorded(step: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """A step's configuration and figures as its run's event log recorded them (None for older logs)."""
+    if step.get("config") is None:
+        return None
+    return {"config": step["config"], "metrics": step.get("metrics") or {}}
+
+
 def compare_view(workdir: Path, a: str, b: str) -> dict[str, Any]:
     """Two runs side by side: per step, the fingerprints, the configuration diff (from the artifacts' manifests)
     and the metric deltas (last value of each curve, and each step's recorded figures)."""
@@ -145,8 +153,9 @@ def compare_view(workdir: Path, a: str, b: str) -> dict[str, Any]:
     for sid in dict.fromkeys([*by_id[0], *by_id[1]]):
         none = {"status": "", "fingerprint": "", "reason": ""}
         sa, sb = by_id[0].get(sid, none), by_id[1].get(sid, none)
-        ma = _manifest(workdir, sid, sa.get("fingerprint", "")) or {}
-        mb = _manifest(workdir, sid, sb.get("fingerprint", "")) or {}
+        # each run's own record (its event log) first: the artifact of an older run is gone once a newer replaced it
+        ma = _recorded(sa) or _manifest(workdir, sid, sa.get("fingerprint", "")) or {}
+        mb = _recorded(sb) or _manifest(workdir, sid, sb.get("fingerprint", "")) or {}
         changes = diff(ma.get("config"), mb.get("config")) if ma and mb else []
         figures_a = {**numbers_of(ma.get("metrics")), **{k: v[-1][1] for k, v in series[0].get(sid, {}).items() if v}}
         figures_b = {**numbers_of(mb.get("metrics")), **{k: v[-1][1] for k, v in series[1].get(sid, {}).items() if v}}
