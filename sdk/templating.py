@@ -4,7 +4,9 @@ of chat templates at plan time) goes through :func:`environment` / :func:`render
 A template may come from someone else (a shared recipe, a prompt file, an ``extends`` base), so it is data, never
 code: the environment is jinja2's ``ImmutableSandboxedEnvironment`` (no ``__class__``/``__globals__`` walks, no
 ``__subclasses__``, no mutation of passed values, ``str.format`` checked), with ``StrictUndefined`` and bounded
-work: ``range`` shares one budget per render, ``*`` and ``**`` cannot build huge values, padding widths (``center``,
+work: ``range`` and every loop over the data passed in (lists, tuples, strings, also inside dicts) share one
+budget of items per render, so nested loops over a large input stop instead of running for hours, ``*`` and
+``**`` cannot build huge values, padding widths (``center``,
 ``indent``, format specs like ``{:>1000000000}``) are capped, and the output has a size limit. Autoescape is off
 by default (prompts are plain text) and on for HTML (``autoescape=True``).
 
@@ -115,6 +117,7 @@ def render(template: str, where: str, autoescape: bool = False, **variables: Any
 
     token = _BUDGET.set(_fresh_budget())  # each render has its own budget (threads and async tasks apart)
     try:
+        variables = {k: _counted(v) for k, v in variables.items()}
         tpl = _compiled(template, autoescape)
         out: list[str] = []
         size = 0
@@ -132,6 +135,46 @@ def render(template: str, where: str, autoescape: bool = False, **variables: Any
         raise DslError(f"{where} cannot be rendered ({type(e).__name__}: {e})") from None
     finally:
         _BUDGET.reset(token)
+
+
+def _spend(n: int) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget["left"] -= n
+        if budget["left"] < 0:
+            _refuse(f"loops over more than {MAX_RANGE_ITEMS} items in one render")
+
+
+class _CountedList(list):  # type: ignore[type-arg]
+    """A list whose every iteration spends the render's item budget (one item at a time)."""
+
+    def __iter__(self) -> Any:
+        for item in super().__iter__():
+            _spend(1)
+            yield item
+
+
+class _CountedStr(str):
+    """A string whose iteration (``{% for c in text %}``, ``text|list``) spends the render's item budget."""
+
+    def __iter__(self) -> Any:
+        for ch in super().__iter__():
+            _spend(1)
+            yield ch
+
+
+def _counted(value: Any, depth: int = 0) -> Any:
+    """``value`` with its lists, tuples and strings (also inside dicts and lists, 4 levels deep) made to spend the
+    render's budget when a template loops over them; other objects pass as they are."""
+    if depth > 4:
+        return value
+    if isinstance(value, str) and not isinstance(value, _CountedStr):
+        return _CountedStr(value) if len(value) > 64 else value
+    if isinstance(value, (list, tuple)) and not isinstance(value, _CountedList):
+        return _CountedList(_counted(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {k: _counted(v, depth + 1) for k, v in value.items()}
+    return value
 
 
 @functools.lru_cache(maxsize=64)

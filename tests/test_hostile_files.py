@@ -113,6 +113,25 @@ def test_ordinary_templates_render_as_before() -> None:
     assert [render(loop, "t") for _ in range(3)] == ["ok"] * 3  # the work budget is per render, not per template
 
 
+def test_nested_loops_over_the_data_are_bounded_too() -> None:
+    """Loops over the variables a template is given (documents, items, long strings) spend the same per-render
+    budget as range(): nested loops over a large input are refused quickly instead of running for hours."""
+    from sdk.templating import TemplateRefused, render
+
+    docs = [{"content": f"chunk {i}"} for i in range(5000)]
+    nested = "{% for a in documents %}{% for b in documents %}{% endfor %}{% endfor %}done"
+    with pytest.raises(TemplateRefused, match=r"t is refused: loops over more than 100000 items in one render"):
+        render(nested, "t", documents=docs)
+    with pytest.raises(TemplateRefused, match="loops over more than"):
+        render("{% for c in q %}{% for d in q %}{% endfor %}{% endfor %}", "t", q="x" * 2000)
+    with pytest.raises(TemplateRefused, match="loops over more than"):  # inside a dict, through a filter
+        render("{% for i in range(100) %}{{ item.choices|join('') }}{% endfor %}", "t",
+               item={"choices": ["a"] * 2000})
+    assert render(nested, "t", documents=docs[:300]) == "done"  # 300 x 300 fits the budget
+    assert render("{{ q|length }} {{ q[:3] }} {{ item.choices|length }}", "t", q="y" * 100,
+                  item={"choices": ("a", "b")}) == "100 yyy 2"
+
+
 # ------------------------------------------------------------------------------------------ workdir links
 
 
