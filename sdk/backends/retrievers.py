@@ -9,8 +9,8 @@ A retriever is one class, registered once under the name a rag block gives in ``
                                                                        # ``documents`` are its result
         def inputs(self, question, top_k) -> dict: ...                 # run inputs per component name
 
-``hybrid`` composes ``bm25`` and ``dense`` through reciprocal-rank fusion; the cross-encoder reranker is an
-optional last stage (:class:`Reranker`). :func:`query_pipeline` builds the pipeline, :func:`run_inputs` gives a
+``hybrid`` composes ``bm25`` and ``dense`` through reciprocal-rank fusion, or through learned fusion parameters
+(:mod:`sdk.backends.fusion`) when ``fusion`` is given; the cross-encoder reranker is an optional last stage (:class:`Reranker`). :func:`query_pipeline` builds the pipeline, :func:`run_inputs` gives a
 question's run inputs and :func:`last_component` names the result, all through the registry. The names must equal
 the values of ``RagBlock.retriever`` (tests/test_retrievers.py checks it). Haystack is imported inside methods.
 """
@@ -32,10 +32,10 @@ def register(cls: type[Retriever]) -> type[Retriever]:
     return cls
 
 
-def retriever(name: str) -> Retriever:
-    """The registered retriever called ``name``."""
+def retriever(name: str, fusion: Optional[dict[str, Any]] = None) -> Retriever:
+    """The registered retriever called ``name`` (``fusion``: learned fusion parameters, used by ``hybrid``)."""
     try:
-        return RETRIEVERS[name]()
+        return RETRIEVERS[name](fusion)
     except KeyError:
         raise DslError(f"unknown retriever {name!r} (known: {', '.join(sorted(RETRIEVERS))})") from None
 
@@ -69,6 +69,9 @@ class Retriever:
     name: ClassVar[str]
     output: ClassVar[str]  # the component whose ``documents`` are the result
     needs_vectors: ClassVar[bool] = False  # whether the index must hold embeddings
+
+    def __init__(self, fusion: Optional[dict[str, Any]] = None) -> None:
+        self.fusion = fusion  # learned fusion parameters (sdk.backends.fusion), for retrievers that join others
 
     def add(self, p: Any, block: Any, store: Any, top_k: int, base_dir: Optional[Path]) -> str:
         """Add this retriever's components to pipeline ``p``, each keeping ``top_k``; returns :attr:`output`."""
@@ -122,7 +125,9 @@ class DenseRetriever(Retriever):
 
 @register
 class HybridRetriever(Retriever):
-    """bm25 and dense, each keeping top_k, joined by reciprocal-rank fusion into top_k.
+    """bm25 and dense, each keeping top_k, joined by reciprocal-rank fusion into top_k; with learned ``fusion``
+    parameters (:func:`sdk.backends.fusion.learn_fusion`), each keeps the depth they were learned at and
+    :class:`~sdk.backends.fusion_joiner.FusionJoiner` joins them by those parameters.
 
     Larger fusion pools do not help: with Haystack's RRF constant (61) a chunk ranked low by both retrievers
     outscores one ranked first by only one of them, and on PubMedQA recall@5 fell as the pools grew
@@ -136,16 +141,28 @@ class HybridRetriever(Retriever):
     def add(self, p: Any, block: Any, store: Any, top_k: int, base_dir: Optional[Path]) -> str:
         from haystack.components.joiners import DocumentJoiner
 
-        outputs = [part().add(p, block, store, top_k, base_dir) for part in self.parts]
+        outputs = [part().add(p, block, store, self._depth(top_k), base_dir) for part in self.parts]
+        if self.fusion:
+            from sdk.backends.fusion_joiner import FusionJoiner
+
+            params = {k: v for k, v in self.fusion.items() if k not in ("depth", "rerank_cutoff")}
+            p.add_component("joiner", FusionJoiner(params, inputs=[part.name for part in self.parts], top_k=top_k))
+            for part, out in zip(self.parts, outputs):
+                p.connect(f"{out}.documents", f"joiner.{part.name}")
+            return self.output
         p.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=top_k))
         for out in outputs:
             p.connect(f"{out}.documents", "joiner.documents")
         return self.output
 
+    def _depth(self, top_k: int) -> int:
+        """What each part fetches: top_k, or the depth the fusion parameters were learned at when larger."""
+        return max(top_k, int((self.fusion or {}).get("depth") or 0))
+
     def inputs(self, question: str, top_k: int) -> dict[str, dict[str, Any]]:
         data: dict[str, dict[str, Any]] = {}
         for part in self.parts:
-            data.update(part().inputs(question, top_k))
+            data.update(part().inputs(question, self._depth(top_k)))
         data["joiner"] = {"top_k": top_k}
         return data
 
@@ -169,8 +186,11 @@ class Reranker:
         return {"ranker": {"query": question, "top_k": k}}
 
 
-def first_stage_k(block: Any, k: int) -> int:
-    """What the retriever keeps: k, or the reranker's pool when a reranker follows."""
+def first_stage_k(block: Any, k: int, fusion: Optional[dict[str, Any]] = None) -> int:
+    """What the retriever keeps: k, or the reranker's pool when a reranker follows (the learned ``rerank_cutoff``
+    of ``fusion`` when it has one, at least k)."""
+    if block.reranker and fusion and fusion.get("rerank_cutoff"):
+        return max(k, int(fusion["rerank_cutoff"]))
     return pool_size(k) if block.reranker else k
 
 
@@ -180,23 +200,25 @@ def last_component(block: Any) -> str:
 
 
 def query_pipeline(block: Any, store: Any, generator: Any = None, top_k: Optional[int] = None,
-                   base_dir: Optional[Path] = None) -> Any:
+                   base_dir: Optional[Path] = None, fusion: Optional[dict[str, Any]] = None) -> Any:
     """The retrieval pipeline: the block's retriever over ``store``, then the optional cross-encoder reranker.
 
-    The retriever keeps top_k; only the reranker gets a larger pool (4 * top_k, at least 20) to reorder."""
+    The retriever keeps top_k; only the reranker gets a larger pool (4 * top_k, at least 20, or the learned
+    ``rerank_cutoff``) to reorder. ``fusion``: learned fusion parameters for ``hybrid`` (pass the same to
+    :func:`run_inputs`)."""
     from haystack import Pipeline
 
     k = top_k or block.top_k
     p = Pipeline()
-    last = retriever(block.retriever).add(p, block, store, first_stage_k(block, k), base_dir)
+    last = retriever(block.retriever, fusion).add(p, block, store, first_stage_k(block, k, fusion), base_dir)
     if block.reranker:
         Reranker().add(p, block.reranker, last, k, base_dir)
     return p
 
 
-def run_inputs(block: Any, question: str, k: int) -> dict[str, dict[str, Any]]:
+def run_inputs(block: Any, question: str, k: int, fusion: Optional[dict[str, Any]] = None) -> dict[str, dict[str, Any]]:
     """The run inputs of :func:`query_pipeline`'s pipeline for a question, keeping k chunks."""
-    data = retriever(block.retriever).inputs(question, first_stage_k(block, k))
+    data = retriever(block.retriever, fusion).inputs(question, first_stage_k(block, k, fusion))
     if block.reranker:
         data.update(Reranker().inputs(question, k))
     return data
