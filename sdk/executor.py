@@ -6,7 +6,6 @@ step succeeds; a failed step leaves earlier artifacts and state intact, and the 
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -23,6 +22,9 @@ from sdk.integrity import adopt_manifests, damaged, manifest_sha256, read_manife
 from sdk.planner import plan as make_plan
 from sdk.planner import refingerprint
 from sdk.plans import Action, Plan, Step
+from sdk.records.manifest import MANIFEST, manifest_text
+from sdk.records.state import STATE_VERSION
+from sdk.records.state import entry as state_entry
 from sdk.progress import Progress
 from sdk.spec import kinds as K
 from sdk.state import ARTIFACTS, State, StateStore, WorkdirLock, confined, remove_inside, write_atomic
@@ -266,13 +268,13 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
             raise
         return StepOutcome(step.id, "failed", time.time() - started, error=f"{step.id} failed: {message}")
     finished = time.time()
-    entry = {
-        "status": status, "fingerprint": step.fingerprint, "backend": step.backend,
-        "backend_version": step.backend_version, "config": step.config, "files": step.files,
-        "inputs": dict(step.inputs), "artifact": rel, "metrics": result.metrics, "summary": result.summary,
-        "started_at": started, "finished_at": finished, "duration_s": round(finished - started, 3),
-        "state_version": 2,
-    }
+    entry = state_entry(
+        status=status, fingerprint=step.fingerprint, backend=step.backend,
+        backend_version=step.backend_version, config=step.config, files=step.files,
+        inputs=dict(step.inputs), artifact=rel, metrics=result.metrics, summary=result.summary,
+        started_at=started, finished_at=finished, duration_s=round(finished - started, 3),
+        state_version=STATE_VERSION,
+    )
     if error:
         entry["error"] = error
     entry["lineage"] = _lineage(state, step)
@@ -285,8 +287,8 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     facets = K.get_kind(step.kind).facets
     entry["facets"] = facets(manifest) if facets else {}
     manifest["facets"] = entry["facets"]
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
-    write_atomic(tmp / "manifest.json", text)
+    text = manifest_text(manifest)  # checked against sdk.records.manifest.Manifest before it is written
+    write_atomic(tmp / MANIFEST, text)
     entry["manifest_sha256"] = manifest_sha256(text)  # the applied configuration is under integrity too
     if final.exists():
         remove_inside(workdir, final)

@@ -8,15 +8,13 @@ Nothing here follows a link: a manifest or a written file that has become a symb
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 from pathlib import Path
 from typing import Any, Optional
 
 from sdk.hashing import file_sha256
-
-MANIFEST = "manifest.json"
+from sdk.records.manifest import MANIFEST, parse_manifest
 SMALL = 256 * 1024  # files up to this size are hashed by every check, not only by dsl verify
 
 
@@ -49,16 +47,9 @@ def read_manifest(folder: Path, expected: Optional[str] = None) -> tuple[Optiona
         return None, f"{MANIFEST} is missing"
     except OSError as e:
         return None, f"{MANIFEST} is a link" if path.is_symlink() else f"{MANIFEST} is unreadable ({type(e).__name__})"
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"{MANIFEST} is unreadable ({type(e).__name__})"
     if expected and hashlib.sha256(raw).hexdigest() != expected:
         return None, f"{MANIFEST} content differs from what was applied (edited since)"
-    if not isinstance(data, dict) or not isinstance(data.get("outputs", {}), dict) \
-            or not isinstance(data.get("written", {}), dict):
-        return None, f"{MANIFEST} does not have a manifest's structure"
-    return data, None
+    return parse_manifest(raw)  # validated against sdk.records.manifest.Manifest: a damaged one names its field
 
 
 def check_folder(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> Optional[str]:

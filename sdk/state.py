@@ -1,12 +1,11 @@
-"""Workdir state: ``state.json`` (serial, lineage id, one entry per applied step), saved atomically, and the
-workdir lock that keeps two applies apart."""
+"""Workdir state: ``state.json`` (serial, lineage id, one entry per applied step; its model and the one place it is
+parsed and written are :mod:`sdk.records.state`), saved atomically, and the workdir lock that keeps two applies
+apart."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.errors import DslError, LockError
+from sdk.records.files import read_text_nofollow, write_atomic  # noqa: F401 - re-exported: the workdir's file I/O
+from sdk.records.state import STATE_VERSION, Status, parse_state, state_text  # noqa: F401 - re-exported
 
-STATE_VERSION = 2  # 2: artifact paths relative to the workdir; inputs keyed by what they produced (facets)
 ARTIFACTS = "artifacts"
 
 
@@ -91,31 +91,6 @@ def confined(workdir: Path, *paths: Path) -> None:
                            "the link and run again")
 
 
-def read_text_nofollow(path: Path) -> str:
-    """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "r", encoding="utf-8") as f:
-        return f.read()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: readers never see half a file. The
-    temporary file is created exclusively (never through a link), and the rename replaces a link at ``path``
-    rather than writing where it points."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class StateStore:
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
@@ -128,53 +103,24 @@ class StateStore:
             raise DslError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); a state file is never read "
                            f"through a link: replace it with the file itself")
         try:
-            data = json.loads(read_text_nofollow(self.path))
-        except (OSError, json.JSONDecodeError) as e:
+            text = read_text_nofollow(self.path)
+        except (OSError, UnicodeDecodeError) as e:
             raise DslError(f"{self.path}: state file is unreadable ({e}); move it away to start afresh") from None
-        problem = _shape_problem(data)
-        if problem:
-            raise DslError(f"{self.path}: state file is damaged ({problem}); move it away to start afresh")
-        if data.get("version") not in (1, STATE_VERSION):
-            raise DslError(f"{self.path}: state version {data.get('version')} is not supported")
-        steps = data.get("steps", {})
+        data = parse_state(text, self.path)  # validated: a damaged file names its first bad field
+        steps = data["steps"]
         if data["version"] == 1:
             _migrate_v1(self.workdir, steps)
-        return State(data["lineage"], data["serial"], data.get("domain"), steps, data.get("hashes", {}),
-                     workdir=self.workdir)
+        return State(data["lineage"], data["serial"], data["domain"], steps, data["hashes"], workdir=self.workdir)
 
     def save(self, state: State) -> None:
         state.lineage = state.lineage or str(uuid.uuid4())
         state.serial += 1
+        text = state_text(state.lineage, state.serial, state.domain, state.steps, state.hashes)
         try:
-            write_atomic(self.path, json.dumps(state.to_json(), indent=2, sort_keys=True))
+            write_atomic(self.path, text)
         except OSError as e:
             raise DslError(f"{self.path}: cannot save the state ({e.strerror or e}); "
                            "the workdir must be writable and its disk not full") from None
-
-
-_ENTRY_TYPES = {"status": str, "fingerprint": str, "artifact": str, "backend": str, "config": dict, "files": dict,
-                "inputs": dict, "facets": dict, "metrics": dict, "error": str, "manifest_sha256": str}
-
-
-def _shape_problem(data: Any) -> Optional[str]:
-    """Where valid JSON does not have the state's structure: the path of the first bad entry."""
-    if not isinstance(data, dict):
-        return "the top level is not an object"
-    for key, tp in (("lineage", str), ("serial", int), ("steps", dict), ("hashes", dict)):
-        if key in ("lineage", "serial") and key not in data:
-            return f"{key} is missing"
-        if key in data and not isinstance(data[key], tp):
-            return f"{key} is not {'a number' if tp is int else 'an object' if tp is dict else 'a string'}"
-    for step_id, entry in (data.get("steps") or {}).items():
-        if not isinstance(entry, dict):
-            return f"steps.{step_id} is not an object"
-        for key, tp in _ENTRY_TYPES.items():
-            if key in entry and entry[key] is not None and not isinstance(entry[key], tp):
-                return f"steps.{step_id}.{key} has the wrong type"
-    for path, entry in (data.get("hashes") or {}).items():
-        if not isinstance(entry, list):
-            return f"hashes.{path} is not a list"
-    return None
 
 
 def _migrate_v1(workdir: Path, steps: dict[str, Any]) -> None:
