@@ -1,5 +1,5 @@
 # A telecom operations assistant on Llama 3 8B Instruct: continued pre-training on the operator's notes,
-# LoRA fine-tuning on troubleshooting Q&A, DPO on an engineer's preferences over that, hybrid RAG, two evals
+# LoRA fine-tuning on troubleshooting Q&A (and on RAFT rows a teacher derives from the notes), DPO on an engineer's preferences over that, hybrid RAG, two evals
 # (operations questions: base, SFT and DPO side by side; and an expert SIP/IMS set), a router with a general
 # endpoint for everything else, and SGLang serving. Training runs on 8 GPUs with FSDP.
 # recipes/telecom-gpu.dsl extends this recipe for two 8-GPU machines.
@@ -74,6 +74,55 @@ domain telecom {
     max_steps = 200
   }
 
+  # Data made from the corpus (docs/data.md): a teacher writes RAFT rows, each a question grounded in one note,
+  # that note among the hard negatives the notes' own retrieval returns for the question, and an answer that
+  # quotes and cites it; filtered against both eval sets, reviewed in `dsl ui`, then fine-tuned on. It also writes
+  # candidate eval items, which count only once an expert has accepted them (never training data).
+  rag search {
+    corpus = corpus.notes
+    retriever = hybrid
+    top_k = 5
+  }
+
+  synth ops_raft {
+    task = raft
+    corpus = corpus.notes
+    teacher = endpoint {
+      url = "https://api.openai.com/v1"
+      model = "gpt-4o"
+      api_key = env("GENERAL_API_KEY")
+    }
+    rows = 400
+    budget_tokens = 2000000
+    rag = rag.search
+    distractors = 3
+    no_golden_share = 0.2
+    review = optional
+  }
+
+  synth ops_eval {
+    task = eval
+    corpus = corpus.notes
+    teacher = endpoint {
+      url = "https://api.openai.com/v1"
+      model = "gpt-4o"
+      api_key = env("GENERAL_API_KEY")
+    }
+    rows = 60
+    review = required
+  }
+
+  finetune ops_raft {
+    from = pretrain.notes
+    data = synth.ops_raft
+    method = lora
+    lora = { rank = 16, alpha = 32 }
+    epochs = 2
+    learning_rate = 0.0002
+    batch_size = 4
+    max_length = 2048
+  }
+
   rag ops {
     corpus = corpus.notes
     retriever = hybrid
@@ -85,7 +134,7 @@ domain telecom {
   eval ops {
     data = "telecom/eval.jsonl"
     metrics = [exact_match, f1, citation_recall, recall_at_k, mrr]
-    systems = [base_model.llama3, finetune.ops, align.ops_dpo, reward.ops_grpo, rag.ops]
+    systems = [base_model.llama3, finetune.ops, finetune.ops_raft, align.ops_dpo, reward.ops_grpo, rag.ops]
     gate = rag.ops.f1 >= base_model.llama3.f1 + 0.05
   }
 

@@ -149,6 +149,7 @@ def _telecom(name: str, description: str, gpu: bool) -> sdk.Spec:
     ops_gate = "rag.ops.f1 >= base_model.llama3.f1 + 0.05"
     sglang = {"tp": 1, "dp": 4, "max_loras_per_batch": 8}
     compute = dict(launcher="accelerate", num_processes=8, mixed_precision="bf16", fsdp={"sharding": "full_shard"})
+    teacher = endpoint(url="https://api.openai.com/v1", model="gpt-4o", api_key=env("GENERAL_API_KEY"))
     if gpu:
         pretrain.update(epochs=3, batch_size=8)
         finetune.update(method="qlora", lora={"rank": 64, "alpha": 128, "dropout": 0.05}, batch_size=16)
@@ -167,13 +168,20 @@ def _telecom(name: str, description: str, gpu: bool) -> sdk.Spec:
                  validation_split=0.1)
         .pretrain("notes", from_="base_model.llama3", corpus="corpus.notes", **pretrain)
         .finetune("ops", from_="pretrain.notes", data="dataset.ops", **finetune)
+        .rag("search", corpus="corpus.notes", retriever="hybrid", top_k=5)
+        .synth("ops_raft", task="raft", corpus="corpus.notes", teacher=teacher, rows=400, budget_tokens=2000000,
+               rag="rag.search", distractors=3, no_golden_share=0.2, review="optional")
+        .synth("ops_eval", task="eval", corpus="corpus.notes", teacher=teacher, rows=60, review="required")
+        .finetune("ops_raft", from_="pretrain.notes", data="synth.ops_raft", method="lora",
+                  lora={"rank": 16, "alpha": 32}, epochs=2, learning_rate=2e-4, batch_size=4, max_length=2048)
         .align("ops_dpo", from_="finetune.ops", pairs="telecom/prefs.jsonl", method="dpo", beta=0.1, epochs=2)
         .reward("ops_grpo", from_="finetune.ops", prompts="telecom/mc.jsonl",
                 rewards={"accuracy": 1.0, "format": {"pattern": "^[1-4]$", "weight": 0.2}}, num_generations=4,
                 max_steps=200)
         .rag("ops", corpus="corpus.notes", retriever="hybrid", top_k=5, generator="finetune.ops", max_new_tokens=256)
         .eval("ops", data="telecom/eval.jsonl", metrics=["exact_match", "f1", "citation_recall", "recall_at_k", "mrr"],
-              systems=["base_model.llama3", "finetune.ops", "align.ops_dpo", "reward.ops_grpo", "rag.ops"],
+              systems=["base_model.llama3", "finetune.ops", "finetune.ops_raft", "align.ops_dpo", "reward.ops_grpo",
+                       "rag.ops"],
               gate=ops_gate)
         .eval("expert", data="telecom/expert.jsonl", metrics=["exact_match", "f1", "citation_recall"],
               systems=["base_model.llama3", "pretrain.notes", "rag.ops"], limit=40, fail_on_contamination=True)
@@ -226,7 +234,8 @@ TWINS: dict[str, Callable[[], sdk.Spec]] = {
     "code.dsl": code,
 }
 
-_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "pretrain.notes", "finetune.ops", "align.ops_dpo", "reward.ops_grpo", "rag.ops",
+_TELECOM_STEPS = ["base_model.llama3", "corpus.notes", "dataset.ops", "rag.search", "synth.ops_raft", "synth.ops_eval",
+                  "pretrain.notes", "finetune.ops", "finetune.ops_raft", "align.ops_dpo", "reward.ops_grpo", "rag.ops",
                   "eval.ops", "eval.expert", "route.default", "serve.default"]
 STEPS: dict[str, list[str]] = {
     "quickstart.dsl": ["base_model.tiny", "corpus.archive", "corpus.handbook", "pretrain.base", "rag.docs", "dataset.qa",

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from sdk.spec.values import FileRef
 
 GLOB_LIMIT = 100_000  # entries a glob may walk before it stops with an error
-FILE_REF_ATTRS = ("prompt", "chat_template", "rubric")
+FILE_REF_ATTRS = ("prompt", "answer_prompt", "chat_template", "rubric")
 
 
 def allowed_roots(spec: Any) -> list[Path]:

@@ -17,6 +17,11 @@ from sdk.spec.values import PositiveInt, Problem, TextOrFile, ref_of
 
 def _check(spec: Any, label: str, block: Any) -> list[Any]:
     """Chat data trains the model where its turn ends: the template must write an end-of-turn marker."""
+    if block.data.kind == "synth":
+        from sdk.spec.blocks.synth import training_problems
+
+        problems = training_problems(spec, "finetune", label, "data")
+        return problems or chat_template_problems(spec, label, block, "finetune")
     data = spec.get(block.data) if spec.has(block.data) else None
     if data is not None and data.format == "text":
         if "assistant_only_loss" in block.model_fields_set and block.assistant_only_loss:
@@ -35,7 +40,7 @@ class FinetuneBlock(TrainCommon):
     """Supervised fine-tuning with TRL, full or through LoRA/QLoRA adapters."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to fine-tune")  # type: ignore[valid-type]
-    data: ref_of("dataset") = Field(description="Dataset to train on")  # type: ignore[valid-type]
+    data: ref_of("dataset", "synth") = Field(description="Dataset (or synth step of task qa or raft) to train on")  # type: ignore[valid-type]
     method: Literal["full", "lora", "qlora"] = Field(default="lora", description="full, lora, or qlora (4-bit NF4)")
     lora: Optional[Lora] = Field(default=None, description="LoRA settings (lora and qlora); defaults apply when omitted")
     max_length: PositiveInt = Field(default=512, description="Truncate examples to this many tokens")
