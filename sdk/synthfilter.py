@@ -2,7 +2,8 @@
 
 ``filter_rows(rows, options=..., eval_items=...)`` runs, in this order, each row stopping at its first reason:
 
-1. ``empty`` (no question or no answer, or under ``min_chars``) and ``too_long`` (over ``max_chars``);
+1. ``empty`` (no question or no answer, or one under ``min_chars``) and ``too_long`` (the question or the answer
+   over ``max_chars``);
 2. ``judge``: the row's ``judge_score`` (when the synth step attached one) under ``judge_min``;
 3. ``unsupported``: the answer is not supported by its chunk (``support``: the share of the answer's content
    words found in the chunk is under ``support_threshold``, or the answer states a number the chunk lacks);
@@ -47,8 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "ngram": 13,
     "supported": True,
     "support_threshold": 0.5,    # share of the answer's content words found in its chunk
-    "min_chars": 1,
-    "max_chars": 4000,
+    "min_chars": 1,              # the shortest question and answer kept (characters, each)
+    "max_chars": 4000,           # the longest question or answer kept (0: no limit)
     "judge_min": None,           # drop rows whose judge_score is under it; rows without a score are kept
 }
 DEDUPE = ("none", "exact", "near", "embedding")
@@ -101,11 +102,16 @@ def _basic(row: dict[str, Any], rid: str, opts: dict[str, Any]) -> dict[str, Any
         return _drop(rid, "empty", f"no {'question' if not question else 'answer'}")
     if "rejected" in row and not str(row["rejected"] or "").strip():
         return _drop(rid, "empty", "no rejected answer")
-    size = len(row_text(row)) + len(str(row.get("rejected") or ""))
-    if size < opts["min_chars"]:
-        return _drop(rid, "empty", f"{size} characters, under min_chars = {opts['min_chars']}")
-    if opts["max_chars"] and size > opts["max_chars"]:
-        return _drop(rid, "too_long", f"{size:,} characters, over max_chars = {opts['max_chars']:,}")
+    fields = {"question": question, "answer": answer}
+    if "rejected" in row:
+        fields["rejected"] = str(row["rejected"]).strip()
+    name, short = min(fields.items(), key=lambda kv: len(kv[1]))
+    if len(short) < opts["min_chars"]:
+        return _drop(rid, "empty", f"the {name} has {len(short)} characters, under min_chars = {opts['min_chars']}")
+    name, long = max(fields.items(), key=lambda kv: len(kv[1]))
+    if opts["max_chars"] and len(long) > opts["max_chars"]:
+        return _drop(rid, "too_long", f"the {name} has {len(long):,} characters, over max_chars = "
+                     f"{opts['max_chars']:,}")
     score = row.get("judge_score")
     if opts["judge_min"] is not None and isinstance(score, (int, float)) and score < opts["judge_min"]:
         return _drop(rid, "judge", f"judge score {score:g} under judge_min = {opts['judge_min']:g}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdk.metrics import ngrams
-from sdk.synthfilter_text import NUM_PERM, content_words, minhashes, row_text
+from sdk.synthfilter_text import NUM_PERM, content_words, minhashes, question_of, row_text
 
 NEAR_THRESHOLD = 0.6
 CANDIDATE_JACCARD = 0.3
@@ -95,29 +95,28 @@ def overlap_score(item: set[str], row: set[str], weight: dict[str, float]) -> fl
     return found / (sum(weight[w] for w in item) + sum(weight[w] for w in row - item) / 2)
 
 
-def _near_hits(texts: list[str], items: list[tuple[str, str, str]], threshold: float) -> dict[int, Overlap]:
+def _near_hits(rows: list[dict[str, Any]], texts: list[str], items: list[tuple[str, str, str]],
+               threshold: float) -> dict[int, Overlap]:
     from datasketch import MinHashLSH
 
     row_sets = [set(content_words(t)) for t in texts]
+    q_sets = [set(content_words(question_of(r))) for r in rows]
     item_sets = [set(content_words(t)) for _, _, t in items]
     weight = _weights(row_sets + item_sets)
     live_items = [k for k, s in enumerate(item_sets) if s]
-    live_rows = [r for r, s in enumerate(row_sets) if s]
-    if not live_items or not live_rows:
+    if not live_items:
         return {}
     lsh = MinHashLSH(threshold=CANDIDATE_JACCARD, num_perm=NUM_PERM)
     with lsh.insertion_session() as session:
         for k, mh in zip(live_items, minhashes(item_sets[k] for k in live_items)):
             session.insert(k, mh)
+    probes = [(r, s) for r, s in enumerate(row_sets) if s] + [(r, s) for r, s in enumerate(q_sets) if s != row_sets[r] and s]
     out: dict[int, Overlap] = {}
-    for r, mh in zip(live_rows, minhashes(row_sets[r] for r in live_rows)):
-        best: Overlap | None = None
+    for (r, words), mh in zip(probes, minhashes(s for _, s in probes)):
         for k in sorted(lsh.query(mh)):
-            score = overlap_score(item_sets[k], row_sets[r], weight)
-            if score >= threshold and (best is None or score > best.score):
-                best = Overlap(items[k][0], items[k][1], round(score, 4), "near")
-        if best is not None:
-            out[r] = best
+            score = overlap_score(item_sets[k], words, weight)
+            if score >= threshold and (r not in out or score > out[r].score):
+                out[r] = Overlap(items[k][0], items[k][1], round(score, 4), "near")
     return out
 
 
@@ -128,7 +127,7 @@ def overlaps(rows: list[dict[str, Any]], eval_items: dict[str, list[tuple[str, s
     if not rows or not items:
         return {}
     texts = [row_text(r) for r in rows]
-    near = _near_hits(texts, items, threshold) if threshold <= 1.0 else {}
+    near = _near_hits(rows, texts, items, threshold) if threshold <= 1.0 else {}
     return {**near, **_ngram_hits(texts, items, n)}
 
 

@@ -71,22 +71,26 @@ def paraphrase(text: str) -> str:
 
 
 def teleqna(data_dir: Path) -> list[tuple[str, str, str]]:
-    """TeleQnA's items as (id, question, answer text), in file order; the zip is AES-encrypted (pyzipper)."""
+    """TeleQnA's items as (id, question, answer text, explanation), in file order; the zip is AES-encrypted (pyzipper)."""
     import pyzipper
 
     with pyzipper.AESZipFile(data_dir / "teleqna" / "TeleQnA.zip") as zf:
         zf.setpassword(b"teleqnadataset")
         data: dict[str, Any] = json.loads(zf.read(zf.namelist()[0]))
-    return [(key.split()[-1], v["question"], v["answer"].split(":", 1)[-1].strip()) for key, v in data.items()]
+    return [(key.split()[-1], v["question"], v["answer"].split(":", 1)[-1].strip(), v.get("explanation") or "")
+            for key, v in data.items()]
 
 
 def measure_contamination(data_dir: Path, n_eval: int = 1000, n_unrelated: int = 8000, seed: int = 0,
                           threshold: float | None = None) -> dict[str, float]:
-    """Plant every one of ``n_eval`` TeleQnA items (question + answer, the eval set ``eval.teleqna``) in a row
-    verbatim and once paraphrased, add ``n_unrelated`` rows made of other TeleQnA items, and run
-    ``sdk.synthfilter.contaminated``. Returns the recalls (share of planted rows flagged with their own item),
-    the false-positive rate (share of unrelated rows flagged), the share of content words the paraphraser
-    changed, the row count and the seconds ``contaminated`` took."""
+    """Plant every one of ``n_eval`` TeleQnA items (question + answer: the eval set ``eval.teleqna``, as the
+    synth step passes eval items) in a row verbatim (``v``), once paraphrased (``p``: question and answer), and
+    once with the question paraphrased and TeleQnA's longer explanation as a new answer (``x``: a teacher that
+    rewords an eval question and writes its own answer); add ``n_unrelated`` rows made of other TeleQnA items
+    and run ``sdk.synthfilter.contaminated``. Returns the recalls ``verbatim``, ``paraphrased`` and
+    ``new_answer`` (share of planted rows flagged with their own item), ``false_positive`` (share of unrelated
+    rows flagged), ``changed_words`` (share of content words the paraphraser changed), ``rows`` and ``seconds``
+    (``contaminated`` alone)."""
     from sdk.synthfilter import contaminated
     from sdk.synthfilter_overlap import NEAR_THRESHOLD
     from sdk.synthfilter_text import content_words
@@ -94,19 +98,23 @@ def measure_contamination(data_dir: Path, n_eval: int = 1000, n_unrelated: int =
     items = teleqna(data_dir)
     random.Random(seed).shuffle(items)
     evals, others = items[:n_eval], items[n_eval:n_eval + n_unrelated]
-    eval_items = {"eval.teleqna": [(iid, f"{q}\n{a}") for iid, q, a in evals]}
-    rows = [{"id": f"v{iid}", "question": q, "answer": a} for iid, q, a in evals]
-    rows += [{"id": f"p{iid}", "question": paraphrase(q), "answer": paraphrase(a)} for iid, q, a in evals]
-    rows += [{"id": f"u{iid}", "question": q, "answer": a} for iid, q, a in others]
+    eval_items = {"eval.teleqna": [(iid, f"{q} {a}") for iid, q, a, _ in evals]}
+    rows = [{"id": f"v{iid}", "question": q, "answer": a} for iid, q, a, _ in evals]
+    rows += [{"id": f"p{iid}", "question": paraphrase(q), "answer": paraphrase(a)} for iid, q, a, _ in evals]
+    rows += [{"id": f"x{iid}", "question": paraphrase(q), "answer": x or a} for iid, q, a, x in evals]
+    rows += [{"id": f"u{iid}", "question": q, "answer": a} for iid, q, a, _ in others]
     start = time.perf_counter()
     hits = contaminated(rows, eval_items, threshold=NEAR_THRESHOLD if threshold is None else threshold)
     seconds = time.perf_counter() - start
 
     def recall(prefix: str) -> float:
-        return sum(hits.get(f"{prefix}{iid}", ("", ""))[1] == iid for iid, _, _ in evals) / len(evals)
+        return sum(hits.get(f"{prefix}{iid}", ("", ""))[1] == iid for iid, *_ in evals) / len(evals)
 
-    changed = [1 - len(set(content_words(paraphrase(q + " " + a))) & set(content_words(q + " " + a)))
-               / max(1, len(set(content_words(q + " " + a)))) for _, q, a in evals]
-    return {"verbatim": recall("v"), "paraphrased": recall("p"),
-            "false_positive": sum(f"u{iid}" in hits for iid, _, _ in others) / max(1, len(others)),
-            "changed_words": sum(changed) / len(changed), "rows": len(rows), "seconds": seconds}
+    def changed(text: str) -> float:
+        before = set(content_words(text))
+        return 1 - len(set(content_words(paraphrase(text))) & before) / max(1, len(before))
+
+    return {"verbatim": recall("v"), "paraphrased": recall("p"), "new_answer": recall("x"),
+            "false_positive": sum(f"u{iid}" in hits for iid, *_ in others) / max(1, len(others)),
+            "changed_words": sum(changed(f"{q} {a}") for _, q, a, _ in evals) / len(evals), "rows": len(rows),
+            "seconds": round(seconds, 2)}

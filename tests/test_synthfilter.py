@@ -52,7 +52,8 @@ def test_each_reason_is_recorded_with_its_detail_and_the_ledger_adds_up() -> Non
     assert [r["id"] for r in kept] == ["keep", "near"]
     by_id = {d["id"]: d for d in dropped}
     assert by_id["noq"] == {"id": "noq", "reason": "empty", "detail": "no question"}
-    assert by_id["long"]["reason"] == "too_long" and "over max_chars = 300" in by_id["long"]["detail"]
+    assert by_id["long"] == {"id": "long", "reason": "too_long",
+                             "detail": "the answer has 399 characters, over max_chars = 300"}
     assert by_id["judged"] == {"id": "judged", "reason": "judge", "detail": "judge score 0.2 under judge_min = 0.5"}
     assert by_id["number"]["detail"] == "the number(s) 4413 are not in the chunk"
     assert by_id["words"]["reason"] == "unsupported" and "missing: engineer, tallinn, winter" in by_id["words"]["detail"]
@@ -80,6 +81,8 @@ def test_switches_turn_filters_off_and_unknown_options_are_refused() -> None:
     kept, dropped = filter_rows(rows, options={"dedupe": False, "contamination_threshold": 1.1}, eval_items=EVAL)
     assert [d["reason"] for d in dropped] == ["unsupported"]  # near overlap off; no 13-gram in so short a text
     assert filter_rows([qa("x", "Q about Bage?", "512")], options={}, eval_items={})[1] == []  # no eval sets
+    assert filter_rows([qa("x", "Q about Bage?", "512")], options={"min_chars": 4}, eval_items={})[1] == [
+        {"id": "x", "reason": "empty", "detail": "the answer has 3 characters, under min_chars = 4"}]
     with pytest.raises(ValueError, match="unknown filter option.*near_treshold"):
         filter_rows(rows, options={"near_treshold": 0.9}, eval_items={})
     with pytest.raises(ValueError, match="dedupe = 'fuzzy'"):
@@ -172,4 +175,5 @@ def test_contamination_recall_on_real_teleqna(shared_data: Path) -> None:
     assert got["verbatim"] == 1.0
     assert got["paraphrased"] >= 0.9, got
     assert got["false_positive"] < 0.02, got
+    assert got["new_answer"] >= 0.8, got  # question reworded, a longer answer of its own
     assert got["changed_words"] > 0.1, got  # the paraphrases really reword
