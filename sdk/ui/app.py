@@ -140,6 +140,9 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
     from sdk.ui import review
 
     review.register(app, pages, page, guarded)
+    from sdk.ui import grading
+
+    grading.register(app, pages, page, guarded)
 
     @app.get("/favicon.ico")
     async def favicon(request: Request) -> Any:
