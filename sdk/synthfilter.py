@@ -56,9 +56,10 @@ DEDUPE = ("none", "exact", "near", "embedding")
 REASONS = ("empty", "too_long", "judge", "unsupported", "contamination", "exact_duplicate", "near_duplicate")
 
 # words an answer may use about its source without the source holding them
-_META_WORDS = "according answer based chunk context document passage question says states stated text"
+_META_WORDS = ("according answer based chunk context document passage question says states stated text therefore "
+               "hence step quote cite reason relies mentions shows indicates sentence")
 _META = frozenset(stem(w) for w in _META_WORDS.split())
-_MARKERS = re.compile(r"##\s*(begin|end)_quote\s*##|<\s*answer\s*>\s*:?", re.IGNORECASE)
+_MARKERS = re.compile(r"##\s*(begin|end)_quote\s*##|<\s*answer\s*>\s*:?|\[\d+(?:\s*,\s*\d+)*\]", re.IGNORECASE)
 
 Embed = Callable[[list[str]], Sequence[Sequence[float]]]
 

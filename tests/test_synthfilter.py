@@ -115,7 +115,9 @@ def test_embedding_dedupe_keeps_the_first_and_names_it() -> None:
 
 def test_support_reads_content_words_and_numbers() -> None:
     assert support("It lasts 512 ms.", CHUNK) == (1.0, [])
-    assert support("##begin_quote## lasts 512 ms ##end_quote## <ANSWER>: according to the context, 512 ms", CHUNK)[0] == 1.0
+    raft = ("Document [3] says ##begin_quote## The DRX cycle of site Bage lasts 512 ms. ##end_quote## [3] Therefore "
+            "it lasts 512 ms.\n<ANSWER>: 512 ms")
+    assert support(raft, CHUNK) == (1.0, [])
     share, missing = support("The cycle lasts 640 ms on Tuesdays", CHUNK)
     assert missing == ["640", "tuesday"] and share == pytest.approx(3 / 5)
     row = qa("r", "What is the DRX cycle?", "640 ms", chunk="")  # no chunk: nothing to check against
