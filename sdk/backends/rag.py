@@ -73,11 +73,23 @@ def build_index(ctx: StepContext) -> StepResult:
         check_reachable(block.store)  # before minutes of embedding
     started = time.time()
     needs_vectors = retriever(block.retriever).needs_vectors
-    if needs_vectors:
+    adapted = None
+    if block.adapt is not None:  # trained and decided on dev first; the index holds the kept embedder's vectors
+        from sdk.backends.retrieval_adapt import adapt_retrieval
+
+        adapted = adapt_retrieval(ctx, block, chunks)
+        block, started = adapted.block, time.time()
+        if needs_vectors:
+            docs, how = adapted.docs, adapted.backend
+    if needs_vectors and adapted is None:
         with ctx.progress.task(f"{ctx.step_id}: embedding", total=len(docs)) as task:
             how = choose_backend(block.embedding_backend, resolve_embedder(block.embedder, ctx.spec.base_dir), ctx.log)
             docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir, backend=how)
-    outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": block.embedder, "chunks": len(docs)}
+    outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": ctx.block.embedder, "chunks": len(docs)}
+    if adapted is not None:
+        from sdk.backends.retrieval_adapt import summary as adapt_summary
+
+        outputs["adapt"] = adapted.record
     if needs_vectors:
         outputs["embedding_backend"] = how
     if block.store.type == "pgvector":
@@ -102,7 +114,8 @@ def build_index(ctx: StepContext) -> StepResult:
     return StepResult(metrics={"chunks": len(docs), "index_seconds": round(elapsed, 3),
                                "chunks_per_second": round(len(docs) / elapsed, 1)},
                       outputs=outputs, summary=f"{block.retriever} index of {len(docs)} chunks"
-                      + (f", reranked by {block.reranker}" if block.reranker else ""))
+                      + (f", reranked by {ctx.block.reranker}" if ctx.block.reranker else "")
+                      + (f"; {adapt_summary(adapted.record)}" if adapted is not None else ""))
 
 
 def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Artifact]) -> tuple[Any, str]:

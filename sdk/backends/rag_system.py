@@ -66,6 +66,10 @@ class RagSystem:
 
         quiet_haystack()
         block = applied_block(art)
+        if block.adapt is not None:  # the kept adapted embedder and reranker, inside the artifact
+            from sdk.backends.retrieval_adapt import adapted_block
+
+            block = adapted_block(block, art.path, art.outputs.get("adapt"))
         label = art.step_id.partition(".")[2]
         store = open_store(art, block)
         prompt_file = art.path / art.outputs.get("prompt", "prompt.j2")

@@ -1,0 +1,189 @@
+"""Retrieval adapted to the domain (``rag { adapt = { pairs = ... } }``), each part kept only where it wins.
+
+The rag step calls :func:`adapt_retrieval` before it indexes: the pairs (:mod:`sdk.backends.retrieval_adapt_pairs`)
+are split by source document into train and dev; the base system (the block as written) is measured on dev through
+the real query pipeline; then each part is trained (:mod:`sdk.backends.retrieval_adapt_train`) and measured the
+same way, and :func:`decide` keeps it only if the lower bound of the 95% paired-bootstrap interval of its per-query
+gain (:func:`sdk.metrics.bootstrap_ci` over the differences) is above ``min_gain``. Parts are decided in order
+(embedder, then reranker over the kept first stage); a rejected part's weights are deleted and its figures stay.
+
+The artifact keeps ``adapted/embedder/`` and ``adapted/reranker/`` for the kept parts, ``adapted/adapt.json`` (the
+manifest of the adaptation: pairs, split, training figures, dev figures, decisions), and the output ``adapt`` (the
+same record, so ``dsl status`` can say what was kept and why). :func:`adapted_block` turns an applied block into
+the one that answers: its embedder and reranker pointing into the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.backends.embedders import choose_backend, embed_documents, resolve_embedder
+from sdk.backends.retrieval_adapt_pairs import Pair, load_pairs
+from sdk.backends.retrievers import query_pipeline, retriever, run_inputs
+
+FOLDER = "adapted"
+DEPTH = 10  # chunks retrieved per dev question: recall@1, recall@5 and MRR over the first 10
+
+
+@dataclass
+class Adapted:
+    block: Any  # the block that answers: embedder/reranker pointing at the kept parts
+    docs: Optional[list[Any]]  # the chunks embedded by the kept embedder (None: the retriever needs no vectors)
+    backend: Optional[str]  # the embedding backend that embedded them
+    record: dict[str, Any]  # what was tried, measured and kept
+
+
+def adapted_block(block: Any, art_path: Path, record: Optional[dict[str, Any]]) -> Any:
+    """The applied block with its kept adapted parts (from the artifact at ``art_path``) in place."""
+    if not record:
+        return block
+    update = {part: str(Path(art_path) / FOLDER / part) for part in ("embedder", "reranker")
+              if (record.get("parts") or {}).get(part, {}).get("kept")}
+    return block.model_copy(update=update) if update else block
+
+
+def per_query(retrieved: list[list[str]], dev: list[Pair]) -> dict[str, list[float]]:
+    """recall@1, recall@5 and reciprocal rank (of the first gold chunk, 0 beyond the depth) per dev question."""
+    out: dict[str, list[float]] = {"recall_at_1": [], "recall_at_5": [], "mrr": []}
+    for ids, pair in zip(retrieved, dev):
+        gold = set(pair.gold)
+        rank = next((i for i, c in enumerate(ids, 1) if c in gold), None)
+        out["recall_at_1"].append(float(rank == 1))
+        out["recall_at_5"].append(float(rank is not None and rank <= 5))
+        out["mrr"].append(1.0 / rank if rank else 0.0)
+    return out
+
+
+def figures(scores: dict[str, list[float]]) -> dict[str, float]:
+    return {k: round(statistics.fmean(v), 4) if v else float("nan") for k, v in scores.items()}
+
+
+def decide(base: list[float], new: list[float], min_gain: float, seed: int = 0,
+           resamples: int = 1000) -> dict[str, Any]:
+    """Keep a part when the lower bound of the 95% bootstrap interval of its mean per-query gain over the base (the
+    same questions: a paired bootstrap) is above ``min_gain``; the figures and the reason either way."""
+    from sdk.metrics import bootstrap_ci
+
+    gains = [b - a for a, b in zip(base, new)]
+    gain, low, high = bootstrap_ci(gains, resamples=resamples, seed=seed) if len(gains) > 1 else (
+        (gains[0],) * 3 if gains else (0.0, 0.0, 0.0))
+    kept = bool(low > min_gain)
+    why = (f"kept: the dev gain {gain:+.3f} has a 95% CI [{low:+.3f}, {high:+.3f}] above {min_gain:g}" if kept else
+           f"rejected, the base is kept: the dev gain {gain:+.3f} has a 95% CI [{low:+.3f}, {high:+.3f}] whose lower "
+           f"bound is not above {min_gain:g}")
+    return {"kept": kept, "gain": round(gain, 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "questions": len(gains), "reason": why}
+
+
+class DevBench:
+    """Measures a variant of the block on the dev questions through the real query pipeline, over an in-memory
+    store of the chunks (embedded by the variant's embedder where its retriever needs vectors)."""
+
+    def __init__(self, dev: list[Pair], base_dir: Path, log: Any) -> None:
+        self.dev, self.base_dir, self.log = dev, base_dir, log
+        self.latency: dict[str, float] = {}
+
+    def embed(self, block: Any, docs: list[Any]) -> tuple[list[Any], str]:
+        how = choose_backend(block.embedding_backend, resolve_embedder(block.embedder, self.base_dir), self.log)
+        return embed_documents(docs, block.embedder, None, self.base_dir, backend=how), how
+
+    def run(self, name: str, block: Any, docs: list[Any]) -> dict[str, list[float]]:
+        from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+        from sdk.spec.objects import Memory
+
+        block = block.model_copy(update={"store": Memory()})
+        store = InMemoryDocumentStore()
+        store.write_documents(docs)
+        pipe = query_pipeline(block, store, top_k=DEPTH, base_dir=self.base_dir)
+        last = "ranker" if block.reranker else retriever(block.retriever).output
+        retrieved, times = [], []
+        for pair in self.dev:
+            started = time.perf_counter()
+            out = pipe.run(run_inputs(block, pair.question, DEPTH), include_outputs_from={last})
+            times.append(time.perf_counter() - started)
+            retrieved.append([d.id for d in out.get(last, {}).get("documents", [])][:DEPTH])
+        self.latency[name] = round(statistics.median(times) * 1000, 2) if times else 0.0
+        return per_query(retrieved, self.dev)
+
+
+def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapted:
+    """Train the parts ``block.adapt`` asks for, measure each on dev, keep the winners (see the module doc)."""
+    from sdk.backends.corpus import as_documents
+    from sdk.backends.retrieval_adapt_train import train_embedder, train_reranker
+
+    adapt = block.adapt
+    pairs, index = load_pairs(adapt, ctx.inputs, chunks, ctx.spec.base_dir)
+    if not pairs.train or not pairs.dev:
+        from sdk.errors import DslError
+
+        raise DslError(f"{ctx.step_id}: adapt.pairs = {adapt.pairs} gives {len(pairs.train)} training and "
+                       f"{len(pairs.dev)} dev pairs; both need at least one (more source documents, or another "
+                       "dev_split)")
+    folder = ctx.out_dir / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = [c["content"] for c in chunks if index.source_of(c["id"]) not in pairs.held_out]
+    base_model = resolve_embedder(block.embedder, ctx.spec.base_dir)
+    vectors = retriever(block.retriever).needs_vectors
+    bench = DevBench(pairs.dev, ctx.spec.base_dir, ctx.log)
+    docs = as_documents(chunks)
+    record: dict[str, Any] = {"pairs": str(adapt.pairs), "split": pairs.summary(), "metric": adapt.metric,
+                              "min_gain": adapt.min_gain, "parts": {}}
+    current, how = block, None
+    current_docs = docs
+    if vectors:
+        current_docs, how = bench.embed(block, docs)
+    scores = bench.run("base", current, current_docs)
+    record["base"] = figures(scores)
+    if adapt.embedder and vectors:
+        ctx.log(f"{ctx.step_id}: tuning the embedder on {len(pairs.train)} pairs ({len(pairs.dev)} dev)")
+        out = folder / "embedder"
+        trained = train_embedder(base_model, pairs.train, index, corpus, adapt, out)
+        tuned = block.model_copy(update={"embedder": str(out)})
+        tuned_docs, tuned_how = bench.embed(tuned, docs)
+        new = bench.run("embedder", tuned, tuned_docs)
+        verdict = decide(scores[adapt.metric], new[adapt.metric], adapt.min_gain, adapt.seed)
+        record["parts"]["embedder"] = {"base": block.embedder, "training": trained, "dev": figures(new),
+                                       "matryoshka": list(adapt.matryoshka), **verdict}
+        ctx.log(f"{ctx.step_id}: tuned embedder {verdict['reason']}")
+        if verdict["kept"]:
+            current, current_docs, how, scores = tuned, tuned_docs, tuned_how, new
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+    if adapt.reranker:
+        from sentence_transformers import SentenceTransformer
+
+        ctx.log(f"{ctx.step_id}: training a cross-encoder reranker on {len(pairs.train)} pairs")
+        out = folder / "reranker"
+        miner = SentenceTransformer(resolve_embedder(current.embedder, ctx.spec.base_dir), device="cpu",
+                                    local_files_only=True)
+        trained = train_reranker(base_model, miner, pairs.train, index, corpus, adapt, out)
+        reranked = current.model_copy(update={"reranker": str(out)})
+        new = bench.run("reranker", reranked, current_docs)
+        verdict = decide(scores[adapt.metric], new[adapt.metric], adapt.min_gain, adapt.seed)
+        record["parts"]["reranker"] = {"base": "none", "training": trained, "dev": figures(new), **verdict}
+        ctx.log(f"{ctx.step_id}: trained reranker {verdict['reason']}")
+        if verdict["kept"]:
+            current, scores = reranked, new
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+    record["dev"] = figures(scores)
+    record["latency_ms_p50"] = bench.latency
+    (folder / "adapt.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return Adapted(current, current_docs if vectors else None, how, record)
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line for the step's summary and ``dsl status``: each part kept or rejected, with its dev gain's CI."""
+    parts = []
+    for name, part in (record.get("parts") or {}).items():
+        word = "kept" if part.get("kept") else "rejected"
+        parts.append(f"{name} {word} ({record.get('metric')} gain {part.get('gain', 0):+.3f}, 95% CI "
+                     f"[{part.get('ci_low', 0):+.3f}, {part.get('ci_high', 0):+.3f}])")
+    return "adapted: " + ("; ".join(parts) if parts else "nothing trained")
