@@ -191,6 +191,8 @@ def filter_rows(rows: list[dict[str, Any]], *, options: dict[str, Any] | None,
     (``DEFAULTS`` for its names); ``eval_items`` maps an eval step id to ``[(item_id, text)]``; ``embed`` turns
     texts into vectors for ``dedupe = embedding``."""
     opts = options_of(options)
+    if opts["dedupe"] == "embedding" and embed is None:
+        raise ValueError("filter option dedupe = embedding needs an embed callable")
     ids = [_row_id(r, i) for i, r in enumerate(rows)]
     drops: dict[int, dict[str, Any]] = {}
     for i, row in enumerate(rows):
@@ -210,9 +212,7 @@ def filter_rows(rows: list[dict[str, Any]], *, options: dict[str, Any] | None,
         live = [i for i in live if i not in drops]
     if opts["dedupe"] == "near":
         drops.update(_near(texts, ids, live, opts["near_threshold"]))
-    elif opts["dedupe"] == "embedding":
-        if embed is None:
-            raise ValueError("filter option dedupe = embedding needs an embed callable")
+    elif opts["dedupe"] == "embedding" and embed is not None:
         drops.update(_embedded(texts, ids, live, opts["near_threshold"], embed))
     kept = [row for i, row in enumerate(rows) if i not in drops]
     dropped = [drops[i] for i in sorted(drops)]

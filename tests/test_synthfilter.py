@@ -144,7 +144,7 @@ _ROW = st.fixed_dictionaries({"question": _TEXT, "answer": _TEXT, "chunk": _TEXT
                              optional={"judge_score": st.floats(0, 1)})
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(rows=st.lists(_ROW, max_size=25), dedupe=st.sampled_from(["none", "exact", "near"]),
        max_chars=st.integers(0, 120))
 def test_rows_in_equal_rows_kept_plus_rows_dropped(rows: list[dict[str, Any]], dedupe: str, max_chars: int) -> None:
