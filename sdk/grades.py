@@ -267,6 +267,31 @@ def judge_trusted(recipe_path: str | Path, spec: Any, eval_label: str,
     return trust_verdict(judge_agreement(judge_scores(_rows(runs[-1])), grades), kappa, min_items)
 
 
+def calibrating_eval(spec: Any, endpoint: Any) -> Optional[str]:
+    """The label of an eval with human grading whose judge is ``endpoint`` (same url and model), or None."""
+    for label, block in getattr(spec, "eval", {}).items():
+        judge = getattr(block, "judge", None)
+        if block.human is not None and judge is not None and (judge.url, judge.model) == (endpoint.url, endpoint.model):
+            return str(label)
+    return None
+
+
+def judge_standing(recipe_path: str | Path, spec: Any, endpoint: Any,
+                   workdir: str | Path | None = None) -> tuple[bool, str]:
+    """The rule for a judge used outside an eval gate (a reward, a synth filter): refused when an eval with human
+    grading uses the same judge, has run, and the judge does not reach its judge_agreement there; allowed, and
+    said to be uncalibrated, while no such eval exists or it has not run yet (it may evaluate the very model the
+    reward trains)."""
+    label = calibrating_eval(spec, endpoint)
+    if label is None:
+        return True, (f"the judge {endpoint.model} is not calibrated: no eval with human grading uses it (add "
+                      "human = { ... } to an eval with the same judge to check it against experts)")
+    ok, why = judge_trusted(recipe_path, spec, label, workdir)
+    if not ok and "has not been applied" in why:
+        return True, f"the judge {endpoint.model} is not calibrated yet: {why}"
+    return ok, why
+
+
 def judge_scores(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], float]:
     """(item, answer hash) -> the judge's score, from an eval's prediction rows."""
     out = {}
@@ -290,13 +315,15 @@ def report_lines(human: dict[str, Any] | None) -> list[str]:
         agree = human.get("agreement") or {}
         figures = [f"Cohen's kappa {agree['kappa']}" for _ in [0] if agree.get("kappa") is not None]
         figures += [f"Krippendorff's alpha {agree['alpha']}" for _ in [0] if agree.get("alpha") is not None]
-        who = f"{len(agree.get('graders', []))} graders" + (f" agree at {', '.join(figures)} on {agree['units']} "
-                                                            "answers graded by two or more" if figures else "")
+        n = len(agree.get("graders", []))
+        who = (f"{n} grader{'s' if n != 1 else ''}" if n else "no grades yet") + \
+            (f" agree at {', '.join(figures)} on {agree['units']} answers graded by two or more" if figures else "")
         out.append(f"Expert grades ({human['mode']}, {human['grades_file']}): {human['status']}; {who}.")
     judge = human.get("judge")
     if judge:
         rates = ", ".join(f"{k.upper()} {judge[k]}" for k in ("tpr", "tnr") if judge.get(k) is not None)
-        figures = f"kappa {judge['kappa']}" + (f", {rates}" if rates else "") if judge.get("n") else "no answer"
-        out.append(f"Judge vs experts: {figures} on {judge.get('n', 0)} answers both graded; "
-                   f"{'trusted' if judge.get('trusted') else 'NOT trusted'}: {judge.get('reason')}.")
+        figures = (f"kappa {judge['kappa']}" + (f", {rates}" if rates else "") + f" on {judge['n']} answers both "
+                   "graded") if judge.get("n") else "no answer graded by both yet"
+        out.append(f"Judge vs experts: {figures}; {'trusted' if judge.get('trusted') else 'NOT trusted'}: "
+                   f"{judge.get('reason')}.")
     return out

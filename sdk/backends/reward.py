@@ -285,6 +285,13 @@ class RewardBackend(TrainingBackend, Backend):
         from sdk.backends.rag_system import prompt_text
         from sdk.spec.values import FileRef
 
+        if block.judge is not None:  # a judge is trusted only as far as it agrees with the experts
+            from sdk.grades import judge_standing
+
+            trusted, why = judge_standing(ctx.spec.base_dir, ctx.spec, block.judge, ctx.workdir)
+            if not trusted:
+                raise DslError(f"{ctx.step_id}: the judge reward is refused: {why}")
+            ctx.log(f"{ctx.step_id}: {why}")
         rubric = block.rubric.read(ctx.spec.base_dir) if isinstance(block.rubric, FileRef) else block.rubric
         judge = None if block.judge is None else \
             {"endpoint": block.judge.model_dump(mode="json", by_alias=True), "rubric": rubric or DEFAULT_RUBRIC}

@@ -74,7 +74,14 @@ def report_view(ws: Any, eval_id: str) -> dict[str, Any]:
     return {"id": eval_id, "summary": summary, "names": names, "table": table, "charts": charts,
             "gate": summary.get("gate"), "misses": summary.get("misses"), "promoted": promoted_system(ws, summary),
             "systems": list(results), "html": (Path(art.path) / "report.html").is_file(),
-            "versions": versions(ws, eval_id)}
+            "versions": versions(ws, eval_id), "experts": _experts(summary)}
+
+
+def _experts(summary: dict[str, Any]) -> list[str]:
+    """The report's lines on expert grades and the judge's agreement with them (sdk.grades.report_lines)."""
+    from sdk.grades import report_lines
+
+    return report_lines(summary.get("human"))
 
 
 def _predictions(folder: Path) -> list[dict[str, Any]]:
