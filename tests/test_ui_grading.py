@@ -109,3 +109,22 @@ def test_a_grade_not_posted_by_the_page_is_refused(ui: str, applied: Path) -> No
                    data={"item": "q3", "answer": "0" * 16, "verdict": "pass", "grader": "eve"})
     assert r.status_code == 200 and "has no such answer" in r.text
     assert len(G.load(G.grades_path(applied, "t", "mc"))) == before
+
+
+def test_pairwise_grading_shows_pairs_blind_and_records_the_preference(ui: str, applied: Path) -> None:
+    import httpx
+
+    text = applied.read_text()
+    applied.write_text(text.replace("human = { mode = pass_fail }", "human = { mode = pairwise }"))
+    try:
+        r = httpx.get(f"{ui}/grade/mc", cookies={"dsl_grader": "bob"})
+        assert r.status_code == 200 and r.text.count('class="blind-pair"') == 4  # one pair per item
+        assert "rag.a" not in r.text and "rag.b" not in r.text and "Answer A" in r.text
+        good, bad = G.answer_hash("RTP"), G.answer_hash("I do not know")
+        r = httpx.post(f"{ui}/grade/mc/grade", headers={"HX-Request": "true"}, cookies={"dsl_grader": "bob"},
+                       data={"item": "q3", "a": bad, "b": good, "prefer": good})
+        assert r.status_code == 200 and "you preferred" in r.text and "grade-error" not in r.text
+    finally:
+        applied.write_text(text)
+    last = G.load(G.grades_path(applied, "t", "mc"))[-1]
+    assert last["grader"] == "bob" and last["prefer"] == good and sorted(last["answers"]) == last["answers"]
