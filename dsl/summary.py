@@ -3,7 +3,6 @@ confidence interval and p-value against the first, and the gate's verdict), the 
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 from typing import Any, Optional
@@ -52,13 +51,19 @@ def print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = N
     gates = f", {c['gate_failed']} gate failed" if c["gate_failed"] else ""
     console.print(f"Apply complete: {c['ran']} ran, {c['up_to_date']} up to date, {c['skipped']} skipped, "
                   f"{c['failed']} failed{gates}. Workdir: {wd}")
+    from sdk.errors import DslError
+    from sdk.records.eval import SUMMARY_JSON, load_eval
     from sdk.state import StateStore
 
     state = StateStore(wd).load()
     for step_id in sorted(state.steps):
         folder = state.artifact_path(step_id) if step_id.startswith("eval.") else None
-        if folder is not None and (folder / "summary.json").is_file():
-            print_headline(console, step_id, json.loads((folder / "summary.json").read_text(encoding="utf-8")))
+        if folder is not None and (folder / SUMMARY_JSON).is_file():
+            try:
+                print_headline(console, step_id, load_eval(folder / SUMMARY_JSON, step_id))
+            except DslError as e:  # a damaged summary is named, the apply's outcome still printed
+                console.print(f"{step_id}: {e}", markup=False)
+                continue
             console.print(f"Report ({step_id}): {folder / 'report.html'}")
     if not result.ok:
         return

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.grades import report_lines
+from sdk.records.eval import save_eval
 
 
 def _fmt(v: Any) -> str:
@@ -170,7 +171,7 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     counts = misses(best_rows)
     summary["misses"] = {"system": best, **counts}
     write_predictions(out / "predictions.jsonl", rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    save_eval(summary, out)  # the one place summary.json is written (sdk.records.eval)
     charts = []
     if metrics_chart(out / "metrics.png", summary):
         charts.append(("metrics.png", f"Metrics with {summary.get('confidence', 0.95):.0%} bootstrap confidence intervals"))

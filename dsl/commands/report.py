@@ -19,15 +19,15 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
     ws = open_ws(file, workdir)
     label = only_label(ws, "eval", name, "--eval")
     art = ws.artifact(f"eval.{label}")
-    path = art.path / art.outputs.get("summary", "summary.json")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    from sdk.records.eval import SUMMARY_JSON, load_eval
+
+    if "summary" not in art.outputs:
         from sdk.errors import DslError
 
-        raise DslError(f"eval.{label} has no readable report in {art.path} (was it applied by the "
-                       f"{ws.state.steps.get(f'eval.{label}', {}).get('backend', '?')} backend?); "
-                       "run dsl apply with the real backends, or see dsl status") from None
+        raise DslError(f"eval.{label} has no report in {art.path} (it was applied by the "
+                       f"{ws.state.steps.get(f'eval.{label}', {}).get('backend', '?')} backend); "
+                       "run dsl apply with the real backends, or see dsl status")
+    summary = load_eval(art.path / art.outputs.get("summary", SUMMARY_JSON), f"eval.{label}")
     if as_json:
         click.echo(json.dumps({**summary, "report": str(art.path / "report.md"),
                                "html": str(art.path / "report.html")}, indent=2))

@@ -89,7 +89,7 @@ class ServeBackend(Backend):
         if planned is not None:
             config[block.engine] = planned
         config = _relative(config, Path(ctx.workdir).resolve())
-        save_serve(ServeConfig.model_validate(config, strict=True), ctx.out_dir)
+        save_serve(ServeConfig.model_validate(config), ctx.out_dir)
         names = ", ".join(["auto"] + sorted(variants))
         summary = f"{block.engine} gateway on {block.host}:{block.port} serving {names}"
         if held:

@@ -72,7 +72,7 @@ def validate(model: type[M], data: Any, path: Path, what: str, hint: str = "") -
     """``model`` from parsed JSON, or a DslError naming the file and the field (``FILE: WHAT is damaged
     (steps.a.b.status: ...)``)."""
     try:
-        return model.model_validate(data, strict=True)
+        return model.model_validate(data)  # strict by the model's own configuration
     except ValidationError as e:
         raise DslError(f"{path}: {what} is damaged ({problems(e)}){_hint(hint)}") from None
 
