@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from sdk import limits
 from sdk.errors import DslError
+from sdk.records.job import check_job, load_job, save_job
 from sdk.progress import Relay, mirror
 
 
@@ -97,7 +98,7 @@ def run_job(job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], progress
 def run_step_job(ctx: Any, job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], module: str) -> dict[str, Any]:
     """Run a training step's job in this process, or in several through its compute block's launcher (torchrun or
     accelerate starting ``python -m MODULE job.json`` on each rank; rank 0's result comes back)."""
-    compute = job["block"].get("compute") or {}
+    compute = check_job(job)["block"].get("compute") or {}
     if compute.get("launcher") in ("torchrun", "accelerate"):
         return run_launched(job, compute, Path(ctx.checkpoint_dir) / "launch", ctx.log, module=module,
                             progress=ctx.progress)
@@ -109,9 +110,8 @@ def run_launched(job: dict[str, Any], compute: dict[str, Any], work: Path, log: 
     """Run a job in several processes through the launcher; rank 0 writes the result file, and its progress
     (:class:`sdk.progress.Relay`, ``progress.jsonl``) is shown through ``progress`` while the ranks run."""
     work.mkdir(parents=True, exist_ok=True)
-    job_path = work / "job.json"
     job = {**job, "result_path": str(work / "result.json")}
-    job_path.write_text(json.dumps(job))
+    job_path = save_job(job, work)  # checked, then written (sdk.records.job)
     cmd = launch_command(compute, job_path, work, module)
     log("launching: " + " ".join(cmd))
     env = {**os.environ, **limits.child_env(), "OMP_NUM_THREADS": "1", "DSL_DISTRIBUTED": "1"}
@@ -165,7 +165,11 @@ def main(job_fn: Callable[..., dict[str, Any]], argv: Optional[list[str]] = None
     """Entry point of each launched process, called by a job module's ``__main__`` (``python -m
     sdk.backends.finetune JOB.json``)."""
     argv = sys.argv[1:] if argv is None else argv
-    job = json.loads(Path(argv[0]).read_text())
+    try:
+        job = load_job(Path(argv[0]))  # validated: a damaged job.json is named, no traceback
+    except DslError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(1) from None
     try:
         relay = Relay(Path(argv[0]).parent / "progress.jsonl") if is_main_process() else None
         result = run_job(job, job_fn, relay, lambda m: print(m, file=sys.stderr) if is_main_process() else None)
