@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_dsl
 
 PLUGIN = '''
@@ -201,3 +203,124 @@ def test_a_plugin_step_kind_without_a_backend_is_reported_not_run(tmp_path: Path
     recipe.write_text('domain demo {\n  glossary words { terms = "t.txt" }\n}\n')
     r = run_dsl("validate", str(recipe), env=env)  # the kind is not there: a located error, not the test backend
     assert r.returncode == 1 and "Traceback" not in r.stderr and "glossary" in r.stderr, r.stderr
+
+
+SYSTEM_PLUGIN = '''
+import json
+
+from pydantic import Field
+
+from sdk.backends.base import Backend, StepResult
+from sdk.spec import Block, declare
+
+
+@declare("faq", role="system", backend=("faq", "faq_kind:FaqBackend"), outputs=("answers",),
+         opener="faq_kind:open_faq")
+class FaqBlock(Block):
+    """Questions answered from lines 'question = answer'."""
+
+    path: str = Field(description="The lines, relative to the recipe")
+
+
+class FaqBackend(Backend):
+    name, version, kinds = "faq", "1", ("faq",)
+
+    def run(self, ctx):
+        lines = (ctx.base_dir / ctx.block.path).read_text().splitlines()
+        pairs = dict(line.split(" = ", 1) for line in lines if " = " in line)
+        (ctx.out_dir / "answers.json").write_text(json.dumps({q.strip().lower(): a.strip() for q, a in pairs.items()}))
+        return StepResult(metrics={"questions": len(pairs)}, outputs={"answers": "answers.json"},
+                          summary=f"{len(pairs)} answers")
+
+
+class Faq:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def answer(self, question, max_new_tokens=None):
+        text = self.answers.get(question.strip().lower(), "unknown")
+        return {"answer": text, "cited": [1],
+                "sources": [{"index": 1, "id": "faq", "source": "faq.txt", "content": text, "score": 1.0}]}
+
+
+def open_faq(art, **options):  # from the applied artifact alone: never the recipe
+    return Faq(json.loads((art.path / art.outputs["answers"]).read_text()))
+'''
+
+SYSTEM_RECIPE = '''domain desk {
+  faq help {
+    path = "faq.txt"
+  }
+
+  eval check {
+    data = "eval.jsonl"
+    systems = [faq.help]
+    metrics = [exact_match]
+    gate = faq.help.exact_match >= 0.5
+    contamination = false
+  }
+
+  serve {
+    port = PORT
+  }
+}
+'''
+
+
+def _served(recipe: Path, env: dict[str, str], port: int) -> tuple[str, dict, dict]:
+    """Start dsl serve, ask faq.help through the OpenAI API, stop it: (stderr, /v1/models, the chat answer)."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.test_serve import wait_http
+
+    proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "serve", str(recipe)], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
+        chat = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30, json={
+            "model": "faq.help", "messages": [{"role": "user", "content": "Who answers the phone?"}]}).json()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    return out, models, chat
+
+
+def test_a_plugin_system_kind_is_applied_evaluated_served_and_served_from_its_workdir_alone(tmp_path: Path) -> None:
+    from tests.test_serve import free_port
+
+    env = _plugin(tmp_path)
+    (tmp_path / "site" / "faq_kind.py").write_text(SYSTEM_PLUGIN)
+    (tmp_path / "site" / "glossary_kind-0.1.dist-info" / "entry_points.txt").write_text(
+        "[dsl.kinds]\nfaq = faq_kind:FaqBlock\n\n[dsl.backends]\nfaq = faq_kind:FaqBackend\n")
+    (tmp_path / "faq.txt").write_text("Who answers the phone? = Ada\nWhere is the desk? = Hall B\n")
+    items = [("q1", "Who answers the phone?", "Ada"), ("q2", "Where is the desk?", "Hall B"), ("q3", "Lunch?", "noon")]
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"id": i, "question": q, "answer": [a]}) + "\n"
+                                                 for i, q, a in items))
+    port = free_port()
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text(SYSTEM_RECIPE.replace("PORT", str(port)))
+
+    applied = run_dsl("apply", str(recipe), env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    status = {r["id"]: r for r in json.loads(run_dsl("status", str(recipe), "--json", env=env).stdout)["steps"]}
+    assert status["eval.check"]["status"] == "done"  # evaluated: 2 of 3 answered right, the gate passed
+    summary = json.loads(next((tmp_path / ".dsl" / "desk").rglob("summary.json")).read_text())
+    assert summary["metrics"]["faq.help"]["exact_match"]["value"] == pytest.approx(2 / 3, abs=1e-3)
+    asked = run_dsl("ask", str(recipe), "Where is the desk?", "--system", "faq.help", "--json", env=env)
+    assert asked.returncode == 0 and json.loads(asked.stdout)["answer"] == "Hall B", asked.stderr
+
+    recipe.write_text("domain desk {\n  faq help {\n")  # broken since it was applied: the workdir alone serves
+    out, models, chat = _served(recipe, env, port)
+    assert "faq.help" in [m["id"] for m in models["data"]], out
+    assert chat["choices"][0]["message"]["content"] == "Ada" and chat["dsl_target"] == "faq.help", chat
+    assert chat["sources"][0]["source"] == "faq.txt"
+    assert "r.dsl cannot be loaded" in out and "serving the recipe as applied at" in out and "Traceback" not in out
+
+    recipe.unlink()  # deleted: the same
+    out, _, chat = _served(recipe, env, port)
+    assert chat["choices"][0]["message"]["content"] == "Ada", out
+    assert "cannot be loaded" in out and "fingerprint " in out

@@ -7,7 +7,8 @@ from typing import Optional
 
 import click
 
-from dsl.commands._common import only_label, open_ws, say_drift, workdir_option
+from dsl.commands._applied import applied, applied_version, drift
+from dsl.commands._common import workdir_option
 from sdk.errors import DslError
 
 
@@ -24,26 +25,31 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
     from sdk.promotion import withheld as withheld_by_state
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve
+    from sdk.systems import serving_of
 
-    ws = open_ws(file, workdir)
-    label = only_label(ws, "serve", None, "")
-    for step_id in [f"route.{r}" for r in ws.spec.route] + [f"serve.{label}"]:
+    # what is served is the workdir's applied serve step and what it recorded, never the recipe's current blocks:
+    # the recipe only finds the workdir (and its drift is noted); broken or deleted, the workdir alone serves
+    ws, base_dir = applied(file, workdir)
+    step = next((s for s in sorted(ws.state.steps) if s.partition(".")[0] == "serve"), "serve.default")
+    for step_id in [s for s in sorted(ws.state.steps) if serving_of(s) == "router"] + [step]:
         if step_id in ws.state.steps:
             ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
-            say_drift(ws, step_id)
-    config = load_config(ws.artifact(f"serve.{label}"))
+            drift(ws, step_id)
+    config = load_config(ws.artifact(step))
+    click.echo(f"{step}: {applied_version(ws.state.steps[step])}", err=True)
     # promotion is state: a gate that failed since serve.json was written withholds its systems now
     held = {**withheld_by_state(ws.state.steps), **(config.get("withheld") or {})}
     config["withheld"] = held
     config["variants"] = {k: v for k, v in config["variants"].items() if k not in held}
+    config["base_dir"] = str(base_dir)  # relative paths of what was applied (an embedder's folder) resolve here
     for step_id in sorted(config["variants"]):
         if step_id in ws.state.steps:
             ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
-            say_drift(ws, step_id)
+            drift(ws, step_id)
     key_env = config.get("api_key_env")
     if key_env and not os.environ.get(key_env):
         if not no_auth:
-            raise DslError(f"serve.{label} requires an API key, but the variable {key_env} is unset or empty: "
+            raise DslError(f"{step} requires an API key, but the variable {key_env} is unset or empty: "
                            f"export {key_env}=<key> (or pass --no-auth to serve without one)")
         click.echo(f"warning: {key_env} is unset and --no-auth was given: the gateway answers without an API key",
                    err=True)
@@ -60,7 +66,7 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
                                                 "timeout": config["timeout"]}
     try:
         try:
-            gateway = Gateway(config, ws.spec, ws.artifacts())
+            gateway = Gateway(config, None, ws.artifacts())
         except DslError:
             raise
         except Exception as e:  # noqa: BLE001 - a model or index that does not load: say which, no traceback

@@ -97,10 +97,14 @@ class SystemRunner:
         self.endpoint: EndpointModel | None = None
         self.rag: Any = None
         self.reader: LocalModel | None = None  # a rag system's local generator, when answers are generated
+        from sdk.systems import Asker, open_system, serving_of
+
         if isinstance(system, Endpoint):
             self.endpoint = EndpointModel(system)
-        elif system.kind == "rag":
-            from sdk.backends.rag import LocalChatGenerator, RagSystem
+        elif serving_of(system) == "system":  # a plugin's system, opened by its kind's opener, asked like an endpoint
+            self.endpoint = Asker(open_system(artifacts[str(system)], spec=spec, base_dir=spec.base_dir))  # type: ignore[assignment]
+        elif serving_of(system) == "rag":
+            from sdk.backends.rag import LocalChatGenerator
             from sdk.systems import applied_block, input_artifact
 
             rag_art = artifacts[str(system)]
@@ -108,7 +112,7 @@ class SystemRunner:
             scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)
             # options are scored by the generator's log-likelihood with the retrieved chunks in the prompt;
             # free answers come from the rag system itself (its prompt, its generator, its citations)
-            self.rag = RagSystem.open(rag_art, with_generator=not scored, base_dir=spec.base_dir, spec=spec)
+            self.rag = open_system(rag_art, with_generator=not scored, base_dir=spec.base_dir, spec=spec)
             if scored:
                 gen_art = input_artifact(rag_art, str(gen))
                 self.local = _local({str(gen): gen_art}, str(gen), spec)

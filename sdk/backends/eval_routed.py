@@ -17,7 +17,10 @@ from sdk.evalsets import EvalItem
 
 
 def is_router(system: Any) -> bool:
-    return getattr(system, "kind", "") == "route"
+    """A system served as ``auto`` (its kind's declaration says ``serving="router"``)."""
+    from sdk.systems import serving_of
+
+    return serving_of(system) == "router"
 
 
 def routing_of(saved: dict[str, Any]) -> dict[str, Any] | None:

@@ -114,6 +114,12 @@ class RagSystem:
                 "prompt": prompt}
 
 
+def open_rag(art: Artifact, *, with_generator: bool = True, base_dir: Optional[Path] = None, spec: Any = None,
+             **_: Any) -> RagSystem:
+    """The rag kind's opener (``opener`` of its declaration; see :func:`sdk.systems.open_system`)."""
+    return RagSystem.open(art, with_generator=with_generator, base_dir=base_dir, spec=spec)
+
+
 @dataclass
 class _Doc:
     id: str

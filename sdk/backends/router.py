@@ -17,6 +17,11 @@ GENERAL = "general"
 DOMAIN = "domain"
 
 
+def open_router(art: Any, **_: Any) -> "Router":
+    """The route kind's opener (``opener`` of its declaration; see :func:`sdk.systems.open_system`)."""
+    return Router.load(Path(art.path))
+
+
 class Router:
     """Numpy prediction of a saved router (no pickle, no scikit-learn needed)."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 ROLES = ("model", "system", "step", "setting")
+SERVING = ("model", "rag", "router", "system")  # how an applied runtime system is served and evaluated
 ENTRY_POINT_GROUP = "dsl.kinds"
 
 # (step id, facets of its outputs that the dependent reads, or None for all of them)
@@ -49,6 +50,11 @@ class Kind:
     facets: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None  # manifest -> what dependents may read
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # a runtime system (see sdk.systems): how the gateway serves it and the eval asks it (one of SERVING), and the
+    # "module:function" that opens it from its applied artifact: (artifact, **options) -> an object whose
+    # answer(question, max_new_tokens=N) returns {"answer", "sources", "cited"}
+    serving: Optional[str] = None
+    opener: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -61,6 +67,11 @@ class Kind:
                              "--backend test asks for it)")
         if self.role == "setting" and self.backend:
             raise ValueError(f"kind {self.name!r} is a setting, not a step: it has no backend")
+        if self.serving is not None and self.serving not in SERVING:
+            raise ValueError(f"kind {self.name!r}: serving must be one of {', '.join(SERVING)}, not {self.serving!r}")
+        if self.serving_as == "system" and not self.opener:
+            raise ValueError(f"kind {self.name!r} is served as a system but names no opener: declare it with "
+                             "opener=\"module:function\" ((artifact, **options) -> an object with answer())")
 
     @property
     def is_step(self) -> bool:
@@ -73,6 +84,17 @@ class Kind:
     @property
     def is_system(self) -> bool:
         return self.role in ("model", "system")
+
+    @property
+    def serving_as(self) -> Optional[str]:
+        """How the gateway serves an applied step of this kind and the eval asks it: ``model`` (its weights in the
+        local engine), ``rag`` (retrieval in the gateway, its generator a model variant or an endpoint), ``router``
+        (``model="auto"``), ``system`` (opened by its opener and asked), or None (no runtime system)."""
+        if self.serving is not None:
+            return self.serving
+        if self.role == "model":
+            return "model"
+        return "system" if self.role == "system" and self.opener else None
 
 
 _KINDS: dict[str, Kind] = {}

@@ -1,10 +1,5 @@
-"""Systems apart from steps: a step builds an artifact; a system (a rag pipeline, a router, a model with its
-adapter) is opened from an applied artifact's manifest, which records the configuration that was applied.
-
-``dsl ask``, ``dsl route``, ``dsl serve``, the eval backend and dataset retrieval open systems through here, and
-never read the current recipe's block for what was applied. When the recipe has changed since, :func:`drift`
-says so in one line.
-"""
+"""What was applied: a step's block as its manifest recorded it (:func:`applied_block`), the artifacts it read
+(:func:`input_artifact`), and one line when the recipe has changed since (:func:`drift`)."""
 
 from __future__ import annotations
 
