@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk.errors import DataError
 
@@ -48,7 +48,7 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_entry(entry: Any) -> Optional[str]:
+def check_entry(entry: Any) -> str | None:
     """Why ``entry`` is not a grade line (None when it is one)."""
     if not isinstance(entry, dict):
         return "a grade is a JSON object"
@@ -136,7 +136,7 @@ def preferences(grades: Iterable[dict[str, Any]]) -> dict[tuple[str, frozenset[s
     return dict(out)
 
 
-def majority(votes: dict[str, bool]) -> Optional[bool]:
+def majority(votes: dict[str, bool]) -> bool | None:
     """The experts' verdict on one answer: the majority of its graders (a tie: no verdict)."""
     yes = sum(votes.values())
     no = len(votes) - yes
@@ -161,7 +161,7 @@ def cohen_kappa(a: list[Any], b: list[Any]) -> float:
     return (observed - expected) / (1 - expected)
 
 
-def krippendorff_alpha(table: list[list[Optional[float]]]) -> float:
+def krippendorff_alpha(table: list[list[float | None]]) -> float:
     """Krippendorff's alpha (nominal) of a raters x units table (None: the rater did not grade that unit), by the
     ``krippendorff`` package; nan when fewer than two units have two ratings."""
     import numpy as np
@@ -267,7 +267,7 @@ def judge_trusted(recipe_path: str | Path, spec: Any, eval_label: str,
     return trust_verdict(judge_agreement(judge_scores(_rows(runs[-1])), grades), kappa, min_items)
 
 
-def calibrating_eval(spec: Any, endpoint: Any) -> Optional[str]:
+def calibrating_eval(spec: Any, endpoint: Any) -> str | None:
     """The label of an eval with human grading whose judge is ``endpoint`` (same url and model), or None."""
     for label, block in getattr(spec, "eval", {}).items():
         judge = getattr(block, "judge", None)

@@ -5,8 +5,9 @@ there; the answer order stays put for a grader; a POST not made by the page's ht
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -73,15 +74,14 @@ def test_an_expert_grades_two_items_blind(ui: str, applied: Path, browser: Any, 
             for form in by_css(d, f'.grade-item[data-item="{item}"] .blind-answer'):
                 if form.find_element("css selector", ".text").text == right:
                     form.find_element("css selector", "button.pass").click()
-                    wait_for(d, lambda d: "pass" in by_css(d, f'.grade-item[data-item="{item}"] .blind-answer'
-                                                              f'[data-answer="{G.answer_hash(right)}"]')[0]
-                             .get_attribute("class"))
+                    css = f'.grade-item[data-item="{item}"] .blind-answer[data-answer="{G.answer_hash(right)}"]'
+                    wait_for(d, lambda d, css=css: "pass" in by_css(d, css)[0].get_attribute("class"))
                     break
             wrong = G.answer_hash("I do not know")
             form = by_css(d, f'.grade-item[data-item="{item}"] .blind-answer[data-answer="{wrong}"]')[0]
             Select(form.find_element("css selector", "select.category")).select_by_value("incomplete")
             form.find_element("css selector", "button.fail").click()
-            wait_for(d, lambda d: _graded(d, item))
+            wait_for(d, lambda d, item=item: _graded(d, item))
         wait_for(d, lambda d: by_css(d, "#grade-progress .done")[0].text == "2")
         order = _answers(d, "q1")
         assert "rag.a" not in d.page_source and "rag.b" not in d.page_source

@@ -32,9 +32,9 @@ from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
     system_id,
     task_of,
 )
+from sdk.backends.eval_human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval_models import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
 from sdk.backends.eval_routed import RoutedRunner, is_router, routing_summary
-from sdk.backends.eval_human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval_stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
 from sdk.evalsets import EvalItem, contamination, load_items

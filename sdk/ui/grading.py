@@ -7,7 +7,8 @@ field the page remembers in a cookie. Writes carry the same guards as the Review
 
 import hashlib
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 GRADER_COOKIE = "dsl_grader"

@@ -61,9 +61,8 @@ def _human_problem(spec: Any, m: _expr.Metric) -> Optional[tuple[str, Optional[s
     if graded:
         return None
     if mode == "pairwise":
-        return (f"no eval with human = {{ mode = pairwise }} compares {m.system} with its first system, so {m} is "
-                "never measured", "list the system after the one it is compared with, in an eval with "
-                                  "human = { mode = pairwise }")
+        return (f"no eval with human = {{ mode = pairwise }} compares {m.system} with its first system, so {m} is never "
+                "measured", "list it after the system it is compared with, in an eval with human = { mode = pairwise }")
     return (f"no eval with human = {{ mode = pass_fail }} lists {m.system}, so {m} is never measured",
             "declare human = { mode = pass_fail } in an eval that lists it")
 
