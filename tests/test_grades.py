@@ -23,11 +23,10 @@ def test_cohen_kappa_on_the_textbook_table() -> None:
     a = ["yes"] * 25 + ["no"] * 25
     b = ["yes"] * 20 + ["no"] * 5 + ["yes"] * 10 + ["no"] * 15
     assert G.cohen_kappa(a, b) == pytest.approx(0.4)
-    from sklearn.metrics import cohen_kappa_score
-
-    c = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0]
-    d = [1, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0]
-    assert G.cohen_kappa(c, d) == pytest.approx(cohen_kappa_score(c, d))
+    c = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0]  # 9 of 12 agree; marginals 7/5 and 6/6 -> p_e 0.5, kappa 0.5
+    d = [1, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0]  # (sklearn's cohen_kappa_score gives the same)
+    assert G.cohen_kappa(c, d) == pytest.approx(0.5)
+    assert G.cohen_kappa([1, 1, 1], [1, 1, 1]) == 1.0 and G.cohen_kappa([0, 1], [1, 0]) == pytest.approx(-1.0)
 
 
 def test_krippendorff_alpha_matches_the_package_example() -> None:
@@ -83,6 +82,27 @@ def test_judge_agreement_rates() -> None:
     assert not ok and "10 answers in common, fewer than the 50" in why
     ok, why = G.trust_verdict(agree, 0.9, 5)
     assert not ok and "below the 0.9" in why
+
+
+def test_pairwise_preferences_give_human_pref_against_the_first_system(tmp_path: Path) -> None:
+    from types import SimpleNamespace as NS
+
+    from sdk.backends.eval_human import human_results
+
+    block = NS(human=NS(mode="pairwise", graders=1, min_items=None), metrics=["exact_match"], bootstrap=200,
+               confidence=0.95, seed=0, judge_agreement=None, gate=None)
+    spec = NS(base_dir=tmp_path, name="t")
+    rows = {"rag.a": [{"id": f"q{i}", "prediction": f"a{i}"} for i in range(6)],
+            "rag.b": [{"id": f"q{i}", "prediction": f"b{i}" if i < 5 else "a5"} for i in range(6)]}  # q5: same text
+    h = {sid: [G.answer_hash(r["prediction"]) for r in rs] for sid, rs in rows.items()}
+    prefer = [h["rag.b"][0], h["rag.b"][1], h["rag.b"][2], "tie"]  # q0-q2 b wins, q3 a tie, q4 not graded yet
+    G.append(G.grades_path(tmp_path, "t", "mc"), [{"item": f"q{i}", "answers": sorted([h["rag.a"][i], h["rag.b"][i]]),
+                                                   "prefer": p, "grader": "ann"} for i, p in enumerate(prefer)])
+    out = human_results(spec, block, "mc", rows)
+    cell = out["results"]["rag.b"]["human_pref"]
+    assert cell["value"] == pytest.approx((1 + 1 + 1 + 0.5 + 0.5) / 5) and cell["n"] == 5  # the same text: a tie
+    assert 0 < cell["p_value"] <= 1 and out["comparisons"]["rag.b"]["human_pref"]["difference"] == pytest.approx(0.3)
+    assert out["summary"]["status"] == "awaiting 1 of 6 grades" and "rag.a" not in out["results"]
 
 
 # ------------------------------------------------------------------------------------------- in the recipe
@@ -203,6 +223,10 @@ def test_judge_gate_refused_at_plan_then_at_apply_then_trusted(tmp_path: Path, s
     _grade_all(tmp_path, "ann", judge_right=False)  # the experts pass everything: the judge disagrees
     ok, why = G.judge_trusted(path, _load(path), "mc")
     assert not ok and "kappa 0.0 on 8 answers, below the 0.6" in why
+    spec = _load(path)  # a reward or synth filter using the same judge is refused too; another judge is uncalibrated
+    assert G.judge_standing(path, spec, spec.eval["mc"].judge) == (False, why)
+    other = spec.eval["mc"].judge.model_copy(update={"model": "other"})
+    assert G.judge_standing(path, spec, other)[0] and "not calibrated" in G.judge_standing(path, spec, other)[1]
     path = _recipe(tmp_path, srv.port, human + gate)
     result = _apply(path)
     assert not result.ok or _summary(tmp_path)["status"] == "gate_failed"
@@ -211,9 +235,23 @@ def test_judge_gate_refused_at_plan_then_at_apply_then_trusted(tmp_path: Path, s
     assert _apply(path).ok
     assert _summary(tmp_path)["status"] == "done"
     assert G.judge_trusted(path, _load(path), "mc")[0]
+    assert G.judge_standing(path, _load(path), _load(path).eval["mc"].judge)[0]
 
 
 def _load(path: Path) -> Any:
     from dsl.parser import load
 
     return load(path)
+
+
+def test_a_gate_on_a_human_metric_no_eval_grades_is_a_plan_error(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, 9, "    gate = rag.a.human_pass >= 0.8")
+    with pytest.raises(DslError) as e:
+        _load(path)
+    assert "r.dsl:12:" in str(e.value) and "no eval with human = { mode = pass_fail } lists rag.a" in str(e.value)
+    path = _recipe(tmp_path, 9, "    human = { mode = pairwise }\n    gate = rag.a.human_pref >= 0.5")
+    with pytest.raises(DslError) as e:  # the first system is what the others are preferred to
+        _load(path)
+    assert "compares rag.a with its first system" in str(e.value)
+    _recipe(tmp_path, 9, "    human = { mode = pairwise }\n    gate = rag.b.human_pref.ci_low > 0.5")
+    assert _load(path).eval["mc"].human.mode == "pairwise"
