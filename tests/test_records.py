@@ -34,7 +34,8 @@ JOB = {"kind": "finetune", "step_id": "finetune.sip", "out_dir": "/o", "checkpoi
        "train": "/t.jsonl", "chat_template": None}
 MANIFEST = {"step": "a.b", "status": "done", "outputs": {"model": "model"},
             "written": {"model/w.bin": {"size": 3, "sha256": "ab"}},
-            "inputs": {"c.d": {"fingerprint": "f", "artifact": "artifacts/c.d/f", "digest": "d", "manifest_sha256": None}},
+            "inputs": {"c.d": {"fingerprint": "f", "artifact": "artifacts/c.d/f", "digest": "d",
+                               "manifest_sha256": None}},
             "plugin_note": {"kept": True}}
 
 
