@@ -28,7 +28,6 @@ def candidate_rows() -> list[dict[str, Any]]:
 def applied_synth(tmp: Path, label: str = "ops") -> dict[str, Any]:
     """The recipe, its workdir and state with an applied ``synth.<label>`` holding :func:`candidate_rows`."""
     from sdk.integrity import record
-    from sdk.state import State, StateStore
 
     (tmp / "docs").mkdir(parents=True, exist_ok=True)
     (tmp / "docs" / "sip.txt").write_text("\n".join(CHUNKS) + "\n")
@@ -42,8 +41,8 @@ def applied_synth(tmp: Path, label: str = "ops") -> dict[str, Any]:
     (folder / "candidates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / "manifest.json").write_text(json.dumps({"outputs": {"candidates": "candidates.jsonl"},
                                                       "written": record(folder)}))
-    state = State(domain="rev", steps={f"synth.{label}": {"status": "done", "artifact": rel, "backend": "teacher",
-                                                          "fingerprint": "0" * 64}})
-    StateStore(workdir).save(state)
+    steps = {f"synth.{label}": {"status": "done", "artifact": rel, "backend": "teacher", "fingerprint": "0" * 64}}
+    (workdir / "state.json").write_text(json.dumps({"version": 2, "lineage": "review-test", "serial": 1,
+                                                    "domain": "rev", "steps": steps, "hashes": {}}))
     return {"dir": tmp, "recipe": recipe, "workdir": workdir, "rows": rows,
             "decisions": tmp / "reviews" / "rev" / f"{label}.jsonl"}

@@ -7,8 +7,6 @@ Writes are POSTs made by htmx: besides the app's token and Origin checks (:mod:`
 ``HX-Request`` header (a form posted from another site cannot) and, when the browser says where it came from
 (``Sec-Fetch-Site``), come from the page itself."""
 
-from __future__ import annotations
-
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -51,7 +49,8 @@ def _filtered(step: dict[str, Any], decisions: dict[str, Any], status: str, q: s
     return rows, ""
 
 
-def _rows_ctx(ws: Any, step: dict[str, Any], params: dict[str, str], message: str = "") -> dict[str, Any]:
+def _rows_ctx(ws: Any, step: dict[str, Any], params: dict[str, str], message: str = "",
+             fragment: bool = False) -> dict[str, Any]:
     from sdk import reviews as RV
 
     decisions = RV.load(step["decisions"])
@@ -61,7 +60,7 @@ def _rows_ctx(ws: Any, step: dict[str, Any], params: dict[str, str], message: st
     bulk_n = sum(1 for r in rows if RV.status(decisions.get(r["id"])) != "rejected") if q and not problem else 0
     return {"step": step, "rows": shown, "total": len(rows), "counts": RV.counts(step["rows"], decisions),
             "all": len(step["rows"]), "q": q, "status": status, "regex": regex, "problem": problem,
-            "bulk_n": bulk_n, "message": message, "decisions_file": _shown(ws, step["decisions"])}
+            "bulk_n": bulk_n, "message": message, "fragment": fragment, "decisions_file": _shown(ws, step["decisions"])}
 
 
 def _row(row: dict[str, Any], decision: Any, fields: list[str]) -> dict[str, Any]:
@@ -181,7 +180,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
         step = _label_view(ws, label.removeprefix("synth."))
         if step["rows"] is None:
             return page("error.html", 409, title="Not applied", message=step["error"], hint="", tab="review")
-        return page("review_rows.html", r=_rows_ctx(ws, step, dict(request.query_params)))
+        return page("review_rows.html", r=_rows_ctx(ws, step, dict(request.query_params), fragment=True))
 
     @app.post("/review/{label}/decide")
     @guarded
@@ -233,4 +232,4 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
             except DslError as e:
                 message = str(e)
         params = {k: form.get(k, "") for k in ("status", "q", "regex")}
-        return remember(page("review_rows.html", r=_rows_ctx(ws, step, params, message)), name)
+        return remember(page("review_rows.html", r=_rows_ctx(ws, step, params, message, fragment=True)), name)
