@@ -35,13 +35,15 @@ def _artifact(ws: Any, eval_id: str) -> Any:
 
 
 def _summary(folder: Path, eval_id: str) -> dict[str, Any]:
+    from sdk.errors import DslError
+    from sdk.records.eval import SUMMARY_JSON, load_eval
+
+    if not (folder / SUMMARY_JSON).is_file():
+        raise NotFound(f"{eval_id} has no summary.json in {folder} (applied by a test backend?)")
     try:
-        data = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise NotFound(f"{eval_id} has no readable summary.json in {folder} (applied by a test backend?)") from None
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise NotFound(f"{eval_id}: summary.json in {folder} is not an eval summary")
-    return data
+        return load_eval(folder / SUMMARY_JSON, eval_id)
+    except DslError as e:
+        raise NotFound(str(e)) from None
 
 
 def promoted_system(ws: Any, summary: dict[str, Any]) -> Optional[str]:
