@@ -123,7 +123,7 @@ def _dataset(spec: Any, label: str, block: Any) -> list[Problem]:
 def _align(spec: Any, label: str, block: Any) -> list[Problem]:
     from sdk.backends.preferences import label_problem, read_preferences, summary_of
 
-    path = _source(spec, block.pairs)
+    path = _source(spec, block.pairs) if isinstance(block.pairs, str) else None  # synth.X: checked when it runs
     if path is None:
         return []
     at = ("align", label, "pairs")

@@ -86,11 +86,13 @@ def write(folder: Path, port: int, body: str) -> Path:
 
 MAIN = """  synth qa { corpus = corpus.notes  teacher = TEACHER  concurrency = 4  price = { input = 1.0, output = 2.0 } }
   synth rf { task = raft  corpus = corpus.notes  teacher = TEACHER  rag = rag.ctx  distractors = 2
-             no_golden_share = 0.34 }
-  synth pref { task = preference  corpus = corpus.notes  teacher = TEACHER  rows = 3 }
+             no_golden_share = 0.34  filters = { contamination = false } }
+  synth pref { task = preference  corpus = corpus.notes  teacher = TEACHER  rows = 3
+               filters = { contamination = false } }
   synth ev { task = eval  corpus = corpus.notes  teacher = TEACHER  rows = 2  filters = { contamination = false } }
   base_model b { path = "model"  backend = "test" }
   finetune ft { from = base_model.b  data = synth.qa  backend = "test" }
+  align al { from = finetune.ft  pairs = synth.pref  backend = "test" }
   eval expert { data = "eval.jsonl"  systems = [finetune.ft]  metrics = [exact_match]  backend = "test" }"""
 
 
@@ -118,7 +120,8 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_qa_rows_keep_their_chunk_ids_tokens_and_cost(applied: Any) -> None:
     st, art = applied["state"]["synth.qa"], applied["arts"]["synth.qa"]
     cands = rows(art, "candidates.jsonl")
-    assert len(cands) == len(NOTES) and all(re.fullmatch(r"[0-9a-f]{16}", c["id"]) for c in cands)
+    assert len(cands) == len(NOTES) - 1 and all(re.fullmatch(r"[0-9a-f]{16}", c["id"]) for c in cands)
+    assert NOTES["sip"] not in {c["chunk"] for c in cands}  # its question is the eval item's: contamination
     for c in cands:
         name = c["chunk_id"].split("/")[-1].split(".")[0]
         assert c["chunk"] == NOTES[name] and c["answer"] == NOTES[name] and c["source"].startswith("notes/")
@@ -132,15 +135,16 @@ def test_qa_rows_keep_their_chunk_ids_tokens_and_cost(applied: Any) -> None:
     assert m["cost"] == pytest.approx((60 * 1.0 + 30 * 2.0) / 1e6)
     ledger = json.loads((art / "ledger.json").read_text())
     assert ledger["in"] == ledger["out"] + len(ledger["dropped"]) == 6
-    assert "6 rows in, 6 out" in st["summary"]
+    assert [(d["reason"], d["eval_item"]) for d in ledger["dropped"]] == [("contamination", "eval.expert:e1")]
+    assert ledger["by_reason"] == {"contamination": 1} == st["metrics"]["by_reason"]
+    assert "6 rows in, 5 out (dropped: 1 contamination)" in st["summary"]
 
 
 def test_429_is_retried_with_backoff(applied: Any) -> None:
     refused = applied["teacher"].refused
     assert len(refused) == 2 and refused[0] == refused[1]  # two 429s for one request, then its answer:
     assert applied["teacher"].prompts.count(refused[0]) >= 3
-    for step in ("synth.qa", "synth.rf"):  # every chunk has its row
-        assert {c["chunk"] for c in rows(applied["arts"][step], "candidates.jsonl")} == set(NOTES.values())
+    assert {c["chunk"] for c in rows(applied["arts"]["synth.rf"], "candidates.jsonl")} == set(NOTES.values())
 
 
 def test_raft_distractors_come_from_the_rag_retrieval(applied: Any) -> None:
@@ -178,6 +182,7 @@ def test_rerun_asks_the_teacher_nothing_and_finetune_reads_the_rows(applied: Any
     assert m["requests_sent"] == 0 and m["requests_journaled"] == 12
     ft = json.loads((applied["arts"]["finetune.ft"] / "out.json").read_text())
     assert "synth.qa" in ft["inputs"]
+    assert "synth.pref" in json.loads((applied["arts"]["align.al"] / "out.json").read_text())["inputs"]
 
 
 def test_budget_stops_cleanly(tmp_path: Path) -> None:
@@ -194,7 +199,7 @@ def test_budget_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_kill_9_then_resume_repeats_no_request(tmp_path: Path) -> None:
-    teacher = Teacher(delay=0.3)
+    teacher = Teacher(delay=0.2)
     with OpenAIServer(teacher) as server:
         path = write(tmp_path, server.port, "  synth qa { corpus = corpus.notes  teacher = TEACHER  concurrency = 1 }")
         journal = tmp_path / ".dsl" / "t" / "cache" / "synth" / "qa" / "journal.jsonl"
@@ -208,8 +213,7 @@ def test_kill_9_then_resume_repeats_no_request(tmp_path: Path) -> None:
         done = len(journal.read_text().splitlines())
         asked = list(teacher.prompts)
         assert 2 <= done < len(NOTES)
-        r = run_dsl("apply", str(path))
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert sdk.apply(load(path)).ok  # the killed run's lock is stale: taken over
     again = teacher.prompts[len(asked):]
     journaled = {json.loads(x)["key"] for x in journal.read_text().splitlines()}
     assert len(journaled) == len(NOTES)
@@ -228,6 +232,10 @@ def test_plan_errors_are_located(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert re.search(r"r\.dsl:\d+:\d+: error: synth\.ev makes candidate eval items \(task = eval\): eval "
                      r"candidates are never used for training", r.stdout + r.stderr), r.stdout + r.stderr
+    path = write(tmp_path, 9, body.replace("finetune ft { from = base_model.b  data = synth.ev }",
+                                           "align al { from = base_model.b  pairs = synth.ev }"))
+    r = run_dsl("plan", str(path))
+    assert r.returncode != 0 and "eval candidates are never used for training" in r.stdout + r.stderr
     path = write(tmp_path, 9, "  synth rf { task = raft  corpus = corpus.notes  teacher = TEACHER }")
     r = run_dsl("validate", str(path))
     assert r.returncode != 0 and "r.dsl:4:" in r.stdout + r.stderr and "set rag = rag.X" in r.stdout + r.stderr

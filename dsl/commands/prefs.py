@@ -69,6 +69,9 @@ def _target(file: str | None, fields: tuple[str, ...], recipe: str | None,
         if fields:
             raise DslError("--fields comes from the recipe's align step when --recipe is given")
         block = spec.align[label]
+        if not file and not isinstance(block.pairs, str):
+            raise DslError(f"align.{label} reads {block.pairs}, made when the recipe is applied: check its rows.jsonl "
+                           "with: dsl prefs FILE")
         path = Path(file) if file else spec.resolve_path(block.pairs)
         return path, file or _shown(path), block.method, dict(block.fields), block
     if step:

@@ -103,9 +103,8 @@ def _rewards(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
 
-    from sdk.backends import charts
+    from sdk.backends import charts, tuning
     from sdk.backends import training as T
-    from sdk.backends import tuning
     from sdk.backends.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
 
@@ -212,7 +211,11 @@ class AlignBackend(TrainingBackend, Backend):
         from sdk.hashing import file_sha256
 
         block: Any = ctx.block
-        source = ctx.spec.resolve_path(block.pairs)
+        if isinstance(block.pairs, str):
+            source = ctx.spec.resolve_path(block.pairs)
+        else:  # synth.X of task preference: its rows.jsonl
+            art = ctx.input(block.pairs)
+            source = art.path / art.outputs["rows"]
         shown = _rel(source, Path.cwd())
         rows, summary = self._read(ctx, source, shown)
         base = ctx.input(block.from_)
@@ -222,7 +225,7 @@ class AlignBackend(TrainingBackend, Backend):
         T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = tuning.chat_template(ctx, block, base)
         job = {**tuning.job_of(ctx, "align", block, h, base, template), "rows": rows, "summary": summary,
-               "data_hashes": {block.pairs: file_sha256(source)}}
+               "data_hashes": {str(block.pairs): file_sha256(source)}}
         result = T.run_step_job(ctx, job, align_job, __name__)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))

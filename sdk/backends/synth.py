@@ -23,11 +23,19 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
-from sdk.backends.synth_prompts import (QUESTION_PROMPT, RAFT_ANSWER_PROMPT, corrupted, final_row, parse_qa,
-                                        render, row_id, without_citations)
+from sdk.backends.synth_prompts import (
+    QUESTION_PROMPT,
+    RAFT_ANSWER_PROMPT,
+    corrupted,
+    final_row,
+    parse_qa,
+    render,
+    row_id,
+    without_citations,
+)
 from sdk.errors import DslError
 
 
@@ -42,8 +50,7 @@ def _template(block: Any, attr: str, default: str, base: Path) -> str:
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 def eval_items(spec: Any) -> dict[str, list[tuple[str, str]]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from typing import Any, Optional
+from typing import Any
 
 from sdk.hashing import digest
 
@@ -30,8 +30,8 @@ Document [{{ cite }}] (from {{ source }}):
 
 Question: {{ question }}"""
 
-_JSON = re.compile(r"\{.*\}", re.S)
-_LINES = re.compile(r"^\s*(?:Q|Question)\s*[:.]\s*(?P<q>.+?)\s*\n+\s*(?:A|Answer)\s*[:.]\s*(?P<a>.+)$", re.S | re.I)
+_JSON = re.compile(r"\{.*\}", re.DOTALL)
+_LINES = re.compile(r"^\s*(?:Q|Question)\s*[:.]\s*(?P<q>.+?)\s*\n+\s*(?:A|Answer)\s*[:.]\s*(?P<a>.+)$", re.DOTALL | re.IGNORECASE)
 _CITE = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 
 
@@ -41,7 +41,7 @@ def render(template: str, where: str, **variables: Any) -> str:
     return sandboxed(template, where, **variables)
 
 
-def parse_qa(text: Optional[str]) -> Optional[tuple[str, str]]:
+def parse_qa(text: str | None) -> tuple[str, str] | None:
     """(question, answer) from a reply in JSON (``{"question", "answer"}``, possibly in a code fence) or in
     ``Question: ... / Answer: ...`` lines; None when it holds neither."""
     if not text:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from sdk.errors import DslError
 from sdk.hashing import digest
@@ -38,7 +39,7 @@ class Journal:
                     self.entries[entry["key"]] = entry
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
 
-    def get(self, key: str) -> Optional[dict[str, Any]]:
+    def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
     def record(self, entry: dict[str, Any]) -> None:
@@ -56,7 +57,7 @@ class Journal:
 class Usage:
     """Tokens and requests of one run, journaled ones included (``sent``: asked of the teacher in this run)."""
 
-    budget: Optional[int] = None
+    budget: int | None = None
     tokens_in: int = 0
     tokens_out: int = 0
     requests: int = 0
@@ -128,11 +129,11 @@ def request_key(teacher: Any, messages: list[dict[str, str]], max_tokens: int) -
 
 
 def ask_all(teacher: Any, requests: list[list[dict[str, str]]], *, max_tokens: int, journal: Journal, usage: Usage,
-            concurrency: int, advance: Callable[[], None] = lambda: None) -> list[Optional[str]]:
+            concurrency: int, advance: Callable[[], None] = lambda: None) -> list[str | None]:
     """The teacher's reply to each request (None where the budget stopped it first), ``concurrency`` at a time.
     Journaled requests are answered from the journal; a teacher failure stops new requests, lets those in flight
     finish (and be journaled), then is raised."""
-    out: list[Optional[str]] = [None] * len(requests)
+    out: list[str | None] = [None] * len(requests)
     failure: list[BaseException] = []
 
     def one(i: int) -> None:

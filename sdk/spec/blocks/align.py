@@ -27,13 +27,26 @@ ONLY_FOR = {"loss": ("dpo",), "label_smoothing": ("dpo", "simpo"), "precompute_r
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
-    problem = path_problem(spec, block.pairs) if check_files else None
+    problem = path_problem(spec, block.pairs) if check_files and isinstance(block.pairs, str) else None
     return [Problem(path=("align", label, "pairs"), message=problem)] if problem else []
+
+
+def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
+    if not isinstance(block.pairs, str):  # synth.X: a synth step of task preference
+        from sdk.spec.blocks.synth import training_problems
+
+        problems = training_problems(spec, "align", label, "pairs")
+        if not problems and block.method == "kto":
+            problems = [Problem(path=("align", label, "pairs"), message=f"{block.pairs} makes chosen/rejected pairs, "
+                                "and kto reads answers labelled good or bad", hint="use dpo, simpo or orpo")]
+        if problems:
+            return problems
+    return chat_template_problems(spec, label, block, "align")
 
 
 @declare("align", role="model", backend=("trl_dpo", "sdk.backends.align:AlignBackend",
                                           "pip install 'domain-dsl[train]'"),
-         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: chat_template_problems(spec, label, block, "align"),
+         outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: _plan_check(spec, label, block),
          facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("pairs",)),
          extra={"config": with_compute})
@@ -42,9 +55,10 @@ class AlignBlock(TrainCommon):
     bad."""
 
     from_: ref_of("@model") = Field(alias="from", description="Model to tune, usually a finetune")  # type: ignore[valid-type]
-    pairs: str = Field(description="JSONL preference file, relative to the recipe: pairs {prompt, chosen, rejected} "
-                                   "(dpo, simpo, orpo) or {prompt, completion, label} rows (kto); text or chat "
-                                   "messages")
+    pairs: str | ref_of("synth") = Field(  # type: ignore[valid-type]
+        description="JSONL preference file, relative to the recipe: pairs {prompt, chosen, rejected} (dpo, simpo, "
+                    "orpo) or {prompt, completion, label} rows (kto); text or chat messages. Or synth.X, a synth "
+                    "step of task preference")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="Column mapping, e.g. { prompt = \"question\", chosen = \"good\" } "
                                                "(keys: prompt, chosen, rejected; with kto prompt, completion, label)")

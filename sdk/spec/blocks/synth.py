@@ -5,7 +5,7 @@ recipe's eval sets, unsupported answers) and reviewed by experts, every dropped 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -29,6 +29,9 @@ class SynthFilters(Block):
     contamination: bool = Field(default=True, description="Drop rows that share a 13-gram or are near duplicates "
                                                           "of an item of any eval set of the recipe")
     supported: bool = Field(default=True, description="Drop answers not supported by their chunk")
+    support_threshold: Fraction = Field(default=0.5, description="Share of the answer's content words its chunk "
+                                                                  "must hold for the answer to count as supported")
+    ngram: int = Field(default=13, ge=3, le=50, description="Word n-gram length of the contamination overlap")
     min_chars: int = Field(default=1, ge=0, le=1_000_000, description="Shortest question and answer kept")
     max_chars: PositiveInt = Field(default=4000, description="Longest question or answer kept")
 
@@ -92,37 +95,37 @@ class SynthBlock(Block):
 
     task: Literal[TASKS] = Field(default="qa", description="qa, raft, preference or eval")  # type: ignore[valid-type]
     corpus: ref_of("corpus") = Field(description="Corpus whose chunks the rows are grounded in")  # type: ignore[valid-type]
-    teacher: Union[ref_of("@model"), Endpoint] = Field(  # type: ignore[valid-type]
+    teacher: ref_of("@model") | Endpoint = Field(  # type: ignore[valid-type]
         description="Model step or OpenAI-compatible endpoint { ... } that writes questions and answers")
     rows: PositiveInt = Field(default=100, le=1_000_000, description="Most rows generated (one chunk each)")
     concurrency: int = Field(default=8, ge=1, le=256, description="Teacher requests in flight at once")
-    budget_tokens: Optional[PositiveInt] = Field(default=None, description="Stop cleanly once the teacher has used "
+    budget_tokens: PositiveInt | None = Field(default=None, description="Stop cleanly once the teacher has used "
                                                                           "this many tokens (prompt + completion)")
     max_tokens: PositiveInt = Field(default=512, le=65_536, description="Longest teacher reply, in tokens")
-    prompt: Optional[TextOrFile] = Field(default=None, description="Jinja2 template of the question request "
+    prompt: TextOrFile | None = Field(default=None, description="Jinja2 template of the question request "
                                          "(variables: chunk, source, task); default: the built-in one")
-    answer_prompt: Optional[TextOrFile] = Field(default=None, description="raft: Jinja2 template of the answer "
+    answer_prompt: TextOrFile | None = Field(default=None, description="raft: Jinja2 template of the answer "
                                                 "request (variables: question, chunk, source, cite: the golden "
                                                 "chunk's number among the row's chunks)")
-    rag: Optional[ref_of("rag")] = Field(default=None,  # type: ignore[valid-type]
+    rag: ref_of("rag") | None = Field(default=None,  # type: ignore[valid-type]
                                          description="raft: rag system whose retrieval gives the distractors")
     distractors: int = Field(default=3, ge=0, le=50, description="raft: distractor chunks per row")
     no_golden_share: Fraction = Field(default=0.2, description="raft: share of rows whose chunks leave the golden "
                                                                "one out")
-    student: Optional[ref_of("@model")] = Field(  # type: ignore[valid-type]
+    student: ref_of("@model") | None = Field(  # type: ignore[valid-type]
         default=None, description="preference: model step that writes the rejected answer (default: a corrupted "
                                   "teacher answer)")
     filters: SynthFilters = Field(default_factory=SynthFilters, description="Filters applied after generation")
     review: Literal["none", "optional", "required"] = Field(
         default="none", description="Expert review: none, optional (rejected rows dropped, edits applied) or "
                                     "required (only accepted or edited rows are kept)")
-    price: Optional[Price] = Field(default=None, description="Teacher prices per million tokens, for the cost in "
+    price: Price | None = Field(default=None, description="Teacher prices per million tokens, for the cost in "
                                                              "the manifest")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the chunk order and the raft shuffles")
-    backend: Optional[str] = Field(default=None, description="Backend name (default: teacher)")
+    backend: str | None = Field(default=None, description="Backend name (default: teacher)")
 
     @model_validator(mode="after")
-    def _task_attributes(self) -> "SynthBlock":
+    def _task_attributes(self) -> SynthBlock:
         if self.task == "raft" and self.rag is None:
             raise PydanticCustomError("incompatible", "task = raft draws its distractors from a rag system's "
                                       "retrieval: set rag = rag.X (a rag system over the same corpus)", {})
