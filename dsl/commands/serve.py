@@ -36,7 +36,6 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
             ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
             drift(ws, step_id)
     config = load_config(ws.artifact(step))
-    click.echo(f"{step}: {applied_version(ws.state.steps[step])}", err=True)
     # promotion is state: a gate that failed since serve.json was written withholds its systems now
     held = {**withheld_by_state(ws.state.steps), **(config.get("withheld") or {})}
     config["withheld"] = held
@@ -73,6 +72,7 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
             raise DslError(f"the gateway could not load what it serves: {type(e).__name__}: {e}") from None
         h, p = host or config["host"], port or config["port"]
         note = f" (withheld: {', '.join(sorted(gateway.withheld))})" if gateway.withheld else ""
+        click.echo(f"{step}: {applied_version(ws.state.steps[step])}", err=True)  # which recipe version serves
         click.echo(f"serving {', '.join(gateway.models)} on http://{h}:{p}/v1{note}", err=True)
         serve(gateway, h, p)
     finally:
