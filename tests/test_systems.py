@@ -1,0 +1,83 @@
+"""sdk.systems: a kind declares how its applied steps are served and opened, and everything that runs a system asks
+that declaration; dsl serve finds the workdir of a recipe that no longer loads; the gateway's streamed chunks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sdk.artifacts import Artifact
+from sdk.errors import DslError
+from sdk.spec import kinds as K
+from sdk.spec import parse_ref
+
+
+def test_built_in_kinds_declare_how_they_are_served() -> None:
+    from sdk.systems import serving_of
+
+    assert serving_of("rag.docs") == "rag" and serving_of(parse_ref("rag.docs")) == "rag"
+    assert serving_of("route.default") == "router"
+    assert {serving_of(f"{k}.x") for k in ("base_model", "pretrain", "finetune", "align", "reward")} == {"model"}
+    assert serving_of("eval.x") is None and serving_of("corpus.c") is None and serving_of("nosuch.x") is None
+    assert serving_of(object()) is None  # an endpoint has no kind
+
+
+def test_a_kind_that_is_served_as_a_system_must_name_its_opener() -> None:
+    class B:
+        pass
+
+    with pytest.raises(ValueError, match="names no opener"):
+        K.Kind(name="faq", block=B, role="system", backend="faq", serving="system")
+    with pytest.raises(ValueError, match="serving must be one of"):
+        K.Kind(name="faq", block=B, role="system", backend="faq", serving="web", opener="m:f")
+    kind = K.Kind(name="faq", block=B, role="system", backend="faq", opener="m:f")
+    assert kind.serving_as == "system"  # a system with an opener is served as one by default
+    assert K.Kind(name="plain", block=B, role="system", backend="x").serving_as is None
+
+
+def test_open_system_refuses_what_its_kind_cannot_open(tmp_path: Path) -> None:
+    from sdk.systems import open_system
+
+    with pytest.raises(DslError, match="eval.x is not a system that can be opened"):
+        open_system(Artifact("eval.x", tmp_path, {}))
+    with pytest.raises(DslError, match=r"router.json: cannot read the router"):
+        open_system(Artifact("route.default", tmp_path, {}))  # the router's files are not there: named, no traceback
+
+
+def test_a_recipe_that_does_not_load_is_served_from_the_workdir_beside_it(tmp_path: Path) -> None:
+    from dsl.commands._applied import _beside, applied_version
+
+    for name in ("desk", "other"):
+        (tmp_path / ".dsl" / name).mkdir(parents=True)
+        (tmp_path / ".dsl" / name / "state.json").write_text("{}")
+    broken = tmp_path / "r.dsl"
+    broken.write_text("# help desk\ndomain desk {\n  faq help {\n")
+    assert _beside(broken, "1 error") == tmp_path / ".dsl" / "desk"  # the domain read from the broken text
+    assert _beside(tmp_path / "other.dsl", "missing") == tmp_path / ".dsl" / "other"  # deleted: its stem
+    with pytest.raises(DslError, match="--workdir") as e:
+        _beside(tmp_path / "gone.dsl", "missing")
+    assert "desk, other" in str(e.value)
+    line = applied_version({"finished_at": 0.0, "fingerprint": "abcdef0123456789"})
+    assert line == "serving the recipe as applied at 1970-01-01 00:00:00 UTC (fingerprint abcdef012345)"
+
+
+def test_streamed_chunks_carry_the_target_on_every_chunk_and_sources_once() -> None:
+    from sdk.serving.chunks import DONE, ChatChunks, completion_chunks
+
+    out = {"target": "rag.docs", "fallback": False, "text": "a b", "sources": [{"index": 1}],
+           "routing": {"target": "domain", "probability": 0.91234567}}
+    events = ChatChunks("id1", 5, "auto", out).whole(out["text"])
+    assert events[-1] == DONE
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["", "a", " b", None]
+    assert all(c["dsl_target"] == "rag.docs" and c["model"] == "auto" for c in chunks)
+    assert "sources" in chunks[0] and chunks[0]["dsl_routing"]["probability"] == 0.9123
+    assert not any("sources" in c for c in chunks[1:]) and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    two = completion_chunks("id2", 5, "m", [{"target": "m", "fallback": False, "text": "x"},
+                                            {"target": "m", "fallback": True, "text": "y"}])
+    parsed = [json.loads(e.removeprefix("data: ")) for e in two[:-1]]
+    assert [(p["choices"][0]["index"], p["choices"][0]["text"]) for p in parsed] == [(0, "x"), (0, ""), (1, "y"), (1, "")]
+    # a prompt's text chunk says its own answer's fallback; the others the last answer's (as before the split)
+    assert [p["dsl_fallback"] for p in parsed] == [False, True, True, True]
