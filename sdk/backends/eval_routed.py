@@ -35,12 +35,11 @@ class RoutedRunner:
 
     def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str], task: str,
                  prompter: Prompter, answered: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
-        from sdk.backends.router import Router
-        from sdk.systems import applied_block
+        from sdk.systems import applied_block, open_system
 
         self.spec, self.labels, self.task, self.prompter = spec, labels, task, prompter
         self.route_art = artifacts[str(system)]
-        self.router = Router.load(self.route_art.path)
+        self.router = open_system(self.route_art)  # the router its kind's opener loads from the route step's artifact
         self.applied = applied_block(self.route_art)
         self.artifacts = artifacts
         self.answered = answered or {}

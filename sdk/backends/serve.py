@@ -102,10 +102,11 @@ def _gated_out(artifacts: dict[str, Any]) -> str:
     """Why the route step among ``artifacts`` may not route (its own gate failed, or an eval gate naming it did),
     or "" when it may."""
     from sdk.promotion import verdicts
+    from sdk.systems import serving_of
 
     judged = verdicts({sid: {**a.manifest, "status": a.manifest.get("status", "done")} for sid, a in artifacts.items()})
     for sid, art in sorted(artifacts.items()):
-        if not sid.startswith("route."):
+        if serving_of(sid) != "router":
             continue
         if art.manifest.get("status") == "gate_failed":
             return f"{sid} failed its gate: {art.manifest.get('error') or 'see dsl status'}"
