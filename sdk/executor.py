@@ -23,7 +23,7 @@ from sdk.planner import plan as make_plan
 from sdk.planner import refingerprint
 from sdk.plans import Action, Plan, Step
 from sdk.records.manifest import MANIFEST, manifest_text
-from sdk.records.state import STATE_VERSION
+from sdk.records.state import STATE_VERSION, Status
 from sdk.records.state import entry as state_entry
 from sdk.progress import Progress
 from sdk.spec import kinds as K
@@ -83,7 +83,7 @@ def load_artifact(state: State, step_id: str) -> Optional[Artifact]:
 def finished_artifacts(state: State, only: Optional[Iterable[str]] = None) -> dict[str, Artifact]:
     out: dict[str, Artifact] = {}
     for step_id, entry in state.steps.items():
-        if (only is None or step_id in only) and entry.get("status") in ("done", "gate_failed"):
+        if (only is None or step_id in only) and entry.get("status") in Status.finished():
             art = load_artifact(state, step_id)
             if art is not None:
                 out[step_id] = art
@@ -178,7 +178,7 @@ def apply(
                     step.fingerprint, step.inputs = refingerprint(spec, step, state)
                     entry = state.steps.get(step.id) or {}
                     if step.id not in set(replace) and entry.get("fingerprint") == step.fingerprint \
-                            and entry.get("status") in ("done", "gate_failed") \
+                            and entry.get("status") in Status.finished() \
                             and not damaged(state, step.id, entry):
                         step.action, step.reason = Action.NOOP, "up to date: its inputs produced the same output"
                 if step.action is Action.NOOP:

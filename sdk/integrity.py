@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from sdk.hashing import file_sha256
 from sdk.records.manifest import MANIFEST, parse_manifest
+from sdk.records.state import Status
 SMALL = 256 * 1024  # files up to this size are hashed by every check, not only by dsl verify
 
 
@@ -92,7 +93,7 @@ def adopt_manifests(state: Any) -> list[str]:
     now (trusted once, by the apply that holds the workdir's lock); returns the steps adopted."""
     adopted = []
     for step_id, entry in state.steps.items():
-        if entry.get("status") not in ("done", "gate_failed") or entry.get("manifest_sha256"):
+        if entry.get("status") not in Status.finished() or entry.get("manifest_sha256"):
             continue
         folder = state.artifact_path(step_id)
         if folder is None or not (folder / MANIFEST).is_file() or (folder / MANIFEST).is_symlink():
