@@ -29,16 +29,18 @@ LAST_LINES = {
     "bench_preference": "pref_acc sft=N dpo=N overhead=N",
     "bench_rag_retrieval": "recall@5 bm25=N dense=N hybrid=N",
     "bench_reapply": "ratio=N",
+    "bench_retrieval_adapt": "adapt r1_before=N r1_after=N ci_low=N latency_ratio=N train_s=N",
     "bench_retrieval_scale": "p50_ms bm25=N dense=N at=N speedup_bm25=N",
     "bench_route_real": "accuracy tfidf=N embedding=N qps=N",
     "bench_serve": "serve ratio_at_8=N ttft_p50_ms=N",
     "bench_stats": "stats ratio=N",
+    "bench_synth": "synth speedup=N contamination_recall=N ledger_ok=True",
     "bench_train_throughput": "tokens_per_s ratio=N loss sdk=N trl=N",
     "bench_ui": "ui ratio=N runs=N",
 }
 # the quick runs of these took over ~20 s each on a 2-core machine
-SLOW = {"bench_eval_real", "bench_finetune_overhead", "bench_grpo", "bench_preference", "bench_serve",
-        "bench_train_throughput"}
+SLOW = {"bench_eval_real", "bench_finetune_overhead", "bench_grpo", "bench_preference", "bench_retrieval_adapt",
+        "bench_serve", "bench_train_throughput"}
 
 
 def shape(template: str) -> re.Pattern[str]:
