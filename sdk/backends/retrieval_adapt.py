@@ -128,7 +128,8 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
                        "dev_split)")
     folder = ctx.out_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    corpus = [c["content"] for c in chunks if index.source_of(c["id"]) not in pairs.held_out]
+    trained_on = {p.source for p in pairs.train} - pairs.held_out  # negatives come from training documents only
+    corpus = [c["content"] for c in chunks if index.source_of(c["id"]) in trained_on]
     base_model = resolve_embedder(block.embedder, ctx.spec.base_dir)
     vectors = retriever(block.retriever).needs_vectors
     bench = DevBench(pairs.dev, ctx.spec.base_dir, ctx.log)

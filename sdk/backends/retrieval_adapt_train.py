@@ -37,6 +37,7 @@ def _quiet() -> contextlib.ExitStack:
         logger.setLevel(logging.ERROR)
         stack.callback(logger.setLevel, old)
     stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the trainer prints its final figures
     return stack
 
 
