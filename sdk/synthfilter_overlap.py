@@ -20,7 +20,7 @@ Two tests, and a row is contaminated when either fires:
   mentions its word.
 
 On real TeleQnA (tests/_paraphrase.py: 1,000 items planted verbatim and paraphrased among 8,000 other items),
-threshold 0.6 finds every verbatim row, about 94% of the paraphrased ones, and flags under 1% of the others
+threshold 0.6 finds every verbatim row, about 97% of the paraphrased ones, and flags about 1% of the others
 (many of those are TeleQnA's own near-duplicate questions); docs/data.md has the measured figures.
 """
 

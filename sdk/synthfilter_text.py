@@ -46,12 +46,13 @@ def stem(word: str) -> str:
     return word
 
 
-_DROP_PUNCT = str.maketrans("", "", string.punctuation)
+_DROP_PUNCT = str.maketrans("-/", "  ", string.punctuation.replace("-", "").replace("/", ""))
 
 
 def content_words(text: str) -> list[str]:
     """The text's normalised, stemmed words without stop words, in order (repeats kept): lower case, no
-    punctuation, as ``sdk.metrics.normalize`` (articles are stop words), through ``str.translate`` for speed."""
+    punctuation, as ``sdk.metrics.normalize`` (articles are stop words), except that a hyphen or a slash
+    separates words (``Multiple-Input`` is ``multiple input``)."""
     return [stem(w) for w in text.lower().translate(_DROP_PUNCT).split() if w not in STOP_WORDS]
 
 
