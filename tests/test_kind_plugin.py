@@ -318,7 +318,7 @@ def test_a_plugin_system_kind_is_applied_evaluated_served_and_served_from_its_wo
     assert "faq.help" in [m["id"] for m in models["data"]], out
     assert chat["choices"][0]["message"]["content"] == "Ada" and chat["dsl_target"] == "faq.help", chat
     assert chat["sources"][0]["source"] == "faq.txt"
-    assert "r.dsl cannot be loaded" in out and "serving the recipe as applied at" in out and "Traceback" not in out
+    assert "r.dsl cannot be loaded" in out and "the recipe version served: as applied at" in out and "Traceback" not in out
 
     recipe.unlink()  # deleted: the same
     out, _, chat = _served(recipe, env, port)

@@ -60,7 +60,7 @@ def test_a_recipe_that_does_not_load_is_served_from_the_workdir_beside_it(tmp_pa
         _beside(tmp_path / "gone.dsl", "missing")
     assert "desk, other" in str(e.value)
     line = applied_version({"finished_at": 0.0, "fingerprint": "abcdef0123456789"})
-    assert line == "serving the recipe as applied at 1970-01-01 00:00:00 UTC (fingerprint abcdef012345)"
+    assert line == "the recipe version served: as applied at 1970-01-01 00:00:00 UTC (fingerprint abcdef012345)"
 
 
 def test_streamed_chunks_carry_the_target_on_every_chunk_and_sources_once() -> None:

@@ -76,7 +76,7 @@ def applied_version(entry: dict[str, Any]) -> str:
     """Which recipe version a step serves: when it was applied and its fingerprint (what it was applied from)."""
     at = entry.get("finished_at")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(at))) if isinstance(at, (int, float)) else "?"
-    return f"serving the recipe as applied at {when} (fingerprint {str(entry.get('fingerprint') or '?')[:12]})"
+    return f"the recipe version served: as applied at {when} (fingerprint {str(entry.get('fingerprint') or '?')[:12]})"
 
 
 def drift(ws: Any, step_id: str) -> Optional[str]:
