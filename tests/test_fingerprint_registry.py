@@ -34,11 +34,13 @@ EXTRA: dict[str, dict[str, Any]] = {
     "reward": {"grpo": {"from": "finetune.sip", "prompts": "prompts.jsonl", "rewards": {"f1": 1.0}},
                "ds": {"from": "finetune.sip", "data": "dataset.qa", "rewards": {"exact_match": 1.0}}},
     "compute": {"default": {}},
+    "synth": {"gen": {"corpus": "corpus.docs", "teacher": {"url": "http://127.0.0.1:1/v1", "model": "t"}}},
 }
 
 # Attributes that stay out of the fingerprint on purpose, and why: the plan must leave everything up to date.
 EXEMPT = {
     ("eval", "batch_size"): "changes how fast the answers come, not which",
+    ("synth", "concurrency"): "changes how fast the teacher's replies come, not which (they are journaled)",
     **{(k, "compute"): "names the domain's one compute block, which applies named or not (its attributes are in "
                        "the step's configuration)" for k in ("pretrain", "finetune", "align", "reward")},
 }
@@ -56,6 +58,12 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
                                     "metrics": ["exact_match", "f1", "judge"], "rubric": "5: right; 1: wrong"}),
     ("dataset", "keep_bare"): ("more", {"retrieval": "rag.docs", "keep_bare": False}),  # applies with retrieval
     ("align", "gamma"): ("prefs", {"method": "simpo", "gamma": 0.7}),
+    ("synth", "rag"): ("gen", {"task": "raft", "rag": "rag.docs"}),  # raft only, and raft needs a rag
+    ("synth", "distractors"): ("gen", {"task": "raft", "rag": "rag.docs", "distractors": 1}),
+    ("synth", "no_golden_share"): ("gen", {"task": "raft", "rag": "rag.docs", "no_golden_share": 0.5}),
+    ("synth", "answer_prompt"): ("gen", {"task": "raft", "rag": "rag.docs", "answer_prompt": "{{ question }}"}),
+    ("synth", "student"): ("gen", {"task": "preference", "student": "finetune.sip"}),
+    ("synth", "price"): ("gen", {"price": {"input": 1.0, "output": 2.0}}),
     ("align", "desirable_weight"): ("prefs", {"method": "kto", "desirable_weight": 2.0}),
     ("align", "undesirable_weight"): ("prefs", {"method": "kto", "undesirable_weight": 2.0}),
     ("compute", "num_machines"): ("default", {"num_machines": 2, "main_process_ip": "10.0.0.1"}),
@@ -212,6 +220,8 @@ def test_changing_an_attribute_marks_its_step(kind: str, attr: str, applied: tup
         step = plan.step(root)
         assert step.action is Action.REPLACE and "configuration changed" in step.reason, (root, step.reason)
     allowed = set(roots).union(*(graph.dependents(r) for r in roots))
+    if (kind, attr) == ("eval", "data"):  # a synth step reads every eval set of the recipe (its contamination filter)
+        allowed |= {f"synth.{lb}" for lb, b in spec.synth.items() if b.filters.contamination}
     assert marked <= allowed, f"changing {kind}.{label}.{attr} also marks {sorted(marked - allowed)}"
 
 

@@ -88,8 +88,15 @@ def training_problems(spec: Any, kind: str, label: str, attr: str) -> list[Probl
     return []
 
 
+def _config(spec: Any, block: Any) -> dict[str, Any]:
+    """The fingerprinted configuration: everything but ``concurrency`` (how fast the replies come, not which)."""
+    config = block.model_dump(mode="json", by_alias=True)
+    config.pop("concurrency", None)
+    return config
+
+
 @declare("synth", backend=("teacher", "sdk.backends.synth:SynthBackend"), outputs=("rows",),
-         reads=_reads, plan_check=_plan_check, facets=content_facets)
+         reads=_reads, plan_check=_plan_check, facets=content_facets, extra={"config": _config})
 class SynthBlock(Block):
     """Rows generated from a corpus by a teacher model, filtered and reviewed, with a ledger of every dropped row."""
 
