@@ -40,6 +40,15 @@ def test_onnx_and_torch_embeddings_agree(model_dir: str) -> None:
     assert onnx_vecs.shape == torch_vecs.shape == (len(SENTENCES), 384)
     cosines = (np.asarray(torch_vecs) * onnx_vecs).sum(axis=1)
     assert cosines.min() > 0.999, cosines
+    # the default (auto = onnx-int8): the fused graph with int8 weights, close to PyTorch
+    int8 = E.OnnxEmbedder(model_dir, quantize=True)
+    import onnx
+
+    graph = onnx.load(str(E.OnnxEmbedder._export(Path(model_dir), True)), load_external_data=False).graph
+    kinds = {node.op_type for node in graph.node}
+    assert {"QAttention", "SkipLayerNormalization", "BiasGelu", "MatMulInteger"} <= kinds, kinds  # fused, quantized
+    cosines = (np.asarray(torch_vecs) * int8.embed(SENTENCES)).sum(axis=1)
+    assert cosines.min() > 0.96 and cosines.mean() > 0.985, cosines  # the one-letter text is the worst
 
 
 def test_embed_documents_keeps_the_order_of_mixed_lengths(model_dir: str) -> None:
@@ -55,7 +64,7 @@ def test_embed_documents_keeps_the_order_of_mixed_lengths(model_dir: str) -> Non
 
 def test_auto_picks_onnx_and_a_foreign_model_falls_back_to_torch(model_dir: str, tmp_path: Path) -> None:
     lines: list[str] = []
-    assert E.choose_backend("auto", model_dir, lines.append) == "onnx" and lines == []
+    assert E.choose_backend("auto", model_dir, lines.append) == "onnx-int8" and lines == []
     assert E.choose_backend("auto", str(tmp_path), lines.append) == "torch"
     assert len(lines) == 1 and lines[0].startswith("info: embedding with PyTorch")
     with pytest.raises(DslError, match="onnx"):
