@@ -85,6 +85,7 @@ def test_adapt_is_checked_strictly(tmp_path: Path) -> None:
         ("dense", "corpus.c", "", "only dataset or eval or synth fits"),
         ("bm25", "dataset.qa", "", "only a reranker can be adapted"),
         ("dense", "dataset.qa", "embedder = false", "nothing to adapt"),
+        ("dense", "dataset.qa", "fusion = true", "needs retriever = hybrid"),
         ("dense", "dataset.qa", "matryoshka = [128, 384]", "largest first"),
         ("dense", "dataset.qa", "epochs = \"2\"", "integer"),
         ("dense", "dataset.qa", "lr = 1", "lr"),
@@ -95,7 +96,8 @@ def test_adapt_is_checked_strictly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path) -> None:
-    recipe = write_domain(tmp_path, "epochs = 1  batch_size = 8  min_gain = -1.0", backend="onnx")
+    recipe = write_domain(tmp_path, "fusion = true  epochs = 1  batch_size = 8  min_gain = -1.0", retriever="hybrid",
+                          backend="onnx")
     result = sdk.apply(load(recipe))
     assert result.ok, [o.error for o in result.failed]
     ws = sdk.workspace.open_workspace(recipe)
@@ -109,6 +111,8 @@ def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path
     assert json.loads((art.path / "adapted" / "adapt.json").read_text())["parts"]["embedder"]["kept"]
     rag = ws.rag("docs", with_generator=False)
     assert rag.block.embedder == str(tuned)  # the query side embeds with the tuned model too
+    fusion = record["parts"]["fusion"]
+    assert fusion["kept"] and rag.fusion == fusion["params"] and "weights" in fusion["params"]  # learned on dev
     top = rag.retrieve("What is the handover margin of site Jena?", top_k=3)
     assert any("Jena" in d["content"] for d in top)
     assert art.outputs["embedding_backend"] == "onnx"  # the index was embedded by the tuned model through ONNX

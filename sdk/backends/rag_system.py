@@ -55,6 +55,7 @@ class RagSystem:
     prompt: str
     generator: Any = None  # callable(prompt: str, max_new_tokens: int) -> str
     _warm: bool = field(default=False)
+    fusion: Optional[dict[str, Any]] = None  # learned fusion kept by adapt (sdk.backends.retrieval_adapt)
 
     @classmethod
     def open(cls, art: Artifact, with_generator: bool = True, base_dir: Optional[Path] = None,
@@ -70,6 +71,9 @@ class RagSystem:
             from sdk.backends.retrieval_adapt import adapted_block
 
             block = adapted_block(block, art.path, art.outputs.get("adapt"))
+        from sdk.backends.retrieval_adapt import fusion_of
+
+        fusion = fusion_of(art.outputs.get("adapt")) if block.adapt is not None else None
         label = art.step_id.partition(".")[2]
         store = open_store(art, block)
         prompt_file = art.path / art.outputs.get("prompt", "prompt.j2")
@@ -80,12 +84,13 @@ class RagSystem:
 
             gen_art = input_artifact(art, str(block.generator)) if isinstance(block.generator, Ref) else None
             generator = make_generator(block, gen_art, spec, art.step_id)
-        return cls(None, label, block, query_pipeline(block, store, base_dir=base_dir), prompt, generator)
+        return cls(None, label, block, query_pipeline(block, store, base_dir=base_dir, fusion=fusion), prompt,
+                   generator, fusion=fusion)
 
     def retrieve(self, question: str, top_k: Optional[int] = None) -> list[dict[str, Any]]:
         """The top_k chunks for a question (default: the block's top_k), best first."""
         k = top_k or self.block.top_k
-        data = run_inputs(self.block, question, k)
+        data = run_inputs(self.block, question, k, self.fusion)
         last = last_component(self.block)
         out = self.pipeline.run(data, include_outputs_from={last})
         docs = out.get(last, {}).get("documents", [])[:k]

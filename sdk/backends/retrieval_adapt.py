@@ -93,7 +93,9 @@ class DevBench:
         how = choose_backend(block.embedding_backend, resolve_embedder(block.embedder, self.base_dir), self.log)
         return embed_documents(docs, block.embedder, None, self.base_dir, backend=how), how
 
-    def run(self, name: str, block: Any, docs: list[Any]) -> dict[str, list[float]]:
+    def ranked(self, name: str, block: Any, docs: list[Any], depth: int = DEPTH,
+               fusion: Optional[dict[str, Any]] = None) -> list[list[tuple[str, float]]]:
+        """Each dev question's ranking (chunk id, score), best first, by the variant ``block``."""
         from haystack.document_stores.in_memory import InMemoryDocumentStore
 
         from sdk.spec.objects import Memory
@@ -101,16 +103,20 @@ class DevBench:
         block = block.model_copy(update={"store": Memory()})
         store = InMemoryDocumentStore()
         store.write_documents(docs)
-        pipe = query_pipeline(block, store, top_k=DEPTH, base_dir=self.base_dir)
-        last = "ranker" if block.reranker else retriever(block.retriever).output
-        retrieved, times = [], []
+        pipe = query_pipeline(block, store, top_k=depth, base_dir=self.base_dir, fusion=fusion)
+        last = "ranker" if block.reranker else retriever(block.retriever, fusion).output
+        out_lists, times = [], []
         for pair in self.dev:
             started = time.perf_counter()
-            out = pipe.run(run_inputs(block, pair.question, DEPTH), include_outputs_from={last})
+            out = pipe.run(run_inputs(block, pair.question, depth, fusion), include_outputs_from={last})
             times.append(time.perf_counter() - started)
-            retrieved.append([d.id for d in out.get(last, {}).get("documents", [])][:DEPTH])
+            out_lists.append([(d.id, float(d.score or 0.0)) for d in out.get(last, {}).get("documents", [])][:depth])
         self.latency[name] = round(statistics.median(times) * 1000, 2) if times else 0.0
-        return per_query(retrieved, self.dev)
+        return out_lists
+
+    def run(self, name: str, block: Any, docs: list[Any],
+            fusion: Optional[dict[str, Any]] = None) -> dict[str, list[float]]:
+        return per_query([[i for i, _ in r] for r in self.ranked(name, block, docs, DEPTH, fusion)], self.dev)
 
 
 def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapted:
@@ -157,6 +163,9 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
             current, current_docs, how, scores = tuned, tuned_docs, tuned_how, new
         else:
             shutil.rmtree(out, ignore_errors=True)
+    fusion = None
+    if adapt.fusion and block.retriever == "hybrid":
+        fusion, scores = _fusion(ctx, bench, current, current_docs, pairs.dev, adapt, scores, record)
     if adapt.reranker:
         from sentence_transformers import SentenceTransformer
 
@@ -166,7 +175,7 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
                                     local_files_only=True)
         trained = train_reranker(base_model, miner, pairs.train, index, corpus, adapt, out)
         reranked = current.model_copy(update={"reranker": str(out)})
-        new = bench.run("reranker", reranked, current_docs)
+        new = bench.run("reranker", reranked, current_docs, fusion)
         verdict = decide(scores[adapt.metric], new[adapt.metric], adapt.min_gain, adapt.seed)
         record["parts"]["reranker"] = {"base": "none", "training": trained, "dev": figures(new), **verdict}
         ctx.log(f"{ctx.step_id}: trained reranker {verdict['reason']}")
@@ -178,6 +187,33 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
     record["latency_ms_p50"] = bench.latency
     (folder / "adapt.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return Adapted(current, current_docs if vectors else None, how, record)
+
+
+def _fusion(ctx: Any, bench: DevBench, block: Any, docs: list[Any], dev: list[Pair], adapt: Any,
+            scores: dict[str, list[float]], record: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Any]:
+    """Learned fusion of bm25 and dense (:func:`sdk.backends.fusion.learn_fusion`, chosen on dev), kept like the
+    other parts; returns its parameters (None: Haystack's reciprocal-rank fusion stays) and the dev scores."""
+    from sdk.backends.fusion import learn_fusion
+
+    depth = 2 * DEPTH
+    rankings = {name: bench.ranked(name, block.model_copy(update={"retriever": name}), docs, depth)
+                for name in ("bm25", "dense")}
+    learned = learn_fusion(rankings, [set(p.gold) for p in dev],
+                           objective="recall@1" if adapt.metric == "recall_at_1" else "mrr")
+    rr = list(learned["dev"]["reciprocal_ranks"])
+    new = {"recall_at_1": [float(r >= 1.0) for r in rr], "recall_at_5": [float(r >= 0.2) for r in rr], "mrr": rr}
+    verdict = decide(scores[adapt.metric], new[adapt.metric], adapt.min_gain, adapt.seed)
+    record["parts"]["fusion"] = {"base": "reciprocal-rank fusion (k = 60, equal weights)", "params": learned["params"],
+                                 "training": {"candidates": len(learned["candidates"]), "seconds": 0.0},
+                                 "dev": figures(new), **verdict}
+    ctx.log(f"{ctx.step_id}: learned fusion {learned['params']} {verdict['reason']}")
+    return (learned["params"], new) if verdict["kept"] else (None, scores)
+
+
+def fusion_of(record: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The kept learned-fusion parameters of an applied adaptation (None: plain reciprocal-rank fusion)."""
+    part = ((record or {}).get("parts") or {}).get("fusion") or {}
+    return part.get("params") if part.get("kept") else None
 
 
 def summary(record: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ class Adapt(Block):
     embedder: bool = Field(default=True, description="Fine-tune the embedder (MultipleNegativesRankingLoss, mined "
                            "hard negatives)")
     reranker: bool = Field(default=False, description="Train a cross-encoder reranker over the first stage's top-k")
+    fusion: bool = Field(default=False, description="hybrid: learn the bm25/dense fusion (weights, RRF k or score "
+                         "normalisation) on dev instead of equal-weight reciprocal-rank fusion")
     epochs: int = Field(default=1, ge=1, le=20, description="Training epochs of each part")
     batch_size: int = Field(default=32, ge=2, le=1024, description="Pairs a training batch (the in-batch negatives)")
     learning_rate: float = Field(default=5e-5, gt=0.0, le=1e-2, description="Learning rate of both parts")
@@ -45,9 +47,9 @@ class Adapt(Block):
 
     @model_validator(mode="after")
     def _something_to_adapt(self) -> "Adapt":
-        if not (self.embedder or self.reranker):
-            raise PydanticCustomError("incompatible", "adapt has nothing to adapt: set embedder = true or "
-                                      "reranker = true (or drop adapt)", {})
+        if not (self.embedder or self.reranker or self.fusion):
+            raise PydanticCustomError("incompatible", "adapt has nothing to adapt: set embedder, reranker or fusion "
+                                      "= true (or drop adapt)", {})
         if self.matryoshka and (list(self.matryoshka) != sorted(set(self.matryoshka), reverse=True)):
             raise PydanticCustomError("incompatible", "matryoshka dimensions must be distinct, largest first "
                                       "(e.g. [384, 128])", {})
@@ -97,6 +99,9 @@ class RagBlock(Block):
         if self.adapt.embedder and self.retriever == "bm25" and "embedder" in self.adapt.model_fields_set:
             raise PydanticCustomError("incompatible", "adapt.embedder tunes the dense retriever, but retriever = bm25 "
                                       "embeds nothing: use retriever = dense or hybrid, or set embedder = false", {})
+        if self.adapt.fusion and self.retriever != "hybrid":
+            raise PydanticCustomError("incompatible", "adapt.fusion learns how bm25 and dense are joined: it needs "
+                                      "retriever = hybrid", {})
         if self.retriever == "bm25" and not self.adapt.reranker:
             raise PydanticCustomError("incompatible", "with retriever = bm25 only a reranker can be adapted: set "
                                       "adapt.reranker = true, or use retriever = dense or hybrid", {})
