@@ -221,3 +221,28 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted_and_read_back(tmp_pat
     result = IO.read_import(out, rows, {}, reviewer="ana")  # the quoted formula reads back unchanged
     assert [(e["id"], e["decision"], e["fields"]) for e in result["entries"]] == [
         (rows[1]["id"], "edit", {"answer": "-1 dBm"})]
+
+
+def test_a_changed_decision_makes_the_plan_replace_the_synth_step(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import sdk
+    from sdk.loaders import load
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sip.txt").write_text("An INVITE request starts a SIP call.\nBYE ends a SIP call.\n")
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text('domain rev {\n  corpus c { paths = ["docs/*.txt"]  min_chars = 5  split = { by = line, '
+                      'length = 1, overlap = 0 } }\n  synth ops { task = qa  corpus = corpus.c  teacher = endpoint '
+                      '{ url = "http://127.0.0.1:9/v1", model = "t" }  rows = 2  review = required }\n}\n')
+    path = RV.decisions_path(recipe, "rev", "ops")
+
+    def plan() -> dict[str, str]:
+        code, out, err = dsl(capsys, "plan", str(recipe), "--backend", "test", "--skip-checks", "--json")
+        assert code == 0, err
+        return {s["id"]: s["action"] for s in json.loads(out)["steps"]}
+
+    RV.append(path, [decision("a", "accept")])
+    assert sdk.apply(load(recipe), backend="test").ok
+    assert plan() == {"corpus.c": "noop", "synth.ops": "noop"}
+    RV.append(path, [decision("a", "reject", reason="wrong")])
+    assert plan() == {"corpus.c": "noop", "synth.ops": "replace"}  # the decisions file is an input of the step
