@@ -13,7 +13,7 @@ import pytest
 
 from sdk import reviews as RV
 from tests._review_data import applied_synth
-from tests.test_ui import browser, by_css, page, shots, start_ui, stop, wait_for  # noqa: F401 (fixtures)
+from tests.test_ui import browser, by_css, page, shots, start_ui, stop, wait_for  # noqa: F401, F811 (fixtures)
 from tests.test_ui import pytestmark as _browser_mark
 
 pytestmark = _browser_mark
@@ -49,8 +49,8 @@ def count(d: Any, status: str) -> int:
     return int(by_css(d, f'#review-counts .count[data-status="{status}"] strong')[0].text)
 
 
-def test_an_expert_rejects_edits_and_bulk_edits_rows_beside_their_chunks(ui: str, synth: dict[str, Any], browser: Any,
-                                                                         shots: Path) -> None:
+def test_an_expert_rejects_edits_and_bulk_edits_rows_beside_their_chunks(ui: str, synth: dict[str, Any], browser: Any,  # noqa: F811
+                                                                         shots: Path) -> None:  # noqa: F811
     from selenium.webdriver.support.ui import Select
 
     rows, ids = synth["rows"], [r["id"] for r in synth["rows"]]
