@@ -54,6 +54,14 @@ def log_path(workdir: "str | Path", run_id: str) -> Path:
     return runs_dir(workdir) / f"{run_id}.jsonl"
 
 
+def kept_predictions(workdir: "str | Path", run_id: str, step_id: str) -> Path:
+    """Where run ``run_id`` keeps the answers of eval step ``step_id`` it ran (see ``EventLog``)."""
+    log_path(workdir, run_id)  # a run id, or UnknownRun
+    if not re.fullmatch(r"[a-z_]+\.[A-Za-z0-9_]+", step_id):
+        raise UnknownRun(f"{step_id!r} is not a step id")
+    return runs_dir(workdir) / run_id / f"{step_id}.predictions.jsonl"
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN and infinities become None (a JSON line must parse everywhere)."""
     if isinstance(value, float):
@@ -118,9 +126,31 @@ class EventLog:
     def step_finished(self, step: Any, outcome: Any) -> None:
         status = {"ran": "done"}.get(outcome.status, outcome.status)
         figures = self._figures(step) if status in ("done", "gate_failed") else {}
+        if status in ("done", "gate_failed"):
+            self._keep_predictions(step)
         self.emit("step_finished", step.id, status=status, seconds=round(float(outcome.seconds), 3),
                   fingerprint=step.fingerprint if status != "deleted" else "", summary=outcome.summary,
                   error=outcome.error, metrics=figures)
+
+    def _keep_predictions(self, step: Any) -> None:
+        """A copy of an eval step's answers (``predictions.jsonl``, up to 64 MiB) kept with this run, so two runs'
+        answers to an item can be compared after a later run replaced the artifact. Best effort, never fatal."""
+        src = self.workdir / "artifacts" / step.id / str(step.fingerprint) / "predictions.jsonl"
+        try:
+            if src.is_symlink() or not src.is_file() or src.stat().st_size > 64 * 2**20:
+                return
+            dest = kept_predictions(self.workdir, self.run_id, step.id)
+            if dest.parent.is_symlink():
+                return
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            data = src.read_bytes()
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except (OSError, UnknownRun):
+            pass
 
     def _figures(self, step: Any) -> dict[str, Any]:
         """The numbers a finished step recorded (its manifest's metrics), kept in the log so that a later run
@@ -130,8 +160,11 @@ class EventLog:
             metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
         except (OSError, ValueError, AttributeError):
             return {}
-        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
-            if isinstance(metrics, dict) else {}
+        if not isinstance(metrics, dict):
+            return {}
+        if len(json.dumps(metrics, default=str)) <= 200_000:  # an eval's figures per system, with their CIs
+            return metrics
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def finish(self, ok: bool, steps: list[str], interrupted: bool = False) -> None:
         if self.started:

@@ -87,9 +87,11 @@ def _experts(summary: dict[str, Any]) -> list[str]:
 
 
 def _predictions(folder: Path) -> list[dict[str, Any]]:
+    """The rows of ``folder/predictions.jsonl`` (or of ``folder`` itself when it is that file)."""
     rows = []
+    path = folder if folder.suffix == ".jsonl" else folder / "predictions.jsonl"
     try:
-        with open(folder / "predictions.jsonl", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             for line in f:
                 try:
                     r = json.loads(line)
@@ -132,7 +134,8 @@ def items_view(ws: Any, eval_id: str, q: str = "", system: str = "", only_wrong:
 
 
 def versions(ws: Any, eval_id: str, scan: int = 200) -> list[dict[str, Any]]:
-    """The applied versions of an eval still in the workdir, newest first, each with the run that made it."""
+    """The versions of an eval whose answers are still known, newest first, each with the run that made it: those
+    still in the workdir's artifacts, and the copies older runs kept of theirs (``sdk.events.kept_predictions``)."""
     folder = Path(ws.workdir) / "artifacts" / eval_id
     if not folder.is_dir() or folder.is_symlink():
         return []
@@ -150,7 +153,16 @@ def versions(ws: Any, eval_id: str, scan: int = 200) -> list[dict[str, Any]]:
     for d in folder.iterdir():
         if d.is_dir() and not d.is_symlink() and (d / "predictions.jsonl").is_file():
             out.append({"fingerprint": d.name, "run": made_by.get(d.name, ""), "mtime": d.stat().st_mtime,
-                        "current": d.name == (ws.state.steps.get(eval_id) or {}).get("fingerprint")})
+                        "current": d.name == (ws.state.steps.get(eval_id) or {}).get("fingerprint"),
+                        "file": d / "predictions.jsonl"})
+    present = {v["fingerprint"] for v in out}
+    for fp, run in made_by.items():
+        try:
+            kept = EV.kept_predictions(ws.workdir, run, eval_id)
+        except EV.UnknownRun:
+            continue
+        if fp not in present and "/" not in fp and kept.is_file() and not kept.is_symlink():
+            out.append({"fingerprint": fp, "run": run, "mtime": kept.stat().st_mtime, "current": False, "file": kept})
     out.sort(key=lambda v: (v["run"], v["mtime"]), reverse=True)
     return out
 
@@ -168,7 +180,7 @@ def item_view(ws: Any, eval_id: str, item_id: str, a: str = "", b: str = "") -> 
     columns = []
     question = gold = None
     for fp in [p for p in picked if p]:
-        rows = [r for r in _predictions(Path(ws.workdir) / "artifacts" / eval_id / fp) if str(r["id"]) == item_id]
+        rows = [r for r in _predictions(by_fp[fp]["file"]) if str(r["id"]) == item_id]
         for r in rows:
             question, gold = r.get("question"), r.get("gold")
         columns.append({**by_fp[fp], "answers": sorted(rows, key=lambda r: str(r["system"]))})
