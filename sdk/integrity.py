@@ -48,9 +48,10 @@ def read_manifest(folder: Path, expected: Optional[str] = None) -> tuple[Optiona
         return None, f"{MANIFEST} is missing"
     except OSError as e:
         return None, f"{MANIFEST} is a link" if path.is_symlink() else f"{MANIFEST} is unreadable ({type(e).__name__})"
-    if expected and hashlib.sha256(raw).hexdigest() != expected:
-        return None, f"{MANIFEST} content differs from what was applied (edited since)"
-    return parse_manifest(raw)  # validated against sdk.records.manifest.Manifest: a damaged one names its field
+    parsed, why = parse_manifest(raw)
+    if expected and hashlib.sha256(raw).hexdigest() != expected:  # edited since: say how, when it no longer parses
+        return None, why or f"{MANIFEST} content differs from what was applied (edited since)"
+    return parsed, why  # validated against sdk.records.manifest.Manifest: a damaged one names its field
 
 
 def check_folder(folder: Path, manifest: dict[str, Any], hashes: bool = False) -> Optional[str]:

