@@ -137,7 +137,9 @@ def test_local_models_answer_while_40_calls_hang_on_a_dripping_upstream(served: 
     deadline = time.time() + 10  # under load the accept thread may take a connection after its caller gave up
     while dripper.served - before < 40 and time.time() < deadline:
         time.sleep(0.05)
-    assert dripper.served - before == 40  # each one a call to the dripping upstream, none refused
+    # each reply is the deadline's (none refused as busy, checked below); under heavy load a call may spend its
+    # whole deadline before it connects, so the upstream may count fewer than 40 connections, never more
+    assert 0 < dripper.served - before <= 40
     assert {r.json()["error"]["message"] for r in replies} == {
         "finetune.drip failed: the upstream timed out (no answer within 1.5s)"}
     with ThreadPoolExecutor(4) as pool:  # a pool of 1 admits 2 calls: the others are refused at once
