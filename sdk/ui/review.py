@@ -182,18 +182,27 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
             return page("error.html", 409, title="Not applied", message=step["error"], hint="", tab="review")
         return page("review_rows.html", r=_rows_ctx(ws, step, dict(request.query_params), fragment=True))
 
+    async def posted(request: Request, label: str) -> tuple[Any, Any, Any, Any]:
+        """What a POST on a synth step's rows acts on: (form, workspace, step, None), or the response refusing it
+        (a forged request: 403; a step not applied: 409) as the last item."""
+        if _forged(request):
+            return None, None, None, refused()
+        form = await _form(request)
+        ws = pages.ws()
+        step = _label_view(ws, label.removeprefix("synth."))
+        if step["rows"] is None:
+            return form, ws, step, page("error.html", 409, title="Not applied", message=step["error"], hint="",
+                                        tab="review")
+        return form, ws, step, None
+
     @app.post("/review/{label}/decide")
     @guarded
     async def review_decide(request: Request, label: str) -> Any:
         from sdk.ui.views import NotFound
 
-        if _forged(request):
-            return refused()
-        form = await _form(request)
-        ws = pages.ws()
-        step = _label_view(ws, label.removeprefix("synth."))
-        if step["rows"] is None:
-            return page("error.html", 409, title="Not applied", message=step["error"], hint="", tab="review")
+        form, _, step, refusal = await posted(request, label)
+        if refusal is not None:
+            return refusal
         name = reviewer_of(request, form)
         try:
             row, error = _decide(step, form, name)
@@ -208,13 +217,9 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
     async def review_bulk(request: Request, label: str) -> Any:
         from sdk.errors import DslError
 
-        if _forged(request):
-            return refused()
-        form = await _form(request)
-        ws = pages.ws()
-        step = _label_view(ws, label.removeprefix("synth."))
-        if step["rows"] is None:
-            return page("error.html", 409, title="Not applied", message=step["error"], hint="", tab="review")
+        form, ws, step, refusal = await posted(request, label)
+        if refusal is not None:
+            return refusal
         name = reviewer_of(request, form)
         decisions = RV.load(step["decisions"])
         regex = form.get("regex") in ("1", "on", "true")
