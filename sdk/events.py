@@ -5,10 +5,10 @@ The executor appends ``run_started``, ``step_started``, ``step_finished`` and ``
 ui``, :mod:`sdk.tracking`) follows a run live without scraping a terminal. Each line is one small ``O_APPEND``
 write, so lines from several processes never interleave; no link is followed. A line::
 
-    {"time": 1764925500.1, "run": "20261205T091500-ab12", "event": "metric", "step": "finetune.sip",
+    {"time": 1764925500.1, "run": "20261205T091500-042ab12", "event": "metric", "step": "finetune.sip",
      "data": {"name": "train_loss", "value": 1.23, "step": 40}}
 
-Run ids sort by time (UTC ``YYYYMMDDTHHMMSS-xxxx``). Nothing here imports a heavy library.
+Run ids sort by time (UTC ``YYYYMMDDTHHMMSS-mmmxxxx``, milliseconds then random hex). Nothing here imports a heavy library.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ class UnknownRun(KeyError):
 
 
 def new_run_id(now: Optional[float] = None) -> str:
-    """A run id that sorts by start time: ``20261205T091500-ab12``."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() if now is None else now)) + "-" + secrets.token_hex(2)
+    """A run id that sorts by start time, to the millisecond: ``20261205T091500-042ab12`` (the three digits after
+    the dash are milliseconds, so two applies in one second still list newest first; four random hex digits
+    follow)."""
+    t = time.time() if now is None else now
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f"-{int(t * 1000) % 1000:03d}" + secrets.token_hex(2)
 
 
 def runs_dir(workdir: "str | Path") -> Path:
@@ -50,7 +53,7 @@ def runs_dir(workdir: "str | Path") -> Path:
 def log_path(workdir: "str | Path", run_id: str) -> Path:
     """The event log of a run; :class:`UnknownRun` for an id that is not a run id (no path tricks)."""
     if not isinstance(run_id, str) or not RUN_ID.match(run_id):
-        raise UnknownRun(f"{run_id!r} is not a run id (like 20261205T091500-ab12)")
+        raise UnknownRun(f"{run_id!r} is not a run id (like 20261205T091500-042ab12)")
     return runs_dir(workdir) / f"{run_id}.jsonl"
 
 

@@ -104,6 +104,13 @@ def test_a_line_being_written_is_read_whole_on_the_next_call(tmp_path: Path) -> 
     assert EV.metric_series(wd, run_id) == {"pretrain.base": {"train_loss": [[3, 2.5]]}}
 
 
+def test_run_ids_made_in_one_second_sort_by_start() -> None:
+    t = 1764925500.0
+    ids = [EV.new_run_id(t + k / 1000) for k in (0, 1, 2, 999)]
+    assert all(EV.RUN_ID.match(i) for i in ids) and sorted(ids) == ids  # the random part never reorders them
+    assert len({EV.new_run_id(t) for _ in range(50)}) > 1  # and two in the same millisecond still differ
+
+
 @pytest.mark.parametrize("bad", ["../state", "20261205T091500-abcd/../../x", "", "nope"])
 def test_unknown_or_malformed_run_ids_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(EV.UnknownRun):
