@@ -6,13 +6,13 @@ What is read, by kind (the function the step itself calls):
 
 - ``corpus``: the rows of its JSONL files and the UTF-8 text of its text and markdown files, as the corpus step
   converts them (64 MiB over all its files; html and pdf are left to the converters);
-- ``dataset``: its JSONL rows (:func:`sdk.backends.datasets.read_rows`) and the validation split;
-- ``align``: its preference pairs or KTO rows (:func:`sdk.backends.preferences.read_preferences`), and for KTO
-  both labels present (:func:`~sdk.backends.preferences.label_problem`);
+- ``dataset``: its JSONL rows (:func:`sdk.backends.data.datasets.read_rows`) and the validation split;
+- ``align``: its preference pairs or KTO rows (:func:`sdk.backends.data.preferences.read_preferences`), and for KTO
+  both labels present (:func:`~sdk.backends.data.preferences.label_problem`);
 - ``eval``: its items (:func:`sdk.evalsets.load_items`), the errors ``dsl eval-set check`` reports (duplicate
   ids, empty answers or choices: :func:`sdk.evalsets.check`), what its task needs (choices, two labels), and
   its Jinja prompt rendered for one item;
-- ``route``: its examples (:func:`sdk.backends.route.read_examples`) with their targets;
+- ``route``: its examples (:func:`sdk.backends.routing.route.read_examples`) with their targets;
 - ``reward``: its prompts, from the prompts file or the dataset (the reward backend's reader), and the context
   its citation rewards need;
 - ``rag``: its Jinja prompt rendered with one document and a question (:meth:`RagSystem.render_prompt`).
@@ -101,7 +101,7 @@ def _source(spec: Any, rel: str | None) -> Path | None:
 
 
 def _dataset(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.datasets import read_rows, split
+    from sdk.backends.data.datasets import read_rows, split
 
     path = _source(spec, block.path)
     if path is None:
@@ -121,7 +121,7 @@ def _dataset(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _align(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.preferences import label_problem, read_preferences, summary_of
+    from sdk.backends.data.preferences import label_problem, read_preferences, summary_of
 
     path = _source(spec, block.pairs) if isinstance(block.pairs, str) else None  # synth.X: checked when it runs
     if path is None:
@@ -145,7 +145,7 @@ def _align(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.eval_answers import Prompter, task_of
+    from sdk.backends.eval.answers import Prompter, task_of
     from sdk.evalsets import check, load_items
 
     out: list[Problem] = []
@@ -201,7 +201,7 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _route(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.route import known_targets, read_examples
+    from sdk.backends.routing.route import known_targets, read_examples
 
     path = _source(spec, block.examples)
     if path is None:
@@ -216,9 +216,9 @@ def _route(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.datasets import _rel
-    from sdk.backends.reward import RewardBackend
-    from sdk.backends.reward_data import needs_context
+    from sdk.backends.data.datasets import _rel
+    from sdk.backends.training.reward import RewardBackend
+    from sdk.backends.training.reward_data import needs_context
 
     if block.data is not None:
         if not spec.has(block.data) or spec.get(block.data).format == "text":
@@ -238,8 +238,8 @@ def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
         return [] if _file_level(e, whole) else [_problem(at, e)]
     with_context = next((r for r in rows if r["context"]), None)
     if with_context is not None and block.retrieval is None:  # asked through the prompt, as the step asks it
-        from sdk.backends.rag_system import prompt_text
-        from sdk.backends.reward_data import asked
+        from sdk.backends.rag.system import prompt_text
+        from sdk.backends.training.reward_data import asked
 
         try:
             asked(with_context, prompt_text(spec, block))
@@ -253,7 +253,7 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
     """The rows of its JSONL files and the text of its text and markdown files, read as the corpus step converts
     them (UTF-8, then each JSONL row's ``text_field``), until :func:`check_bytes` have been read over all files;
     html and pdf are left to the step's converters."""
-    from sdk.backends.corpus import _format_of, _jsonl_rows, _rel, _text, corpus_files
+    from sdk.backends.rag.corpus import _format_of, _jsonl_rows, _rel, _text, corpus_files
     from sdk.jsonl import parse_jsonl
 
     try:
@@ -285,7 +285,7 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _rag(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.rag_system import RagSystem, prompt_text
+    from sdk.backends.rag.system import RagSystem, prompt_text
 
     if block.prompt is None or (isinstance(block.prompt, FileRef) and _source(spec, block.prompt.path) is None):
         return []

@@ -60,7 +60,7 @@ class Workspace:
 
     def rag(self, label: str, with_generator: bool = True) -> Any:
         """The applied rag system ``rag.LABEL``, opened from its artifact."""
-        from sdk.backends.rag import RagSystem
+        from sdk.backends.rag.haystack import RagSystem
 
         return RagSystem.open(self.artifact(f"rag.{label}"), with_generator=with_generator,
                               base_dir=self.spec.base_dir, spec=self.spec)

@@ -32,7 +32,7 @@ def write_mc_set(path: Path, items: list[tuple[str, str, list[str], str]] = MC_I
 
 
 def tiny_model(folder: Path, seed: int = 0) -> Path:
-    from sdk.backends.training import make_tiny_model
+    from sdk.backends.training.common import make_tiny_model
 
     target = folder / f"tiny-{seed}"
     if not (target / "config.json").exists():
@@ -43,7 +43,7 @@ def tiny_model(folder: Path, seed: int = 0) -> Path:
 def local_model(folder: Path, model: Path) -> Any:
     """The eval step's LocalModel over a local model folder, as a base_model block would give it."""
     from sdk.backends.base import Artifact
-    from sdk.backends.evaluate import LocalModel
+    from sdk.backends.eval.evaluate import LocalModel
     from sdk.backends.models import handle
 
     return LocalModel(handle(Artifact("base_model.a", folder, {"outputs": {"model": str(model), "model_source": "local"}})))

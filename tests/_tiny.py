@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+from sdk.backends.training.common import SAMPLE_TEXT, make_tiny_model
 
 __all__ = ["SAMPLE_TEXT", "make_tiny_model", "tiny_model_dir"]
 

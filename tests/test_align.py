@@ -11,7 +11,7 @@ import pytest
 
 import sdk
 from dsl.parser import load
-from sdk.backends.preferences import pair_summary, read_pairs
+from sdk.backends.data.preferences import pair_summary, read_pairs
 from sdk.planner import PlanProblems
 from sdk.state import StateStore
 from tests._data import assert_data_errors

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import sdk
 from dsl.parser import load
-from sdk.backends.preferences import label_problem, read_unpaired, unpaired_summary
+from sdk.backends.data.preferences import label_problem, read_unpaired, unpaired_summary
 from sdk.errors import DataError
 from sdk.planner import PlanProblems
 from sdk.spec.blocks.align import AlignBlock

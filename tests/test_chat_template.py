@@ -14,10 +14,10 @@ CONVERSATION = [{"role": "user", "content": "Which interface carries SIP between
 
 
 def test_every_path_renders_the_trained_template_to_the_same_tokens(tmp_path: Path) -> None:
-    from sdk.backends.engines import sglang_plan
-    from sdk.backends.eval_models import LocalModel
+    from sdk.backends.serve.engines import sglang_plan
+    from sdk.backends.eval.clients import LocalModel
     from sdk.backends.models import handle
-    from sdk.backends.rag_system import LocalChatGenerator
+    from sdk.backends.rag.system import LocalChatGenerator
     from sdk.serving.engine import LocalEngine
 
     folder = tiny_model_dir(tmp_path / "m")

@@ -118,7 +118,7 @@ def test_prompts_are_cut_to_the_context_by_one_rule(tmp_path: Path) -> None:
 
     from transformers import AutoTokenizer
 
-    from sdk.backends.rag_system import LocalChatGenerator
+    from sdk.backends.rag.system import LocalChatGenerator
     from sdk.limits import fit
     from tests._tiny import tiny_model_dir
 

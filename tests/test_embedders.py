@@ -11,7 +11,7 @@ import pytest
 import sdk
 import sdk.workspace
 from dsl.parser import load
-from sdk.backends import embedders as E
+from sdk.backends.rag import embedders as E
 from sdk.errors import DslError
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not E.onnx_importable(), reason="onnxruntime/onnx not installed")]

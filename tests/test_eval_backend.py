@@ -228,7 +228,7 @@ def test_answer_nll_scores_the_answer_after_the_prompt(tmp_path: Path, models: t
 @pytest.mark.parametrize("answers, calls, ok", [([None, None], 3, True), ([None, None, None], 3, False)])
 def test_endpoint_model_retries_through_the_openai_client(answers: list, calls: int, ok: bool) -> None:
     """Server errors are retried by the openai client up to max_retries, then named; nothing else sleeps."""
-    from sdk.backends.eval_models import EndpointModel
+    from sdk.backends.eval.clients import EndpointModel
     from sdk.errors import DslError
     from sdk.spec import Endpoint
 
@@ -251,7 +251,7 @@ def test_endpoint_model_retries_through_the_openai_client(answers: list, calls: 
 def test_endpoint_model_does_not_retry_a_client_error() -> None:
     from fastapi import FastAPI  # noqa: F401 - the server below needs the serve extra
 
-    from sdk.backends.eval_models import EndpointModel
+    from sdk.backends.eval.clients import EndpointModel
     from sdk.errors import DslError
     from sdk.spec import Endpoint
     from tests._openai_server import OpenAIServer

@@ -14,7 +14,7 @@ import pytest
 import sdk
 import sdk.workspace
 from dsl.parser import load
-from sdk.backends.eval_models import RAW_PROMPT, LocalModel
+from sdk.backends.eval.clients import RAW_PROMPT, LocalModel
 from sdk.plans import Action
 
 QUESTIONS = [
@@ -30,7 +30,7 @@ def sharp_model(folder: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sdk.backends.training import make_tiny_model
+    from sdk.backends.training.common import make_tiny_model
 
     if not (folder / "config.json").exists():
         make_tiny_model(folder)

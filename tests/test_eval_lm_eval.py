@@ -54,7 +54,7 @@ def test_lm_eval_runs_our_export_and_agrees(tmp_path: Path) -> None:
     assert ours == pytest.approx(theirs, abs=1e-6)
 
     # and option by option, the same log-likelihoods
-    from sdk.backends.evaluate import RAW_PROMPT
+    from sdk.backends.eval.evaluate import RAW_PROMPT
 
     local = local_model(tmp_path, model)
     by_id = {i: (q, c) for i, q, c, _ in MC_ITEMS}
@@ -83,7 +83,7 @@ def test_lm_eval_runs_an_exported_free_answer_set(tmp_path: Path) -> None:
     assert sorted(s["doc"]["id"] for s in samples) == [r["id"] for r in rows]
 
     # lm-eval's greedy answers are the model's own answers to the same prompt
-    from sdk.backends.evaluate import RAW_PROMPT
+    from sdk.backends.eval.evaluate import RAW_PROMPT
 
     local = local_model(tmp_path, model)
     answers = []

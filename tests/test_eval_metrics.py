@@ -223,7 +223,7 @@ def test_statistics_of_a_large_set_are_reproducible() -> None:
 def test_a_gate_can_require_a_significant_difference() -> None:
     import sdk
     from sdk import expr as E
-    from sdk.backends.eval_stats import evaluate_gate
+    from sdk.backends.eval.stats import evaluate_gate
     from sdk.errors import SpecError
 
     results = {"rag.t": {"exact_match": {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}},

@@ -155,7 +155,7 @@ def test_concurrent_writers_never_interleave_lines(tmp_path: Path) -> None:
 
 
 def test_the_training_callback_appends_its_losses_to_the_running_apply(tmp_path: Path, monkeypatch) -> None:
-    from sdk.backends.training import progress_callback
+    from sdk.backends.training.common import progress_callback
 
     run_id = "20261205T091500-abcd"
     path = EV.log_path(tmp_path, run_id)

@@ -68,7 +68,7 @@ def test_failed_replacement_keeps_the_previous_artifact(tmp_path: Path) -> None:
 
 
 def test_a_failed_gate_withholds_the_systems_it_names_from_serving(tmp_path: Path) -> None:
-    from sdk.backends.serve import load_config
+    from sdk.backends.serve.serve import load_config
     from sdk.workspace import open_workspace
 
     path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > 1"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sdk.backends import fusion as F
+from sdk.backends.rag import fusion as F
 from sdk.errors import DslError
 
 
@@ -129,8 +129,8 @@ def test_the_hybrid_pipeline_joins_by_learned_parameters_on_a_tiny_corpus() -> N
     from haystack import Document, Pipeline
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-    from sdk.backends import embedders as E
-    from sdk.backends import retrievers as R
+    from sdk.backends.rag import embedders as E
+    from sdk.backends.rag import retrievers as R
     from sdk.spec.blocks.rag import RagBlock
 
     texts = ["Opus is the audio codec of WebRTC.", "VP8 and H.264 are the video codecs of WebRTC.",
@@ -156,5 +156,5 @@ def test_the_hybrid_pipeline_joins_by_learned_parameters_on_a_tiny_corpus() -> N
         expected = F.fuse({n: [(d.id, d.score) for d in out[n]["documents"]] for n in ("bm25", "dense")}, params)
         assert [(d.id, d.score) for d in got["joiner"]["documents"]] == expected[:2]
     # the pipeline round-trips through Haystack YAML (the joiner's module named, as for the index store)
-    again = Pipeline.loads(fused_pipe.dumps(), allowed_modules=["sdk.backends.fusion_joiner"])
+    again = Pipeline.loads(fused_pipe.dumps(), allowed_modules=["sdk.backends.rag.fusion_joiner"])
     assert again.get_component("joiner").params == {k: v for k, v in params.items() if k != "depth"}

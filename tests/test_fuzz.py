@@ -283,33 +283,33 @@ def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
 
     shown = path.name
     if kind == "corpus":
-        from sdk.backends.corpus import _jsonl_rows, _text
+        from sdk.backends.rag.corpus import _jsonl_rows, _text
         from sdk.jsonl import parse_jsonl
 
         _jsonl_rows(parse_jsonl(_text(path.read_bytes(), shown).split("\n"), shown, objects=False), shown,
                     block.text_field)
     elif kind == "dataset":
-        from sdk.backends.datasets import read_rows, split
+        from sdk.backends.data.datasets import read_rows, split
 
         split(read_rows(path, block, shown), block.validation_split)
     elif kind == "align":
-        from sdk.backends.align import AlignBackend
+        from sdk.backends.training.align import AlignBackend
 
         AlignBackend()._read(SimpleNamespace(block=block, log=lambda m: None), path, shown)  # type: ignore[arg-type]
     elif kind == "eval":
-        from sdk.backends.eval_answers import task_of
+        from sdk.backends.eval.answers import task_of
         from sdk.evalsets import load_items
 
         items = load_items(path, block, block.data, limit=block.limit)
         if task_of(block, items) == "multiple_choice":  # what EvalBackend.run refuses before answering
             assert all(it.choices for it in items)
     elif kind == "route":
-        from sdk.backends.route import known_targets, read_examples
+        from sdk.backends.routing.route import known_targets, read_examples
 
         read_examples(path, block.examples, known_targets(block))
     elif kind == "reward":
-        from sdk.backends.reward import RewardBackend
-        from sdk.backends.reward_data import needs_context
+        from sdk.backends.training.reward import RewardBackend
+        from sdk.backends.training.reward_data import needs_context
 
         needs_context(RewardBackend._rows(block, spec, path, shown), block.rewards, shown)
 

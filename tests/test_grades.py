@@ -87,7 +87,7 @@ def test_judge_agreement_rates() -> None:
 def test_pairwise_preferences_give_human_pref_against_the_first_system(tmp_path: Path) -> None:
     from types import SimpleNamespace as NS
 
-    from sdk.backends.eval_human import human_results
+    from sdk.backends.eval.human import human_results
 
     block = NS(human=NS(mode="pairwise", graders=1, min_items=None), metrics=["exact_match"], bootstrap=200,
                confidence=0.95, seed=0, judge_agreement=None, gate=None)

@@ -83,9 +83,9 @@ def test_a_hostile_eval_prompt_is_a_located_error_and_runs_nothing(tmp_path: Pat
 @pytest.mark.parametrize("payload_index", range(11))
 def test_every_renderer_refuses_at_run_time_too(tmp_path: Path, payload_index: int) -> None:
     """The sandbox itself, without the static check: the eval prompt, the rag prompt and the reward prompt."""
-    from sdk.backends.eval_answers import Prompter
-    from sdk.backends.rag_system import RagSystem
-    from sdk.backends.reward_data import asked
+    from sdk.backends.eval.answers import Prompter
+    from sdk.backends.rag.system import RagSystem
+    from sdk.backends.training.reward_data import asked
     from sdk.evalsets import EvalItem
 
     proof = tmp_path / "PROOF"
@@ -221,7 +221,7 @@ def test_a_workdir_from_before_manifest_hashes_is_adopted_once(tmp_path: Path) -
 
 
 def test_a_key_is_sent_only_to_an_endpoint_the_recipe_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdk.backends.rag_system import make_generator
+    from sdk.backends.rag.system import make_generator
     from tests._openai_server import OpenAIServer, chat_completion
 
     seen: list[str] = []
@@ -312,7 +312,7 @@ def test_an_oversized_corpus_file_is_a_located_error_overridable_in_the_recipe(t
 
 
 def test_one_huge_line_is_chunked_in_bounded_pieces(tmp_path: Path) -> None:
-    from sdk.backends.corpus import SEGMENT, ingest, segments
+    from sdk.backends.rag.corpus import SEGMENT, ingest, segments
 
     text = "x" * (2 * SEGMENT + 10) + " tail"
     assert [len(p) for _, p in segments(text)] == [SEGMENT, SEGMENT, 15]
@@ -325,7 +325,7 @@ def test_one_huge_line_is_chunked_in_bounded_pieces(tmp_path: Path) -> None:
 
 
 def test_text_and_markdown_chunks_name_their_line_and_heading_not_page_1(tmp_path: Path) -> None:
-    from sdk.backends.corpus import ingest, location
+    from sdk.backends.rag.corpus import ingest, location
 
     path = _corpus_recipe(tmp_path)
     spec = load(path)
@@ -385,7 +385,7 @@ def test_a_template_refused_by_the_sandbox_is_exit_1_not_an_internal_error(monke
 def test_a_corrupt_checkpoint_is_named_with_how_to_discard_it(tmp_path: Path) -> None:
     import torch
 
-    from sdk.backends.training import train
+    from sdk.backends.training.common import train
 
     checkpoint = tmp_path / "checkpoints" / "finetune.sip" / "ab12" / "checkpoint-2"
     checkpoint.mkdir(parents=True)

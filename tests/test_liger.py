@@ -53,7 +53,7 @@ def test_the_compute_block_decides_and_the_trainer_gets_use_liger_kernel(monkeyp
 
     import torch
 
-    from sdk.backends import training as T
+    from sdk.backends.training import common as T
 
     block = {"batch_size": 2, "gradient_accumulation": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
              "warmup_ratio": 0.0, "scheduler": "linear", "seed": 0, "logging_steps": 1, "save_steps": 10,

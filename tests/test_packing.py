@@ -30,7 +30,7 @@ def _trainer(model_dir: Path, out: Path, padding_free: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from sdk.backends.finetune import use_padding_free
+    from sdk.backends.training.finetune import use_padding_free
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -119,7 +119,7 @@ def test_a_recipe_trains_the_same_losses_padding_free_as_padded(tmp_path: Path) 
 def test_a_model_that_builds_its_own_masks_falls_back_to_padded_batches(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from sdk.backends.finetune import padding_free_support
+    from sdk.backends.training.finetune import padding_free_support
 
     class OwnMasks(LlamaForCausalLM):  # defined here, where no create_causal_mask is imported
         pass

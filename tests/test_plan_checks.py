@@ -98,7 +98,7 @@ def test_a_bad_data_file_is_a_located_plan_error_for_every_backend(tmp_path: Pat
 
 
 def test_good_files_plan_and_the_plan_error_is_what_the_step_would_raise(tmp_path: Path) -> None:
-    from sdk.backends.preferences import read_preferences
+    from sdk.backends.data.preferences import read_preferences
 
     path = _recipe(tmp_path, 'align a { from = pretrain.p  pairs = "p.jsonl" }\n  '
                              'eval e { data = "e.jsonl"  systems = [pretrain.p, align.a] }',

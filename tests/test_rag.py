@@ -13,7 +13,7 @@ from fastapi import Request
 import sdk
 import sdk.workspace
 from dsl.parser import load
-from sdk.backends.rag import RagSystem
+from sdk.backends.rag.haystack import RagSystem
 from tests._openai_server import OpenAIServer, chat_completion
 from tests._tiny import make_tiny_model
 from tests.conftest import run_dsl

@@ -13,7 +13,7 @@ import pytest
 import sdk
 import sdk.workspace
 from dsl.parser import load
-from sdk.backends.rag import (
+from sdk.backends.rag.haystack import (
     RagSystem,
     _shingles,
     citations,
@@ -176,7 +176,7 @@ def test_the_reranker_reorders_the_candidates_by_a_local_cross_encoder(tmp_path:
     from sentence_transformers import CrossEncoder
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from sdk.backends.rag import resolve_embedder
+    from sdk.backends.rag.haystack import resolve_embedder
 
     minilm = resolve_embedder("sentence-transformers/all-MiniLM-L6-v2")
     xenc = tmp_path / "xenc"  # a real cross-encoder folder: MiniLM with a one-logit classification head

@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import sdk  # noqa: E402
 import sdk.workspace  # noqa: E402
 from dsl.parser import load, loads  # noqa: E402
-from sdk.backends import retrievers as R  # noqa: E402
-from sdk.backends.index_store import IndexDocumentStore, top  # noqa: E402
+from sdk.backends.rag import retrievers as R  # noqa: E402
+from sdk.backends.rag.index_store import IndexDocumentStore, top  # noqa: E402
 from sdk.errors import SpecError  # noqa: E402
 from sdk.spec.blocks.rag import RagBlock  # noqa: E402
 from tests.conftest import run_dsl  # noqa: E402
@@ -108,7 +108,7 @@ def test_a_bm25_only_index_has_no_embeddings_and_says_so(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("name", "reranker"), list(itertools.product(sorted(R.RETRIEVERS), [None, "./ranker"])))
 def test_the_registry_builds_each_retriever_on_the_index_store(name: str, reranker: Optional[str]) -> None:
-    from sdk.backends.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
+    from sdk.backends.rag.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
 
     block = RagBlock(corpus="corpus.c", retriever=name, reranker=reranker, top_k=3,  # type: ignore[arg-type]
                      store={"type": "index"})  # type: ignore[arg-type]
@@ -243,7 +243,7 @@ def _pickled_array(path: Path) -> None:
 ])
 def test_a_damaged_or_missing_index_file_is_one_clear_error(applied: Path, tmp_path: Path, file: str, damage: Any,
                                                             named: str) -> None:
-    from sdk.backends.rag import RagSystem
+    from sdk.backends.rag.haystack import RagSystem
     from sdk.errors import DslError
 
     shutil.copytree(applied.parent, tmp_path / "w")
@@ -269,7 +269,7 @@ def test_the_exported_pipeline_loads_through_haystacks_allowlist(applied: Path,
     assert "path: index" in text and str(art.path) not in text
     with pytest.raises(DeserializationError):  # our module is not on Haystack's default allowlist
         Pipeline.loads(text)
-    pipe = Pipeline.loads(text, allowed_modules=["sdk.backends.index_store"])
+    pipe = Pipeline.loads(text, allowed_modules=["sdk.backends.rag.index_store"])
     monkeypatch.chdir(art.path)  # the store's path is relative to the artifact folder
     q = "Which codec does WebRTC use?"
     out = pipe.run({"bm25": {"query": q}, "prompt_builder": {"question": q}}, include_outputs_from={"bm25"})

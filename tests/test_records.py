@@ -165,7 +165,7 @@ def test_the_serve_block_and_the_gateway_take_their_defaults_from_serve_config()
 def test_no_reader_restates_a_serve_default() -> None:
     """``config.get("timeout", 60)`` and the like: a serve setting read with a default of its own."""
     pattern = re.compile(r"""\.get\(\s*["'](%s)["']\s*,""" % "|".join(SETTINGS))
-    files = [*(ROOT / "sdk" / "serving").rglob("*.py"), ROOT / "sdk" / "backends" / "serve.py",
+    files = [*(ROOT / "sdk" / "serving").rglob("*.py"), ROOT / "sdk" / "backends" / "serve" / "serve.py",
              *(ROOT / "dsl" / "commands").glob("serve*.py")]
     found = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
              if pattern.search(line)]
@@ -178,7 +178,7 @@ def test_header_and_body_timeouts_are_written_by_the_serve_step_and_honoured(tmp
 
     from dsl.parser import load
     from sdk.backends.base import Artifact, StepContext
-    from sdk.backends.serve import ServeBackend, load_config
+    from sdk.backends.serve.serve import ServeBackend, load_config
     from sdk.progress import Progress
     from sdk.serving import app as gateway_app
     from sdk.serving.asgi import Guard

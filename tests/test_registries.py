@@ -15,7 +15,7 @@ def _literal(model: type, field: str) -> set[str]:
 
 
 def test_serving_engines_match_the_serve_blocks_choices() -> None:
-    from sdk.backends.engines import ENGINES, Engine, register
+    from sdk.backends.serve.engines import ENGINES, Engine, register
 
     assert set(ENGINES) == _literal(S.ServeBlock, "engine")
     with pytest.raises(ValueError, match="already registered"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdk.backends.eval_answers import found_evidence
+from sdk.backends.eval.answers import found_evidence
 from sdk.evalsets import EvalItem
 from sdk.report import best_system, misses, write_report
 

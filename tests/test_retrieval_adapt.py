@@ -12,8 +12,8 @@ import pytest
 import sdk
 import sdk.workspace
 from dsl.parser import load, loads
-from sdk.backends.retrieval_adapt import decide, per_query
-from sdk.backends.retrieval_adapt_pairs import Pair, split_by_document
+from sdk.backends.rag.adapt import decide, per_query
+from sdk.backends.rag.adapt_pairs import Pair, split_by_document
 from sdk.errors import DslError
 
 SITES = ["Bage", "Corvo", "Dunmore", "Elvas", "Faro", "Galway", "Hove", "Jena"]

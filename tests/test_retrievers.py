@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pytest
 
-from sdk.backends import retrievers as R
+from sdk.backends.rag import retrievers as R
 from sdk.errors import DslError
 from sdk.spec.blocks.rag import RagBlock
 

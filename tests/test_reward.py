@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sdk.backends.reward import reward_functions
-from sdk.backends.reward_data import read_prompts
+from sdk.backends.training.reward import reward_functions
+from sdk.backends.training.reward_data import read_prompts
 from sdk.state import StateStore
 from tests._data import assert_data_errors
 from tests._tiny import make_tiny_model
@@ -153,8 +153,8 @@ CITED = [{"question": f"What starts a SIP call {i}?", "answer": "INVITE",
 
 
 def test_citation_rewards_score_what_an_answer_cites_among_its_own_passages(tmp_path: Path) -> None:
-    from sdk.backends.rag_system import DEFAULT_PROMPT
-    from sdk.backends.reward_data import asked
+    from sdk.backends.rag.system import DEFAULT_PROMPT
+    from sdk.backends.training.reward_data import asked
 
     _write(tmp_path / "c.jsonl", CITED[:1])
     row = read_prompts(tmp_path / "c.jsonl", "c.jsonl")[0]
@@ -245,7 +245,7 @@ def _sft_rows(n: int) -> list[dict]:
 
 
 def test_prompts_from_a_dataset_are_its_conversations_before_the_answer() -> None:
-    from sdk.backends.reward_data import dataset_prompts
+    from sdk.backends.training.reward_data import dataset_prompts
 
     rows = dataset_prompts([{**r, "_line": i + 1} for i, r in enumerate(_sft_rows(2))])
     assert rows[1]["question"] == "Which one is item 1?" and rows[1]["answer"] == "dog" and rows[1]["_line"] == 2
@@ -328,8 +328,8 @@ def test_grpo_with_retrieval_scores_citations_against_the_passages_a_rag_step_re
 
 
 def test_each_kind_of_row_is_asked_as_the_model_will_be_asked() -> None:
-    from sdk.backends.rag_system import DEFAULT_PROMPT
-    from sdk.backends.reward_data import dataset_prompts, prompt_for
+    from sdk.backends.rag.system import DEFAULT_PROMPT
+    from sdk.backends.training.reward_data import dataset_prompts, prompt_for
 
     plain = {"question": "Q?", "prompt": "Q?", "context": [], "sources": []}
     assert prompt_for(plain, DEFAULT_PROMPT, chat=True) == [{"role": "user", "content": "Q?"}]

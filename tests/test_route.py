@@ -13,7 +13,7 @@ import pytest
 import sdk
 import sdk.workspace
 from dsl.parser import load
-from sdk.backends.route import Router, train
+from sdk.backends.routing.route import Router, train
 from sdk.planner import PlanProblems
 from tests.conftest import run_dsl
 
@@ -120,7 +120,7 @@ def test_every_recipes_route_examples_are_its_own_domain(name: str) -> None:
     """A router trained on a recipe's examples as its route step trains it (examples, plus the questions of its
     eval_sets; tfidf here, whatever the recipe's classifier) sends most questions of the recipe's own evals of the
     domain system to the domain: examples from another domain would send them away."""
-    from sdk.backends.route import known_targets, read_examples
+    from sdk.backends.routing.route import known_targets, read_examples
     from sdk.evalsets import load_items
 
     spec = load(Path(__file__).parents[1] / "recipes" / name)

@@ -14,7 +14,7 @@ import pytest
 
 from dsl.parser import load
 from sdk.backends.base import Artifact, StepContext
-from sdk.backends.route import RouteBackend, Router, train
+from sdk.backends.routing.route import RouteBackend, Router, train
 from sdk.errors import DataError, DslError
 from sdk.progress import Progress
 from tests.conftest import run_dsl
@@ -168,7 +168,7 @@ def test_eval_sets_alone_have_one_target_and_say_what_to_add(tmp_path: Path) -> 
 
 
 def test_unknown_target_is_located_at_its_line(tmp_path: Path) -> None:
-    from sdk.backends.route import read_examples
+    from sdk.backends.routing.route import read_examples
 
     f = tmp_path / "ex.jsonl"
     f.write_text('{"text": "a", "target": "domain"}\n\n{"text": "b", "target": "general"}\n{"text": "c", "target": "sports"}\n')

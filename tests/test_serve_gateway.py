@@ -135,7 +135,7 @@ def _upstream(delay: float) -> tuple[Any, int]:
 
 
 def _router(folder: Path, general: bool) -> Path:
-    from sdk.backends.route import Router, train
+    from sdk.backends.routing.route import Router, train
     from tests.test_route import DOMAIN, GENERAL
 
     meta, arrays, _ = train(DOMAIN + GENERAL, ["domain"] * len(DOMAIN) + ["general"] * len(GENERAL), "tfidf", 0, "")
@@ -273,7 +273,7 @@ def test_completions_batch_prompts_and_stream(gateways: Any) -> None:
 def test_serve_step_plans_sglang_for_the_adapters(tmp_path: Path) -> None:
     from dsl.parser import load
     from sdk.backends.base import Artifact, StepContext
-    from sdk.backends.serve import ServeBackend
+    from sdk.backends.serve.serve import ServeBackend
     from sdk.progress import Progress
 
     (tmp_path / "d.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "a"},

@@ -186,7 +186,7 @@ def test_a_real_mlflow_server_receives_the_run(tmp_path: Path, tracked: None) ->
 def test_a_real_training_step_logs_its_loss_curve_by_step(tmp_path: Path, tracked: None) -> None:
     """Real backends, a tiny pretraining: the trainer's losses reach the event log while it trains, and MLflow as a
     curve by step; the step's model card and loss chart are artifacts, its weights are not."""
-    from sdk.backends.training import SAMPLE_TEXT
+    from sdk.backends.training.common import SAMPLE_TEXT
 
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text(SAMPLE_TEXT * 8)

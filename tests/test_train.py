@@ -161,13 +161,13 @@ def test_two_process_torchrun_finetune(tmp_path: Path) -> None:
 def test_accelerate_command_for_gpus_with_deepspeed_and_fsdp(tmp_path: Path) -> None:
     import yaml
 
-    from sdk.backends.training import launch_command
+    from sdk.backends.training.common import launch_command
 
     cmd = launch_command({"launcher": "accelerate", "num_processes": 8, "num_machines": 2, "machine_rank": 1,
                           "main_process_ip": "10.0.0.1", "main_process_port": 29500, "mixed_precision": "bf16",
                           "deepspeed": {"stage": 3, "offload": True}}, tmp_path / "job.json", tmp_path)
     assert cmd[1:4] == ["-m", "accelerate.commands.launch", "--config_file"]
-    assert cmd[-3:] == ["-m", "sdk.backends.finetune", str(tmp_path / "job.json")]
+    assert cmd[-3:] == ["-m", "sdk.backends.training.finetune", str(tmp_path / "job.json")]
     cfg = yaml.safe_load((tmp_path / "accelerate.yaml").read_text())
     assert cfg["distributed_type"] == "DEEPSPEED" and cfg["num_processes"] == 16 and cfg["machine_rank"] == 1
     assert cfg["deepspeed_config"]["zero_stage"] == 3 and cfg["deepspeed_config"]["offload_param_device"] == "cpu"

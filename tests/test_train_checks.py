@@ -56,7 +56,7 @@ def test_activation_checkpointing_is_off_on_cpu_unless_asked_and_never_warns() -
 
     from trl import SFTConfig
 
-    from sdk.backends import training as T
+    from sdk.backends.training import common as T
 
     block = {"batch_size": 2, "gradient_accumulation": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
              "warmup_ratio": 0.0, "scheduler": "linear", "seed": 0, "logging_steps": 1, "save_steps": 10,

@@ -298,7 +298,7 @@ def test_playground_asks_a_system_and_auto_through_the_router(ui: str, applied: 
                                                              shots: Path) -> None:
     from selenium.webdriver.support.ui import Select
 
-    from sdk.backends.router import Router
+    from sdk.backends.routing.router import Router
     from sdk.state import StateStore
 
     state = StateStore(applied["workdir"]).load()

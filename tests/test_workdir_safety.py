@@ -57,7 +57,7 @@ def test_a_moved_workdir_read_from_another_directory_is_up_to_date(tmp_path: Pat
 
 
 def test_serve_json_names_workdir_paths_relatively(tmp_path: Path) -> None:
-    from sdk.backends.serve import _absolute, _relative
+    from sdk.backends.serve.serve import _absolute, _relative
 
     wd = (tmp_path / "wd").resolve()
     (wd / "artifacts" / "route.default" / "fp").mkdir(parents=True)

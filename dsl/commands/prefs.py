@@ -2,7 +2,7 @@
 
 What a preference file holds before an ``align`` step spends compute on it: rows, shape (paired or unpaired, text
 or chat), identical pairs, repeated prompts, the length bias of chosen answers, and for unpaired (KTO) rows the
-label balance. The file is read as ``align`` reads it (sdk.backends.preferences), so a bad row is the same located
+label balance. The file is read as ``align`` reads it (sdk.backends.data.preferences), so a bad row is the same located
 ``FILE:LINE`` error, exit 1.
 """
 
@@ -97,7 +97,7 @@ def _lines(shown: str, found: list[Any]) -> str:
 
 def report(summary: dict[str, Any], shown: str, paired: bool) -> tuple[list[str], list[str], list[str]]:
     """(figures, warnings, errors) as lines of text."""
-    from sdk.backends.preferences import label_problem
+    from sdk.backends.data.preferences import label_problem
 
     n = summary["pairs"] if paired else summary["examples"]
     lines = [f"{shown}: {n} rows, {'paired' if paired else 'unpaired'}, {summary['shape']}"]
@@ -148,7 +148,7 @@ def command() -> None:
 def check(file: str | None, fields: tuple[str, ...], recipe: str | None, step: str | None, as_json: bool) -> None:
     """Rows, shape, identical pairs, duplicate prompts, length bias and (unpaired rows) label balance of a
     preference file. Exit 1 on a bad row (located FILE:LINE) or a file align would refuse."""
-    from sdk.backends.preferences import kto_weights_hint, read_preferences, summary_of
+    from sdk.backends.data.preferences import kto_weights_hint, read_preferences, summary_of
     from sdk.errors import DataError
 
     path, shown, method, mapping, block = _target(file, fields, recipe, step)

@@ -21,7 +21,7 @@ from sdk.errors import DslError
               "whose variable is unset.")
 def command(file: str, workdir: Optional[str], host: Optional[str], port: Optional[int], no_auth: bool) -> None:
     """Start the OpenAI-compatible gateway for an applied recipe."""
-    from sdk.backends.serve import load_config
+    from sdk.backends.serve.serve import load_config
     from sdk.promotion import withheld as withheld_by_state
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve

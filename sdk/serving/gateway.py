@@ -36,7 +36,7 @@ class Gateway:
         self.metrics = Metrics(self.engines)
         self.lock = threading.Lock()
         if config.get("router"):
-            from sdk.backends.route import Router
+            from sdk.backends.routing.route import Router
 
             self.router = Router.load(Path(config["router"]))
         if preload:

@@ -1,5 +1,5 @@
 """SGLang behind the gateway: starting it and waiting until it is ready (its launch command and request naming are
-planned at apply time by :mod:`sdk.backends.engines`)."""
+planned at apply time by :mod:`sdk.backends.serve.engines`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import time
 from typing import Callable, Optional
 
-from sdk.backends.engines import launch_command, model_name  # noqa: F401 - re-exported
+from sdk.backends.serve.engines import launch_command, model_name  # noqa: F401 - re-exported
 
 
 def start(cmd: list[str], port: int, timeout: float = 900.0, log: Optional[Callable[[str], None]] = None,

@@ -9,7 +9,7 @@ refused here, never run by the test backend, which runs a step only where a test
 The spec's fields, the planner's steps and edges, the backend registry's defaults, the builder's methods,
 ``dsl schema`` and the language reference are derived from these declarations::
 
-    @declare("finetune", role="model", backend=("trl", "sdk.backends.finetune:FinetuneBackend"),
+    @declare("finetune", role="model", backend=("trl", "sdk.backends.training.finetune:FinetuneBackend"),
              outputs=("adapter",))
     class FinetuneBlock(TrainCommon): ...
 

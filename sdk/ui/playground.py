@@ -46,7 +46,7 @@ class Playground:
                 if kind == "rag":
                     self.opened[key] = ws.rag(label)
                 else:
-                    from sdk.backends.eval_models import _local
+                    from sdk.backends.eval.clients import _local
 
                     self.opened[key] = _local({step_id: art}, step_id, ws.spec)
             return self.opened[key]
@@ -61,7 +61,7 @@ class Playground:
         if system == AUTO:
             if not choices["route"]:
                 raise DslError("no router is applied: add a route block and run dsl apply, or pick a system")
-            from sdk.backends.router import Router
+            from sdk.backends.routing.router import Router
 
             routing = Router.load(ws.artifact(choices["route"]).path).route(question)
             system = str(routing.get("system"))

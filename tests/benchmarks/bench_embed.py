@@ -65,7 +65,7 @@ def onnx_path(model: object):
     rather than per slice (indexing opens it once per corpus)."""
     import dataclasses
 
-    from sdk.backends.embedders import _by_length
+    from sdk.backends.rag.embedders import _by_length
 
     def run(docs: list) -> list:
         order = _by_length([d.content for d in docs])
@@ -136,7 +136,7 @@ def main() -> None:
     )
     from sentence_transformers import SentenceTransformer
 
-    from sdk.backends import embedders as E
+    from sdk.backends.rag import embedders as E
 
     model = E.resolve_embedder(E.DEFAULT_EMBEDDER)
     auto = E.choose_backend("auto", model)

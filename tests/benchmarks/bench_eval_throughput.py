@@ -4,7 +4,7 @@ length, left-padded, one ``generate`` call per batch; the (prompt, option) rows 
 batch for log-likelihood scoring; ``LocalModel.generate_many`` / ``scored_many`` underneath), side by side on the
 same model and items.
 
-Model: a 4-layer Llama (hidden 256) with a BPE tokenizer trained on the questions (sdk.backends.training's
+Model: a 4-layer Llama (hidden 256) with a BPE tokenizer trained on the questions (sdk.backends.training.common's
 builder), its weights drawn wide (std 0.1) so that greedy answers differ from question to question (a freshly
 initialised one answers everything with the same token, and identical answers would then prove nothing). Items:
 PubMedQA questions (../shared/data/pubmedqa, or the tiny sample text's sentences when absent). Generation: greedy,
@@ -38,7 +38,7 @@ LABELS = ["maybe", "no", "yes"]
 def questions() -> list[str]:
     if DATA.exists():
         return [it["QUESTION"] for it in json.loads(DATA.read_text()).values()][:N_ITEMS]
-    from sdk.backends.training import SAMPLE_TEXT
+    from sdk.backends.training.common import SAMPLE_TEXT
 
     return [s.strip() + "?" for s in SAMPLE_TEXT.split(". ") if s.strip()][:N_ITEMS]
 
@@ -47,7 +47,7 @@ def build_model(folder: Path, text: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sdk.backends.training import make_tiny_model
+    from sdk.backends.training.common import make_tiny_model
 
     make_tiny_model(folder, text, layers=LAYERS, hidden=HIDDEN, heads=4, vocab=800, context=256)
     model = AutoModelForCausalLM.from_pretrained(folder)
@@ -63,7 +63,7 @@ def build_model(folder: Path, text: str) -> Path:
 def runner(folder: Path, task: str):  # type: ignore[no-untyped-def]
     """The eval backend's runner for a local ``base_model`` system, as the step builds it."""
     from sdk.artifacts import Artifact
-    from sdk.backends.eval_answers import Prompter, SystemRunner
+    from sdk.backends.eval.answers import Prompter, SystemRunner
     from sdk.spec.values import Ref
 
     art = Artifact("base_model.m", folder, {"outputs": {"model": str(folder), "model_source": "local"}})

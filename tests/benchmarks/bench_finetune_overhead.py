@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def measure(work: Path) -> None:
-    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+    from sdk.backends.training.common import SAMPLE_TEXT, make_tiny_model
 
     make_tiny_model(work / "model", SAMPLE_TEXT * 4, layers=4, hidden=128, vocab=800, context=256)
     questions = [s.strip() for s in SAMPLE_TEXT.split(".") if s.strip()]

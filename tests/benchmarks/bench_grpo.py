@@ -39,7 +39,7 @@ ASKS = [("Which one is an animal", 2), ("Which one barks", 2), ("Which one has f
 
 
 def main() -> None:
-    from sdk.backends.reward_data import _choice_prompt
+    from sdk.backends.training.reward_data import _choice_prompt
     from tests._tiny import make_tiny_model
 
     rng = random.Random(0)

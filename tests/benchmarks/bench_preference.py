@@ -148,7 +148,7 @@ def main() -> None:
 
 def measure(work: Path) -> None:
     from sdk.backends.models import ModelHandle, handle
-    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+    from sdk.backends.training.common import SAMPLE_TEXT, make_tiny_model
     from sdk.metrics import bootstrap_ci, paired_bootstrap_p
     from sdk.workspace import open_workspace
 

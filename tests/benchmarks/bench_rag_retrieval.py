@@ -56,7 +56,7 @@ def run(items: dict, work: Path) -> None:
     import sdk.workspace
     from dsl.parser import load
     from sdk import metrics as M
-    from sdk.backends.rag import RagSystem
+    from sdk.backends.rag.haystack import RagSystem
 
     (work / "docs").mkdir()
     for pmid, item in items.items():

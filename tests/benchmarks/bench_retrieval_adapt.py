@@ -72,7 +72,7 @@ def run(questions: list[dict], work: Path, args: argparse.Namespace) -> None:
     import sdk.workspace
     from dsl.parser import load as load_recipe
     from sdk import metrics as M
-    from sdk.backends.retrieval_adapt_pairs import _bucket
+    from sdk.backends.rag.adapt_pairs import _bucket
 
     docs: dict[str, str] = {}
     for q in questions:
@@ -119,7 +119,7 @@ def run(questions: list[dict], work: Path, args: argparse.Namespace) -> None:
     adapted = ws.rag("adapted", with_generator=False)
     systems["hybrid after"] = adapted
     dense_after = ws.rag("adapted", with_generator=False)
-    from sdk.backends.retrievers import query_pipeline
+    from sdk.backends.rag.retrievers import query_pipeline
 
     dense_after.block = adapted.block.model_copy(update={"retriever": "dense"})
     dense_after.pipeline = query_pipeline(dense_after.block, adapted.pipeline.get_component("dense").document_store)

@@ -117,9 +117,9 @@ def run(items: dict, size: int, n_queries: int) -> dict[str, float]:
     from haystack.document_stores.in_memory import InMemoryDocumentStore
 
     from sdk.artifacts import Artifact
-    from sdk.backends.index_store import Tokenizer, haystack_regex
-    from sdk.backends.retrievers import query_pipeline, run_inputs
-    from sdk.backends.stores import open_store, write_local
+    from sdk.backends.rag.index_store import Tokenizer, haystack_regex
+    from sdk.backends.rag.retrievers import query_pipeline, run_inputs
+    from sdk.backends.rag.stores import open_store, write_local
     from sdk.spec.blocks.rag import RagBlock
 
     ids, texts = build_corpus(items, size)

@@ -50,7 +50,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from sklearn.model_selection import train_test_split
 
-    from sdk.backends.route import Router, evaluate_routes, train
+    from sdk.backends.routing.route import Router, evaluate_routes, train
 
     qs = questions()
     texts = [t for d in qs for t in qs[d]]

@@ -46,7 +46,7 @@ def build_model(folder: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+    from sdk.backends.training.common import SAMPLE_TEXT, make_tiny_model
 
     make_tiny_model(folder, SAMPLE_TEXT * 4, layers=LAYERS, hidden=HIDDEN, heads=8, vocab=800, context=512)
     model = AutoModelForCausalLM.from_pretrained(folder)

@@ -75,7 +75,7 @@ RECIPE = f'''domain bench {{
 def chat_rows(n: int, seed: int = 0) -> list[dict]:
     """Chat rows of very different lengths, as real instruction data has: short factual answers and long
     explanations (about 15 to 400 tokens a row)."""
-    from sdk.backends.training import SAMPLE_TEXT
+    from sdk.backends.training.common import SAMPLE_TEXT
 
     sentences = [s.strip() + "." for s in SAMPLE_TEXT.split(".") if s.strip()]
     rnd = random.Random(seed)
@@ -105,7 +105,7 @@ def main() -> None:
 
 def measure(work: Path) -> None:
     import sdk.workspace
-    from sdk.backends.training import SAMPLE_TEXT, make_tiny_model
+    from sdk.backends.training.common import SAMPLE_TEXT, make_tiny_model
 
     make_tiny_model(work / "model", SAMPLE_TEXT * 4, layers=LAYERS, hidden=HIDDEN, heads=4, vocab=800,
                     context=MAX_LENGTH)

@@ -47,7 +47,7 @@ def _reads(spec: Any, block: Any) -> list:
     return files
 
 
-@declare("corpus", backend=("haystack", "sdk.backends.rag:HaystackBackend", "pip install 'domain-dsl[rag]'"),
+@declare("corpus", backend=("haystack", "sdk.backends.rag.haystack:HaystackBackend", "pip install 'domain-dsl[rag]'"),
          outputs=("chunks",), check=_check, reads=_reads, facets=content_facets)
 class CorpusBlock(Block):
     """Domain documents, ingested, cleaned, deduplicated and chunked."""

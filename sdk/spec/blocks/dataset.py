@@ -17,7 +17,7 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
     return [Problem(path=("dataset", label, "path"), message=problem)] if problem else []
 
 
-@declare("dataset", backend=("jsonl", "sdk.backends.datasets:JsonlDatasetBackend"), outputs=("train",),
+@declare("dataset", backend=("jsonl", "sdk.backends.data.datasets:JsonlDatasetBackend"), outputs=("train",),
          check=_check, reads=lambda spec, block: named_files(spec, block, ("path",)), facets=content_facets)
 class DatasetBlock(Block):
     """Supervised fine-tuning data in JSONL."""

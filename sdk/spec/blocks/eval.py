@@ -273,7 +273,7 @@ class JudgeAgreement(Block):
     required: bool = Field(default=True, description="false: trust the judge without expert calibration")
 
 
-@declare("eval", backend=("builtin", "sdk.backends.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
+@declare("eval", backend=("builtin", "sdk.backends.eval.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
          check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
          reads=_reads)
 class EvalBlock(Block):

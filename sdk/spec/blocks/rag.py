@@ -58,10 +58,10 @@ class Adapt(Block):
         return self
 
 
-@declare("rag", role="system", backend=("haystack", "sdk.backends.rag:HaystackBackend",
+@declare("rag", role="system", backend=("haystack", "sdk.backends.rag.haystack:HaystackBackend",
                                          "pip install 'domain-dsl[rag]'"),
          outputs=("pipeline",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
-         serving="rag", opener="sdk.backends.rag_system:open_rag")
+         serving="rag", opener="sdk.backends.rag.system:open_rag")
 class RagBlock(Block):
     """Retrieval-augmented generation over a corpus."""
 

@@ -61,11 +61,11 @@ def _consumes(spec: Any, label: str, block: Any, dep: str) -> Optional[tuple[str
     return None
 
 
-@declare("route", labelled=False, backend=("sklearn", "sdk.backends.route:RouteBackend",
+@declare("route", labelled=False, backend=("sklearn", "sdk.backends.routing.route:RouteBackend",
                                             "pip install 'domain-dsl[serve]'"),
          check=_check, implicit=_implicit, consumes=_consumes, facets=content_facets,
          reads=lambda spec, block: named_files(spec, block, ("examples",)),
-         serving="router", opener="sdk.backends.router:open_router")
+         serving="router", opener="sdk.backends.routing.router:open_router")
 class RouteBlock(Block):
     """A lightweight classifier that sends each query to the domain system or the general one."""
 

@@ -31,7 +31,7 @@ def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
     return deps
 
 
-@declare("serve", labelled=False, backend=("gateway", "sdk.backends.serve:ServeBackend",
+@declare("serve", labelled=False, backend=("gateway", "sdk.backends.serve.serve:ServeBackend",
                                             "pip install 'domain-dsl[serve]'"),
          outputs=("config",), implicit=_implicit, facets=content_facets)
 class ServeBlock(Block):

@@ -95,7 +95,7 @@ def _config(spec: Any, block: Any) -> dict[str, Any]:
     return config
 
 
-@declare("synth", backend=("teacher", "sdk.backends.synth:SynthBackend"), outputs=("rows",),
+@declare("synth", backend=("teacher", "sdk.backends.data.synth:SynthBackend"), outputs=("rows",),
          reads=_reads, plan_check=_plan_check, facets=content_facets, extra={"config": _config})
 class SynthBlock(Block):
     """Rows generated from a corpus by a teacher model, filtered and reviewed, with a ledger of every dropped row."""

@@ -83,7 +83,7 @@ class ServeBackend(Backend):
             "variants": variants, "router": router, "general": general, "withheld": held,
             "domain_target": str(route.domain) if route is not None else None,
         }
-        from sdk.backends.engines import ENGINES
+        from sdk.backends.serve.engines import ENGINES
 
         planned, notes = ENGINES[block.engine]().plan(variants, hub_bases(spec, artifacts), block)
         if planned is not None:

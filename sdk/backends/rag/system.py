@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.artifacts import Artifact
-from sdk.backends.embedders import quiet_haystack
-from sdk.backends.retrievers import last_component, query_pipeline, run_inputs
-from sdk.backends.stores import open_store, secret
+from sdk.backends.rag.embedders import quiet_haystack
+from sdk.backends.rag.retrievers import last_component, query_pipeline, run_inputs
+from sdk.backends.rag.stores import open_store, secret
 from sdk.errors import DslError
 
 DEFAULT_PROMPT = """Answer the question using only the numbered documents. Cite the documents you use as [1], [2].
@@ -55,7 +55,7 @@ class RagSystem:
     prompt: str
     generator: Any = None  # callable(prompt: str, max_new_tokens: int) -> str
     _warm: bool = field(default=False)
-    fusion: Optional[dict[str, Any]] = None  # learned fusion kept by adapt (sdk.backends.retrieval_adapt)
+    fusion: Optional[dict[str, Any]] = None  # learned fusion kept by adapt (sdk.backends.rag.adapt)
 
     @classmethod
     def open(cls, art: Artifact, with_generator: bool = True, base_dir: Optional[Path] = None,
@@ -68,10 +68,10 @@ class RagSystem:
         quiet_haystack()
         block = applied_block(art)
         if block.adapt is not None:  # the kept adapted embedder and reranker, inside the artifact
-            from sdk.backends.retrieval_adapt import adapted_block
+            from sdk.backends.rag.adapt import adapted_block
 
             block = adapted_block(block, art.path, art.outputs.get("adapt"))
-        from sdk.backends.retrieval_adapt import fusion_of
+        from sdk.backends.rag.adapt import fusion_of
 
         fusion = fusion_of(art.outputs.get("adapt")) if block.adapt is not None else None
         label = art.step_id.partition(".")[2]
@@ -104,7 +104,7 @@ class RagSystem:
         return render(self.prompt, f"rag.{self.label}: the prompt template", documents=docs, question=question)
 
     def answer(self, question: str, *, max_new_tokens: Optional[int] = None) -> dict[str, Any]:
-        from sdk.backends.corpus import location
+        from sdk.backends.rag.corpus import location
 
         documents = self.retrieve(question)
         sources = [{"index": i + 1, "id": d["id"], "source": d["meta"].get("source"), "page": d["meta"].get("page"),

@@ -1,7 +1,7 @@
 """The ``eval`` step: every system of the block answers the same items; each metric gets a bootstrap confidence
 interval and each difference from the first system a paired-bootstrap p-value; the gate decides promotion.
-Models and endpoints are in :mod:`~sdk.backends.eval_models`, answering in :mod:`~sdk.backends.eval_answers`,
-statistics in :mod:`~sdk.backends.eval_stats`; metrics are registered in :mod:`sdk.metrics`.
+Models and endpoints are in :mod:`~sdk.backends.eval.clients`, answering in :mod:`~sdk.backends.eval.answers`,
+statistics in :mod:`~sdk.backends.eval.stats`; metrics are registered in :mod:`sdk.metrics`.
 
 Scoring:
 - generation (answer strings): exact match and token F1 against the answer and its aliases;
@@ -21,7 +21,7 @@ from typing import Any
 
 from sdk import expr as E
 from sdk.backends.base import Artifact, Backend, GateFailed, StepContext, StepResult
-from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
+from sdk.backends.eval.answers import (  # noqa: F401 - re-exported
     Answer,
     Prompter,
     SystemRunner,
@@ -32,10 +32,10 @@ from sdk.backends.eval_answers import (  # noqa: F401 - re-exported
     system_id,
     task_of,
 )
-from sdk.backends.eval_human import gate_pending, gate_refusal, human_results
-from sdk.backends.eval_models import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
-from sdk.backends.eval_routed import RoutedRunner, is_router, routing_summary
-from sdk.backends.eval_stats import aggregate, compare, evaluate_gate
+from sdk.backends.eval.human import gate_pending, gate_refusal, human_results
+from sdk.backends.eval.clients import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
+from sdk.backends.eval.routed import RoutedRunner, is_router, routing_summary
+from sdk.backends.eval.stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
 from sdk.evalsets import EvalItem, contamination, load_items
 from sdk.spec.blocks.eval import training_steps
@@ -166,7 +166,7 @@ class EvalBackend(Backend):
         """Every item's saved answer for one system (item id -> row). Answers saved by a killed apply are kept;
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
-        from sdk.backends import eval_cache
+        from sdk.backends.eval import cache as eval_cache
 
         sid = system_id(system)
         reused = eval_cache.restore(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed

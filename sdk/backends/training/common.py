@@ -1,8 +1,8 @@
 """What pretraining and fine-tuning share: seeds, tokenizer and model building, the progress callback, the loss
-curve, the model card and checkpoint resume (launching a job in other processes is :mod:`sdk.backends.launch`).
+curve, the model card and checkpoint resume (launching a job in other processes is :mod:`sdk.backends.training.launch`).
 
 A training *job* is a plain JSON-able dict, so the same function runs in-process or, under a launcher, in every
-rank of a multi-process run: ``python -m sdk.backends.pretrain JOB.json`` / ``python -m sdk.backends.finetune JOB.json``.
+rank of a multi-process run: ``python -m sdk.backends.training.pretrain JOB.json`` / ``python -m sdk.backends.training.finetune JOB.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sdk.backends.launch import (  # noqa: F401 - re-exported: job modules reach them as training.X
+from sdk.backends.training.launch import (  # noqa: F401 - re-exported: job modules reach them as training.X
     accelerate_config,
     distributed_args,
     is_main_process,

@@ -24,7 +24,7 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
-from sdk.backends.reward_data import (
+from sdk.backends.training.reward_data import (
     dataset_prompts,
     needs_context,
     overlap,
@@ -32,14 +32,14 @@ from sdk.backends.reward_data import (
     read_prompts,
     source_key,
 )
-from sdk.backends.tuning import TrainingBackend
+from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
 
 def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """One TRL reward function per declared reward, and their weights. TRL calls each with the prompts, the
     completions and the dataset's other columns (``question``, ``answer``, ``choices``...) as lists. ``judge``
-    (an :class:`sdk.backends.eval_models.Judge`) grades the answers of the ``judge`` reward, the eval's way."""
+    (an :class:`sdk.backends.eval.clients.Judge`) grades the answers of the ``judge`` reward, the eval's way."""
     funcs: list[Callable[..., list[float]]] = []
     weights: list[float] = []
 
@@ -63,7 +63,7 @@ def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[C
         def scored(completions: list[Any], answer: list[str], choices: list[Any],
                    context_sources: list[Any] | None = None, gold_sources: list[Any] | None = None,
                    question: list[str] | None = None, _s: Any = score, _name: str = name, **_: Any) -> list[float]:
-            from sdk.backends.rag_system import citations
+            from sdk.backends.rag.system import citations
 
             out = []
             none = [None] * len(completions)
@@ -104,12 +104,12 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     from trl import GRPOConfig, GRPOTrainer
 
     from sdk.backends import charts
-    from sdk.backends import training as T
-    from sdk.backends import tuning
-    from sdk.backends.align import lora_config
-    from sdk.backends.finetune import _params
+    from sdk.backends.training import common as T
+    from sdk.backends.training import tuning
+    from sdk.backends.training.align import lora_config
+    from sdk.backends.training.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
-    from sdk.backends.rag_system import DEFAULT_PROMPT
+    from sdk.backends.rag.system import DEFAULT_PROMPT
 
     quiet_library_deprecations()
     T.set_threads()
@@ -126,7 +126,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
              "gold_sources": r["sources"]} for r in job["rows"]]
     judge = None
     if job.get("judge"):
-        from sdk.backends.eval_models import Judge
+        from sdk.backends.eval.clients import Judge
         from sdk.spec.objects import Endpoint
 
         judge = Judge(Endpoint.model_validate(job["judge"]["endpoint"]), job["judge"]["rubric"])
@@ -173,7 +173,7 @@ def retrieve(ctx: StepContext, block: Any, rows: list[dict[str, Any]]) -> None:
     """Each row's passages retrieved by the rag step ``block.retrieval`` for its question, and the prompt that rag
     system would give its generator (its retriever, top_k and prompt): what the model will see when it serves
     behind it. The citation rewards score the answers against these passages."""
-    from sdk.backends.rag import RagSystem
+    from sdk.backends.rag.haystack import RagSystem
 
     rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
     with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} prompts", total=len(rows)) as bar:
@@ -192,7 +192,7 @@ class RewardBackend(TrainingBackend, Backend):
     def check(self, ctx: CheckContext) -> list:
         """The prompts are readable, and share no question with an eval that gates or that evaluates this step
         (training on the gate's items would make the gate measure memory)."""
-        from sdk.backends.datasets import _rel
+        from sdk.backends.data.datasets import _rel
         from sdk.evalsets import load_items
         from sdk.spec import Problem
 
@@ -246,14 +246,14 @@ class RewardBackend(TrainingBackend, Backend):
         time, before the dataset step has split them)."""
         if block.data is None:
             return read_prompts(source, shown)
-        from sdk.backends.datasets import read_rows
+        from sdk.backends.data.datasets import read_rows
 
         return dataset_prompts(read_rows(source, spec.get(block.data), shown))
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends import training as T
-        from sdk.backends import tuning
-        from sdk.backends.datasets import _rel
+        from sdk.backends.training import common as T
+        from sdk.backends.training import tuning
+        from sdk.backends.data.datasets import _rel
         from sdk.backends.models import ModelHandle, handle
         from sdk.hashing import file_sha256
 
@@ -281,8 +281,8 @@ class RewardBackend(TrainingBackend, Backend):
             h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
         T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = tuning.chat_template(ctx, block, base)
-        from sdk.backends.eval_models import DEFAULT_RUBRIC
-        from sdk.backends.rag_system import prompt_text
+        from sdk.backends.eval.clients import DEFAULT_RUBRIC
+        from sdk.backends.rag.system import prompt_text
         from sdk.spec.values import FileRef
 
         if block.judge is not None:  # a judge is trusted only as far as it agrees with the experts
@@ -311,7 +311,7 @@ class RewardBackend(TrainingBackend, Backend):
                                   f"{m.get('reward_first')} -> {m.get('reward_last')}")
 
 
-if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.reward JOB.json
-    from sdk.backends.training import main
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.training.reward JOB.json
+    from sdk.backends.training.common import main
 
     main(reward_job)

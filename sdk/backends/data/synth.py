@@ -1,7 +1,7 @@
 """The ``synth`` step: rows generated from a corpus by a teacher, filtered, reviewed, with a ledger.
 
 For each chunk of the corpus (shuffled with the block's seed, at most ``rows``) the teacher writes a question and
-its reference answer (:mod:`sdk.backends.synth_prompts`). Then, by task:
+its reference answer (:mod:`sdk.backends.data.synth_prompts`). Then, by task:
 
 - ``qa``: the row is that question and answer, its chunk id kept;
 - ``raft``: the rag system retrieves for the question; its best chunks other than the golden one are the
@@ -15,7 +15,7 @@ its reference answer (:mod:`sdk.backends.synth_prompts`). Then, by task:
 The rows then go through the filters (:mod:`sdk.synthfilter`) and the experts' decisions (:mod:`sdk.reviews`);
 ``candidates.jsonl`` holds the rows after the filters, ``rows.jsonl`` the final rows, ``ledger.json`` every
 dropped row with its reason (rows in = rows out + rows dropped). Teacher requests run ``concurrency`` at a time,
-stop cleanly at ``budget_tokens`` and are journaled (:mod:`sdk.backends.synth_teacher`)."""
+stop cleanly at ``budget_tokens`` and are journaled (:mod:`sdk.backends.data.synth_teacher`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
-from sdk.backends.synth_prompts import (
+from sdk.backends.data.synth_prompts import (
     QUESTION_PROMPT,
     RAFT_ANSWER_PROMPT,
     corrupted,
@@ -128,20 +128,20 @@ class SynthBackend(Backend):
         return out
 
     def _teacher(self, ctx: StepContext) -> Any:
-        from sdk.backends.synth_teacher import EndpointTeacher, ModelTeacher
+        from sdk.backends.data.synth_teacher import EndpointTeacher, ModelTeacher
 
         block: Any = ctx.block
         if hasattr(block.teacher, "url"):
             return EndpointTeacher(block.teacher, block.concurrency, ctx.step_id)
-        from sdk.backends.eval_models import _local
+        from sdk.backends.eval.clients import _local
 
         ref = str(block.teacher)
         art = ctx.input(ref)
         return ModelTeacher(_local(ctx.inputs, ref, ctx.spec), f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.corpus import location, read_chunks
-        from sdk.backends.synth_teacher import Journal, Usage, ask_all
+        from sdk.backends.rag.corpus import location, read_chunks
+        from sdk.backends.data.synth_teacher import Journal, Usage, ask_all
 
         block: Any = ctx.block
         chunks = [c for c in read_chunks(ctx.input(block.corpus)) if c["content"].strip()]
@@ -180,9 +180,9 @@ class SynthBackend(Backend):
 
     def _raft(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]], teacher: Any, journal: Any,
               usage: Any, by_id: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
-        from sdk.backends.corpus import location
-        from sdk.backends.rag import RagSystem
-        from sdk.backends.synth_teacher import ask_all
+        from sdk.backends.rag.corpus import location
+        from sdk.backends.rag.haystack import RagSystem
+        from sdk.backends.data.synth_teacher import ask_all
 
         rag = RagSystem.open(ctx.input(block.rag), with_generator=False, base_dir=ctx.spec.base_dir, spec=ctx.spec)
         answer_tpl = _template(block, "answer_prompt", RAFT_ANSWER_PROMPT, ctx.spec.base_dir)
@@ -216,7 +216,7 @@ class SynthBackend(Backend):
         if block.student is None:
             rejected = [corrupted(r["answer"], r["chunk"], r["id"]) for r in rows]
         else:
-            from sdk.backends.eval_models import _local
+            from sdk.backends.eval.clients import _local
 
             model = _local(ctx.inputs, str(block.student), ctx.spec)
             rejected = model.generate_many([model.generation_prompt(r["question"]) for r in rows], block.max_tokens)

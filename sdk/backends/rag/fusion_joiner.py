@@ -1,8 +1,8 @@
-"""The Haystack component that joins retrievers' documents by learned fusion parameters (:func:`sdk.backends.fusion.fuse`).
+"""The Haystack component that joins retrievers' documents by learned fusion parameters (:func:`sdk.backends.rag.fusion.fuse`).
 
 One input socket per retriever (``bm25``, ``dense``), so each list is known by name (a weight belongs to a
 retriever, not to a position). Serialised as ``{type, init_parameters}`` like every Haystack component; it lives
-outside Haystack's deserialisation allowlist, so ``Pipeline.loads`` needs ``allowed_modules=["sdk.backends.fusion_joiner"]``.
+outside Haystack's deserialisation allowlist, so ``Pipeline.loads`` needs ``allowed_modules=["sdk.backends.rag.fusion_joiner"]``.
 
 Haystack is imported here at module level: this module is itself only imported inside the functions that build a
 query pipeline.
@@ -15,12 +15,12 @@ from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 
-from sdk.backends.fusion import fuse
+from sdk.backends.rag.fusion import fuse
 
 
 @component
 class FusionJoiner:
-    """Join named document lists by :func:`~sdk.backends.fusion.fuse` with ``params``, keeping ``top_k``."""
+    """Join named document lists by :func:`~sdk.backends.rag.fusion.fuse` with ``params``, keeping ``top_k``."""
 
     def __init__(self, params: dict[str, Any], inputs: list[str] | None = None, top_k: int | None = None) -> None:
         self.params = dict(params)

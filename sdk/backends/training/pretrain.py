@@ -31,7 +31,7 @@ def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     from sdk.backends import charts
-    from sdk.backends import training as T
+    from sdk.backends.training import common as T
     from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
@@ -130,7 +130,7 @@ class PretrainBackend(Backend):
         return []
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends import training as T
+        from sdk.backends.training import common as T
         from sdk.backends.models import handle
 
         block: Any = ctx.block
@@ -170,7 +170,7 @@ def _compute(ctx: StepContext) -> dict[str, Any] | None:
     return compute.model_dump(mode="json") if compute is not None else None
 
 
-if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.pretrain JOB.json
-    from sdk.backends.training import main
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.training.pretrain JOB.json
+    from sdk.backends.training.common import main
 
     main(pretrain_job)

@@ -46,7 +46,7 @@ def model_for(job: dict[str, Any], tune: str, tokenizer: Any, h: Any) -> tuple[A
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sdk.backends.launch import is_main_process
+    from sdk.backends.training.launch import is_main_process
     from sdk.backends.models import load
 
     kwargs: dict[str, Any] = {"revision": h.revision}
@@ -74,7 +74,7 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
                handle: Any) -> Path:
     """Write what a tuning step trained: ``model/`` (all weights) or ``adapter/``, plus ``merged/`` when asked;
     returns the folder that gets the model card."""
-    from sdk.backends.launch import is_main_process
+    from sdk.backends.training.launch import is_main_process
     from sdk.backends.models import ModelHandle, load
 
     folder = out / ("adapter" if adapter else "model")

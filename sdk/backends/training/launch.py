@@ -21,7 +21,7 @@ from sdk.progress import Relay, mirror
 
 
 def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path,
-                   module: str = "sdk.backends.finetune") -> list[str]:
+                   module: str = "sdk.backends.training.finetune") -> list[str]:
     """The command that runs a training job under the compute block's launcher: ``python -m MODULE JOB.json``,
     where MODULE is the job's own module (its ``__main__`` calls :func:`main` with its job function)."""
     n = int(compute.get("num_processes", 1))
@@ -163,7 +163,7 @@ def distributed_args() -> Optional[dict[str, Any]]:
 
 def main(job_fn: Callable[..., dict[str, Any]], argv: Optional[list[str]] = None) -> None:
     """Entry point of each launched process, called by a job module's ``__main__`` (``python -m
-    sdk.backends.finetune JOB.json``)."""
+    sdk.backends.training.finetune JOB.json``)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         job = load_job(Path(argv[0]))  # validated: a damaged job.json is named, no traceback

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdk.backends.retrieval_adapt_pairs import ChunkIndex, Pair
+from sdk.backends.rag.adapt_pairs import ChunkIndex, Pair
 
 
 def _quiet() -> contextlib.ExitStack:

@@ -11,7 +11,7 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.artifacts import Artifact
-from sdk.backends.eval_models import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, _local
+from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, _local
 from sdk.evalsets import EvalItem
 
 
@@ -104,7 +104,7 @@ class SystemRunner:
         elif serving_of(system) == "system":  # a plugin's system, opened by its kind's opener, asked like an endpoint
             self.endpoint = Asker(open_system(artifacts[str(system)], spec=spec, base_dir=spec.base_dir))  # type: ignore[assignment]
         elif serving_of(system) == "rag":
-            from sdk.backends.rag import LocalChatGenerator
+            from sdk.backends.rag.haystack import LocalChatGenerator
             from sdk.systems import applied_block, input_artifact
 
             rag_art = artifacts[str(system)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdk.artifacts import Artifact
-from sdk.backends.eval_answers import Answer, Prompter, SystemRunner
+from sdk.backends.eval.answers import Answer, Prompter, SystemRunner
 from sdk.evalsets import EvalItem
 
 

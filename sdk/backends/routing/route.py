@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from sdk import expr as E
 from sdk.backends.base import Backend, CheckContext, GateFailed, StepContext, StepResult
-from sdk.backends.router import DOMAIN, GENERAL, TOKEN, Router, train, validate  # noqa: F401 - re-exported
+from sdk.backends.routing.router import DOMAIN, GENERAL, TOKEN, Router, train, validate  # noqa: F401 - re-exported
 from sdk.errors import DataError, DslError
 from sdk.jsonl import read_jsonl
 

@@ -1,11 +1,11 @@
 """The Haystack backend: corpus ingestion (``corpus`` steps) and retrieval-augmented generation (``rag`` steps).
 
-Corpus artifact: ``chunks.jsonl`` (see :mod:`sdk.backends.corpus`). RAG artifact: ``store.json`` (the
+Corpus artifact: ``chunks.jsonl`` (see :mod:`sdk.backends.rag.corpus`). RAG artifact: ``store.json`` (the
 InMemoryDocumentStore with embeddings, loaded back without re-embedding), the folder ``index/`` (``store =
-index {}``: bm25s and the embeddings, :mod:`sdk.backends.index_store`) or a pgvector table
-(:mod:`sdk.backends.stores`), ``prompt.j2``, and ``pipeline.yaml`` (the query pipeline as Haystack YAML, built
-through the retriever registry in :mod:`sdk.backends.retrievers`). An applied rag step is opened as a
-:class:`~sdk.backends.rag_system.RagSystem`.
+index {}``: bm25s and the embeddings, :mod:`sdk.backends.rag.index_store`) or a pgvector table
+(:mod:`sdk.backends.rag.stores`), ``prompt.j2``, and ``pipeline.yaml`` (the query pipeline as Haystack YAML, built
+through the retriever registry in :mod:`sdk.backends.rag.retrievers`). An applied rag step is opened as a
+:class:`~sdk.backends.rag.system.RagSystem`.
 
 This module holds the backend, building the index and exporting the pipeline; the names other modules import
 from here (``RagSystem``, ``resolve_embedder``, the ingestion helpers) are re-exported. Haystack,
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Artifact, Backend, CheckContext, StepContext, StepResult
-from sdk.backends.corpus import (
+from sdk.backends.rag.corpus import (
     EXTENSIONS,
     _shingles,
     as_documents,
@@ -33,14 +33,14 @@ from sdk.backends.corpus import (
     read_chunks,
     split_documents,
 )
-from sdk.backends.embedders import (
+from sdk.backends.rag.embedders import (
     DEFAULT_EMBEDDER,
     choose_backend,
     embed_documents,
     quiet_haystack,
     resolve_embedder,
 )
-from sdk.backends.rag_system import (
+from sdk.backends.rag.system import (
     DEFAULT_PROMPT,
     LocalChatGenerator,
     RagSystem,
@@ -49,8 +49,8 @@ from sdk.backends.rag_system import (
     make_generator,
     prompt_text,
 )
-from sdk.backends.retrievers import RETRIEVERS, last_component, pool_size, query_pipeline, retriever
-from sdk.backends.stores import check_reachable, overwrite, pg_store, write_local
+from sdk.backends.rag.retrievers import RETRIEVERS, last_component, pool_size, query_pipeline, retriever
+from sdk.backends.rag.stores import check_reachable, overwrite, pg_store, write_local
 from sdk.errors import DslError
 
 __all__ = [  # re-exported: tests, the eval backend, the gateway, route and the docs import them from here
@@ -75,7 +75,7 @@ def build_index(ctx: StepContext) -> StepResult:
     needs_vectors = retriever(block.retriever).needs_vectors
     adapted = None
     if block.adapt is not None:  # trained and decided on dev first; the index holds the kept embedder's vectors
-        from sdk.backends.retrieval_adapt import adapt_retrieval
+        from sdk.backends.rag.adapt import adapt_retrieval
 
         adapted = adapt_retrieval(ctx, block, chunks)
         block, started = adapted.block, time.time()
@@ -87,7 +87,7 @@ def build_index(ctx: StepContext) -> StepResult:
             docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir, backend=how)
     outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": ctx.block.embedder, "chunks": len(docs)}
     if adapted is not None:
-        from sdk.backends.retrieval_adapt import summary as adapt_summary
+        from sdk.backends.rag.adapt import summary as adapt_summary
 
         outputs["adapt"] = adapted.record
     if needs_vectors:

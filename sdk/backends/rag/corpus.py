@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.artifacts import Artifact
-from sdk.backends.embedders import quiet_haystack
+from sdk.backends.rag.embedders import quiet_haystack
 from sdk.errors import DataError, DslError
 from sdk.jsonl import parse_jsonl
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
-from sdk.backends.tuning import TrainingBackend
+from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DslError
 
 
@@ -110,8 +110,8 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
     from trl import SFTConfig, SFTTrainer
 
     from sdk.backends import charts
-    from sdk.backends import training as T
-    from sdk.backends import tuning
+    from sdk.backends.training import common as T
+    from sdk.backends.training import tuning
     from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
@@ -241,10 +241,10 @@ class FinetuneBackend(TrainingBackend, Backend):
         return problems
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends import training as T
-        from sdk.backends import tuning
+        from sdk.backends.training import common as T
+        from sdk.backends.training import tuning
         from sdk.backends.models import ModelHandle, handle
-        from sdk.backends.pretrain import _compute
+        from sdk.backends.training.pretrain import _compute
 
         block: Any = ctx.block
         base = ctx.input(block.from_)
@@ -276,7 +276,7 @@ class FinetuneBackend(TrainingBackend, Backend):
                                   + (f", eval loss {m['eval_loss']}" if "eval_loss" in m else ""))
 
 
-if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.finetune JOB.json
-    from sdk.backends.training import main
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.training.finetune JOB.json
+    from sdk.backends.training.common import main
 
     main(finetune_job)

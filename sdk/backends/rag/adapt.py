@@ -1,8 +1,8 @@
 """Retrieval adapted to the domain (``rag { adapt = { pairs = ... } }``), each part kept only where it wins.
 
-The rag step calls :func:`adapt_retrieval` before it indexes: the pairs (:mod:`sdk.backends.retrieval_adapt_pairs`)
+The rag step calls :func:`adapt_retrieval` before it indexes: the pairs (:mod:`sdk.backends.rag.adapt_pairs`)
 are split by source document into train and dev; the base system (the block as written) is measured on dev through
-the real query pipeline; then each part is trained (:mod:`sdk.backends.retrieval_adapt_train`) and measured the
+the real query pipeline; then each part is trained (:mod:`sdk.backends.rag.adapt_train`) and measured the
 same way, and :func:`decide` keeps it only if the lower bound of the 95% paired-bootstrap interval of its per-query
 gain (:func:`sdk.metrics.bootstrap_ci` over the differences) is above ``min_gain``. Parts are decided in order
 (embedder, then reranker over the kept first stage); a rejected part's weights are deleted and its figures stay.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sdk.backends.embedders import choose_backend, embed_documents, resolve_embedder
-from sdk.backends.retrieval_adapt_pairs import Pair, load_pairs
-from sdk.backends.retrievers import query_pipeline, retriever, run_inputs
+from sdk.backends.rag.embedders import choose_backend, embed_documents, resolve_embedder
+from sdk.backends.rag.adapt_pairs import Pair, load_pairs
+from sdk.backends.rag.retrievers import query_pipeline, retriever, run_inputs
 
 FOLDER = "adapted"
 DEPTH = 10  # chunks retrieved per dev question: recall@1, recall@5 and MRR over the first 10
@@ -121,8 +121,8 @@ class DevBench:
 
 def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapted:
     """Train the parts ``block.adapt`` asks for, measure each on dev, keep the winners (see the module doc)."""
-    from sdk.backends.corpus import as_documents
-    from sdk.backends.retrieval_adapt_train import train_embedder, train_reranker
+    from sdk.backends.rag.corpus import as_documents
+    from sdk.backends.rag.adapt_train import train_embedder, train_reranker
 
     adapt = block.adapt
     pairs, index = load_pairs(adapt, ctx.inputs, chunks, ctx.spec.base_dir)
@@ -191,9 +191,9 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
 
 def _fusion(ctx: Any, bench: DevBench, block: Any, docs: list[Any], dev: list[Pair], adapt: Any,
             scores: dict[str, list[float]], record: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Any]:
-    """Learned fusion of bm25 and dense (:func:`sdk.backends.fusion.learn_fusion`, chosen on dev), kept like the
+    """Learned fusion of bm25 and dense (:func:`sdk.backends.rag.fusion.learn_fusion`, chosen on dev), kept like the
     other parts; returns its parameters (None: Haystack's reciprocal-rank fusion stays) and the dev scores."""
-    from sdk.backends.fusion import learn_fusion
+    from sdk.backends.rag.fusion import learn_fusion
 
     depth = 2 * DEPTH
     rankings = {name: bench.ranked(name, block.model_copy(update={"retriever": name}), docs, depth)

@@ -128,7 +128,7 @@ class JsonlDatasetBackend(Backend):
         train, val = split(rows, block.validation_split)  # before retrieval: a row and its copy stay on one side
         added = 0
         if block.retrieval is not None:
-            from sdk.backends.rag import RagSystem
+            from sdk.backends.rag.haystack import RagSystem
 
             rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
             with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} rows", total=len(rows)) as bar:

@@ -1,6 +1,6 @@
 """Document stores for the Haystack backend: the pgvector store (opened from the block's ``store``, checked
 reachable before any work), the in-memory store saved as ``store.json``, the local index (``store = index {}``,
-:mod:`sdk.backends.index_store`) saved as the folder ``index/``, and secrets named by their variable.
+:mod:`sdk.backends.rag.index_store`) saved as the folder ``index/``, and secrets named by their variable.
 
 Haystack, its pgvector integration and the index store are imported inside the functions that need them."""
 
@@ -54,7 +54,7 @@ def check_reachable(store: Any) -> None:
 def write_local(block: Any, docs: list[Any], out_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Write a memory or index store of ``docs`` into the artifact folder ``out_dir``: the store and its outputs."""
     if block.store.type == "index":
-        from sdk.backends.index_store import FOLDER, IndexDocumentStore
+        from sdk.backends.rag.index_store import FOLDER, IndexDocumentStore
 
         index = IndexDocumentStore.build(docs)
         index.save(out_dir / FOLDER)
@@ -75,7 +75,7 @@ def open_store(art: Artifact, block: Any) -> Any:
         check_reachable(block.store)
         return pg_store(block.store)
     if block.store.type == "index":
-        from sdk.backends.index_store import FOLDER, IndexDocumentStore, IndexFileError
+        from sdk.backends.rag.index_store import FOLDER, IndexDocumentStore, IndexFileError
 
         name = art.outputs.get("store", FOLDER)
         index = IndexDocumentStore(str(art.path / name))

@@ -3,7 +3,7 @@ hinge, robust...), ``simpo`` (TRL's experimental CPOTrainer with the SimPO loss:
 length-normalised reward and a target margin ``gamma``), ``orpo`` (TRL's experimental ORPOTrainer: pairs, no
 reference model) or ``kto`` (KTOTrainer: answers labelled desirable or not).
 
-The data is read by :mod:`sdk.backends.preferences` (pairs, or unpaired rows for kto; a bad row is a located
+The data is read by :mod:`sdk.backends.data.preferences` (pairs, or unpaired rows for kto; a bad row is a located
 ``FILE:LINE`` error, raised before any model loads). With ``tune = lora`` or ``qlora`` the reference model of dpo
 and kto is the policy with its adapter disabled (TRL's way: no second copy); with ``tune = full`` TRL keeps a
 frozen copy, or ``precompute_ref`` computes the reference log-probs once. The outputs match ``finetune``'s, so
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
-from sdk.backends.preferences import kto_weights_hint, label_problem, read_preferences, summary_of
-from sdk.backends.tuning import TrainingBackend
+from sdk.backends.data.preferences import kto_weights_hint, label_problem, read_preferences, summary_of
+from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
 
 NAMES = {"dpo": "DPO", "simpo": "SimPO", "orpo": "ORPO", "kto": "KTO"}
@@ -36,7 +36,7 @@ LOGGED = {"dpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "re
 def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokenizer: Any, train: Any, evals: Any,
                  peft_config: Any, callbacks: list[Any]) -> Any:
     """The TRL trainer of the block's method, with the block's settings."""
-    from sdk.backends import training as T
+    from sdk.backends.training import common as T
 
     args = T.training_args(block, checkpoint_dir, has_eval=evals is not None, fine_tuning=True,
                            distributed=T.distributed_args())
@@ -77,7 +77,7 @@ def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokeni
 def lora_config(block: dict[str, Any]) -> Any:
     if block["tune"] == "full":
         return None
-    from sdk.backends.tuning import peft_lora
+    from sdk.backends.training.tuning import peft_lora
 
     return peft_lora(block.get("lora"))
 
@@ -103,9 +103,10 @@ def _rewards(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
 
-    from sdk.backends import charts, tuning
-    from sdk.backends import training as T
-    from sdk.backends.finetune import _params
+    from sdk.backends import charts
+    from sdk.backends.training import tuning
+    from sdk.backends.training import common as T
+    from sdk.backends.training.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
@@ -204,9 +205,9 @@ class AlignBackend(TrainingBackend, Backend):
         return rows, summary
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends import training as T
-        from sdk.backends import tuning
-        from sdk.backends.datasets import _rel
+        from sdk.backends.training import common as T
+        from sdk.backends.training import tuning
+        from sdk.backends.data.datasets import _rel
         from sdk.backends.models import ModelHandle, handle
         from sdk.hashing import file_sha256
 
@@ -242,7 +243,7 @@ class AlignBackend(TrainingBackend, Backend):
                                   + (f", reward margin {margin}" if acc is None and margin is not None else ""))
 
 
-if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.align JOB.json
-    from sdk.backends.training import main
+if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.training.align JOB.json
+    from sdk.backends.training.common import main
 
     main(align_job)

@@ -10,7 +10,7 @@ A retriever is one class, registered once under the name a rag block gives in ``
         def inputs(self, question, top_k) -> dict: ...                 # run inputs per component name
 
 ``hybrid`` composes ``bm25`` and ``dense`` through reciprocal-rank fusion, or through learned fusion parameters
-(:mod:`sdk.backends.fusion`) when ``fusion`` is given; the cross-encoder reranker is an optional last stage (:class:`Reranker`). :func:`query_pipeline` builds the pipeline, :func:`run_inputs` gives a
+(:mod:`sdk.backends.rag.fusion`) when ``fusion`` is given; the cross-encoder reranker is an optional last stage (:class:`Reranker`). :func:`query_pipeline` builds the pipeline, :func:`run_inputs` gives a
 question's run inputs and :func:`last_component` names the result, all through the registry. The names must equal
 the values of ``RagBlock.retriever`` (tests/test_retrievers.py checks it). Haystack is imported inside methods.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from sdk.backends.embedders import resolve_embedder
+from sdk.backends.rag.embedders import resolve_embedder
 from sdk.errors import DslError
 
 RETRIEVERS: dict[str, type[Retriever]] = {}
@@ -55,7 +55,7 @@ def store_component(block: Any, kind: str) -> Any:
 
         return PgvectorKeywordRetriever if kind == "bm25" else PgvectorEmbeddingRetriever
     if block.store.type == "index":
-        from sdk.backends.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
+        from sdk.backends.rag.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
 
         return IndexBM25Retriever if kind == "bm25" else IndexEmbeddingRetriever
     from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
@@ -71,7 +71,7 @@ class Retriever:
     needs_vectors: ClassVar[bool] = False  # whether the index must hold embeddings
 
     def __init__(self, fusion: Optional[dict[str, Any]] = None) -> None:
-        self.fusion = fusion  # learned fusion parameters (sdk.backends.fusion), for retrievers that join others
+        self.fusion = fusion  # learned fusion parameters (sdk.backends.rag.fusion), for retrievers that join others
 
     def add(self, p: Any, block: Any, store: Any, top_k: int, base_dir: Optional[Path]) -> str:
         """Add this retriever's components to pipeline ``p``, each keeping ``top_k``; returns :attr:`output`."""
@@ -126,8 +126,8 @@ class DenseRetriever(Retriever):
 @register
 class HybridRetriever(Retriever):
     """bm25 and dense, each keeping top_k, joined by reciprocal-rank fusion into top_k; with learned ``fusion``
-    parameters (:func:`sdk.backends.fusion.learn_fusion`), each keeps the depth they were learned at and
-    :class:`~sdk.backends.fusion_joiner.FusionJoiner` joins them by those parameters.
+    parameters (:func:`sdk.backends.rag.fusion.learn_fusion`), each keeps the depth they were learned at and
+    :class:`~sdk.backends.rag.fusion_joiner.FusionJoiner` joins them by those parameters.
 
     Larger fusion pools do not help: with Haystack's RRF constant (61) a chunk ranked low by both retrievers
     outscores one ranked first by only one of them, and on PubMedQA recall@5 fell as the pools grew
@@ -143,7 +143,7 @@ class HybridRetriever(Retriever):
 
         outputs = [part().add(p, block, store, self._depth(top_k), base_dir) for part in self.parts]
         if self.fusion:
-            from sdk.backends.fusion_joiner import FusionJoiner
+            from sdk.backends.rag.fusion_joiner import FusionJoiner
 
             params = {k: v for k, v in self.fusion.items() if k not in ("depth", "rerank_cutoff")}
             p.add_component("joiner", FusionJoiner(params, inputs=[part.name for part in self.parts], top_k=top_k))

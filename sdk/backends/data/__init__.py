@@ -1,0 +1,1 @@
+"""Data steps (dataset, synth) and the readers of data files (preferences)."""

@@ -1,0 +1,1 @@
+"""The route step and the router it trains."""

@@ -1,0 +1,1 @@
+"""The serve step and the engines it launches."""

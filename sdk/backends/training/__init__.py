@@ -1,0 +1,1 @@
+"""Training steps (pretrain, finetune, align, reward) and the training code they share (common, tuning, launch)."""
