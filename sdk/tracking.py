@@ -9,14 +9,15 @@ apply, so the page (``dsl ui``) and MLflow show the same run:
 - metrics: every curve of the event log by training step (``train_loss``, ``eval_loss``, rewards...), the step's
   own figures flattened (eval metrics with ``ci_low``/``ci_high``, retrieval and router figures), ``seconds``;
 - tags: ``dsl.fingerprint``, ``dsl.backend``/``dsl.backend_version``, ``dsl.inputs`` and ``dsl.lineage`` (step
-  ids), ``dsl.status``, ``dsl.gate`` (eval steps with a gate), ``dsl.promoted`` (systems);
+  ids), ``dsl.status``, ``dsl.curves`` (which metrics are curves), ``dsl.gate`` (eval steps with a gate),
+  ``dsl.promoted`` (systems);
 - artifacts: the step's small report files (model card, charts, eval report, predictions, manifest).
 
 Where: the domain's ``tracking`` attribute (``local``, ``off`` or a tracking URI), else ``MLFLOW_TRACKING_URI``,
 else the workdir's own store ``<workdir>/mlruns`` (SQLite, nothing to start). ``DSL_TRACKING=off`` turns tracking
 off for a process (the test suite does). A server that cannot be reached, or that refuses the run, is a warning:
 the run is then recorded in the workdir's store, tagged with where it was meant to go. ``mlflow`` is imported
-only here, and only when a step ran.
+only here and in :mod:`sdk.tracking_store` (which reads the runs back), and only when a step ran.
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
                 "dsl.fingerprint": str(data.get("fingerprint") or ""), "dsl.backend": str(entry.get("backend", "")),
                 "dsl.backend_version": str(entry.get("backend_version", "")),
                 "dsl.inputs": ",".join(sorted(entry.get("inputs") or {})),
-                "dsl.lineage": ",".join((entry.get("lineage") or {}).get("steps", []))}
+                "dsl.lineage": ",".join((entry.get("lineage") or {}).get("steps", [])),
+                "dsl.curves": ",".join(dict.fromkeys(name for name, _, _ in metrics))}
         if sid.startswith("eval.") and (entry.get("config") or {}).get("gate"):
             tags["dsl.gate"] = "failed" if data.get("status") == "gate_failed" else (
                 "passed" if data.get("status") == "done" else "not run")
@@ -216,7 +218,7 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
 
 
 @contextlib.contextmanager
-def _quiet_mlflow(remote: bool) -> Iterator[None]:
+def quiet_mlflow(remote: bool) -> Iterator[None]:
     """MLflow's own chatter off stdout (it belongs to ``dsl apply --json``), few retries against a server."""
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     if remote:
@@ -313,7 +315,7 @@ def record_run(spec: Any, workdir: "str | Path", run_id: str, *, state: Any = No
         why = reachable(uri)
         if why is None:
             try:
-                with _quiet_mlflow(remote=True):
+                with quiet_mlflow(remote=True):
                     return _log(uri, None, experiment, payload, {})
             except Exception as e:  # noqa: BLE001 - any failure of the server is a warning, never a failed apply
                 why = f"{type(e).__name__}: {str(e)[:300]}"
@@ -321,28 +323,10 @@ def record_run(spec: Any, workdir: "str | Path", run_id: str, *, state: Any = No
              f"workdir's store instead ({local_store(workdir)})")
     try:
         local_store(workdir).mkdir(parents=True, exist_ok=True)
-        with _quiet_mlflow(remote=False):
+        with quiet_mlflow(remote=False):
             return _log(local, local_store(workdir), experiment, payload,
                         {"dsl.meant_for": shown_uri(uri)} if uri != local else {})
     except Exception as e:  # noqa: BLE001 - tracking never fails an apply
         warn(f"tracking: the run could not be recorded in {local_store(workdir)} ({type(e).__name__}: {e})")
         return None
 
-
-def list_runs(workdir: "str | Path", uri: Optional[str] = None, max_results: int = 1000) -> list[dict[str, Any]]:
-    """The top-level tracked runs of a store (the workdir's own by default), newest first: ``mlflow_run_id``,
-    ``run_id`` (the apply's), ``started``, ``finished``, ``status``, ``steps``. Empty when the store does not exist."""
-    uri = uri or local_uri(workdir)
-    if uri == local_uri(workdir) and not (local_store(workdir) / "mlflow.db").is_file():
-        return []
-    from mlflow.tracking import MlflowClient
-
-    with _quiet_mlflow(remote=not uri.startswith("sqlite")):
-        client = MlflowClient(tracking_uri=uri)
-        exps = [e.experiment_id for e in client.search_experiments()]
-        runs = client.search_runs(exps, filter_string="tags.`dsl.run_id` != ''", max_results=max_results,
-                                  order_by=["attributes.start_time DESC"]) if exps else []
-    return [{"mlflow_run_id": r.info.run_id, "run_id": r.data.tags.get("dsl.run_id"),
-             "started": r.info.start_time / 1000, "finished": (r.info.end_time or 0) / 1000 or None,
-             "status": r.info.status, "steps": [s for s in r.data.tags.get("dsl.steps", "").split(",") if s],
-             "experiment_id": r.info.experiment_id} for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -20,6 +20,7 @@ import sdk
 from dsl.parser import load
 from sdk import events as EV
 from sdk import tracking
+from sdk import tracking_store as TS
 from sdk.state import StateStore
 from tests._specs import SMALL, write_small
 from tests.conftest import run_dsl
@@ -93,11 +94,15 @@ def test_an_apply_is_an_mlflow_run_with_a_nested_run_per_step(tmp_path: Path, tr
         assert MARKER not in text, run.data.tags.get("dsl.step")
     assert any("m-***" in v for v in ev.data.params.values())
 
-    assert [r["run_id"] for r in tracking.list_runs(wd)] == [logged["run_id"]]
+    assert [r["run_id"] for r in TS.list_runs(wd)] == [logged["run_id"]]
+    assert TS.store_uris(load(path), wd) == [tracking.local_uri(wd)]
+    found = TS.run_curves([tracking.local_uri(wd)], logged["run_id"])  # what the run's page reads
+    assert found is not None and found["mlflow_run_id"] == parent.info.run_id
+    assert TS.run_curves([tracking.local_uri(wd)], "20990101T000000-abcd") is None
     again = sdk.apply(load(path), backend="test")  # a no-op apply logs nothing
     assert again.ran == [] and len(_runs(client)) == len(runs)
     sdk.apply(load(path), backend="test", replace=["eval.expert"])
-    newer = tracking.list_runs(wd)
+    newer = TS.list_runs(wd)
     assert len(newer) == 2 and "eval.expert" in newer[0]["steps"] and "finetune.sip" not in newer[0]["steps"]
 
 
@@ -173,7 +178,9 @@ def test_a_real_mlflow_server_receives_the_run(tmp_path: Path, tracked: None) ->
         steps = {r.data.tags["dsl.step"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
         assert sorted(steps) == sorted(result.ran)
         assert [a.path for a in client.list_artifacts(steps["eval.expert"].info.run_id)] == ["manifest.json"]
-        assert [r["run_id"] for r in tracking.list_runs(wd, uri=uri)] == [parent.data.tags["dsl.run_id"]]
+        assert [r["run_id"] for r in TS.list_runs(wd, uri=uri)] == [parent.data.tags["dsl.run_id"]]
+        found = TS.run_curves(TS.store_uris(load(path), wd), parent.data.tags["dsl.run_id"])  # the recipe's store
+        assert found is not None and found["uri"] == uri and found["mlflow_run_id"] == parent.info.run_id
     finally:
         server.terminate()
         try:
@@ -212,3 +219,26 @@ def test_a_real_training_step_logs_its_loss_curve_by_step(tmp_path: Path, tracke
         {a.path for a in client.list_artifacts(step.info.run_id, "model")}
     assert {"loss.png", "manifest.json", "model/README.md"} <= files, files
     assert not [f for f in files if f.endswith((".safetensors", ".bin"))]
+
+    # the run's page draws the past run's curves from MLflow: with the event log's metric lines gone, they are there
+    from fastapi.testclient import TestClient
+
+    from sdk.ui import views as V
+    from sdk.ui.app import create_app
+
+    log = EV.log_path(wd, run["run_id"])
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(x for x in lines if '"event":"metric"' not in x))
+    assert EV.metric_series(wd, run["run_id"]) == {}
+    view = V.run_view(wd, run["run_id"], TS.store_uris(load(path), wd))
+    assert view["source"]["kind"] == "mlflow" and view["source"]["mlflow_run"] == step.data.tags["mlflow.parentRunId"]
+    assert view["series"]["pretrain.base"]["train_loss"] == curve
+    html = TestClient(create_app(path)).get(f"/runs/{run['run_id']}").text
+    assert 'data-source="mlflow"' in html and 'polyline class="curve" data-name="train_loss"' in html
+    assert f"train_loss = {curve[-1][1]:.4f}" in html
+    # a run the store never recorded (its event log copied under another id) is drawn from its event log, and says so
+    other = "20990101T000000-abcd"
+    EV.log_path(wd, other).write_text("".join(lines))
+    html = TestClient(create_app(path)).get(f"/runs/{other}").text
+    assert 'data-source="events"' in html and "this run is not in the tracking store" in html
+    assert f"train_loss = {curve[-1][1]:.4f}" in html

@@ -391,10 +391,13 @@ def test_no_state_says_what_to_run_and_an_apply_is_followed_live(tmp_path: Path,
                     log("train_loss", 5.0 - i * 0.5, i)
                     log("eval_loss", 5.2 - i * 0.4, i)
                 wait_for(d, lambda d: len(by_css(d, 'polyline.curve[data-name="eval_loss"]')) == 1)
+                # a live run's curves come from its event log (MLflow records the run when the apply ends)
+                assert d.find_element("id", "curves-source").get_attribute("data-source") == "events"
                 wait_for(d, lambda d: d.find_element("id", "run-status").text == "succeeded", timeout=90)
                 statuses = [r.text for r in by_css(d, "#run-steps td.status")]
                 assert statuses and all(s == "done" for s in statuses), statuses
                 assert "train_loss = 2.5000" in d.page_source
+                assert "there is no tracking store" in d.find_element("id", "curves-source").text  # tracking is off
         finally:
             apply.wait(timeout=120)
         assert apply.returncode == 0, apply.stdout.read() if apply.stdout else ""

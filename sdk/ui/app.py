@@ -38,6 +38,17 @@ class Pages:
         self._workdir = ws.workdir
         return ws
 
+    def stores(self) -> list[str]:
+        """The tracking stores a past run's curves are read from (the recipe's URI, the workdir's own store)."""
+        from sdk.errors import DslError
+        from sdk.tracking_store import store_uris
+
+        try:
+            spec = self.ws().spec
+        except DslError:
+            spec = None  # a recipe edited into an error: the workdir's own store still answers
+        return store_uris(spec, self.workdir)
+
     @property
     def workdir(self) -> Path:
         if self._workdir is None:
@@ -177,12 +188,17 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
     @app.get("/runs/{run_id}")
     @guarded
     async def run_page(request: Request, run_id: str) -> Any:
-        return page("run.html", tab="runs", run=V.run_view(pages.workdir, run_id))
+        import asyncio  # MLflow's client blocks: off the event loop
+
+        return page("run.html", tab="runs", run=await asyncio.to_thread(V.run_view, pages.workdir, run_id,
+                                                                        pages.stores()))
 
     @app.get("/runs/{run_id}/live")
     @guarded
     async def run_live(request: Request, run_id: str) -> Any:
-        return page("run_live.html", run=V.run_view(pages.workdir, run_id))
+        import asyncio
+
+        return page("run_live.html", run=await asyncio.to_thread(V.run_view, pages.workdir, run_id, pages.stores()))
 
     @app.get("/compare")
     @guarded
@@ -191,7 +207,10 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
         if not a or not b:
             return problem(400, "Pick two runs", "compare needs two run ids: /compare?a=RUN&b=RUN",
                            "tick two runs on the runs page")
-        return page("compare.html", tab="runs", cmp=V.compare_view(pages.workdir, a, b))
+        import asyncio
+
+        return page("compare.html", tab="runs", cmp=await asyncio.to_thread(V.compare_view, pages.workdir, a, b,
+                                                                            pages.stores()))
 
     @app.get("/reports")
     @guarded

@@ -86,8 +86,10 @@ def runs_view(workdir: Path, limit: Optional[int] = None) -> dict[str, Any]:
     return {"runs": rows, "running": any(r.get("status") == "running" for r in rows)}
 
 
-def run_view(workdir: Path, run_id: str) -> dict[str, Any]:
-    """One run from its event log: its plan, each step's progress, its curves; ``live`` while it runs."""
+def run_view(workdir: Path, run_id: str, stores: Optional[list[str]] = None) -> dict[str, Any]:
+    """One run from its event log: its plan, each step's progress; ``live`` while it runs. Its curves: from the
+    tracking store (``stores``, MLflow's client) once it ended and was recorded there, else from the event log (a
+    live run, a run tracking did not record); ``source`` says which."""
     try:
         events, _ = EV.read_events(workdir, run_id)
     except EV.UnknownRun as e:
@@ -111,15 +113,29 @@ def run_view(workdir: Path, run_id: str) -> dict[str, Any]:
                               summary=d.get("summary") or "", error=d.get("error"), metrics=d.get("metrics") or {})
         elif e["event"] == "run_finished":
             finished = e
-    series = EV.metric_series(workdir, run_id)
-    charts = [{"step": sid, "svg": svg.curves(by_name, title=f"{sid}: {', '.join(by_name)}"),
-               "last": {k: v[-1][1] for k, v in by_name.items() if v}} for sid, by_name in series.items()]
     status = ("succeeded" if finished["data"].get("ok") else "failed") if finished else \
         next((r["status"] for r in EV.list_runs(workdir) if r["run_id"] == run_id), "running")
+    live = finished is None and status == "running"
+    series, source = _curves(workdir, run_id, [] if live else (stores or []), live)
+    charts = [{"step": sid, "svg": svg.curves(by_name, title=f"{sid}: {', '.join(by_name)}"), "series": by_name,
+               "last": {k: v[-1][1] for k, v in by_name.items() if v}} for sid, by_name in series.items()]
     return {"run_id": run_id, "recipe": head.get("recipe"), "domain": head.get("domain"),
             "started_at": when(events[0].get("time")), "finished_at": when(finished["time"]) if finished else "",
-            "status": status, "live": finished is None and status == "running", "steps": list(steps.values()),
-            "charts": charts, "events": len(events)}
+            "status": status, "live": live, "steps": list(steps.values()), "charts": charts, "series": series,
+            "source": source, "events": len(events)}
+
+
+def _curves(workdir: Path, run_id: str, stores: list[str], live: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's curves and where they come from: the tracking store that recorded the run, else its event log."""
+    if stores:
+        from sdk.tracking_store import run_curves
+
+        tracked = run_curves(stores, run_id)
+        if tracked is not None:
+            return tracked["series"], {"kind": "mlflow", "uri": tracked["uri"], "mlflow_run": tracked["mlflow_run_id"]}
+    why = "the run is live; the tracking store records it when the apply ends" if live else \
+        "this run is not in the tracking store" if stores else "there is no tracking store"
+    return EV.metric_series(workdir, run_id), {"kind": "events", "why": why}
 
 
 def _manifest(workdir: Path, step_id: str, fingerprint: str) -> Optional[dict[str, Any]]:
@@ -140,14 +156,15 @@ def _recorded(step: dict[str, Any]) -> Optional[dict[str, Any]]:
     return {"config": step["config"], "metrics": step.get("metrics") or {}}
 
 
-def compare_view(workdir: Path, a: str, b: str) -> dict[str, Any]:
+def compare_view(workdir: Path, a: str, b: str, stores: Optional[list[str]] = None) -> dict[str, Any]:
     """Two runs side by side: per step, the fingerprints, the configuration diff (from the artifacts' manifests)
-    and the metric deltas (last value of each curve, and each step's recorded figures)."""
+    and the metric deltas (last value of each curve, from where each run's page draws it, and each step's recorded
+    figures)."""
     from sdk.diffs import diff
     from sdk.tracking import numbers_of
 
-    runs = [run_view(workdir, a), run_view(workdir, b)]
-    series = [EV.metric_series(workdir, a), EV.metric_series(workdir, b)]
+    runs = [run_view(workdir, a, stores), run_view(workdir, b, stores)]
+    series = [runs[0]["series"], runs[1]["series"]]
     by_id = [{s["id"]: s for s in r["steps"]} for r in runs]
     rows = []
     for sid in dict.fromkeys([*by_id[0], *by_id[1]]):
