@@ -31,6 +31,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
                                 reason="Debian's chromium and chromium-driver are not installed (make test installs them)")
 
 RECIPE = '''domain ui {
+  base_model tiny { path = "tiny-model" }
   corpus c { paths = ["docs/*.txt"]  min_chars = 5  split = { by = line, length = 1, overlap = 0 } }
   rag local { corpus = corpus.c  retriever = bm25  top_k = 1 }
   rag wide { corpus = corpus.c  retriever = bm25  top_k = 2 }
@@ -87,6 +88,24 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def bare_model(folder: Path) -> None:
+    """A tiny random Llama for the playground's bare model (no retrieval). Its output layer is untied from the
+    embeddings and random: tied, a random model repeats its prompt's last token, a newline, so its answer (the
+    first line) would be empty."""
+    import torch
+
+    from tests._tiny import make_tiny_model
+
+    make_tiny_model(folder)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    model.config.tie_word_embeddings = False
+    weights = torch.randn(model.lm_head.weight.shape, generator=torch.Generator().manual_seed(0))
+    model.lm_head.weight = torch.nn.Parameter(weights)
+    model.save_pretrained(folder)
+
+
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The recipe applied twice (rag.local's top_k 1, then 2): two runs, two versions of the eval."""
@@ -95,6 +114,7 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from sdk.loaders import load
 
     tmp = tmp_path_factory.mktemp("ui")
+    bare_model(tmp / "tiny-model")
     (tmp / "docs").mkdir()
     (tmp / "docs" / "sip.txt").write_text("An INVITE request starts a SIP call.\nBYE ends a SIP call.\n")
     (tmp / "docs" / "ims.txt").write_text("The HSS stores subscribers.\nThe S-CSCF handles SIP registration.\n")
@@ -304,7 +324,7 @@ def test_playground_asks_a_system_and_auto_through_the_router(ui: str, applied: 
     state = StateStore(applied["workdir"]).load()
     with page(browser, shots, "playground", f"{ui}/playground") as d:
         options = [o.get_attribute("value") for o in by_css(d, "#system option")]
-        assert options == ["auto", "rag.local", "rag.wide"]
+        assert options == ["auto", "base_model.tiny", "rag.local", "rag.wide"]
         Select(d.find_element("id", "system")).select_by_value("rag.wide")
         d.find_element("id", "question").send_keys("What stores subscribers?")
         d.find_element("id", "ask-button").click()
@@ -321,6 +341,25 @@ def test_playground_asks_a_system_and_auto_through_the_router(ui: str, applied: 
         routing = d.find_element("id", "routing").text
         assert decision["target"] in routing and decision["system"] in routing
         assert d.find_element("id", "probability").text == f"{decision['probability']:.3f}"
+    with page(browser, shots, "playground-model", f"{ui}/playground") as d:  # a bare model: no retrieval, no sources
+        Select(d.find_element("id", "system")).select_by_value("base_model.tiny")
+        d.find_element("id", "question").send_keys("What does the HSS store?")
+        d.find_element("id", "ask-button").click()
+        wait_for(d, lambda d: by_css(d, "#answered") or by_css(d, "#ask-error"), timeout=180)  # loads torch once
+        assert not by_css(d, "#ask-error"), d.find_element("id", "ask-error").text
+        assert d.find_element("id", "answered").get_attribute("data-system") == "base_model.tiny"
+        assert not by_css(d, "#sources, #routing")
+        shown = d.find_element("id", "answer-text").text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdk.backends.eval.clients import LocalModel
+    from sdk.ui.playground import MAX_NEW_TOKENS
+
+    folder = applied["dir"] / "tiny-model"
+    model = LocalModel(model=AutoModelForCausalLM.from_pretrained(folder), tokenizer=AutoTokenizer.from_pretrained(folder))
+    expected = model.generate("What does the HSS store?", MAX_NEW_TOKENS)
+    letters = lambda text: "".join(ch for ch in text if ch.isalnum())  # noqa: E731 - the page drops control bytes
+    assert letters(expected) and letters(shown) == letters(expected), (shown, expected)
 
 
 NOT_FOUND = ["/plan/rag.nope", "/runs/20990101T000000-abcd", "/runs/not-a-run", "/reports/eval.nope",
@@ -393,6 +432,7 @@ def test_no_state_says_what_to_run_and_an_apply_is_followed_live(tmp_path: Path,
                 wait_for(d, lambda d: len(by_css(d, 'polyline.curve[data-name="eval_loss"]')) == 1)
                 # a live run's curves come from its event log (MLflow records the run when the apply ends)
                 assert d.find_element("id", "curves-source").get_attribute("data-source") == "events"
+                d.save_screenshot(str(shots / "live-running.png"))  # docs/img/ui-run-live.png
                 wait_for(d, lambda d: d.find_element("id", "run-status").text == "succeeded", timeout=90)
                 statuses = [r.text for r in by_css(d, "#run-steps td.status")]
                 assert statuses and all(s == "done" for s in statuses), statuses
