@@ -216,7 +216,7 @@ def _route(spec: Any, label: str, block: Any) -> list[Problem]:
 
 
 def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
-    from sdk.backends.data.datasets import _rel
+    from sdk.backends.data.rows import rel as _rel
     from sdk.backends.training.reward import RewardBackend
     from sdk.backends.training.reward_data import needs_context
 

@@ -46,9 +46,9 @@ class Playground:
                 if kind == "rag":
                     self.opened[key] = ws.rag(label)
                 else:
-                    from sdk.backends.eval.clients import _local
+                    from sdk.backends.eval.clients import local_model
 
-                    self.opened[key] = _local({step_id: art}, step_id, ws.spec)
+                    self.opened[key] = local_model({step_id: art}, step_id, ws.spec)
             return self.opened[key]
 
     def ask(self, ws: Any, system: str, question: str) -> dict[str, Any]:

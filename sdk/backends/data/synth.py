@@ -133,11 +133,11 @@ class SynthBackend(Backend):
         block: Any = ctx.block
         if hasattr(block.teacher, "url"):
             return EndpointTeacher(block.teacher, block.concurrency, ctx.step_id)
-        from sdk.backends.eval.clients import _local
+        from sdk.backends.eval.clients import local_model
 
         ref = str(block.teacher)
         art = ctx.input(ref)
-        return ModelTeacher(_local(ctx.inputs, ref, ctx.spec), f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
+        return ModelTeacher(local_model(ctx.inputs, ref, ctx.spec), f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.rag.corpus import location, read_chunks
@@ -181,7 +181,7 @@ class SynthBackend(Backend):
     def _raft(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]], teacher: Any, journal: Any,
               usage: Any, by_id: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
         from sdk.backends.rag.corpus import location
-        from sdk.backends.rag.haystack import RagSystem
+        from sdk.backends.rag.system import RagSystem
         from sdk.backends.data.synth_teacher import ask_all
 
         rag = RagSystem.open(ctx.input(block.rag), with_generator=False, base_dir=ctx.spec.base_dir, spec=ctx.spec)
@@ -216,9 +216,9 @@ class SynthBackend(Backend):
         if block.student is None:
             rejected = [corrupted(r["answer"], r["chunk"], r["id"]) for r in rows]
         else:
-            from sdk.backends.eval.clients import _local
+            from sdk.backends.eval.clients import local_model
 
-            model = _local(ctx.inputs, str(block.student), ctx.spec)
+            model = local_model(ctx.inputs, str(block.student), ctx.spec)
             rejected = model.generate_many([model.generation_prompt(r["question"]) for r in rows], block.max_tokens)
         return [{**r, "chosen": r["answer"], "rejected": bad} for r, bad in zip(rows, rejected)]
 

@@ -11,7 +11,7 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.artifacts import Artifact
-from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, _local
+from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, local_model
 from sdk.evalsets import EvalItem
 
 
@@ -104,7 +104,7 @@ class SystemRunner:
         elif serving_of(system) == "system":  # a plugin's system, opened by its kind's opener, asked like an endpoint
             self.endpoint = Asker(open_system(artifacts[str(system)], spec=spec, base_dir=spec.base_dir))  # type: ignore[assignment]
         elif serving_of(system) == "rag":
-            from sdk.backends.rag.haystack import LocalChatGenerator
+            from sdk.backends.rag.system import LocalChatGenerator
             from sdk.systems import applied_block, input_artifact
 
             rag_art = artifacts[str(system)]
@@ -115,12 +115,12 @@ class SystemRunner:
             self.rag = open_system(rag_art, with_generator=not scored, base_dir=spec.base_dir, spec=spec)
             if scored:
                 gen_art = input_artifact(rag_art, str(gen))
-                self.local = _local({str(gen): gen_art}, str(gen), spec)
+                self.local = local_model({str(gen): gen_art}, str(gen), spec)
             elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
                 pipe = self.rag.generator.component.pipeline
                 self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
         else:
-            self.local = _local(artifacts, str(system), spec)
+            self.local = local_model(artifacts, str(system), spec)
 
     @property
     def batched(self) -> bool:

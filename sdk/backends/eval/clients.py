@@ -167,7 +167,7 @@ class EndpointModel:
                            f"attempt{'s' if e.attempts > 1 else ''}: {e}") from None
 
 
-def _local(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:
+def local_model(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:
     from sdk.backends.models import handle, recipe_trusts
 
     art = artifacts.get(step_id)

@@ -91,7 +91,7 @@ class Router:
         if self._embedder is None:
             from sentence_transformers import SentenceTransformer
 
-            from sdk.backends.rag.haystack import resolve_embedder
+            from sdk.backends.rag.embedders import resolve_embedder
 
             self._embedder = SentenceTransformer(resolve_embedder(self.meta["embedder"]), device="cpu")
         return self._embedder.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
@@ -177,7 +177,7 @@ def train(texts: list[str], labels: list[str], classifier: str, seed: int, embed
     else:
         from sentence_transformers import SentenceTransformer
 
-        from sdk.backends.rag.haystack import resolve_embedder
+        from sdk.backends.rag.embedders import resolve_embedder
 
         model = SentenceTransformer(resolve_embedder(embedder), device="cpu")
         X = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.data.rows import rel
+from sdk.backends.training import tuning
 from sdk.backends.data.preferences import kto_weights_hint, label_problem, read_preferences, summary_of
 from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
@@ -74,14 +76,6 @@ def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokeni
     return DPOTrainer(ref_model=None, args=config, **common)
 
 
-def lora_config(block: dict[str, Any]) -> Any:
-    if block["tune"] == "full":
-        return None
-    from sdk.backends.training.tuning import peft_lora
-
-    return peft_lora(block.get("lora"))
-
-
 def _split(rows: list[dict[str, Any]], share: float, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, held out): a seeded random share of the rows held out for eval."""
     if share <= 0 or len(rows) <= 1:
@@ -104,9 +98,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     import datasets
 
     from sdk.backends import charts
-    from sdk.backends.training import tuning
     from sdk.backends.training import common as T
-    from sdk.backends.training.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
@@ -123,7 +115,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     if isinstance(rows[0]["prompt"], list) and not tokenizer.chat_template:
         raise DslError(f"{job['step_id']}: the preference data is chat messages but the tokenizer of {h.model} has no "
                        "chat template; set chat_template in the align block")
-    peft_config = lora_config(block)
+    peft_config = tuning.lora_config(block)
     train = datasets.Dataset.from_list(rows).remove_columns(["_line"])
     evals = datasets.Dataset.from_list(val_rows).remove_columns(["_line"]) if val_rows else None
     total = block.get("max_steps") or max(1, int(len(rows) / (block["batch_size"] * block["gradient_accumulation"])
@@ -160,7 +152,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
         charts.write_curve(out, "margins", margins, f"{job['step_id']} preference ({NAMES[method]}) rewards",
                       "implicit reward")
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
-                           _params(block), metrics)
+                           tuning.params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
 
 
@@ -206,8 +198,6 @@ class AlignBackend(TrainingBackend, Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.training import common as T
-        from sdk.backends.training import tuning
-        from sdk.backends.data.datasets import _rel
         from sdk.backends.models import ModelHandle, handle
         from sdk.hashing import file_sha256
 
@@ -217,7 +207,7 @@ class AlignBackend(TrainingBackend, Backend):
         else:  # synth.X of task preference: its rows.jsonl
             art = ctx.input(block.pairs)
             source = art.path / art.outputs["rows"]
-        shown = _rel(source, Path.cwd())
+        shown = rel(source, Path.cwd())
         rows, summary = self._read(ctx, source, shown)
         base = ctx.input(block.from_)
         h = handle(base)

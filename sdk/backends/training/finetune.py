@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.training import tuning
 from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DslError
 
@@ -111,7 +112,6 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
 
     from sdk.backends import charts
     from sdk.backends.training import common as T
-    from sdk.backends.training import tuning
     from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
@@ -199,15 +199,11 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
                 merged.save_pretrained(str(out / "merged"))
                 tokenizer.save_pretrained(str(out / "merged"))
                 T.write_model_card(out / "merged", f"{job['step_id']} (merged)", job.get("base_name", h.model),
-                                   job.get("data_hashes", {}), _params(block), metrics)
+                                   job.get("data_hashes", {}), tuning.params(block), metrics)
         charts.write_loss_curve(out, history, f"{job['step_id']} fine-tuning loss", eval_history)
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
-                           _params(block), metrics)
+                           tuning.params(block), metrics)
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft_config is not None}
-
-
-def _params(block: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in block.items() if k != "compute"}
 
 
 class FinetuneBackend(TrainingBackend, Backend):
@@ -242,9 +238,7 @@ class FinetuneBackend(TrainingBackend, Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.training import common as T
-        from sdk.backends.training import tuning
         from sdk.backends.models import ModelHandle, handle
-        from sdk.backends.training.pretrain import _compute
 
         block: Any = ctx.block
         base = ctx.input(block.from_)
@@ -254,7 +248,7 @@ class FinetuneBackend(TrainingBackend, Backend):
             h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
         T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = tuning.chat_template(ctx, block, base)
-        compute = _compute(ctx)
+        compute = tuning.compute_of(ctx)
         job = {
             "kind": "finetune", "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
             "checkpoint_dir": str(ctx.checkpoint_dir),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.training import tuning
 from sdk.errors import DslError
 
 
@@ -150,7 +151,7 @@ class PretrainBackend(Backend):
                 raise DslError(f"{ctx.step_id}: continued pre-training from an adapter is not supported; merge it first")
             T.check_model_exists(h.model, ctx.step_id, block.from_)
             job["base"] = {"model": h.model, "tokenizer": h.tokenizer, "revision": h.revision}
-        compute = _compute(ctx)
+        compute = tuning.compute_of(ctx)
         job["block"]["compute"] = compute or {}
         result = T.run_step_job(ctx, job, pretrain_job, __name__)
         m = result["metrics"]
@@ -161,13 +162,6 @@ class PretrainBackend(Backend):
             summary=f"{m['steps']} steps, loss {m['train_loss']}, held-out perplexity "
                     f"{m['perplexity_before']} -> {m['perplexity_after']}",
         )
-
-
-def _compute(ctx: StepContext) -> dict[str, Any] | None:
-    from sdk.spec.blocks.pretrain import compute_for
-
-    compute = compute_for(ctx.spec, ctx.block)
-    return compute.model_dump(mode="json") if compute is not None else None
 
 
 if __name__ == "__main__":  # one rank of a launched run: python -m sdk.backends.training.pretrain JOB.json

@@ -24,6 +24,8 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.data.rows import read_rows, rel
+from sdk.backends.training import tuning
 from sdk.backends.training.reward_data import (
     dataset_prompts,
     needs_context,
@@ -105,9 +107,6 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
 
     from sdk.backends import charts
     from sdk.backends.training import common as T
-    from sdk.backends.training import tuning
-    from sdk.backends.training.align import lora_config
-    from sdk.backends.training.finetune import _params
     from sdk.backends.models import quiet_library_deprecations
     from sdk.backends.rag.system import DEFAULT_PROMPT
 
@@ -139,7 +138,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     total = block.get("max_steps") or max(1, int(len(rows) * block["num_generations"] * block["epochs"]
                                                  / (block["batch_size"] * block["gradient_accumulation"])))
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=config, train_dataset=datasets.Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=lora_config(block),
+                          processing_class=tokenizer, peft_config=tuning.lora_config(block),
                           callbacks=[T.progress_callback(progress, f"{job['step_id']}: reward tuning "
                                                          f"({block['method']}, {block['loss']})", total)])
     resume = T.latest_checkpoint(Path(job["checkpoint_dir"]))
@@ -165,7 +164,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
         charts.write_curve(out, "rewards", curve, f"{job['step_id']} reward tuning ({block['method'].upper()}): mean "
                       "reward", "mean reward")
         T.write_model_card(card_dir, job["step_id"], job.get("base_name", h.model), job.get("data_hashes", {}),
-                           _params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})
+                           tuning.params(block), {k: v for k, v in metrics.items() if k != "reward_by_step"})
     return {"metrics": metrics, "base_in_artifact": bool(h.adapter) and peft}
 
 
@@ -173,7 +172,7 @@ def retrieve(ctx: StepContext, block: Any, rows: list[dict[str, Any]]) -> None:
     """Each row's passages retrieved by the rag step ``block.retrieval`` for its question, and the prompt that rag
     system would give its generator (its retriever, top_k and prompt): what the model will see when it serves
     behind it. The citation rewards score the answers against these passages."""
-    from sdk.backends.rag.haystack import RagSystem
+    from sdk.backends.rag.system import RagSystem  # local: the retrieval modules, only with retrieval
 
     rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
     with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} prompts", total=len(rows)) as bar:
@@ -192,7 +191,6 @@ class RewardBackend(TrainingBackend, Backend):
     def check(self, ctx: CheckContext) -> list:
         """The prompts are readable, and share no question with an eval that gates or that evaluates this step
         (training on the gate's items would make the gate measure memory)."""
-        from sdk.backends.data.datasets import _rel
         from sdk.evalsets import load_items
         from sdk.spec import Problem
 
@@ -214,7 +212,7 @@ class RewardBackend(TrainingBackend, Backend):
             source = ctx.spec.resolve_path(block.prompts)
         if not source.is_file():
             return []  # the spec's own check names a missing file
-        shown = _rel(source, Path.cwd())
+        shown = rel(source, Path.cwd())
         try:
             rows = self._rows(block, ctx.spec, source, shown)
             needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
@@ -227,7 +225,7 @@ class RewardBackend(TrainingBackend, Backend):
                 continue
             data = ctx.spec.resolve_path(ev.data)
             try:
-                items = load_items(data, ev, _rel(data, Path.cwd()))
+                items = load_items(data, ev, rel(data, Path.cwd()))
             except (DslError, OSError):  # an unreadable eval set is that eval's own error, reported there
                 continue
             hits = overlap(rows, items)
@@ -236,7 +234,7 @@ class RewardBackend(TrainingBackend, Backend):
                 problems.append(Problem(
                     path=path, message=f"{len(hits)} prompt(s) share their question with eval.{label}, which "
                     f"{'gates' if ev.gate is not None else 'evaluates this step'}: {shown}:{line} is "
-                    f"{_rel(data, Path.cwd())}:{item.line} ({item.question[:60]!r})",
+                    f"{rel(data, Path.cwd())}:{item.line} ({item.question[:60]!r})",
                     hint="take the prompts from a training split, never from the items the gate measures"))
         return problems
 
@@ -246,14 +244,11 @@ class RewardBackend(TrainingBackend, Backend):
         time, before the dataset step has split them)."""
         if block.data is None:
             return read_prompts(source, shown)
-        from sdk.backends.data.datasets import read_rows
 
         return dataset_prompts(read_rows(source, spec.get(block.data), shown))
 
     def run(self, ctx: StepContext) -> StepResult:
         from sdk.backends.training import common as T
-        from sdk.backends.training import tuning
-        from sdk.backends.data.datasets import _rel
         from sdk.backends.models import ModelHandle, handle
         from sdk.hashing import file_sha256
 
@@ -262,12 +257,12 @@ class RewardBackend(TrainingBackend, Backend):
             from sdk.jsonl import read_jsonl
 
             data = ctx.input(block.data)
-            shown = _rel(Path(data.outputs.get("source") or data.path), Path.cwd())
+            shown = rel(Path(data.outputs.get("source") or data.path), Path.cwd())
             rows = dataset_prompts([obj for _, obj in read_jsonl(data.path / data.outputs["train"], shown)])
             hashes = data.manifest.get("files", {})
         else:
             source = ctx.spec.resolve_path(block.prompts)
-            shown = _rel(source, Path.cwd())
+            shown = rel(source, Path.cwd())
             rows = read_prompts(source, shown)  # a bad row fails here, before any model loads
             hashes = {block.prompts: file_sha256(source)}
         if not rows:

@@ -147,3 +147,21 @@ class TrainingBackend:
         from sdk import envchecks as E
 
         return super().environment(ctx) + E.compute(ctx)  # type: ignore[misc]
+
+
+def lora_config(block: dict[str, Any]) -> Any:
+    """The PEFT LoRA config of a job's block (None for tune = full)."""
+    return None if block["tune"] == "full" else peft_lora(block.get("lora"))
+
+
+def params(block: dict[str, Any]) -> dict[str, Any]:
+    """The block's settings logged as run parameters (compute is logged apart)."""
+    return {k: v for k, v in block.items() if k != "compute"}
+
+
+def compute_of(ctx: Any) -> dict[str, Any] | None:
+    """The step's compute block (its own, else the recipe's) as JSON, or None."""
+    from sdk.spec.blocks.pretrain import compute_for  # local: the spec's pretrain block, read only when a step runs
+
+    compute = compute_for(ctx.spec, ctx.block)
+    return compute.model_dump(mode="json") if compute is not None else None
