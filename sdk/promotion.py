@@ -2,7 +2,9 @@
 
 A system (a model or a rag step) is promoted when its step is applied and every gate that names it passed; a
 system named by a failed gate is withheld, and so is one whose last run failed or that was never applied. A
-system no gate names is promoted by being applied (no gate, no guard). ``dsl serve`` exposes promoted systems
+gate that reads human grades still missing is pending: the apply goes on, but the system it names is withheld
+("gate of eval.x pending: awaiting 37 of 60 grades") until the grades decide it, never promoted on a gate nobody
+evaluated. A system no gate names is promoted by being applied (no gate, no guard). ``dsl serve`` exposes promoted systems
 only; ``dsl status`` shows each system's promotion and the eval that decided it.
 """
 
@@ -23,14 +25,25 @@ def gate_systems(gate_text: Any) -> list[str]:
         return []
 
 
+def pending(entry: dict[str, Any]) -> str | None:
+    """``awaiting 37 of 60 grades`` when a recorded eval's gate waits on human grades, else None."""
+    if entry.get("status") != "done" or not str(entry.get("summary", "")).endswith("gate pending"):
+        return None
+    human = (entry.get("metrics") or {}).get("human") or {}
+    return str(human.get("status") or "awaiting grades")
+
+
 def verdicts(entries: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, bool, str]]]:
-    """system -> [(eval step, passed, detail)] from the recorded eval steps (state entries or manifests)."""
+    """system -> [(eval step, passed, detail)] from the recorded eval steps (state entries or manifests);
+    a pending gate is not passed, its detail starts with ``pending:``."""
     out: dict[str, list[tuple[str, bool, str]]] = {}
     for step_id, entry in sorted(entries.items()):
         if not step_id.startswith("eval.") or entry.get("status") not in ("done", "gate_failed"):
             continue
-        passed = entry.get("status") != "gate_failed"
-        detail = "gate passed" if passed else (entry.get("error") or "gate failed")
+        waiting = pending(entry)
+        passed = entry.get("status") != "gate_failed" and waiting is None
+        detail = (f"pending: {waiting}" if waiting else "gate passed" if passed
+                  else (entry.get("error") or "gate failed"))
         for system in gate_systems((entry.get("config") or {}).get("gate")):
             out.setdefault(system, []).append((step_id, passed, detail))
     return out
@@ -45,13 +58,18 @@ def promotion(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if kind not in K.kind_names() or not K.get_kind(kind).is_system:
             continue
         decided = by_system.get(step_id, [])
-        failed = [(e, d) for e, ok, d in decided if not ok]
+        failed = [(e, d) for e, ok, d in decided if not ok and not d.startswith("pending:")]
+        waiting = [(e, d) for e, ok, d in decided if not ok and d.startswith("pending:")]
         if entry.get("status") not in ("done", "gate_failed"):
             out[step_id] = {"promoted": False, "reason": f"its last run failed: {entry.get('error', '')}".strip(),
                             "decided_by": []}
         elif failed:
             out[step_id] = {"promoted": False, "reason": f"gate of {failed[0][0]} failed",
                             "decided_by": [e for e, _ in failed]}
+        elif waiting:
+            out[step_id] = {"promoted": False, "pending": True,
+                            "reason": "; ".join(f"gate of {e} {d}" for e, d in waiting),
+                            "decided_by": [e for e, _ in waiting]}
         elif decided:
             out[step_id] = {"promoted": True, "reason": f"gate of {', '.join(e for e, _, _ in decided)} passed",
                             "decided_by": [e for e, _, _ in decided]}

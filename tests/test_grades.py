@@ -187,6 +187,11 @@ def test_human_gate_pending_then_decided_and_answers_reused(tmp_path: Path, serv
     assert first["summary_json"]["gate"]["pending"] is True
     report = (tmp_path / ".dsl" / "t" / first["artifact"] / "report.md").read_text()
     assert "PENDING (pending: awaiting 4 of 4 grades)" in report
+    from sdk.promotion import promotion
+    from sdk.state import StateStore
+
+    promo = promotion(StateStore(tmp_path / ".dsl" / "t").load().steps)["rag.a"]  # never "passed" while pending
+    assert promo["promoted"] is False and promo["reason"] == "gate of eval.mc pending: awaiting 4 of 4 grades"
     calls = len(asked)
     assert calls == 8  # 4 items x 2 systems
     _grade_all(tmp_path, "ann", judge_right=True)
@@ -201,6 +206,7 @@ def test_human_gate_pending_then_decided_and_answers_reused(tmp_path: Path, serv
     assert m["human"]["awaiting"] == 0 and m["human"]["agreement"]["kappa"] == 1.0
     assert m["human"]["judge"]["kappa"] == 1.0 and m["human"]["judge"]["tpr"] == 1.0
     assert second["summary_json"]["gate"]["passed"] is True and "pending" not in second["summary_json"]["gate"]
+    assert promotion(StateStore(tmp_path / ".dsl" / "t").load().steps)["rag.a"]["promoted"] is True
     report = (tmp_path / ".dsl" / "t" / second["artifact"] / "report.md").read_text()
     assert "2 graders agree at Cohen's kappa 1.0, Krippendorff's alpha 1.0" in report
 

@@ -1,0 +1,32 @@
+"""Promotion with a human-graded gate still awaiting grades: the apply went on (the eval is done), the system is
+withheld with an honest reason (never "gate passed"), and it is promoted once the grades pass the gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdk.promotion import promotion, withheld
+
+
+def _entries(summary: str, human: dict[str, Any], status: str = "done") -> dict[str, dict[str, Any]]:
+    return {"rag.a": {"status": "done"}, "rag.b": {"status": "done"},
+            "eval.mc": {"status": status, "summary": summary, "metrics": {"human": human},
+                        "config": {"gate": "rag.a.human_pass >= 0.75"}}}
+
+
+def test_a_pending_gate_withholds_its_system_and_says_how_many_grades_are_missing() -> None:
+    entries = _entries("4 items x 2 systems (qa); awaiting 37 of 60 grades; gate pending",
+                       {"awaiting": 37, "needed": 60, "status": "awaiting 37 of 60 grades"})
+    promo = promotion(entries)
+    assert promo["rag.a"] == {"promoted": False, "pending": True, "decided_by": ["eval.mc"],
+                              "reason": "gate of eval.mc pending: awaiting 37 of 60 grades"}
+    assert promo["rag.b"]["promoted"] is True and promo["rag.b"]["reason"] == "applied; no gate names it"
+    assert withheld(entries) == {"rag.a": "gate of eval.mc pending: awaiting 37 of 60 grades"}
+
+
+def test_the_same_gate_once_graded_promotes() -> None:
+    entries = _entries("4 items x 2 systems (qa); gate passed", {"awaiting": 0, "needed": 60})
+    assert promotion(entries)["rag.a"] == {"promoted": True, "reason": "gate of eval.mc passed",
+                                           "decided_by": ["eval.mc"]}
+    failed = _entries("4 items x 2 systems (qa); gate FAILED", {"awaiting": 0}, status="gate_failed")
+    assert promotion(failed)["rag.a"]["reason"] == "gate of eval.mc failed"
