@@ -52,3 +52,21 @@ def test_the_spec_imports_of_sdk_what_the_architecture_doc_says() -> None:
             imported |= {".".join(n.split(".")[:2]) for n in names if n.startswith("sdk.")}
     imported.discard("sdk.spec")
     assert imported == documented, f"the spec imports {sorted(imported)}; the doc says {sorted(documented)}"
+
+
+def test_backends_import_the_project_at_top_level_unless_a_comment_says_why() -> None:
+    """A function-local ``from sdk...`` import in sdk/backends/** is kept only to keep a heavy library or a cycle out
+    of start-up, and says so (``# local: why``); the rest are module imports."""
+    import ast
+
+    unexplained = []
+    for path in sorted((ROOT / "sdk" / "backends").rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "sdk" \
+                        and not any("# local:" in lines[i - 1] for i in (node.lineno, node.end_lineno or node.lineno)):
+                    unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import ...")
+    assert not unexplained, "\n".join(unexplained)

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from sdk import envchecks as E
 from sdk.artifacts import Artifact  # noqa: F401 - re-exported: backends receive their inputs as Artifacts
 from sdk.errors import DslError
+from sdk.spec import kinds, suggest
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdk.spec import Block, Problem, Spec
@@ -107,8 +109,6 @@ class Backend:
         packages are importable and the env() variables the step reads are set. Backends add their own (CUDA,
         cached hub models, a reachable server) by extending this list. Problems may be warnings
         (``severity = "warning"``)."""
-        from sdk import envchecks as E
-
         problems = E.packages(ctx, self, ctx.path)
         if self.reads_secrets:
             problems += E.env_vars(ctx, E.secrets_read(ctx.spec, ctx.kind, ctx.label, ctx.block))
@@ -136,7 +136,6 @@ TEST_BACKEND = ("sdk.backends.testing:TestBackend", "")
 def builtin_backends() -> dict[str, tuple[str, str]]:
     """name -> ("module:Class", install hint): the test backend, and each kind's declared default backend."""
     import sdk.spec  # noqa: F401 - declares the built-in kinds and reads the kind plugins
-    from sdk.spec import kinds
 
     return {"test": TEST_BACKEND, **kinds.backend_targets()}
 
@@ -181,8 +180,6 @@ class Registry:
         if name not in self._targets:
             self._read_entry_points()
         if name not in self._targets:
-            from sdk.spec import suggest
-
             hint = suggest(name, self._targets)
             raise DslError(f"unknown backend {name!r}" + (f"; {hint}" if hint else f"; known: {', '.join(self.names())}"))
         target, hint = self._targets[name]
@@ -210,8 +207,6 @@ class Registry:
 def backend_name(kind: str, block: Any, override: Optional[str] = None) -> str:
     """The backend that runs a step: ``override`` (``--backend``), else the block's own ``backend``, else its kind's
     declared one (every step kind declares one; the test backend is never a fallback)."""
-    from sdk.spec import kinds
-
     name = override or getattr(block, "backend", None) or kinds.get_kind(kind).backend
     if not name:
         raise DslError(f"no backend runs {kind} steps: its kind declares none")

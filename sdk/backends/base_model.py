@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdk import envchecks as E
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.backends.models import TEMPLATE_FILE, recipe_template
 from sdk.errors import DslError
+from sdk.spec import Problem
 
 
 class HFModelBackend(Backend):
@@ -22,8 +24,6 @@ class HFModelBackend(Backend):
     kinds = ("base_model",)
 
     def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
         block: Any = ctx.block
         problems = super().environment(ctx)
         if block.id is not None:
@@ -33,8 +33,6 @@ class HFModelBackend(Backend):
         return problems
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block = ctx.block
         problems = []
         path = getattr(block, "path", None)

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from sdk.backends.base import Artifact
 from sdk.errors import DslError
+from sdk.spec import FileRef
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,6 @@ TEMPLATE_FILE = "chat_template.jinja"
 
 def recipe_template(spec: Any, block: Any) -> Optional[str]:
     """The chat template a block itself gives (text, or the content of its file()), or None."""
-    from sdk.spec import FileRef
-
     value = getattr(block, "chat_template", None)
     if value is None:
         return None

@@ -14,6 +14,8 @@ from typing import Any
 from sdk import expr as E
 from sdk.backends.base import Backend, GateFailed, StepContext, StepResult
 from sdk.errors import DslError
+from sdk.hashing import file_sha256
+from sdk.spec.kinds import config_of, get_kind
 
 
 def _score(fingerprint: str, salt: str) -> float:
@@ -36,9 +38,6 @@ class TestBackend(Backend):
             time.sleep(float(ctx.options["test_sleep"]))
         if ctx.options.get("test_fail") == ctx.step_id:
             raise DslError(f"{ctx.step_id}: failing on purpose (test_fail)")
-        from sdk.hashing import file_sha256
-        from sdk.spec.kinds import config_of, get_kind
-
         reads = get_kind(ctx.kind).reads
         files = sorted(file_sha256(p) for p in (reads(ctx.spec, ctx.block) if reads else []) if p.is_file())
         # what a real backend's output depends on: its configuration, the files it reads and its inputs' outputs
@@ -48,8 +47,6 @@ class TestBackend(Backend):
         with ctx.progress.task(f"{ctx.step_id} (test)", total=3) as task:
             for _ in range(3):
                 task.advance()
-        from sdk.spec.kinds import get_kind
-
         metrics: dict[str, Any] = {}
         outputs: dict[str, Any] = {"out": "out.json", **{o: "out.json" for o in get_kind(ctx.kind).outputs}}
         if ctx.kind == "eval":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError
+from sdk.jsonl import read_jsonl
 
 PAIRED = ("prompt", "chosen", "rejected")
 UNPAIRED = ("prompt", "completion", "label")
@@ -72,8 +73,6 @@ def _as_chat(row: dict[str, Any], answers: tuple[str, ...], cols: dict[str, str]
 
 def _read(path: Path, shown: str, keys: tuple[str, ...], answers: tuple[str, ...],
           fields: dict[str, str] | None) -> list[dict[str, Any]]:
-    from sdk.jsonl import read_jsonl
-
     cols = _columns(keys, fields)
     rows: list[dict[str, Any]] = []
     chat_seen: tuple[int, bool] | None = None

@@ -36,12 +36,18 @@ from sdk.backends.data.synth_prompts import (
     row_id,
     without_citations,
 )
+from sdk.backends.data.synth_teacher import EndpointTeacher, Journal, ModelTeacher, Usage, ask_all
+from sdk.backends.eval.clients import local_model
+from sdk.backends.rag.corpus import location, read_chunks
+from sdk.backends.rag.system import RagSystem
 from sdk.errors import DslError
+from sdk.evalsets import load_items
+from sdk.spec import Problem
+from sdk.spec.blocks.synth import decisions_file
+from sdk.spec.values import FileRef
 
 
 def _template(block: Any, attr: str, default: str, base: Path) -> str:
-    from sdk.spec.values import FileRef
-
     value = getattr(block, attr)
     if value is None:
         return default
@@ -55,8 +61,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def eval_items(spec: Any) -> dict[str, list[tuple[str, str]]]:
     """Every eval set of the recipe, as ``{"eval.X": [(item id, question and answers)]}`` (contamination)."""
-    from sdk.evalsets import load_items
-
     out: dict[str, list[tuple[str, str]]] = {}
     for label, ev in spec.eval.items():
         if not isinstance(ev.data, str):
@@ -86,7 +90,7 @@ def _basic_filters(rows: list[dict[str, Any]], options: dict[str, Any]) -> tuple
 def apply_filters(spec: Any, block: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     options = block.filters.model_dump(mode="json")
     try:
-        from sdk.synthfilter import filter_rows
+        from sdk.synthfilter import filter_rows  # local: optional here, its absence falls back below
     except ImportError:
         return _basic_filters(rows, options)
     items = eval_items(spec) if block.filters.contamination else {}
@@ -95,13 +99,11 @@ def apply_filters(spec: Any, block: Any, rows: list[dict[str, Any]]) -> tuple[li
 
 def apply_review(spec: Any, label: str, block: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """The experts' decisions applied (``review = none`` still honours rejections and edits on file)."""
-    from sdk.spec.blocks.synth import decisions_file
-
     path = decisions_file(spec, label)
     if block.review == "none" and not path.is_file():
         return rows, [], 0
     try:
-        from sdk import reviews
+        from sdk import reviews  # local: optional here, its absence is reported below
     except ImportError:
         raise DslError(f"synth.{label}: review = {block.review} needs sdk.reviews, which is not installed") from None
     decisions = reviews.load(path) if path.is_file() else {}
@@ -116,8 +118,6 @@ class SynthBackend(Backend):
     requires = ("openai", "jinja2")
 
     def check(self, ctx: Any) -> list[Any]:
-        from sdk.spec import Problem
-
         out = []
         block: Any = ctx.block
         if not isinstance(block.teacher, str) and hasattr(block.teacher, "url"):
@@ -128,21 +128,14 @@ class SynthBackend(Backend):
         return out
 
     def _teacher(self, ctx: StepContext) -> Any:
-        from sdk.backends.data.synth_teacher import EndpointTeacher, ModelTeacher
-
         block: Any = ctx.block
         if hasattr(block.teacher, "url"):
             return EndpointTeacher(block.teacher, block.concurrency, ctx.step_id)
-        from sdk.backends.eval.clients import local_model
-
         ref = str(block.teacher)
         art = ctx.input(ref)
         return ModelTeacher(local_model(ctx.inputs, ref, ctx.spec), f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.rag.corpus import location, read_chunks
-        from sdk.backends.data.synth_teacher import Journal, Usage, ask_all
-
         block: Any = ctx.block
         chunks = [c for c in read_chunks(ctx.input(block.corpus)) if c["content"].strip()]
         random.Random(block.seed).shuffle(chunks)
@@ -180,10 +173,6 @@ class SynthBackend(Backend):
 
     def _raft(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]], teacher: Any, journal: Any,
               usage: Any, by_id: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
-        from sdk.backends.rag.corpus import location
-        from sdk.backends.rag.system import RagSystem
-        from sdk.backends.data.synth_teacher import ask_all
-
         rag = RagSystem.open(ctx.input(block.rag), with_generator=False, base_dir=ctx.spec.base_dir, spec=ctx.spec)
         answer_tpl = _template(block, "answer_prompt", RAFT_ANSWER_PROMPT, ctx.spec.base_dir)
         no_golden = set(random.Random(block.seed).sample(range(len(rows)), round(block.no_golden_share * len(rows))))
@@ -216,8 +205,6 @@ class SynthBackend(Backend):
         if block.student is None:
             rejected = [corrupted(r["answer"], r["chunk"], r["id"]) for r in rows]
         else:
-            from sdk.backends.eval.clients import local_model
-
             model = local_model(ctx.inputs, str(block.student), ctx.spec)
             rejected = model.generate_many([model.generation_prompt(r["question"]) for r in rows], block.max_tokens)
         return [{**r, "chosen": r["answer"], "rejected": bad} for r, bad in zip(rows, rejected)]

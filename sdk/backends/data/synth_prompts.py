@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from sdk.hashing import digest
+from sdk.templating import render as sandboxed
 
 QUESTION_PROMPT = """You write {% if task == "eval" %}one exam question an expert of the domain would ask{% else \
 %}one question a user of the domain could ask{% endif %} about the passage below, and its reference answer.
@@ -36,8 +37,6 @@ _CITE = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 
 
 def render(template: str, where: str, **variables: Any) -> str:
-    from sdk.templating import render as sandboxed
-
     return sandboxed(template, where, **variables)
 
 

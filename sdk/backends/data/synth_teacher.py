@@ -19,6 +19,7 @@ from typing import Any
 
 from sdk.errors import DslError
 from sdk.hashing import digest
+from sdk.upstream import Target, UpstreamError, chat
 
 
 class Journal:
@@ -88,8 +89,6 @@ class EndpointTeacher:
     def __init__(self, endpoint: Any, concurrency: int, label: str) -> None:
         from dataclasses import replace
 
-        from sdk.upstream import Target
-
         if endpoint.api_key:
             endpoint.api_key.resolve()  # an unset variable is named now, not as a failed call
         self.endpoint = endpoint
@@ -98,8 +97,6 @@ class EndpointTeacher:
         self.label = label
 
     def ask(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
-        from sdk.upstream import UpstreamError, chat
-
         try:
             return chat(self.target, messages, max_tokens, temperature=0)
         except UpstreamError as e:  # summarised: never the upstream's body unredacted, never the key

@@ -12,7 +12,11 @@ from sdk import metrics as M
 from sdk import scoring as R
 from sdk.artifacts import Artifact
 from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, local_model
+from sdk.backends.rag.system import LocalChatGenerator
 from sdk.evalsets import EvalItem
+from sdk.spec import Endpoint
+from sdk.systems import Asker, applied_block, input_artifact, open_system, serving_of
+from sdk.templating import render
 
 
 def system_id(system: Any) -> str:
@@ -70,8 +74,6 @@ class Prompter:
 
     def __call__(self, item: EvalItem, context: str | None = None) -> str:
         if self.template is not None:
-            from sdk.templating import render
-
             return render(self.template, "the eval's prompt template", question=item.question,
                           choices=item.choices or [], context=context or "")
         if context:
@@ -90,23 +92,16 @@ class SystemRunner:
 
     def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str], task: str,
                  prompter: Prompter) -> None:
-        from sdk.spec import Endpoint
-
         self.spec, self.system, self.labels, self.task, self.prompter = spec, system, labels, task, prompter
         self.local: LocalModel | None = None
         self.endpoint: EndpointModel | None = None
         self.rag: Any = None
         self.reader: LocalModel | None = None  # a rag system's local generator, when answers are generated
-        from sdk.systems import Asker, open_system, serving_of
-
         if isinstance(system, Endpoint):
             self.endpoint = EndpointModel(system)
         elif serving_of(system) == "system":  # a plugin's system, opened by its kind's opener, asked like an endpoint
             self.endpoint = Asker(open_system(artifacts[str(system)], spec=spec, base_dir=spec.base_dir))  # type: ignore[assignment]
         elif serving_of(system) == "rag":
-            from sdk.backends.rag.system import LocalChatGenerator
-            from sdk.systems import applied_block, input_artifact
-
             rag_art = artifacts[str(system)]
             gen = applied_block(rag_art).generator
             scored = task in ("multiple_choice", "classification") and gen is not None and not isinstance(gen, Endpoint)

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from sdk.backends.base import StepContext
+from sdk.hashing import digest
 
 # attributes that change only how answers are scored, tested or gated, never which answers come back
 NOT_ANSWERS = ("gate", "human", "judge_agreement", "bootstrap", "confidence", "seed", "batch_size", "contamination",
@@ -17,8 +18,6 @@ NOT_ANSWERS = ("gate", "human", "judge_agreement", "bootstrap", "confidence", "s
 
 
 def answers_key(ctx: StepContext) -> str:
-    from sdk.hashing import digest
-
     config = ctx.block.model_dump(mode="json", by_alias=True)
     for name in NOT_ANSWERS:
         config.pop(name, None)

@@ -7,8 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sdk.artifacts import Artifact
+from sdk.backends.models import handle, load, recipe_trusts
 from sdk.errors import DslError
 from sdk.evalsets import EvalItem
+from sdk.limits import fit
+from sdk.upstream import Target, UpstreamError, chat
 
 RAW_PROMPT = "Question: {question}\nAnswer:"
 CONTEXT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
@@ -22,8 +25,6 @@ class LocalModel:
 
     def __init__(self, handle: Any = None, *, model: Any = None, tokenizer: Any = None) -> None:
         if handle is not None:
-            from sdk.backends.models import load
-
             model, tokenizer = load(handle, merge=bool(handle.adapter))
         self.model, self.tokenizer = model, tokenizer
         if self.tokenizer.pad_token is None:
@@ -126,8 +127,6 @@ class LocalModel:
         call per batch of at most ``batch`` prompts; each answer equals the prompt's answer alone."""
         import torch
 
-        from sdk.limits import fit
-
         enc = [fit(self.encode(p), self.max_len, max_new_tokens) for p in prompts]
         pad = self.tokenizer.pad_token_id or 0
         out = [""] * len(enc)
@@ -150,16 +149,12 @@ class EndpointModel:
     ``timeout``), retried with backoff within it, through the endpoint's own bounded pool (:mod:`sdk.upstream`)."""
 
     def __init__(self, endpoint: Any) -> None:
-        from sdk.upstream import Target
-
         if endpoint.api_key:
             endpoint.api_key.resolve()  # an unset variable is named now, not as a failed call
         self.endpoint = endpoint
         self.target = Target.of(endpoint)
 
     def ask(self, text: str, max_tokens: int) -> str:
-        from sdk.upstream import UpstreamError, chat
-
         try:
             return chat(self.target, [{"role": "user", "content": text}], max_tokens, temperature=0)["text"]
         except UpstreamError as e:  # summarised: never the upstream's body unredacted, never the key
@@ -168,8 +163,6 @@ class EndpointModel:
 
 
 def local_model(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) -> LocalModel:
-    from sdk.backends.models import handle, recipe_trusts
-
     art = artifacts.get(step_id)
     if art is None:
         raise DslError(f"{step_id} has no finished artifact")

@@ -21,6 +21,7 @@ from typing import Any
 
 from sdk import expr as E
 from sdk.backends.base import Artifact, Backend, GateFailed, StepContext, StepResult
+from sdk.backends.eval import cache as eval_cache
 from sdk.backends.eval.answers import (  # noqa: F401 - re-exported
     Answer,
     Prompter,
@@ -32,18 +33,19 @@ from sdk.backends.eval.answers import (  # noqa: F401 - re-exported
     system_id,
     task_of,
 )
-from sdk.backends.eval.human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval.clients import DEFAULT_RUBRIC, RAW_PROMPT, Judge, LocalModel  # noqa: F401 - re-exported
+from sdk.backends.eval.human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval.routed import RoutedRunner, is_router, routing_summary
 from sdk.backends.eval.stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
-from sdk.evalsets import EvalItem, contamination, load_items
+from sdk.evalsets import EvalItem, contamination, load_items, scored_items
+from sdk.report import write_report
+from sdk.spec import Endpoint, FileRef
 from sdk.spec.blocks.eval import training_steps
+from sdk.systems import applied_block, serving_of
 
 
 def _text(spec: Any, value: Any) -> str | None:
-    from sdk.spec import FileRef
-
     if value is None:
         return None
     return value.read(spec.base_dir) if isinstance(value, FileRef) else str(value)
@@ -60,11 +62,9 @@ class EvalBackend(Backend):
     # backend and only for an eval that will run
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.report import write_report
-
         block: Any = ctx.block
         path = ctx.spec.resolve_path(block.data)
-        items = load_items(path, block, block.data, limit=block.limit)
+        items, held_out = scored_items(load_items(path, block, block.data, limit=block.limit), str(block.data))
         task = task_of(block, items)
         if task == "multiple_choice" and not all(it.choices for it in items):
             bad = next(it for it in items if not it.choices)
@@ -73,8 +73,6 @@ class EvalBackend(Backend):
         if task == "classification" and len(labels) < 2:
             raise DataError(block.data, None, f"classification needs at least two labels; found {labels or 'none'} "
                                               "(map the label column with fields = { label = \"...\" })")
-        from sdk.systems import applied_block, serving_of
-
         artifacts: dict[str, Artifact] = dict(ctx.inputs)
         k = max((applied_block(artifacts[str(s)]).top_k for s in block.systems if serving_of(s) == "rag"), default=5)
         want_nll = "perplexity" in block.metrics
@@ -124,7 +122,7 @@ class EvalBackend(Backend):
         for system_rows in rows.values():
             for r in system_rows:
                 r["contamination"] = contam["items"].get(r["id"], 0.0)
-        metrics: dict[str, Any] = {**results, "n_items": len(items), "task": task,
+        metrics: dict[str, Any] = {**results, "n_items": len(items), "held_out_for_training": held_out, "task": task,
                                    "contaminated_items": contam["contaminated"], "comparisons": comparisons}
         if human is not None:
             metrics["human"] = human["summary"]
@@ -136,7 +134,8 @@ class EvalBackend(Backend):
             if refused or pending:  # a judge not yet trusted fails the gate; missing grades leave it pending
                 gate_ok, gate_detail = not refused, refused or f"pending: {pending}"
         routing = {system_id(s): routing_summary(rows[system_id(s)]) for s in block.systems if is_router(s)}
-        summary = {"step": ctx.step_id, "task": task, "n_items": len(items), "systems": list(results),
+        summary = {"step": ctx.step_id, "task": task, "n_items": len(items), "held_out_for_training": held_out,
+                   "systems": list(results),
                    **({"routing": routing} if routing else {}),
                    "metrics": results, "comparisons": comparisons, "contamination": contam,
                    "bootstrap": block.bootstrap, "confidence": block.confidence, "seed": block.seed,
@@ -146,6 +145,7 @@ class EvalBackend(Backend):
         outputs = write_report(ctx.out_dir, summary, rows, artifacts, ctx.spec)
         result = StepResult(metrics=metrics, outputs=outputs,
                             summary=f"{len(items)} items x {len(results)} systems ({task})"
+                                    + (f"; {held_out} held out for training" if held_out else "")
                                     + (f"; {human['summary']['status']}" if human and "status" in human["summary"]
                                        else "")
                                     + (f"; gate {'pending' if pending and not refused else 'passed' if gate_ok else 'FAILED'}"
@@ -166,8 +166,6 @@ class EvalBackend(Backend):
         """Every item's saved answer for one system (item id -> row). Answers saved by a killed apply are kept;
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
-        from sdk.backends.eval import cache as eval_cache
-
         sid = system_id(system)
         reused = eval_cache.restore(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed
         done = _load_partial(ctx.checkpoint_dir, sid)
@@ -228,9 +226,6 @@ class EvalBackend(Backend):
 def _remote(artifacts: dict[str, Artifact], system: Any) -> bool:
     """An endpoint, a plugin's system, or a system applied with an endpoint generator: its failures are the
     upstream's, summarised with the answers saved so far (read from the applied block, not the recipe's)."""
-    from sdk.spec import Endpoint
-    from sdk.systems import applied_block, serving_of
-
     if isinstance(system, Endpoint) or serving_of(system) == "system":
         return True
     art = artifacts.get(str(system))

@@ -14,12 +14,12 @@ from typing import Any
 from sdk.artifacts import Artifact
 from sdk.backends.eval.answers import Answer, Prompter, SystemRunner
 from sdk.evalsets import EvalItem
+from sdk.spec import Endpoint, parse_ref
+from sdk.systems import applied_block, input_artifact, open_system, serving_of
 
 
 def is_router(system: Any) -> bool:
     """A system served as ``auto`` (its kind's declaration says ``serving="router"``)."""
-    from sdk.systems import serving_of
-
     return serving_of(system) == "router"
 
 
@@ -35,8 +35,6 @@ class RoutedRunner:
 
     def __init__(self, spec: Any, system: Any, artifacts: dict[str, Artifact], labels: list[str], task: str,
                  prompter: Prompter, answered: dict[str, dict[str, dict[str, Any]]] | None = None) -> None:
-        from sdk.systems import applied_block, open_system
-
         self.spec, self.labels, self.task, self.prompter = spec, labels, task, prompter
         self.route_art = artifacts[str(system)]
         self.router = open_system(self.route_art)  # the router its kind's opener loads from the route step's artifact
@@ -47,9 +45,6 @@ class RoutedRunner:
 
     def _target(self, sid: str) -> tuple[Any, dict[str, Artifact]]:
         """The system a target id names (a Ref, or the general endpoint) and the artifacts to open it from."""
-        from sdk.spec import Endpoint, parse_ref
-        from sdk.systems import input_artifact
-
         if sid.startswith("endpoint:") and isinstance(self.applied.general, Endpoint):
             return self.applied.general, {}
         return parse_ref(sid), {sid: input_artifact(self.route_art, sid)}
@@ -60,8 +55,6 @@ class RoutedRunner:
         own = self.artifacts.get(sid)
         if saved is None or own is None:
             return None
-        from sdk.systems import input_artifact
-
         try:
             same = input_artifact(self.route_art, sid).path == own.path
         except Exception:  # noqa: BLE001 - not recorded: answer afresh

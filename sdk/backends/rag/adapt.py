@@ -23,9 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from sdk.backends.rag.embedders import choose_backend, embed_documents, resolve_embedder
 from sdk.backends.rag.adapt_pairs import Pair, load_pairs
+from sdk.backends.rag.adapt_train import train_embedder, train_reranker
+from sdk.backends.rag.corpus import as_documents
+from sdk.backends.rag.embedders import choose_backend, embed_documents, resolve_embedder
+from sdk.backends.rag.fusion import learn_fusion
 from sdk.backends.rag.retrievers import query_pipeline, retriever, run_inputs
+from sdk.errors import DslError
+from sdk.metrics import bootstrap_ci
+from sdk.spec.objects import Memory
 
 FOLDER = "adapted"
 DEPTH = 10  # chunks retrieved per dev question: recall@1, recall@5 and MRR over the first 10
@@ -68,8 +74,6 @@ def decide(base: list[float], new: list[float], min_gain: float, seed: int = 0,
            resamples: int = 1000) -> dict[str, Any]:
     """Keep a part when the lower bound of the 95% bootstrap interval of its mean per-query gain over the base (the
     same questions: a paired bootstrap) is above ``min_gain``; the figures and the reason either way."""
-    from sdk.metrics import bootstrap_ci
-
     gains = [b - a for a, b in zip(base, new)]
     gain, low, high = bootstrap_ci(gains, resamples=resamples, seed=seed) if len(gains) > 1 else (
         (gains[0],) * 3 if gains else (0.0, 0.0, 0.0))
@@ -98,8 +102,6 @@ class DevBench:
         """Each dev question's ranking (chunk id, score), best first, by the variant ``block``."""
         from haystack.document_stores.in_memory import InMemoryDocumentStore
 
-        from sdk.spec.objects import Memory
-
         block = block.model_copy(update={"store": Memory()})
         store = InMemoryDocumentStore()
         store.write_documents(docs)
@@ -121,14 +123,9 @@ class DevBench:
 
 def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapted:
     """Train the parts ``block.adapt`` asks for, measure each on dev, keep the winners (see the module doc)."""
-    from sdk.backends.rag.corpus import as_documents
-    from sdk.backends.rag.adapt_train import train_embedder, train_reranker
-
     adapt = block.adapt
     pairs, index = load_pairs(adapt, ctx.inputs, chunks, ctx.spec.base_dir)
     if not pairs.train or not pairs.dev:
-        from sdk.errors import DslError
-
         raise DslError(f"{ctx.step_id}: adapt.pairs = {adapt.pairs} gives {len(pairs.train)} training and "
                        f"{len(pairs.dev)} dev pairs; both need at least one (more source documents, or another "
                        "dev_split)")
@@ -193,8 +190,6 @@ def _fusion(ctx: Any, bench: DevBench, block: Any, docs: list[Any], dev: list[Pa
             scores: dict[str, list[float]], record: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Any]:
     """Learned fusion of bm25 and dense (:func:`sdk.backends.rag.fusion.learn_fusion`, chosen on dev), kept like the
     other parts; returns its parameters (None: Haystack's reciprocal-rank fusion stays) and the dev scores."""
-    from sdk.backends.rag.fusion import learn_fusion
-
     depth = 2 * DEPTH
     rankings = {name: bench.ranked(name, block.model_copy(update={"retriever": name}), docs, depth)
                 for name in ("bm25", "dense")}

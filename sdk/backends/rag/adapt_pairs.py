@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError, DslError
+from sdk.evalsets import load_items
+from sdk.jsonl import read_jsonl
 from sdk.metrics import normalize
+from sdk.systems import applied_block
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,6 @@ def _ids(value: Any) -> list[str] | None:
 def dataset_pairs(art: Any, index: ChunkIndex) -> tuple[list[Pair], int]:
     """Pairs from the rows of an applied dataset step's file (its ``source`` output), located errors for a chunk id
     that is not in the corpus."""
-    from sdk.jsonl import read_jsonl
-
     config = art.manifest.get("config") or {}  # as applied (the dataset's own checks ran when it was applied)
     fmt, fields = str(config.get("format") or "chat"), dict(config.get("fields") or {})
     path = Path(art.outputs.get("source") or "")
@@ -138,8 +139,6 @@ def _answer(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> str:
 
 def synth_pairs(art: Any, index: ChunkIndex) -> tuple[list[Pair], int]:
     """Pairs from an applied synth step's rows: each question and the chunk it was generated from."""
-    from sdk.jsonl import read_jsonl
-
     path = art.path / art.outputs.get("rows", "rows.jsonl")
     out, skipped = [], 0
     for n, row in read_jsonl(path, f"{art.step_id}/{path.name}"):
@@ -157,9 +156,6 @@ def synth_pairs(art: Any, index: ChunkIndex) -> tuple[list[Pair], int]:
 def eval_pairs(art: Any, index: ChunkIndex, base_dir: Path) -> tuple[list[Pair], set[str], int]:
     """Pairs from the items tagged ``train`` of an applied eval step's set, the documents of its other items, and
     how many training items had no gold chunk."""
-    from sdk.evalsets import load_items
-    from sdk.systems import applied_block
-
     block = applied_block(art)
     path = (Path(base_dir) / block.data).resolve()
     items = load_items(path, block, shown=block.data)

@@ -26,6 +26,7 @@ from sdk.artifacts import Artifact
 from sdk.backends.rag.embedders import quiet_haystack
 from sdk.errors import DataError, DslError
 from sdk.jsonl import parse_jsonl
+from sdk.spec.paths import _inside, allowed_roots, expand
 
 EXTENSIONS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl",
               ".html": "html", ".htm": "html", ".pdf": "pdf"}
@@ -51,8 +52,6 @@ SEGMENT = 1 << 20  # characters of text split at a time: one huge line is cut he
 
 def corpus_files(spec: Any, block: Any) -> list[Path]:
     """The regular files the block's globs match, confined to the recipe's folder (or the domain's roots)."""
-    from sdk.spec.paths import expand
-
     files: list[Path] = []
     for pattern in block.paths:
         found, problem = expand(spec, pattern)
@@ -66,8 +65,6 @@ def read_once(spec: Any, path: Path, shown: str, max_mb: int) -> tuple[bytes, st
     """(bytes, sha256) of a corpus file, read once through one descriptor: opened without following a link at
     its resolved path, checked to be a regular file inside the allowed roots (the descriptor's own path, so a swap
     after the check cannot pass) and at most ``max_mb`` MiB."""
-    from sdk.spec.paths import _inside, allowed_roots
-
     limit = max_mb * 2**20
     try:
         fd = os.open(path.resolve(), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

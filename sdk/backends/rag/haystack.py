@@ -18,7 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdk import envchecks as E
 from sdk.backends.base import Artifact, Backend, CheckContext, StepContext, StepResult
+from sdk.backends.models import handle
+from sdk.backends.rag.adapt import adapt_retrieval
+from sdk.backends.rag.adapt import summary as adapt_summary
 from sdk.backends.rag.corpus import (
     EXTENSIONS,
     _shingles,
@@ -40,6 +44,8 @@ from sdk.backends.rag.embedders import (
     quiet_haystack,
     resolve_embedder,
 )
+from sdk.backends.rag.retrievers import RETRIEVERS, last_component, pool_size, query_pipeline, retriever
+from sdk.backends.rag.stores import check_reachable, overwrite, pg_store, write_local
 from sdk.backends.rag.system import (
     DEFAULT_PROMPT,
     LocalChatGenerator,
@@ -49,9 +55,8 @@ from sdk.backends.rag.system import (
     make_generator,
     prompt_text,
 )
-from sdk.backends.rag.retrievers import RETRIEVERS, last_component, pool_size, query_pipeline, retriever
-from sdk.backends.rag.stores import check_reachable, overwrite, pg_store, write_local
 from sdk.errors import DslError
+from sdk.spec import Endpoint, Problem
 
 __all__ = [  # re-exported: tests, the eval backend, the gateway, route and the docs import them from here
     "DEFAULT_EMBEDDER", "DEFAULT_PROMPT", "EXTENSIONS", "RETRIEVERS", "HaystackBackend", "LocalChatGenerator",
@@ -75,8 +80,6 @@ def build_index(ctx: StepContext) -> StepResult:
     needs_vectors = retriever(block.retriever).needs_vectors
     adapted = None
     if block.adapt is not None:  # trained and decided on dev first; the index holds the kept embedder's vectors
-        from sdk.backends.rag.adapt import adapt_retrieval
-
         adapted = adapt_retrieval(ctx, block, chunks)
         block, started = adapted.block, time.time()
         if needs_vectors:
@@ -87,8 +90,6 @@ def build_index(ctx: StepContext) -> StepResult:
             docs = embed_documents(docs, block.embedder, task, ctx.spec.base_dir, backend=how)
     outputs: dict[str, Any] = {"retriever": block.retriever, "embedder": ctx.block.embedder, "chunks": len(docs)}
     if adapted is not None:
-        from sdk.backends.rag.adapt import summary as adapt_summary
-
         outputs["adapt"] = adapted.record
     if needs_vectors:
         outputs["embedding_backend"] = how
@@ -127,8 +128,6 @@ def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Arti
     from haystack.components.builders import ChatPromptBuilder
     from haystack.dataclasses import ChatMessage
 
-    from sdk.spec import Endpoint
-
     p = query_pipeline(block, store, base_dir=spec.base_dir)
     p.add_component("prompt_builder", ChatPromptBuilder(template=[ChatMessage.from_user(prompt_text(spec, block))],
                                                         required_variables=["documents", "question"]))
@@ -139,8 +138,6 @@ def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Arti
     if isinstance(gen, Endpoint):
         llm, kind = endpoint_component(gen), "endpoint"
     else:
-        from sdk.backends.models import handle
-
         art = artifacts.get(str(gen))
         h = handle(art) if art is not None else None
         if h is None or h.adapter:
@@ -169,8 +166,6 @@ class HaystackBackend(Backend):
         return corpus_files(spec, block) if kind == "corpus" else []
 
     def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
         block: Any = ctx.block
         problems = super().environment(ctx)
         if ctx.kind != "rag":
@@ -198,8 +193,6 @@ class HaystackBackend(Backend):
         return problems
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         if ctx.kind == "corpus":
             bad = [p for p in corpus_files(ctx.spec, block) if block.format == "auto" and p.suffix.lower() not in EXTENSIONS]

@@ -55,7 +55,10 @@ def store_component(block: Any, kind: str) -> Any:
 
         return PgvectorKeywordRetriever if kind == "bm25" else PgvectorEmbeddingRetriever
     if block.store.type == "index":
-        from sdk.backends.rag.index_store import IndexBM25Retriever, IndexEmbeddingRetriever
+        from sdk.backends.rag.index_store import (  # local: imports haystack and numpy
+            IndexBM25Retriever,
+            IndexEmbeddingRetriever,
+        )
 
         return IndexBM25Retriever if kind == "bm25" else IndexEmbeddingRetriever
     from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
@@ -143,7 +146,7 @@ class HybridRetriever(Retriever):
 
         outputs = [part().add(p, block, store, self._depth(top_k), base_dir) for part in self.parts]
         if self.fusion:
-            from sdk.backends.rag.fusion_joiner import FusionJoiner
+            from sdk.backends.rag.fusion_joiner import FusionJoiner  # local: imports haystack and numpy
 
             params = {k: v for k, v in self.fusion.items() if k not in ("depth", "rerank_cutoff")}
             p.add_component("joiner", FusionJoiner(params, inputs=[part.name for part in self.parts], top_k=top_k))

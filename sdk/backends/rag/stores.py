@@ -54,7 +54,10 @@ def check_reachable(store: Any) -> None:
 def write_local(block: Any, docs: list[Any], out_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Write a memory or index store of ``docs`` into the artifact folder ``out_dir``: the store and its outputs."""
     if block.store.type == "index":
-        from sdk.backends.rag.index_store import FOLDER, IndexDocumentStore
+        from sdk.backends.rag.index_store import (  # local: imports haystack and numpy
+            FOLDER,
+            IndexDocumentStore,
+        )
 
         index = IndexDocumentStore.build(docs)
         index.save(out_dir / FOLDER)
@@ -75,7 +78,11 @@ def open_store(art: Artifact, block: Any) -> Any:
         check_reachable(block.store)
         return pg_store(block.store)
     if block.store.type == "index":
-        from sdk.backends.rag.index_store import FOLDER, IndexDocumentStore, IndexFileError
+        from sdk.backends.rag.index_store import (  # local: imports haystack and numpy
+            FOLDER,
+            IndexDocumentStore,
+            IndexFileError,
+        )
 
         name = art.outputs.get("store", FOLDER)
         index = IndexDocumentStore(str(art.path / name))

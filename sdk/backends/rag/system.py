@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.artifacts import Artifact
+from sdk.backends.models import handle, load
+from sdk.backends.rag.adapt import adapted_block, fusion_of
+from sdk.backends.rag.corpus import location
 from sdk.backends.rag.embedders import quiet_haystack
 from sdk.backends.rag.retrievers import last_component, query_pipeline, run_inputs
 from sdk.backends.rag.stores import open_store, secret
 from sdk.errors import DslError
+from sdk.integrity import endpoint_named
+from sdk.limits import fit_text
+from sdk.spec import Endpoint, FileRef, Ref
+from sdk.systems import applied_block, input_artifact
+from sdk.templating import render
+from sdk.upstream import Target, UpstreamError, chat
 
 DEFAULT_PROMPT = """Answer the question using only the numbered documents. Cite the documents you use as [1], [2].
 {% for doc in documents %}
@@ -26,8 +35,6 @@ Answer:"""
 
 
 def prompt_text(spec: Any, block: Any) -> str:
-    from sdk.spec import FileRef
-
     if block.prompt is None:
         return DEFAULT_PROMPT
     return block.prompt.read(spec.base_dir) if isinstance(block.prompt, FileRef) else str(block.prompt)
@@ -63,16 +70,10 @@ class RagSystem:
         """Open the applied rag system of artifact ``art``: its block as applied (from the manifest), its index,
         its prompt, and the generator it was applied with. ``base_dir`` resolves a relative embedder path; with
         ``spec`` (the recipe being run), a generator endpoint's key is sent only to an endpoint it names."""
-        from sdk.systems import applied_block, input_artifact
-
         quiet_haystack()
         block = applied_block(art)
         if block.adapt is not None:  # the kept adapted embedder and reranker, inside the artifact
-            from sdk.backends.rag.adapt import adapted_block
-
             block = adapted_block(block, art.path, art.outputs.get("adapt"))
-        from sdk.backends.rag.adapt import fusion_of
-
         fusion = fusion_of(art.outputs.get("adapt")) if block.adapt is not None else None
         label = art.step_id.partition(".")[2]
         store = open_store(art, block)
@@ -80,8 +81,6 @@ class RagSystem:
         prompt = prompt_file.read_text(encoding="utf-8") if prompt_file.exists() else DEFAULT_PROMPT
         generator = None
         if with_generator and block.generator is not None:
-            from sdk.spec import Ref
-
             gen_art = input_artifact(art, str(block.generator)) if isinstance(block.generator, Ref) else None
             generator = make_generator(block, gen_art, spec, art.step_id)
         return cls(None, label, block, query_pipeline(block, store, base_dir=base_dir, fusion=fusion), prompt,
@@ -98,14 +97,10 @@ class RagSystem:
 
     def render_prompt(self, question: str, documents: list[dict[str, Any]]) -> str:
         """The prompt with the documents numbered from 1 (the jinja2 template gets ``documents`` and ``question``)."""
-        from sdk.templating import render
-
         docs = [_Doc(d["id"], d["content"], d["meta"], d.get("score")) for d in documents]
         return render(self.prompt, f"rag.{self.label}: the prompt template", documents=docs, question=question)
 
     def answer(self, question: str, *, max_new_tokens: Optional[int] = None) -> dict[str, Any]:
-        from sdk.backends.rag.corpus import location
-
         documents = self.retrieve(question)
         sources = [{"index": i + 1, "id": d["id"], "source": d["meta"].get("source"), "page": d["meta"].get("page"),
                     "line": d["meta"].get("line"), "heading": d["meta"].get("heading"),
@@ -143,18 +138,12 @@ def citations(text: str, n: int) -> list[int]:
 
 def make_generator(block: Any, art: Optional[Artifact], spec: Any = None, step_id: str = "rag") -> Any:
     """A callable (prompt, max_new_tokens) -> text for the block's generator, or None for retrieval only."""
-    from sdk.spec import Endpoint, Ref
-
     gen = block.generator
     if gen is None:
         return None
     if isinstance(gen, Endpoint):
-        from sdk.upstream import Target, UpstreamError, chat
-
         if gen.api_key is not None:
             secret(gen.api_key, "the generator endpoint's api_key")  # named now, not deep inside the client
-            from sdk.integrity import endpoint_named
-
             if spec is not None and not endpoint_named(spec, gen.url, gen.api_key.env):
                 raise DslError(f"{step_id} was applied with the generator endpoint {gen.url}, which the recipe does "
                                f"not name (with key env({gen.api_key.env!r})); the key is sent only to endpoints "
@@ -185,8 +174,6 @@ class LocalChatGenerator:
     def from_artifact(cls, art: Artifact) -> "LocalChatGenerator":
         from haystack_integrations.components.generators.transformers import TransformersChatGenerator
 
-        from sdk.backends.models import handle, load
-
         h = handle(art)
         kwargs: dict[str, Any] = {}
         if h.adapter:
@@ -212,8 +199,6 @@ class LocalChatGenerator:
     def fit(self, prompt: str, max_new_tokens: int) -> str:
         """The prompt cut to the model's context as the gateway cuts it (:func:`sdk.limits.fit`), its chat
         template's own tokens set aside."""
-        from sdk.limits import fit_text
-
         pipe = getattr(self.component, "pipeline", None)
         tok, model = getattr(pipe, "tokenizer", None), getattr(pipe, "model", None)
         if tok is None or model is None:

@@ -18,7 +18,10 @@ from sdk import expr as E
 from sdk.backends.base import Backend, CheckContext, GateFailed, StepContext, StepResult
 from sdk.backends.routing.router import DOMAIN, GENERAL, TOKEN, Router, train, validate  # noqa: F401 - re-exported
 from sdk.errors import DataError, DslError
+from sdk.evalsets import load_items
 from sdk.jsonl import read_jsonl
+from sdk.spec import Endpoint, Problem
+from sdk.systems import applied_block
 
 
 def read_examples(path: Path, shown: str, known: Optional[set[str]] = None) -> list[tuple[str, str]]:
@@ -51,8 +54,6 @@ class RouteBackend(Backend):
     reads_secrets = False  # the router is trained on eval results; the general endpoint is called when served
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         if block.examples:
             path = ctx.spec.resolve_path(block.examples)
@@ -70,9 +71,6 @@ class RouteBackend(Backend):
         if block.examples:
             rows += read_examples(ctx.spec.resolve_path(block.examples), block.examples, known_targets(block))
         for ref in block.eval_sets:
-            from sdk.evalsets import load_items
-            from sdk.systems import applied_block
-
             ev = applied_block(ctx.input(ref))
             rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
         rows, dropped = _unique(rows)
@@ -99,8 +97,6 @@ class RouteBackend(Backend):
             raise DslError(f"{ctx.step_id}: after holding out {n_hold} examples, training has one target only")
         meta, arrays, _ = train(tr_x, tr_y, block.classifier, block.seed, "sentence-transformers/all-MiniLM-L6-v2")
         targets = {DOMAIN: str(block.domain), **{k: str(v) for k, v in block.targets.items()}}
-        from sdk.spec import Endpoint
-
         if block.general is not None:
             targets[GENERAL] = f"endpoint:{block.general.model}" if isinstance(block.general, Endpoint) else str(block.general)
         else:  # documented default: without a general target, the domain system answers everything

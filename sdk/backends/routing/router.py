@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sdk.backends.rag.embedders import resolve_embedder
 from sdk.errors import DslError
 
 TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -90,8 +91,6 @@ class Router:
     def embed(self, texts: list[str]) -> Any:
         if self._embedder is None:
             from sentence_transformers import SentenceTransformer
-
-            from sdk.backends.rag.embedders import resolve_embedder
 
             self._embedder = SentenceTransformer(resolve_embedder(self.meta["embedder"]), device="cpu")
         return self._embedder.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
@@ -176,8 +175,6 @@ def train(texts: list[str], labels: list[str], classifier: str, seed: int, embed
         arrays = {"idf": vec.idf_.astype(np.float64)}
     else:
         from sentence_transformers import SentenceTransformer
-
-        from sdk.backends.rag.embedders import resolve_embedder
 
         model = SentenceTransformer(resolve_embedder(embedder), device="cpu")
         X = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)

@@ -6,9 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdk import envchecks as E
 from sdk.backends.base import Backend, StepContext, StepResult
+from sdk.backends.models import handle
+from sdk.backends.serve.engines import ENGINES
 from sdk.errors import DslError
+from sdk.promotion import verdicts, withheld
 from sdk.records.serve import SERVE_JSON, SETTINGS, ServeConfig, load_serve, save_serve, serve_config
+from sdk.spec import Endpoint, Ref
+from sdk.state import inside
+from sdk.systems import applied_block, serving_of, workdir_of
 
 
 def endpoint_config(ep: Any) -> dict[str, Any]:
@@ -23,8 +30,6 @@ class ServeBackend(Backend):
     reads_secrets = False  # the gateway reads api keys when dsl serve starts it, not this step
 
     def environment(self, ctx: Any) -> list:
-        from sdk import envchecks as E
-
         problems = super().environment(ctx)
         if ctx.block.engine == "sglang":
             at = ctx.path + ("engine",)
@@ -33,11 +38,6 @@ class ServeBackend(Backend):
         return problems
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.models import handle
-        from sdk.promotion import withheld
-        from sdk.spec import Endpoint, Ref
-        from sdk.systems import applied_block, serving_of
-
         block: Any = ctx.block
         spec = ctx.spec
         artifacts = ctx.inputs
@@ -83,8 +83,6 @@ class ServeBackend(Backend):
             "variants": variants, "router": router, "general": general, "withheld": held,
             "domain_target": str(route.domain) if route is not None else None,
         }
-        from sdk.backends.serve.engines import ENGINES
-
         planned, notes = ENGINES[block.engine]().plan(variants, hub_bases(spec, artifacts), block)
         if planned is not None:
             config[block.engine] = planned
@@ -101,9 +99,6 @@ class ServeBackend(Backend):
 def _gated_out(artifacts: dict[str, Any]) -> str:
     """Why the route step among ``artifacts`` may not route (its own gate failed, or an eval gate naming it did),
     or "" when it may."""
-    from sdk.promotion import verdicts
-    from sdk.systems import serving_of
-
     judged = verdicts({sid: {**a.manifest, "status": a.manifest.get("status", "done")} for sid, a in artifacts.items()})
     for sid, art in sorted(artifacts.items()):
         if serving_of(sid) != "router":
@@ -143,8 +138,6 @@ def _absolute(value: Any, root: Path) -> Any:
     if isinstance(value, list):
         return [_absolute(v, root) for v in value]
     if isinstance(value, str) and value.startswith(WORKDIR):
-        from sdk.state import inside
-
         target = inside(root, value[len(WORKDIR):])
         if target is None:
             raise DslError(f"serve.json names {value!r}, which is outside the workdir's artifacts")
@@ -154,8 +147,6 @@ def _absolute(value: Any, root: Path) -> Any:
 
 def load_config(art: Any) -> dict[str, Any]:
     """serve.json of a serve artifact, its workdir paths resolved where the workdir is now."""
-    from sdk.systems import workdir_of
-
     path = Path(art.path) / art.outputs.get("config", SERVE_JSON)
     config = serve_config(load_serve(path, art.step_id))  # every setting present, validated
     return _absolute(config, workdir_of(art).resolve())

@@ -19,12 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sdk.backends import charts
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
-from sdk.backends.data.rows import rel
-from sdk.backends.training import tuning
 from sdk.backends.data.preferences import kto_weights_hint, label_problem, read_preferences, summary_of
+from sdk.backends.data.rows import rel
+from sdk.backends.models import ModelHandle, handle, quiet_library_deprecations
+from sdk.backends.training import common as T
+from sdk.backends.training import tuning
 from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
+from sdk.hashing import file_sha256
+from sdk.spec import Problem
 
 NAMES = {"dpo": "DPO", "simpo": "SimPO", "orpo": "ORPO", "kto": "KTO"}
 # What each trainer logs besides the loss (TRL 1.x), kept as the last logged value in the metrics.
@@ -38,8 +43,6 @@ LOGGED = {"dpo": ("rewards/accuracies", "rewards/margins", "rewards/chosen", "re
 def make_trainer(block: dict[str, Any], checkpoint_dir: Path, model: Any, tokenizer: Any, train: Any, evals: Any,
                  peft_config: Any, callbacks: list[Any]) -> Any:
     """The TRL trainer of the block's method, with the block's settings."""
-    from sdk.backends.training import common as T
-
     args = T.training_args(block, checkpoint_dir, has_eval=evals is not None, fine_tuning=True,
                            distributed=T.distributed_args())
     common = {"model": model, "train_dataset": train, "eval_dataset": evals, "processing_class": tokenizer,
@@ -96,10 +99,6 @@ def _rewards(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
-
-    from sdk.backends import charts
-    from sdk.backends.training import common as T
-    from sdk.backends.models import quiet_library_deprecations
 
     quiet_library_deprecations()
     T.set_threads()
@@ -162,8 +161,6 @@ class AlignBackend(TrainingBackend, Backend):
     kinds = ("align",)
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         if block.tune == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
             return [Problem(path=ctx.path + ("tune",), message="tune = qlora needs bitsandbytes, which is not installed",
@@ -197,10 +194,6 @@ class AlignBackend(TrainingBackend, Backend):
         return rows, summary
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.training import common as T
-        from sdk.backends.models import ModelHandle, handle
-        from sdk.hashing import file_sha256
-
         block: Any = ctx.block
         if isinstance(block.pairs, str):
             source = ctx.spec.resolve_path(block.pairs)

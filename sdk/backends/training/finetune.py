@@ -14,10 +14,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sdk.backends import charts
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.models import ModelHandle, handle, load
+from sdk.backends.training import common as T
 from sdk.backends.training import tuning
 from sdk.backends.training.tuning import TrainingBackend
-from sdk.errors import DslError
+from sdk.errors import DataError, DslError
+from sdk.spec import Problem
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -53,8 +57,6 @@ def check_truncation(job: dict[str, Any], trainer: Any, rows: list[dict[str, Any
                      log: Callable[[str], None]) -> int:
     """Rows the trainer dropped because truncation to max_length left them no token to learn from: an error
     naming FILE:LINE when none is left, else a warning; returns how many were dropped."""
-    from sdk.errors import DataError
-
     block = job["block"]
     data = trainer.train_dataset
     if len(data) == 0:
@@ -109,10 +111,6 @@ def use_padding_free(trainer: Any) -> None:
 def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
     from trl import SFTConfig, SFTTrainer
-
-    from sdk.backends import charts
-    from sdk.backends.training import common as T
-    from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
     block = job["block"]
@@ -212,8 +210,6 @@ class FinetuneBackend(TrainingBackend, Backend):
     kinds = ("finetune",)
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         problems = []
         if block.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
@@ -237,9 +233,6 @@ class FinetuneBackend(TrainingBackend, Backend):
         return problems
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.training import common as T
-        from sdk.backends.models import ModelHandle, handle
-
         block: Any = ctx.block
         base = ctx.input(block.from_)
         data = ctx.input(block.data)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sdk import limits
+from sdk.backends import charts
+from sdk.backends.models import quiet_library_deprecations
 from sdk.errors import DslError
-from sdk.records.job import check_job, load_job, save_job
 from sdk.progress import Relay, mirror
+from sdk.records.job import check_job, load_job, save_job
 
 
 def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path,
@@ -83,9 +85,6 @@ def run_job(job: dict[str, Any], job_fn: Callable[..., dict[str, Any]], progress
     """Run a training job in this process through its kind's job function (each job module owns its function
     and its ``python -m`` entry point, so this module imports none of them). The chart process starts first, so
     matplotlib's import overlaps the job's own (:mod:`sdk.backends.charts`); its charts are drawn before this returns."""
-    from sdk.backends import charts
-    from sdk.backends.models import quiet_library_deprecations
-
     if is_main_process():
         charts.start()
     try:

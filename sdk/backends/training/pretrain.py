@@ -9,9 +9,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from sdk import envchecks as E
+from sdk.backends import charts
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
+from sdk.backends.models import ModelHandle, handle, load
+from sdk.backends.training import common as T
 from sdk.backends.training import tuning
 from sdk.errors import DslError
+from sdk.spec import Problem
 
 
 def split_texts(texts: list[str], holdout: float) -> tuple[list[str], list[str]]:
@@ -30,10 +35,6 @@ def split_texts(texts: list[str], holdout: float) -> tuple[list[str], list[str]]
 def pretrain_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -> dict[str, Any]:
     import datasets
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
-    from sdk.backends import charts
-    from sdk.backends.training import common as T
-    from sdk.backends.models import ModelHandle, load
 
     T.set_threads()
     block = job["block"]
@@ -114,13 +115,9 @@ class PretrainBackend(Backend):
     install_hint = "pip install 'domain-dsl[train]'"
 
     def environment(self, ctx: CheckContext) -> list:
-        from sdk import envchecks as E
-
         return super().environment(ctx) + E.compute(ctx)
 
     def check(self, ctx: CheckContext) -> list:
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         base = ctx.spec.get(block.from_) if ctx.spec.has(block.from_) else None
         arch = getattr(base, "architecture", None)
@@ -131,9 +128,6 @@ class PretrainBackend(Backend):
         return []
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.training import common as T
-        from sdk.backends.models import handle
-
         block: Any = ctx.block
         base = ctx.input(block.from_)
         corpus = ctx.input(block.corpus)

@@ -23,8 +23,13 @@ from typing import Any
 
 from sdk import metrics as M
 from sdk import scoring as R
+from sdk.backends import charts
 from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.backends.data.rows import read_rows, rel
+from sdk.backends.eval.clients import DEFAULT_RUBRIC, Judge
+from sdk.backends.models import ModelHandle, handle, quiet_library_deprecations
+from sdk.backends.rag.system import DEFAULT_PROMPT, citations, prompt_text
+from sdk.backends.training import common as T
 from sdk.backends.training import tuning
 from sdk.backends.training.reward_data import (
     dataset_prompts,
@@ -36,6 +41,13 @@ from sdk.backends.training.reward_data import (
 )
 from sdk.backends.training.tuning import TrainingBackend
 from sdk.errors import DataError, DslError
+from sdk.evalsets import load_items
+from sdk.grades import judge_standing
+from sdk.hashing import file_sha256
+from sdk.jsonl import read_jsonl
+from sdk.spec import Problem
+from sdk.spec.objects import Endpoint
+from sdk.spec.values import FileRef
 
 
 def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[Callable[..., list[float]]], list[float]]:
@@ -65,8 +77,6 @@ def reward_functions(rewards: dict[str, Any], judge: Any = None) -> tuple[list[C
         def scored(completions: list[Any], answer: list[str], choices: list[Any],
                    context_sources: list[Any] | None = None, gold_sources: list[Any] | None = None,
                    question: list[str] | None = None, _s: Any = score, _name: str = name, **_: Any) -> list[float]:
-            from sdk.backends.rag.system import citations
-
             out = []
             none = [None] * len(completions)
             judged = _judged(judge, question or [""] * len(completions), answer, [text(c).strip() for c in completions]) \
@@ -105,11 +115,6 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from sdk.backends import charts
-    from sdk.backends.training import common as T
-    from sdk.backends.models import quiet_library_deprecations
-    from sdk.backends.rag.system import DEFAULT_PROMPT
-
     quiet_library_deprecations()
     T.set_threads()
     block = job["block"]
@@ -125,9 +130,6 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
              "gold_sources": r["sources"]} for r in job["rows"]]
     judge = None
     if job.get("judge"):
-        from sdk.backends.eval.clients import Judge
-        from sdk.spec.objects import Endpoint
-
         judge = Judge(Endpoint.model_validate(job["judge"]["endpoint"]), job["judge"]["rubric"])
     funcs, weights = reward_functions(block["rewards"], judge)
     args = T.training_args(block, Path(job["checkpoint_dir"]), has_eval=False, fine_tuning=True,
@@ -191,9 +193,6 @@ class RewardBackend(TrainingBackend, Backend):
     def check(self, ctx: CheckContext) -> list:
         """The prompts are readable, and share no question with an eval that gates or that evaluates this step
         (training on the gate's items would make the gate measure memory)."""
-        from sdk.evalsets import load_items
-        from sdk.spec import Problem
-
         block: Any = ctx.block
         path = ctx.path + ("prompts",)
         if block.tune == "qlora":
@@ -248,14 +247,8 @@ class RewardBackend(TrainingBackend, Backend):
         return dataset_prompts(read_rows(source, spec.get(block.data), shown))
 
     def run(self, ctx: StepContext) -> StepResult:
-        from sdk.backends.training import common as T
-        from sdk.backends.models import ModelHandle, handle
-        from sdk.hashing import file_sha256
-
         block: Any = ctx.block
         if block.data is not None:  # the dataset step's training rows (never its validation split)
-            from sdk.jsonl import read_jsonl
-
             data = ctx.input(block.data)
             shown = rel(Path(data.outputs.get("source") or data.path), Path.cwd())
             rows = dataset_prompts([obj for _, obj in read_jsonl(data.path / data.outputs["train"], shown)])
@@ -276,13 +269,7 @@ class RewardBackend(TrainingBackend, Backend):
             h = ModelHandle(model=str((base.path / base.outputs["merged"]).resolve()), tokenizer=h.tokenizer)
         T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = tuning.chat_template(ctx, block, base)
-        from sdk.backends.eval.clients import DEFAULT_RUBRIC
-        from sdk.backends.rag.system import prompt_text
-        from sdk.spec.values import FileRef
-
         if block.judge is not None:  # a judge is trusted only as far as it agrees with the experts
-            from sdk.grades import judge_standing
-
             trusted, why = judge_standing(ctx.spec.base_dir, ctx.spec, block.judge, ctx.workdir)
             if not trusted:
                 raise DslError(f"{ctx.step_id}: the judge reward is refused: {why}")

@@ -10,6 +10,8 @@ from typing import Any
 
 from sdk import metrics as M
 from sdk.errors import DataError
+from sdk.jsonl import read_jsonl
+from sdk.templating import render
 
 RAW_PROMPT = "Question: {question}\nAnswer:"  # the eval's convention for a model without a chat template
 
@@ -23,8 +25,6 @@ def _choice_prompt(question: str, choices: list[str]) -> str:
 def read_prompts(path: Path, shown: str) -> list[dict[str, Any]]:
     """Rows ``{"question", "prompt", "answer", "choices", "_line"}``; ``prompt`` is the text asked (the question,
     with numbered options when the row has choices). A bad row raises a DataError at ``shown:LINE``."""
-    from sdk.jsonl import read_jsonl
-
     rows: list[dict[str, Any]] = []
     for line, obj in read_jsonl(path, shown):
         question = obj.get("prompt", obj.get("question"))
@@ -123,8 +123,6 @@ def asked(row: dict[str, Any], template: str) -> str:
     """The text a row asks: its prompt, or with context, the rag prompt over its numbered passages."""
     if not row["context"]:
         return row["prompt"]
-    from sdk.templating import render
-
     docs = [{"id": p["source"], "content": p["content"], "meta": {"source": p["source"]}} for p in row["context"]]
     return render(template, "the rag prompt template", documents=docs, question=row["prompt"]).strip()
 

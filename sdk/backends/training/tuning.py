@@ -6,6 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from sdk import envchecks as E
+from sdk.backends.models import ModelHandle, load, recipe_template, recorded_template
+from sdk.backends.training.launch import is_main_process
+from sdk.spec import Lora
+from sdk.spec.blocks.pretrain import compute_for
+
 
 def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]:
     """(model, tokenizer, base_path, handle) for a step that tunes ``job["base"]`` further (align, reward)."""
@@ -17,8 +23,6 @@ def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]
 def chat_template(ctx: Any, block: Any, base: Any) -> Optional[str]:
     """The chat template a training step trains with: its own block's, else the one its input model recorded in
     its artifact (a base_model's), never the recipe's current block of that input; None: the tokenizer's own."""
-    from sdk.backends.models import recipe_template, recorded_template
-
     own = recipe_template(ctx.spec, block)
     return own if own is not None else recorded_template(base)
 
@@ -27,8 +31,6 @@ def tokenizer_for(job: dict[str, Any]) -> tuple[Any, Any]:
     """(tokenizer, handle) of the model a training job starts from: with the recipe's chat template and a pad
     token."""
     from transformers import AutoTokenizer
-
-    from sdk.backends.models import ModelHandle
 
     h = ModelHandle(**job["base"])
     tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
@@ -45,9 +47,6 @@ def model_for(job: dict[str, Any], tune: str, tokenizer: Any, h: Any) -> tuple[A
     artifact as ``base/`` (the new adapter's base; written by rank 0 of a launched run)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from sdk.backends.training.launch import is_main_process
-    from sdk.backends.models import load
 
     kwargs: dict[str, Any] = {"revision": h.revision}
     if job.get("dtype") and job["dtype"] != "auto":  # the base_model block's dtype
@@ -74,9 +73,6 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
                handle: Any) -> Path:
     """Write what a tuning step trained: ``model/`` (all weights) or ``adapter/``, plus ``merged/`` when asked;
     returns the folder that gets the model card."""
-    from sdk.backends.training.launch import is_main_process
-    from sdk.backends.models import ModelHandle, load
-
     folder = out / ("adapter" if adapter else "model")
     trainer.save_model(str(folder))  # every rank calls it (sharded states gather); the Trainer writes on rank 0
     if not is_main_process():
@@ -93,8 +89,6 @@ def save_tuned(trainer: Any, tokenizer: Any, out: Path, *, adapter: bool, merge:
 def job_of(ctx: Any, kind: str, block: Any, h: Any, base: Any, template: Any) -> dict[str, Any]:
     """The fields every tuning job shares: where it writes, its block (with the compute block it launches with),
     the model it tunes and how to name it. Plain JSON: a launched run gives it to each rank in a file."""
-    from sdk.spec.blocks.pretrain import compute_for
-
     compute = compute_for(ctx.spec, block)
     return {"kind": kind, "step_id": ctx.step_id, "out_dir": str(ctx.out_dir),
             "checkpoint_dir": str(ctx.checkpoint_dir),
@@ -128,8 +122,6 @@ def peft_lora(settings: Any) -> Any:
     (sdk.spec.Lora), never restated here."""
     from peft import LoraConfig
 
-    from sdk.spec import Lora
-
     lora = Lora.model_validate(settings or {})
     targets = "all-linear" if lora.target_modules == "all_linear" else list(lora.target_modules)
     return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
@@ -144,8 +136,6 @@ class TrainingBackend:
     install_hint = "pip install 'domain-dsl[train]'"
 
     def environment(self, ctx: Any) -> list:
-        from sdk import envchecks as E
-
         return super().environment(ctx) + E.compute(ctx)  # type: ignore[misc]
 
 
@@ -161,7 +151,5 @@ def params(block: dict[str, Any]) -> dict[str, Any]:
 
 def compute_of(ctx: Any) -> dict[str, Any] | None:
     """The step's compute block (its own, else the recipe's) as JSON, or None."""
-    from sdk.spec.blocks.pretrain import compute_for  # local: the spec's pretrain block, read only when a step runs
-
     compute = compute_for(ctx.spec, ctx.block)
     return compute.model_dump(mode="json") if compute is not None else None
