@@ -188,6 +188,17 @@ def load_items(path: Path, block: Any, shown: str | None = None, limit: int | No
     return items
 
 
+TRAIN_TAG = "train"  # items an eval set declares as its training split (retrieval adaptation reads them)
+
+
+def scored_items(items: list[EvalItem], shown: str) -> tuple[list[EvalItem], int]:
+    """The items an eval scores and how many it holds out: those tagged ``train`` are for training, never scored."""
+    scored = [it for it in items if TRAIN_TAG not in it.tags]
+    if not scored:
+        raise DataError(shown, None, f"every item is tagged {TRAIN_TAG!r} (the training split): none is left to score")
+    return scored, len(items) - len(scored)
+
+
 def _choice_answer(answer: str, choices: list[str], shown: str, line: int | None) -> str:
     """The answer of a multiple-choice row as the text of the right choice (given as its text or its number)."""
     if answer in choices:

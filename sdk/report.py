@@ -182,7 +182,9 @@ def write_report(out: Path, summary: dict[str, Any], rows: dict[str, list[dict[s
     contam = summary.get("contamination", {})
     wrong = [r for r in best_rows if r["correct"] == 0][:20]
     md = [f"# Evaluation report: {summary['step']}", "",
-          f"{summary['n_items']} items, task `{summary['task']}`, systems: {', '.join(summary['systems'])}.",
+          f"{summary['n_items']} items, task `{summary['task']}`, systems: {', '.join(summary['systems'])}."
+          + (f" {summary['held_out_for_training']} items tagged `train` held out for training, not scored."
+             if summary.get("held_out_for_training") else ""),
           (f"Each cell: mean [{summary.get('confidence', 0.95):.0%} bootstrap CI]; for systems after the first, the difference from the first and its "
           "paired-bootstrap p-value."), ""]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]

@@ -269,3 +269,30 @@ def test_endpoint_model_does_not_retry_a_client_error() -> None:
         with pytest.raises(DslError, match=r"failed after 1 attempt\b"):
             model.ask("q", 4)
     assert len(calls) == 1  # a 404 is an answer, not a hiccup
+
+
+def test_items_tagged_train_are_held_out_not_scored(tmp_path: Path) -> None:
+    (tmp_path / "eval.jsonl").write_text("".join(
+        json.dumps({"id": i, "question": q, "choices": c, "answer": a, **({"tags": ["train"]} if n < 4 else {})}) + "\n"
+        for n, (i, q, c, a) in enumerate(MC_ITEMS)))
+    with openai_server(answer_right) as url:  # right on q1..q4 (the training split), option 1 on the rest
+        (tmp_path / "r.dsl").write_text(f"""domain t {{
+  eval mc {{
+    data = "eval.jsonl"
+    metrics = [accuracy]
+    systems = [endpoint {{ url = "{url}", model = "expert", max_retries = 1 }}]
+    bootstrap = 100
+  }}
+}}
+""")
+        r = run_dsl("apply", str(tmp_path / "r.dsl"), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = state(tmp_path)["eval.mc"]
+    rest = MC_ITEMS[4:]
+    assert entry["metrics"]["n_items"] == len(rest) and entry["metrics"]["held_out_for_training"] == 4
+    assert entry["metrics"]["endpoint:expert"]["accuracy"]["value"] == pytest.approx(
+        sum(c.index(a) == 0 for _, _, c, a in rest) / len(rest), abs=1e-4)
+    assert "4 held out for training" in entry["summary"]
+    assert "4 items tagged `train` held out for training" in (artifact(tmp_path, "eval.mc") / "report.md").read_text()
+    predicted = (artifact(tmp_path, "eval.mc") / "predictions.jsonl").read_text()
+    assert '"q1"' not in predicted and '"q5"' in predicted

@@ -207,3 +207,14 @@ def test_dsl_plan_refuses_what_eval_set_check_calls_an_error(tmp_path: Path) -> 
     r = run_dsl("plan", "--backend", "test", "--workdir", str(tmp_path / "wd"), "r.dsl", cwd=tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("r.dsl:4:19: error: eval.jsonl:3: duplicate id 'a' (also on line 1)"), r.stderr
+
+
+def test_items_tagged_train_are_held_out_and_a_set_of_only_train_items_is_refused() -> None:
+    from sdk.evalsets import EvalItem, scored_items
+
+    items = [EvalItem(id=str(n), question="q", answers=["a"], tags=["train"] if n < 2 else []) for n in range(5)]
+    scored, held = scored_items(items, "e.jsonl")
+    assert [it.id for it in scored] == ["2", "3", "4"] and held == 2
+    with pytest.raises(DataError) as e:
+        scored_items(items[:2], "e.jsonl")
+    assert "e.jsonl" in str(e.value) and "none is left to score" in str(e.value)
