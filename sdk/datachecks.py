@@ -253,7 +253,7 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
     """The rows of its JSONL files and the text of its text and markdown files, read as the corpus step converts
     them (UTF-8, then each JSONL row's ``text_field``), until :func:`check_bytes` have been read over all files;
     html and pdf are left to the step's converters."""
-    from sdk.backends.rag.corpus import _format_of, _jsonl_rows, _rel, _text, corpus_files
+    from sdk.backends.rag.corpus import format_of, jsonl_rows, rel, decode_text, corpus_files
     from sdk.jsonl import parse_jsonl
 
     try:
@@ -265,19 +265,19 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
         if budget <= 0:
             break
         try:
-            fmt = _format_of(path, block)
+            fmt = format_of(path, block)
         except DataError:
             continue  # the backend's check names a file of unknown format
         if fmt not in ("jsonl", "text", "markdown"):
             continue
-        shown, whole = _rel(path, spec.base_dir), True
+        shown, whole = rel(path, spec.base_dir), True
         try:
             with bounded(path) as (source, whole):
                 data = source.read_bytes()
             budget -= len(data)
-            text = _text(data, shown)
+            text = decode_text(data, shown)
             if fmt == "jsonl":
-                _jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown, block.text_field)
+                jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown, block.text_field)
         except DataError as e:
             if not _file_level(e, whole):
                 return [_problem(("corpus", label, "paths"), e)]

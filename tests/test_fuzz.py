@@ -283,10 +283,10 @@ def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
 
     shown = path.name
     if kind == "corpus":
-        from sdk.backends.rag.corpus import _jsonl_rows, _text
+        from sdk.backends.rag.corpus import jsonl_rows, decode_text
         from sdk.jsonl import parse_jsonl
 
-        _jsonl_rows(parse_jsonl(_text(path.read_bytes(), shown).split("\n"), shown, objects=False), shown,
+        jsonl_rows(parse_jsonl(decode_text(path.read_bytes(), shown).split("\n"), shown, objects=False), shown,
                     block.text_field)
     elif kind == "dataset":
         from sdk.backends.data.datasets import read_rows, split

@@ -15,7 +15,7 @@ import sdk.workspace
 from dsl.parser import load
 from sdk.backends.rag.haystack import (
     RagSystem,
-    _shingles,
+    shingles,
     citations,
     content_hash,
     dedupe,
@@ -55,7 +55,7 @@ def test_near_dedupe_drops_exactly_the_chunks_a_brute_force_comparison_drops() -
         # brute force: keep a chunk unless it equals or is near an earlier kept one
         expected: list[str] = []
         for t in dict.fromkeys(texts):
-            if all(jaccard(_shingles(t), _shingles(k)) < threshold for k in expected):
+            if all(jaccard(shingles(t), shingles(k)) < threshold for k in expected):
                 expected.append(t)
         assert [c["content"] for c in kept] == expected, threshold
         assert exact == len(texts) - len(set(texts)) and near == len(set(texts)) - len(expected)

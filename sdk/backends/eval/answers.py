@@ -213,12 +213,12 @@ def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: in
     return {m: R.METRICS[m].score(view) for m in metrics if R.METRICS[m].score is not None}
 
 
-def _partial_path(folder: Path, sid: str) -> Path:
+def partial_path(folder: Path, sid: str) -> Path:
     return folder / f"answers-{sid.replace(':', '_').replace('/', '_')}.jsonl"
 
 
-def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
-    path = _partial_path(folder, sid)
+def load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
+    path = partial_path(folder, sid)
     if not path.exists():
         return {}
     out = {}
@@ -231,13 +231,13 @@ def _load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> dict[str, Any]:
+def save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> dict[str, Any]:
     """Append one answer to the system's checkpoint file (one JSON line, flushed on close) and return its row."""
     folder.mkdir(parents=True, exist_ok=True)
     row = {"id": item_id, "prediction": ans.prediction, "sources": ans.sources, "retrieved": ans.retrieved,
            "nll": list(ans.nll) if ans.nll else None, "judge": judged, "evidence": ans.evidence}
     if ans.routing is not None:
         row["routing"] = ans.routing
-    with open(_partial_path(folder, sid), "a", encoding="utf-8") as f:
+    with open(partial_path(folder, sid), "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
     return row

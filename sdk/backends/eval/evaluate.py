@@ -26,9 +26,9 @@ from sdk.backends.eval.answers import (  # noqa: F401 - re-exported
     Answer,
     Prompter,
     SystemRunner,
-    _load_partial,
-    _partial_path,
-    _save_partial,
+    load_partial,
+    partial_path,
+    save_partial,
     score_item,
     system_id,
     task_of,
@@ -167,8 +167,8 @@ class EvalBackend(Backend):
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
         sid = system_id(system)
-        reused = eval_cache.restore(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed
-        done = _load_partial(ctx.checkpoint_dir, sid)
+        reused = eval_cache.restore(ctx, sid, partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed
+        done = load_partial(ctx.checkpoint_dir, sid)
         if done and reused:
             ctx.log(f"{ctx.step_id}: {sid}: reusing {len(done)} answers of the last run (only grades, the gate or "
                     "the statistics changed)")
@@ -189,7 +189,7 @@ class EvalBackend(Backend):
                     answers = runner.answer_many(chunk, block.max_new_tokens, want_nll, block.batch_size)
                     for item, ans in zip(chunk, answers):
                         judged = judge.score(item, ans.prediction) if judge is not None else None
-                        done[item.id] = _save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
+                        done[item.id] = save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
                         bar.advance()
                 except Exception as e:
                     if not isinstance(e, DslError) and not _remote(artifacts, system):
@@ -198,7 +198,7 @@ class EvalBackend(Backend):
                     raise DslError(f"{ctx.step_id}: {sid} stopped at item {at}: {e}; {len(done)} answers are saved "
                                    f"for {sid} in {ctx.checkpoint_dir} and the next apply resumes from them") from None
                 start += len(chunk)
-        eval_cache.keep(ctx, sid, _partial_path(ctx.checkpoint_dir, sid))
+        eval_cache.keep(ctx, sid, partial_path(ctx.checkpoint_dir, sid))
         return done
 
     def _contamination(self, ctx: StepContext, items: list[EvalItem], block: Any,

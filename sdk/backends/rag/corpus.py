@@ -32,7 +32,7 @@ EXTENSIONS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "
               ".html": "html", ".htm": "html", ".pdf": "pdf"}
 
 
-def _rel(path: Path, base: Path) -> str:
+def rel(path: Path, base: Path) -> str:
     try:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
@@ -88,7 +88,7 @@ def read_once(spec: Any, path: Path, shown: str, max_mb: int) -> tuple[bytes, st
     return data, hashlib.sha256(data).hexdigest()
 
 
-def _text(data: bytes, shown: str) -> str:
+def decode_text(data: bytes, shown: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -110,7 +110,7 @@ def segments(text: str, size: int = SEGMENT) -> list[tuple[int, str]]:
     return out
 
 
-def _format_of(path: Path, block: Any) -> str:
+def format_of(path: Path, block: Any) -> str:
     if block.format != "auto":
         return str(block.format)
     fmt = EXTENSIONS.get(path.suffix.lower())
@@ -120,7 +120,7 @@ def _format_of(path: Path, block: Any) -> str:
     return fmt
 
 
-def _jsonl_rows(rows: Any, shown: str, text_field: str) -> list[tuple[str, dict[str, Any]]]:
+def jsonl_rows(rows: Any, shown: str, text_field: str) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for n, obj in rows:
         if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
@@ -147,16 +147,16 @@ def convert(files: list[Path], block: Any, spec: Any, warn: Any,
     skipped: list[str] = []
     originals = Originals()
     for path in files:
-        shown = _rel(path, base)
-        fmt = _format_of(path, block)
+        shown = rel(path, base)
+        fmt = format_of(path, block)
         data, digest = read_once(spec, path, shown, getattr(block, "max_file_mb", 64))
         key = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
         if planned and key in planned and planned[key] != digest:
             raise DataError(shown, None, "changed after the plan hashed it (a different file is there now); "
                                          "run dsl apply again")
         if fmt == "jsonl":
-            rows = parse_jsonl(_text(data, shown).split("\n"), shown, objects=False)
-            for text, meta in _jsonl_rows(rows, shown, block.text_field):
+            rows = parse_jsonl(decode_text(data, shown).split("\n"), shown, objects=False)
+            for text, meta in jsonl_rows(rows, shown, block.text_field):
                 docs.append(Document(content=text, meta={"source": shown, **meta}))
             continue
         if fmt == "pdf":
@@ -167,7 +167,7 @@ def convert(files: list[Path], block: Any, spec: Any, warn: Any,
             docs += [Document(content=t, meta={"source": shown, "page": i + 1}) for i, t in enumerate(pages) if t.strip()]
             continue
         if fmt == "text":
-            text = _text(data, shown)
+            text = decode_text(data, shown)
         else:
             try:
                 result = _converter(fmt).run(sources=[ByteStream(data=data, meta={"file_path": shown})])
@@ -175,7 +175,7 @@ def convert(files: list[Path], block: Any, spec: Any, warn: Any,
                 raise DataError(shown, None, f"cannot read as {fmt}: {e}") from None
             text = "\n".join(d.content for d in result["documents"] if d.content)
         if fmt in ("text", "markdown"):
-            originals[shown] = (fmt, _text(data, shown) if fmt == "markdown" else text)
+            originals[shown] = (fmt, decode_text(data, shown) if fmt == "markdown" else text)
         for _, piece in segments(text):
             if piece.strip():
                 docs.append(Document(content=piece, meta={"source": shown}))
@@ -225,7 +225,7 @@ def split_documents(docs: list[Any], block: Any) -> list[Any]:
     return splitter.run(documents=docs)["documents"]
 
 
-def _shingles(text: str, n: int = 5) -> set[str]:
+def shingles(text: str, n: int = 5) -> set[str]:
     """Word n-gram shingles of the normalised text (a text shorter than n words is one shingle)."""
     words = normalise(text).split()
     if len(words) < n:
@@ -259,7 +259,7 @@ def dedupe(chunks: list[dict[str, Any]], mode: str, threshold: float) -> tuple[l
     exact = len(chunks) - len(unique)
     if mode != "near":
         return unique, exact, 0
-    sets = [_shingles(c["content"]) for c in unique]
+    sets = [shingles(c["content"]) for c in unique]
     df = Counter(s for sh in sets for s in sh)
     kept: list[dict[str, Any]] = []
     kept_sets: list[set[str]] = []

@@ -25,7 +25,7 @@ from sdk.backends.rag.adapt import adapt_retrieval
 from sdk.backends.rag.adapt import summary as adapt_summary
 from sdk.backends.rag.corpus import (
     EXTENSIONS,
-    _shingles,
+    shingles,
     as_documents,
     content_hash,
     convert,
@@ -60,7 +60,7 @@ from sdk.spec import Endpoint, Problem
 
 __all__ = [  # re-exported: tests, the eval backend, the gateway, route and the docs import them from here
     "DEFAULT_EMBEDDER", "DEFAULT_PROMPT", "EXTENSIONS", "RETRIEVERS", "HaystackBackend", "LocalChatGenerator",
-    "RagSystem", "_shingles", "build_index", "citations", "content_hash", "convert", "corpus_files", "dedupe",
+    "RagSystem", "shingles", "build_index", "citations", "content_hash", "convert", "corpus_files", "dedupe",
     "export_pipeline", "ingest", "jaccard", "last_component", "make_generator", "normalise", "pool_size",
     "prompt_text", "query_pipeline", "read_chunks", "resolve_embedder", "split_documents",
 ]
