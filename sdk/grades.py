@@ -223,6 +223,16 @@ def judge_agreement(judge: dict[tuple[str, str], float], grades: list[dict[str, 
     return out
 
 
+DEFAULT_KAPPA, DEFAULT_MIN_ITEMS = 0.6, 50  # the judge_agreement an eval gets where it declares none
+
+
+def judge_rule(block: Any) -> tuple[float, int, bool]:
+    """(kappa, min_items, required) of an eval's ``judge_agreement``, its defaults where unset: the one place the
+    gate check, the synth filter's judge and the reward's judge read the threshold from."""
+    rule = getattr(block, "judge_agreement", None)
+    return (rule.kappa, rule.min_items, rule.required) if rule is not None else (DEFAULT_KAPPA, DEFAULT_MIN_ITEMS, True)
+
+
 def trust_verdict(agreement: dict[str, Any], kappa: float, min_items: int) -> tuple[bool, str]:
     """Whether an agreement reaches the declared threshold, and a sentence saying why (or why not)."""
     n, k = agreement.get("n", 0), agreement.get("kappa")
@@ -251,9 +261,8 @@ def judge_trusted(recipe_path: str | Path, spec: Any, eval_label: str,
         return False, f"no eval {eval_label!r} in the recipe calibrates the judge"
     if getattr(block, "judge", None) is None:
         return False, f"eval.{eval_label} has no judge (judge = endpoint {{ ... }} with the judge metric)"
-    rule = getattr(block, "judge_agreement", None)
-    kappa, min_items = (rule.kappa, rule.min_items) if rule is not None else (0.6, 50)
-    if rule is not None and not rule.required:
+    kappa, min_items, required = judge_rule(block)
+    if not required:
         return True, f"eval.{eval_label} trusts its judge without expert calibration (judge_agreement required = false)"
     path = grades_path(recipe_path, spec.name, eval_label)
     grades = load(path)

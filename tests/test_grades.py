@@ -261,3 +261,16 @@ def test_a_gate_on_a_human_metric_no_eval_grades_is_a_plan_error(tmp_path: Path)
     assert "compares rag.a with its first system" in str(e.value)
     _recipe(tmp_path, 9, "    human = { mode = pairwise }\n    gate = rag.b.human_pref.ci_low > 0.5")
     assert _load(path).eval["mc"].human.mode == "pairwise"
+
+
+def test_the_judge_threshold_has_one_source_the_eval_blocks_judge_agreement() -> None:
+    from types import SimpleNamespace
+
+    from sdk.spec.blocks.eval import JudgeAgreement
+
+    assert G.judge_rule(SimpleNamespace(judge_agreement=None)) == (0.6, 50, True)  # the default
+    assert (JudgeAgreement().kappa, JudgeAgreement().min_items) == (0.6, 50)  # the block's defaults are the same
+    kappa, need, required = G.judge_rule(SimpleNamespace(judge_agreement=JudgeAgreement(kappa=0.8, min_items=20)))
+    assert (kappa, need, required) == (0.8, 20, True)
+    ok, why = G.trust_verdict({"kappa": 0.7, "n": 30, "tpr": 0.9, "tnr": 0.9}, kappa, need)
+    assert ok is False and "below the 0.8 judge_agreement asks" in why

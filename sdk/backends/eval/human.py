@@ -50,9 +50,7 @@ def human_results(spec: Any, block: Any, label: str, rows: dict[str, list[dict[s
     if has_judge:
         scores = G.judge_scores(r for rs in rows.values() for r in rs)
         agreement = G.judge_agreement(scores, graded_now)
-        rule = block.judge_agreement
-        kappa, need_j = (rule.kappa, rule.min_items) if rule is not None else (0.6, 50)
-        required = rule is None or rule.required
+        kappa, need_j, required = G.judge_rule(block)
         trusted, reason = G.trust_verdict(agreement, kappa, need_j) if required else \
             (True, "trusted without expert calibration (judge_agreement required = false)")
         out["summary"]["judge"] = {**agreement, "trusted": trusted, "reason": reason, "kappa_min": kappa,

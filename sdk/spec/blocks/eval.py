@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
+from sdk.grades import DEFAULT_KAPPA, DEFAULT_MIN_ITEMS, judge_rule
 from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare, get_kind, kind_names
 from sdk.spec.objects import Endpoint, FieldMap
@@ -167,7 +168,7 @@ def judge_gate_problems(spec: Any, label: str, block: Any, check_files: bool) ->
     judged = [m for m in (_expr.metrics(block.gate) if block.gate is not None else []) if m.metric == "judge"]
     if not judged or "judge" not in block.metrics or (rule is not None and not rule.required):
         return []
-    kappa, need = (rule.kappa, rule.min_items) if rule is not None else (0.6, 50)
+    kappa, need, _ = judge_rule(block)
     at = ("eval", label, "gate")
     why = f"{judged[0]} gates on an LLM judge, which is trusted only as far as it agrees with the experts " \
           f"(kappa >= {kappa} on >= {need} answers both graded)"
@@ -268,8 +269,8 @@ class HumanGrading(Block):
 class JudgeAgreement(Block):
     """``judge_agreement = { kappa = 0.6, min_items = 50 }``: when the judge is trusted."""
 
-    kappa: float = Field(default=0.6, ge=-1.0, le=1.0, description="Least Cohen's kappa of judge and experts")
-    min_items: PositiveInt = Field(default=50, description="Least answers graded by both the judge and the experts")
+    kappa: float = Field(default=DEFAULT_KAPPA, ge=-1.0, le=1.0, description="Least Cohen's kappa of judge and experts")
+    min_items: PositiveInt = Field(default=DEFAULT_MIN_ITEMS, description="Least answers graded by both the judge and the experts")
     required: bool = Field(default=True, description="false: trust the judge without expert calibration")
 
 
