@@ -13,6 +13,7 @@ from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
 from sdk.backends.data.rows import read_rows, rel, split  # noqa: F401 - read_rows, split re-exported
+from sdk.backends.rag.system import RagSystem
 
 
 def with_retrieval(rows: list[dict[str, Any]], rag: Any, keep_bare: bool, bar: Any = None) -> tuple[list[dict[str, Any]], int]:
@@ -48,8 +49,6 @@ class JsonlDatasetBackend(Backend):
         train, val = split(rows, block.validation_split)  # before retrieval: a row and its copy stay on one side
         added = 0
         if block.retrieval is not None:
-            from sdk.backends.rag.system import RagSystem  # local: the retrieval modules, only for retrieval rows
-
             rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
             with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} rows", total=len(rows)) as bar:
                 train, n_train = with_retrieval(train, rag, block.keep_bare, bar)

@@ -28,7 +28,7 @@ from sdk.backends.base import Backend, CheckContext, StepContext, StepResult
 from sdk.backends.data.rows import read_rows, rel
 from sdk.backends.eval.clients import DEFAULT_RUBRIC, Judge
 from sdk.backends.models import ModelHandle, handle, quiet_library_deprecations
-from sdk.backends.rag.system import DEFAULT_PROMPT, citations, prompt_text
+from sdk.backends.rag.system import DEFAULT_PROMPT, RagSystem, citations, prompt_text
 from sdk.backends.training import common as T
 from sdk.backends.training import tuning
 from sdk.backends.training.reward_data import (
@@ -174,8 +174,6 @@ def retrieve(ctx: StepContext, block: Any, rows: list[dict[str, Any]]) -> None:
     """Each row's passages retrieved by the rag step ``block.retrieval`` for its question, and the prompt that rag
     system would give its generator (its retriever, top_k and prompt): what the model will see when it serves
     behind it. The citation rewards score the answers against these passages."""
-    from sdk.backends.rag.system import RagSystem  # local: the retrieval modules, only with retrieval
-
     rag = RagSystem.open(ctx.input(block.retrieval), with_generator=False, base_dir=ctx.spec.base_dir)
     with ctx.progress.task(f"{ctx.step_id}: retrieving for {len(rows)} prompts", total=len(rows)) as bar:
         for r in rows:
