@@ -95,7 +95,7 @@ def test_adapt_is_checked_strictly(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path) -> None:
+def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = write_domain(tmp_path, "fusion = true  epochs = 1  batch_size = 8  min_gain = -1.0", retriever="hybrid",
                           backend="onnx")
     result = sdk.apply(load(recipe))
@@ -117,6 +117,28 @@ def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path
     assert any("Jena" in d["content"] for d in top)
     assert art.outputs["embedding_backend"] == "onnx"  # the index was embedded by the tuned model through ONNX
     assert "adapted: embedder kept (mrr gain" in ws.state.steps["rag.docs"]["summary"]  # what dsl status shows
+    # the exported pipeline.yaml is self-contained: the tuned embedder named relative to the artifact, the learned
+    # fusion in it; loaded back by Haystack itself from the artifact folder, it retrieves what the rag system does
+    from haystack import Pipeline
+
+    from sdk.backends.rag.retrievers import last_component, run_inputs
+
+    text = (art.path / "pipeline.yaml").read_text()
+    assert "adapted/embedder" in text and str(art.path) not in text and str(tmp_path) not in text
+    q = "What is the handover margin of site Jena?"
+    monkeypatch.chdir(art.path)
+    pipe = Pipeline.loads(text, allowed_modules=["sdk.backends.rag.index_store", "sdk.backends.rag.fusion_joiner"])
+    if (art.path / "store.json").is_file():  # the in-memory store of the YAML is empty: filled from store.json
+        from haystack.document_stores.in_memory import InMemoryDocumentStore
+        from haystack.document_stores.types import DuplicatePolicy
+
+        chunks = InMemoryDocumentStore.load_from_disk("store.json").filter_documents()
+        pipe.get_component("bm25").document_store.write_documents(chunks, policy=DuplicatePolicy.OVERWRITE)
+    last = last_component(rag.block)
+    out = pipe.run({**run_inputs(rag.block, q, 3, rag.fusion), "prompt_builder": {"question": q}},
+                   include_outputs_from={last})
+    exported = [d.id for d in out[last]["documents"]][:3]
+    assert exported == [d["id"] for d in rag.retrieve(q, top_k=3)]
 
 
 @pytest.mark.slow

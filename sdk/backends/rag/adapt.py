@@ -54,6 +54,19 @@ def adapted_block(block: Any, art_path: Path, record: Optional[dict[str, Any]]) 
     return block.model_copy(update=update) if update else block
 
 
+def artifact_relative(block: Any, out_dir: Path) -> Any:
+    """The block as ``pipeline.yaml`` names it: kept adapted parts inside the artifact become folders relative to
+    it (``adapted/embedder``), like its store (``index``), so the exported pipeline loads from the artifact folder
+    wherever the workdir is moved."""
+    root = Path(out_dir).resolve()
+    update = {}
+    for part in ("embedder", "reranker"):
+        name = getattr(block, part)
+        if name and Path(name).is_absolute() and Path(name).resolve().is_relative_to(root):
+            update[part] = Path(name).resolve().relative_to(root).as_posix()
+    return block.model_copy(update=update) if update else block
+
+
 def per_query(retrieved: list[list[str]], dev: list[Pair]) -> dict[str, list[float]]:
     """recall@1, recall@5 and reciprocal rank (of the first gold chunk, 0 beyond the depth) per dev question."""
     out: dict[str, list[float]] = {"recall_at_1": [], "recall_at_5": [], "mrr": []}

@@ -3,7 +3,8 @@
 Corpus artifact: ``chunks.jsonl`` (see :mod:`sdk.backends.rag.corpus`). RAG artifact: ``store.json`` (the
 InMemoryDocumentStore with embeddings, loaded back without re-embedding), the folder ``index/`` (``store =
 index {}``: bm25s and the embeddings, :mod:`sdk.backends.rag.index_store`) or a pgvector table
-(:mod:`sdk.backends.rag.stores`), ``prompt.j2``, and ``pipeline.yaml`` (the query pipeline as Haystack YAML, built
+(:mod:`sdk.backends.rag.stores`), ``prompt.j2``, and ``pipeline.yaml`` (the query pipeline as Haystack YAML, paths
+relative to the artifact folder (store, adapted embedder/reranker), built
 through the retriever registry in :mod:`sdk.backends.rag.retrievers`). An applied rag step is opened as a
 :class:`~sdk.backends.rag.system.RagSystem`.
 
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from sdk import envchecks as E
 from sdk.backends.base import Artifact, Backend, CheckContext, StepContext, StepResult
 from sdk.backends.models import handle
-from sdk.backends.rag.adapt import adapt_retrieval
+from sdk.backends.rag.adapt import adapt_retrieval, artifact_relative, fusion_of
 from sdk.backends.rag.adapt import summary as adapt_summary
 from sdk.backends.rag.corpus import (
     EXTENSIONS,
@@ -105,7 +106,8 @@ def build_index(ctx: StepContext) -> StepResult:
         store, written = write_local(block, docs, ctx.out_dir)
         outputs.update(written)
     elapsed = max(time.time() - started, 1e-9)
-    pipeline, exported = export_pipeline(ctx.spec, block, store, ctx.inputs)
+    pipeline, exported = export_pipeline(ctx.spec, artifact_relative(block, ctx.out_dir), store, ctx.inputs,
+                                         fusion_of(adapted.record) if adapted is not None else None)
     (ctx.out_dir / "pipeline.yaml").write_text(pipeline.dumps(), encoding="utf-8")
     outputs["pipeline"] = "pipeline.yaml"
     outputs["pipeline_generator"] = exported
@@ -119,7 +121,8 @@ def build_index(ctx: StepContext) -> StepResult:
                       + (f"; {adapt_summary(adapted.record)}" if adapted is not None else ""))
 
 
-def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Artifact]) -> tuple[Any, str]:
+def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Artifact],
+                    fusion: Optional[dict[str, Any]] = None) -> tuple[Any, str]:
     """The whole query pipeline for ``pipeline.yaml``: retrieval, a ChatPromptBuilder holding the prompt, and the
     generator when it can be written down (an endpoint, or a local model without a PEFT adapter).
 
@@ -128,7 +131,7 @@ def export_pipeline(spec: Any, block: Any, store: Any, artifacts: dict[str, Arti
     from haystack.components.builders import ChatPromptBuilder
     from haystack.dataclasses import ChatMessage
 
-    p = query_pipeline(block, store, base_dir=spec.base_dir)
+    p = query_pipeline(block, store, base_dir=spec.base_dir, fusion=fusion)  # the learned fusion kept by adapt
     p.add_component("prompt_builder", ChatPromptBuilder(template=[ChatMessage.from_user(prompt_text(spec, block))],
                                                         required_variables=["documents", "question"]))
     p.connect(f"{last_component(block)}.documents", "prompt_builder.documents")
