@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdk import expr as E
+from sdk.records.state import Status
 from sdk.spec import kinds as K
 
 
@@ -27,7 +28,7 @@ def gate_systems(gate_text: Any) -> list[str]:
 
 def pending(entry: dict[str, Any]) -> str | None:
     """``awaiting 37 of 60 grades`` when a recorded eval's gate waits on human grades, else None."""
-    if entry.get("status") != "done" or not str(entry.get("summary", "")).endswith("gate pending"):
+    if entry.get("status") != Status.DONE.value or not str(entry.get("summary", "")).endswith("gate pending"):
         return None
     human = (entry.get("metrics") or {}).get("human") or {}
     return str(human.get("status") or "awaiting grades")
@@ -38,10 +39,10 @@ def verdicts(entries: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, bo
     a pending gate is not passed, its detail starts with ``pending:``."""
     out: dict[str, list[tuple[str, bool, str]]] = {}
     for step_id, entry in sorted(entries.items()):
-        if not step_id.startswith("eval.") or entry.get("status") not in ("done", "gate_failed"):
+        if not step_id.startswith("eval.") or entry.get("status") not in Status.finished():
             continue
         waiting = pending(entry)
-        passed = entry.get("status") != "gate_failed" and waiting is None
+        passed = entry.get("status") != Status.GATE_FAILED.value and waiting is None
         detail = (f"pending: {waiting}" if waiting else "gate passed" if passed
                   else (entry.get("error") or "gate failed"))
         for system in gate_systems((entry.get("config") or {}).get("gate")):
@@ -60,7 +61,7 @@ def promotion(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         decided = by_system.get(step_id, [])
         failed = [(e, d) for e, ok, d in decided if not ok and not d.startswith("pending:")]
         waiting = [(e, d) for e, ok, d in decided if not ok and d.startswith("pending:")]
-        if entry.get("status") not in ("done", "gate_failed"):
+        if entry.get("status") not in Status.finished():
             out[step_id] = {"promoted": False, "reason": f"its last run failed: {entry.get('error', '')}".strip(),
                             "decided_by": []}
         elif failed:

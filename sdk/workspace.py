@@ -58,12 +58,16 @@ class Workspace:
 
         return drift(self.spec, self.state, step_id)
 
+    def open(self, step_id: str, **options: Any) -> Any:
+        """The applied system ``step_id`` (a rag system, a router, a model, a plugin's system), opened by its kind's
+        declared opener from its artifact alone."""
+        from sdk.systems import open_system
+
+        return open_system(self.artifact(step_id), **{"base_dir": self.spec.base_dir, "spec": self.spec, **options})
+
     def rag(self, label: str, with_generator: bool = True) -> Any:
         """The applied rag system ``rag.LABEL``, opened from its artifact."""
-        from sdk.backends.rag.haystack import RagSystem
-
-        return RagSystem.open(self.artifact(f"rag.{label}"), with_generator=with_generator,
-                              base_dir=self.spec.base_dir, spec=self.spec)
+        return self.open(f"rag.{label}", with_generator=with_generator)
 
     def promotion(self) -> dict[str, dict[str, Any]]:
         from sdk.promotion import promotion

@@ -46,6 +46,25 @@ def test_open_system_refuses_what_its_kind_cannot_open(tmp_path: Path) -> None:
         open_system(Artifact("route.default", tmp_path, {}))  # the router's files are not there: named, no traceback
 
 
+def test_model_kinds_declare_their_opener_and_open_from_the_artifact_alone(tmp_path: Path) -> None:
+    from sdk.backends.eval.clients import LocalModel
+    from sdk.systems import open_system
+    from tests._tiny import tiny_model_dir
+
+    model_kinds = ("base_model", "pretrain", "finetune", "align", "reward")
+    assert {K.get_kind(k).opener for k in model_kinds} == {"sdk.systems.models:open_model"}
+    folder = tiny_model_dir(tmp_path)
+    art = Artifact("pretrain.base", tmp_path / "artifacts" / "pretrain.base" / "f",
+                   {"outputs": {"model": str(folder), "model_source": "local"}})
+    system = open_system(art)  # no recipe: the weights its manifest records
+    assert isinstance(system.local, LocalModel)
+    out = system.answer("What is SIP?", max_new_tokens=4)
+    assert out["sources"] == [] and out["cited"] == []
+    assert out["answer"] == system.local.generate("What is SIP?", 4)  # asked as the eval asks the model
+    with pytest.raises(DslError, match="base_model.tiny is an architecture with no weights yet"):
+        open_system(Artifact("base_model.tiny", tmp_path, {"outputs": {"model_source": "scratch"}}))
+
+
 def test_a_recipe_that_does_not_load_is_served_from_the_workdir_beside_it(tmp_path: Path) -> None:
     from dsl.commands._applied import _beside, applied_version
 

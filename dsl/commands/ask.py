@@ -14,20 +14,20 @@ from dsl.redact import shown
 @click.command("ask")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("question")
-@click.option("--system", help="The system to ask: a rag system (rag.NAME, or NAME) or another system kind's "
-              "(KIND.NAME); default: the only rag system.")
+@click.option("--system", help="The system to ask: a rag system (rag.NAME, or NAME), a model (finetune.NAME, ...) "
+              "or another system kind's (KIND.NAME); default: the only rag system.")
 @workdir_option
 @json_option
 def command(file: str, question: str, system: Optional[str], workdir: Optional[str], as_json: bool) -> None:
-    """Ask a RAG system a question; prints the answer and its cited sources."""
+    """Ask a RAG system (or a model, or another system) a question; prints the answer and its cited sources."""
     from sdk.errors import DslError
     from sdk.systems import open_system, serving_of
 
     ws = open_ws(file, workdir)
     kind = system.partition(".")[0] if system and "." in system else "rag"
-    if serving_of(kind) not in ("rag", "system"):
-        raise DslError(f"{system} is not a system dsl ask can ask: name a rag system (rag.NAME) or another system "
-                       "kind's (KIND.NAME)")
+    if serving_of(kind) not in ("rag", "model", "system"):  # what the kind declares, never its name
+        raise DslError(f"{system} is not a system dsl ask can ask: name a rag system (rag.NAME), a model "
+                       "(e.g. finetune.NAME) or another system kind's (KIND.NAME)")
     sid = f"{kind}.{only_label(ws, kind, system, '--system')}"
     changed = say_drift(ws, sid)  # what answers is the applied version, never the edited block
     rag = open_system(ws.artifact(sid), base_dir=ws.spec.base_dir, spec=ws.spec)  # from its manifest alone

@@ -19,11 +19,12 @@ from dsl.commands._common import json_option, open_ws, workdir_option
 def command(file: str, workdir: Optional[str], as_json: bool) -> None:
     """Check applied artifacts against their recorded hashes; exit 1 when one is damaged."""
     from sdk.integrity import damaged
+    from sdk.records.state import Status
 
     ws = open_ws(file, workdir)
     rows = []
     for step_id, entry in sorted(ws.state.steps.items()):
-        if entry.get("status") not in ("done", "gate_failed"):
+        if entry.get("status") not in Status.finished():
             continue
         problem = damaged(ws.state, step_id, entry, hashes=True)
         note = None if problem or entry.get("manifest_sha256") or not entry.get("artifact") else \

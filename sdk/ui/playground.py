@@ -1,5 +1,5 @@
 """The playground: ask a promoted system, or ``auto`` through the router, what ``dsl ask`` and ``dsl route`` use
-(rag systems opened from their artifacts, models through the eval's local model, the router's saved weights).
+(every system, model and router opened by its kind's declared opener from its applied artifact).
 Opened systems are kept for the life of the page's process."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from sdk.errors import DslError
+from sdk.systems import serving_of
 
 MAX_NEW_TOKENS = 64
 AUTO = "auto"
@@ -23,18 +24,18 @@ class Playground:
         """The systems one may ask (promoted rag and model steps), ``auto`` when a router is applied, and the
         withheld ones with their reason."""
         from sdk.promotion import promotion
-        from sdk.spec import kinds as K
+        from sdk.records.state import Status
 
         promoted, held = [], {}
         for sid, p in promotion(ws.state.steps).items():
-            kind = sid.partition(".")[0]
-            if kind != "rag" and not K.get_kind(kind).is_model:
+            if serving_of(sid) not in ("rag", "model", "system"):  # what the kind declares it is served as
                 continue
             if p["promoted"]:
                 promoted.append(sid)
             else:
                 held[sid] = p["reason"]
-        routes = [s for s, e in ws.state.steps.items() if s.startswith("route.") and e.get("status") == "done"]
+        routes = [s for s, e in ws.state.steps.items()
+                  if serving_of(s) == "router" and e.get("status") == Status.DONE.value]
         return {"systems": ([AUTO] if routes else []) + promoted, "withheld": held, "route": routes[0] if routes else None}
 
     def _open(self, ws: Any, step_id: str) -> Any:
@@ -42,13 +43,10 @@ class Playground:
         key = (step_id, art.path.name)
         with self.lock:
             if key not in self.opened:
-                kind, _, label = step_id.partition(".")
-                if kind == "rag":
-                    self.opened[key] = ws.rag(label)
-                else:
-                    from sdk.backends.eval.clients import local_model
+                from sdk.systems import open_system
 
-                    self.opened[key] = local_model({step_id: art}, step_id, ws.spec)
+                # every kind through its declared opener, from the applied artifact alone
+                self.opened[key] = open_system(art, base_dir=ws.spec.base_dir, spec=ws.spec)
             return self.opened[key]
 
     def ask(self, ws: Any, system: str, question: str) -> dict[str, Any]:
@@ -61,9 +59,9 @@ class Playground:
         if system == AUTO:
             if not choices["route"]:
                 raise DslError("no router is applied: add a route block and run dsl apply, or pick a system")
-            from sdk.backends.routing.router import Router
+            from sdk.systems import open_system
 
-            routing = Router.load(ws.artifact(choices["route"]).path).route(question)
+            routing = open_system(ws.artifact(choices["route"])).route(question)
             system = str(routing.get("system"))
         if system in choices["withheld"]:
             raise DslError(f"{system} is withheld from serving: {choices['withheld'][system]}")
@@ -71,11 +69,10 @@ class Playground:
             raise DslError(f"{system} is not a promoted system of this recipe (ask one of: "
                            f"{', '.join(choices['systems']) or 'none: run dsl apply'})")
         opened = self._open(ws, system)
-        if system.startswith("rag."):
-            out = opened.answer(question)
-            answer, sources, cited = str(out["answer"]).strip(), out["sources"], out["cited"]
-        else:
-            answer, sources, cited = opened.generate(question, MAX_NEW_TOKENS).strip(), [], []
+        out = opened.answer(question, max_new_tokens=MAX_NEW_TOKENS) if serving_of(system) == "model" \
+            else opened.answer(question)
+        out = out if isinstance(out, dict) else {"answer": out}
+        answer, sources, cited = str(out.get("answer") or "").strip(), out.get("sources") or [], out.get("cited") or []
         return {"system": system, "question": question, "answer": answer, "routing": routing, "cited": cited,
                 "sources": [{**s, "cited": s["index"] in cited, "where": str(s.get("location") or s.get("source")),
                              "score": float(s.get("score") or 0.0)} for s in sources],

@@ -11,7 +11,7 @@ from typing import Any
 from sdk import metrics as M
 from sdk import scoring as R
 from sdk.artifacts import Artifact
-from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel, local_model
+from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel
 from sdk.backends.rag.system import LocalChatGenerator
 from sdk.evalsets import EvalItem
 from sdk.spec import Endpoint
@@ -110,12 +110,12 @@ class SystemRunner:
             self.rag = open_system(rag_art, with_generator=not scored, base_dir=spec.base_dir, spec=spec)
             if scored:
                 gen_art = input_artifact(rag_art, str(gen))
-                self.local = local_model({str(gen): gen_art}, str(gen), spec)
+                self.local = open_system(gen_art, spec=spec).local  # the generator, by its kind's opener
             elif isinstance(self.rag.generator, LocalChatGenerator):  # its own weights, for answer perplexity
                 pipe = self.rag.generator.component.pipeline
                 self.reader = LocalModel(model=pipe.model, tokenizer=pipe.tokenizer)
         else:
-            self.local = local_model(artifacts, str(system), spec)
+            self.local = open_system(artifacts[str(system)], spec=spec).local  # a model, by its kind's opener
 
     @property
     def batched(self) -> bool:

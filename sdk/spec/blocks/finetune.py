@@ -32,7 +32,8 @@ def _check(spec: Any, label: str, block: Any) -> list[Any]:
     return chat_template_problems(spec, label, block, "finetune")
 
 
-@declare("finetune", role="model", backend=("trl", "sdk.backends.training.finetune:FinetuneBackend",
+@declare("finetune", role="model", serving="model", opener="sdk.systems.models:open_model",
+         backend=("trl", "sdk.backends.training.finetune:FinetuneBackend",
                                              "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),
          plan_check=_check, extra={"config": with_compute})
