@@ -52,7 +52,7 @@ def test_model_kinds_declare_their_opener_and_open_from_the_artifact_alone(tmp_p
     from tests._tiny import tiny_model_dir
 
     model_kinds = ("base_model", "pretrain", "finetune", "align", "reward")
-    assert {K.get_kind(k).opener for k in model_kinds} == {"sdk.systems.models:open_model"}
+    assert {K.get_kind(k).opener for k in model_kinds} == {"sdk.backends.eval.clients:open_model"}
     folder = tiny_model_dir(tmp_path)
     art = Artifact("pretrain.base", tmp_path / "artifacts" / "pretrain.base" / "f",
                    {"outputs": {"model": str(folder), "model_source": "local"}})

@@ -169,6 +169,25 @@ def local_model(artifacts: dict[str, Artifact], step_id: str, spec: Any = None) 
     return LocalModel(handle(art, trust_remote_code=spec is not None and recipe_trusts(spec, step_id)))
 
 
+class ModelSystem:
+    """A local model (adapter merged) asked as a system: ``answer(question)`` (no sources); ``local`` is its
+    :class:`LocalModel` (log-likelihoods, batched generation) for those that score it."""
+
+    def __init__(self, local: LocalModel, step_id: str) -> None:
+        self.local = local
+        self.step_id = step_id
+
+    def answer(self, question: str, max_new_tokens: int = 64) -> dict[str, Any]:
+        return {"answer": self.local.generate(question, max_new_tokens), "sources": [], "cited": []}
+
+
+def open_model(art: Artifact, spec: Any = None, **_: Any) -> ModelSystem:
+    """The model kinds' opener (``opener`` of base_model, pretrain, finetune, align, reward; see
+    :func:`sdk.systems.open_system`): opened from its applied artifact alone, the recipe (``spec``) read only for
+    its trust_remote_code."""
+    return ModelSystem(local_model({art.step_id: art}, art.step_id, spec), art.step_id)
+
+
 JUDGE_PROMPT = """You grade answers to expert questions.
 Rubric:
 {rubric}

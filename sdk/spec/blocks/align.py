@@ -44,7 +44,7 @@ def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
     return chat_template_problems(spec, label, block, "align")
 
 
-@declare("align", role="model", serving="model", opener="sdk.systems.models:open_model",
+@declare("align", role="model", serving="model", opener="sdk.backends.eval.clients:open_model",
          backend=("trl_dpo", "sdk.backends.training.align:AlignBackend",
                                           "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), check=_check, plan_check=lambda spec, label, block: _plan_check(spec, label, block),

@@ -21,7 +21,7 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
     return []
 
 
-@declare("base_model", role="model", serving="model", opener="sdk.systems.models:open_model",
+@declare("base_model", role="model", serving="model", opener="sdk.backends.eval.clients:open_model",
          backend=("hf", "sdk.backends.base_model:HFModelBackend"),
          outputs=("model_source",), check=_check, reads=lambda spec, block: named_files(spec, block),
          facets=source_facets)

@@ -32,7 +32,7 @@ def _check(spec: Any, label: str, block: Any) -> list[Any]:
     return chat_template_problems(spec, label, block, "finetune")
 
 
-@declare("finetune", role="model", serving="model", opener="sdk.systems.models:open_model",
+@declare("finetune", role="model", serving="model", opener="sdk.backends.eval.clients:open_model",
          backend=("trl", "sdk.backends.training.finetune:FinetuneBackend",
                                              "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), facets=content_facets, reads=lambda spec, block: named_files(spec, block),

@@ -31,7 +31,7 @@ def with_compute(spec: Any, block: Any) -> dict[str, Any]:
     return config
 
 
-@declare("pretrain", role="model", serving="model", opener="sdk.systems.models:open_model",
+@declare("pretrain", role="model", serving="model", opener="sdk.backends.eval.clients:open_model",
          backend=("transformers", "sdk.backends.training.pretrain:PretrainBackend",
                                              "pip install 'domain-dsl[train]'"),
          outputs=("model",), facets=content_facets, extra={"config": with_compute})

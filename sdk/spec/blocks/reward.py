@@ -53,7 +53,7 @@ def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
     return chat_template_problems(spec, label, block, "reward")
 
 
-@declare("reward", role="model", serving="model", opener="sdk.systems.models:open_model",
+@declare("reward", role="model", serving="model", opener="sdk.backends.eval.clients:open_model",
          backend=("trl_grpo", "sdk.backends.training.reward:RewardBackend",
                                            "pip install 'domain-dsl[train]'"),
          outputs=("tokenizer",), check=_check, plan_check=_plan_check, facets=content_facets,
