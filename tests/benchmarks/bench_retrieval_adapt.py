@@ -7,7 +7,8 @@ given to training), and the rest is split by the rag step's own rule (``adapt.de
 train and dev. bm25, dense and hybrid are applied as written (before) and a hybrid rag with ``adapt = { ... }``
 tunes the embedder on train and keeps it only if its dev gain's CI clears 0 (after: its hybrid, and dense with its
 embedder). The before and after systems are each chosen by their dev recall@1; the test split reports recall@1/5,
-MRR, the 95% CI of the per-question recall@1 gain (after - before), training time and query latency p50. Last line:
+MRR, the 95% CI of the per-question recall@1 gain (after - before), training time and query latency p50, and the
+query latency p50 of the adapted hybrid with and without a reranker (side by side, as a ratio). Last line:
 ``adapt r1_before=<a> r1_after=<b> ci_low=<c> latency_ratio=<d> train_s=<e>``.
 
     .venv/bin/python tests/benchmarks/bench_retrieval_adapt.py [--epochs 1] [--reranker] [--quick]
@@ -142,6 +143,7 @@ def run(questions: list[dict], work: Path, args: argparse.Namespace) -> None:
     for k, s in on_test.items():
         print(f"{k:>13}: test recall@1={M.mean(s['r1']):.3f} recall@5={M.mean(s['r5']):.3f} MRR={M.mean(s['mrr']):.3f}"
               f"  p50={statistics.median(s['lat']) * 1000:.1f} ms  (dev recall@1={on_dev.get(k, float('nan')):.3f})")
+    print(rerank_latency(ws, adapted, test, score, query_pipeline))
     before = max((k for k in systems if k.endswith("before")), key=lambda k: on_dev.get(k, 0))
     after = max((k for k in systems if k.endswith("after")), key=lambda k: on_dev.get(k, 0))
     b, a = on_test[before], on_test[after]
@@ -151,6 +153,28 @@ def run(questions: list[dict], work: Path, args: argparse.Namespace) -> None:
           f"{high:+.3f}]; training {train_s:.0f} s")
     print(LAST.format(f"{M.mean(b['r1']):.3f}", f"{M.mean(a['r1']):.3f}", f"{low:.3f}", f"{ratio:.2f}",
                       f"{train_s:.1f}"))
+
+
+def rerank_latency(ws, adapted, items, score, query_pipeline) -> str:
+    """Query latency of the adapted hybrid with and without a reranker as its last stage, on the same questions: the
+    kept trained reranker, else the base embedder's model loaded as a cross-encoder (same architecture as the one
+    the rag step trains, untrained head: a latency figure only)."""
+    from sdk.backends.rag.embedders import resolve_embedder
+
+    store = adapted.pipeline.get_component("dense").document_store
+    kept = bool(adapted.block.reranker)
+    model = adapted.block.reranker or resolve_embedder(adapted.block.embedder)
+    variants = {}
+    for name, rr in (("without", None), ("with", model)):
+        rag = ws.rag("adapted", with_generator=False)
+        rag.block = adapted.block.model_copy(update={"reranker": rr})
+        rag.pipeline = query_pipeline(rag.block, store, fusion=adapted.fusion)
+        rag.retrieve("warm up", top_k=10)
+        variants[name] = statistics.median(score(rag, items)["lat"])
+    return (f"reranker latency (hybrid after, {len(items)} test questions, top 10 of "
+            f"{'the kept trained reranker' if kept else 'the base model as an untrained cross-encoder'}): "
+            f"p50 without {variants['without'] * 1000:.1f} ms, with {variants['with'] * 1000:.1f} ms, "
+            f"ratio {variants['with'] / variants['without']:.2f}x")
 
 
 if __name__ == "__main__":
