@@ -195,18 +195,22 @@ def problem(template: str) -> Optional[str]:
     from jinja2 import TemplateSyntaxError, nodes
     from jinja2.exceptions import SecurityError
 
-    env = environment()
+    env, chat = environment(), False
     try:
         tree = env.parse(template)
     except TemplateSyntaxError:
-        return None
+        try:  # a chat template: {% generation %} markers, loop controls
+            env, chat = chat_environment(), True
+            tree = env.parse(template)
+        except TemplateSyntaxError:
+            return None
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Const, nodes.Name, nodes.Filter, nodes.Call)):
         for text in _names_in(node):
             if _DANGER.search(text) or text.startswith("_"):
                 return f"it reaches for {text!r}, an internal attribute; templates may only read their variables"
     from jinja2 import ChainableUndefined
 
-    dry = environment(undefined=ChainableUndefined)
+    dry = chat_environment(ChainableUndefined) if chat else environment(undefined=ChainableUndefined)
     try:
         out = 0
         for piece in dry.from_string(template).generate():
@@ -234,3 +238,87 @@ def _names_in(node: Any) -> list[str]:
     if isinstance(node, nodes.Filter) and node.name == "attr":
         return [a.value for a in node.args if isinstance(a, nodes.Const) and isinstance(a.value, str)]
     return []
+
+
+# ------------------------------------------------------------------------------------------- chat templates
+
+def chat_environment(undefined: Any = None) -> Any:
+    """The sandbox set up as transformers sets up chat templates (``trim_blocks``, ``lstrip_blocks``, loop
+    controls, ``{% generation %}`` markers, ``raise_exception``, ``strftime_now``, a ``tojson`` that keeps
+    non-ASCII, lenient undefined values), with this module's budgets: a template from a shared model folder or
+    recipe renders the same text as transformers gives it, but cannot loop forever or build huge values."""
+    import datetime
+    import json
+
+    from jinja2 import TemplateError, Undefined, nodes
+    from jinja2.ext import Extension
+
+    class Generation(Extension):  # transformers' AssistantTracker, minus the tracking: the body renders as is
+        tags = frozenset({"generation"})
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller: Any) -> str:
+            return str(caller())
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = environment(undefined=undefined or Undefined, trim_blocks=True, lstrip_blocks=True,
+                      extensions=[Generation, "jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _capped(tojson)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    return env
+
+
+@functools.lru_cache(maxsize=32)
+def _chat_compiled(template: str) -> Any:
+    return chat_environment().from_string(template)
+
+
+def render_chat(template: str, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                where: str = "the chat template", **extra: Any) -> str:
+    """``messages`` formatted by the chat ``template`` in the sandbox, under the same budgets as :func:`render`
+    (items looped over, values built, output size); ``extra`` are the other variables transformers passes
+    (``bos_token``, ``eos_token``, ``tools``...). A refused or failing template is a DslError naming ``where``."""
+    from jinja2 import TemplateError
+    from jinja2.exceptions import SecurityError
+
+    token = _BUDGET.set(_fresh_budget())
+    try:
+        variables = {k: _counted(v) for k, v in extra.items()}
+        tpl = _chat_compiled(template)
+        out: list[str] = []
+        size = 0
+        for piece in tpl.generate(messages=_counted(messages), add_generation_prompt=add_generation_prompt,
+                                  **variables):
+            size += len(piece)
+            if size > MAX_OUTPUT:
+                _refuse(f"output over {MAX_OUTPUT} characters")
+            out.append(piece)
+        return "".join(out)
+    except TemplateRefused as e:
+        raise TemplateRefused(f"{where} is refused: {str(e).removeprefix('refused: ')}") from None
+    except SecurityError as e:
+        raise TemplateRefused(f"{where} is refused by the sandbox: {e}") from None
+    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError) as e:
+        raise DslError(f"{where} cannot be rendered ({type(e).__name__}: {e})") from None
+    finally:
+        _BUDGET.reset(token)
+
+
+def tokenizer_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                   where: str = "the model's chat template") -> str:
+    """What ``tokenizer.apply_chat_template(messages, tokenize=False)`` gives, rendered by :func:`render_chat`
+    (the tokenizer's special tokens passed as transformers passes them)."""
+    extra = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
+    return render_chat(tokenizer.chat_template, messages, add_generation_prompt, where=where, **extra)

@@ -54,8 +54,10 @@ class LocalEngine:
         self.worker.start()
 
     def prompt(self, messages: list[dict[str, str]]) -> str:
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if self.tokenizer.chat_template:  # our sandbox and budgets, not transformers' (the template is shared data)
+            from sdk.templating import tokenizer_chat
+
+            return tokenizer_chat(self.tokenizer, messages, where=f"the chat template of model {self.name!r}")
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
     def submit(self, prompt: str, max_tokens: int, cancel: Optional[threading.Event] = None,

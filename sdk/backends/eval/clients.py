@@ -11,6 +11,7 @@ from sdk.backends.models import handle, load, recipe_trusts
 from sdk.errors import DslError
 from sdk.evalsets import EvalItem
 from sdk.limits import fit
+from sdk.templating import tokenizer_chat
 from sdk.upstream import Target, UpstreamError, chat
 
 RAW_PROMPT = "Question: {question}\nAnswer:"
@@ -109,8 +110,7 @@ class LocalModel:
 
     def chat(self, content: str) -> str:
         """``content`` as one user turn in the tokenizer's chat template, ready for the assistant's reply."""
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                  add_generation_prompt=True, tokenize=False)
+        return tokenizer_chat(self.tokenizer, [{"role": "user", "content": content}])  # our sandbox and budgets
 
     def generation_prompt(self, question: str, prompt: str | None = None) -> str:
         """What generation starts from: ``prompt`` if given, else the question in the chat template, else

@@ -23,7 +23,7 @@ from sdk.integrity import endpoint_named
 from sdk.limits import fit_text
 from sdk.spec import Endpoint, FileRef, Ref
 from sdk.systems import applied_block, input_artifact
-from sdk.templating import render
+from sdk.templating import render, tokenizer_chat
 from sdk.upstream import Target, UpstreamError, chat
 
 DEFAULT_PROMPT = """Answer the question using only the numbered documents. Cite the documents you use as [1], [2].
@@ -192,6 +192,9 @@ class LocalChatGenerator:
         from haystack.dataclasses import ChatMessage
 
         prompt = self.fit(prompt, max_new_tokens)
+        tok = getattr(getattr(self.component, "pipeline", None), "tokenizer", None)
+        if getattr(tok, "chat_template", None):  # what the component renders with transformers, first under our budgets
+            tokenizer_chat(tok, [{"role": "user", "content": prompt}])
         out = self.component.run(messages=[ChatMessage.from_user(prompt)],
                                  generation_kwargs={"max_new_tokens": max_new_tokens, "do_sample": False})
         return out["replies"][0].text or ""
@@ -206,8 +209,7 @@ class LocalChatGenerator:
         context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         reserved = 0
         if getattr(tok, "chat_template", None):
-            empty = tok.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
-                                            tokenize=False)
+            empty = tokenizer_chat(tok, [{"role": "user", "content": ""}])
             reserved = len(tok(empty, add_special_tokens=False)["input_ids"])
         return fit_text(tok, prompt, context, max_new_tokens, reserved)
 

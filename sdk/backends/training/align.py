@@ -114,6 +114,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     if isinstance(rows[0]["prompt"], list) and not tokenizer.chat_template:
         raise DslError(f"{job['step_id']}: the preference data is chat messages but the tokenizer of {h.model} has no "
                        "chat template; set chat_template in the align block")
+    tuning.check_chat_rows(tokenizer, [*rows, *val_rows], job["step_id"])
     peft_config = tuning.lora_config(block)
     train = datasets.Dataset.from_list(rows).remove_columns(["_line"])
     evals = datasets.Dataset.from_list(val_rows).remove_columns(["_line"]) if val_rows else None

@@ -123,6 +123,7 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         if not tokenizer.chat_template:
             raise DslError(f"{job['step_id']}: the tokenizer of {h.model} has no chat template and the spec gives "
                            "none: set chat_template in the finetune block")
+        tuning.check_chat_rows(tokenizer, [*train_rows, *val_rows], job["step_id"])
         marked = "{% generation %}" in tokenizer.chat_template or "{%- generation %}" in tokenizer.chat_template
         if block["assistant_only_loss"] and marked:
             cfg_extra["assistant_only_loss"] = True

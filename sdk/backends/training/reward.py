@@ -128,6 +128,7 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     rows = [{"prompt": prompt_for(r, template, chat), "question": r["question"], "answer": r["answer"],
              "choices": r["choices"] or [], "context_sources": [source_key(p["source"]) for p in r["context"]],
              "gold_sources": r["sources"]} for r in job["rows"]]
+    tuning.check_chat_rows(tokenizer, rows, job["step_id"])
     judge = None
     if job.get("judge"):
         judge = Judge(Endpoint.model_validate(job["judge"]["endpoint"]), job["judge"]["rubric"])

@@ -11,6 +11,7 @@ from sdk.backends.models import ModelHandle, load, recipe_template, recorded_tem
 from sdk.backends.training.launch import is_main_process
 from sdk.spec import Lora
 from sdk.spec.blocks.pretrain import compute_for
+from sdk.templating import tokenizer_chat
 
 
 def load_for_tuning(job: dict[str, Any], tune: str) -> tuple[Any, Any, str, Any]:
@@ -25,6 +26,19 @@ def chat_template(ctx: Any, block: Any, base: Any) -> Optional[str]:
     its artifact (a base_model's), never the recipe's current block of that input; None: the tokenizer's own."""
     own = recipe_template(ctx.spec, block)
     return own if own is not None else recorded_template(base)
+
+
+def check_chat_rows(tokenizer: Any, rows: Any, step_id: str) -> None:
+    """Every conversation of ``rows`` rendered once by our sandbox (:func:`sdk.templating.render_chat`, with its
+    budgets) before TRL renders them with transformers' own jinja environment: a hostile chat template (a loop
+    without end, a huge value, an escape) is a DslError naming the step and the row, never a hang in training."""
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    for i, row in enumerate(rows, 1):
+        for key, value in row.items():
+            if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
+                tokenizer_chat(tokenizer, value, add_generation_prompt=False,
+                               where=f"{step_id}: the chat template (training row {row.get('_line', i)}, {key})")
 
 
 def tokenizer_for(job: dict[str, Any]) -> tuple[Any, Any]:

@@ -1,0 +1,127 @@
+"""Chat templates render through our sandbox (sdk.templating.render_chat): the same text as transformers for
+benign templates, a clear refusal (never a hang) for hostile ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdk.errors import DslError
+from sdk.templating import TemplateRefused, render_chat
+
+LLAMA3 = (
+    "{{- bos_token }}{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+CHATML = """{% for message in messages %}
+{% if message['role'] == 'system' and loop.first %}
+<|im_start|>system
+{{ message['content'] }}<|im_end|>
+{% elif message['role'] == 'assistant' %}
+<|im_start|>assistant
+{% generation %}{{ message['content'] }}<|im_end|>{% endgeneration %}
+
+{% else %}
+{% if message['role'] not in ['user', 'system'] %}{{ raise_exception('bad role ' + message['role']) }}{% endif %}
+<|im_start|>{{ message['role'] }}
+{{ message['content'] }}<|im_end|>
+{% endif %}
+{% if loop.index > 50 %}{% break %}{% endif %}
+{% endfor %}
+{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}{{ {'k': 'é'} | tojson }}"""
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " Ça va ? "},
+            {"role": "assistant", "content": "Oui."}, {"role": "user", "content": "Et toi?"}]
+TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}
+
+
+@pytest.mark.parametrize("template", [LLAMA3, CHATML], ids=["llama3", "chatml-generation"])
+@pytest.mark.parametrize("gen", [True, False])
+def test_same_text_as_transformers(template: str, gen: bool) -> None:
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template([MESSAGES], chat_template=template, add_generation_prompt=gen, **TOKENS)
+    ours = render_chat(template, MESSAGES, gen, **TOKENS)
+    assert ours == rendered[0]
+    assert "<|im_start|>assistant\nOui.<|im_end|>" in ours or "Oui.<|eot_id|>" in ours
+
+
+def test_tokenizer_chat_matches_apply_chat_template() -> None:
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "<s>": 1, "</s>": 2},
+                                                                               unk_token="<unk>")),
+                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.chat_template = LLAMA3
+    from sdk.templating import tokenizer_chat
+
+    assert tokenizer_chat(tok, MESSAGES) == tok.apply_chat_template(MESSAGES, add_generation_prompt=True,
+                                                                     tokenize=False)
+
+
+@pytest.mark.parametrize("payload", [
+    "{% for i in range(10**9) %}x{% endfor %}",
+    "{{ 'x' * 10**9 }}",
+    "{% for m in messages %}{% for c in m.content %}{% for d in m.content %}.{% endfor %}{% endfor %}{% endfor %}",
+    "{{ messages.__class__.__mro__ }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ raise_exception('stop') }}",
+])
+def test_hostile_chat_template_refused(payload: str) -> None:
+    long = [{"role": "user", "content": "y" * 2000}]
+    with pytest.raises(DslError) as e:
+        render_chat(payload, long, where="base_model.m: chat_template (t.jinja)")
+    assert str(e.value).startswith("base_model.m: chat_template (t.jinja)")
+    if "raise_exception" not in payload:
+        assert isinstance(e.value, TemplateRefused) or "cannot be rendered" in str(e.value)
+
+
+def test_static_check_sees_through_generation_markers() -> None:
+    from sdk.templating import problem
+
+    assert problem(CHATML) is None
+    hostile = "{% generation %}{{ messages.__class__ }}{% endgeneration %}"
+    assert "__class__" in (problem(hostile) or "")
+    assert "unbounded" in (problem("{% generation %}{% for i in range(10**9) %}{% endfor %}{% endgeneration %}") or "")
+
+
+def test_plan_time_dry_run_refuses_a_hostile_template() -> None:
+    from sdk.spec.templates import end_of_turn_problem
+
+    assert end_of_turn_problem(CHATML) is None
+    why = end_of_turn_problem(CHATML.replace("{% endfor %}", "{% for i in range(10**9) %}{% endfor %}{% endfor %}"))
+    assert why and "refused" in why and "range" in why
+
+
+def _tokenizer(template: str) -> object:
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0, "<s>": 1, "</s>": 2},
+                                                                               unk_token="<unk>")),
+                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.chat_template = template
+    return tok
+
+
+def test_training_rows_are_checked_before_trl_renders_them() -> None:
+    from sdk.backends.training.tuning import check_chat_rows
+
+    rows = [{"messages": MESSAGES, "_line": 3},
+            {"messages": [{"role": "user", "content": "trigger " * 20}], "_line": 4}]
+    check_chat_rows(_tokenizer(CHATML), rows, "finetune.sip")  # benign: passes
+    hostile = "{% for m in messages %}{% if 'trigger' in m.content %}{{ 'x' * 10**9 }}{% endif %}{% endfor %}"
+    with pytest.raises(TemplateRefused, match=r"^finetune.sip: the chat template \(training row 4, messages\)"):
+        check_chat_rows(_tokenizer(hostile), rows, "finetune.sip")
+
+
+def test_gateway_engine_refuses_a_hostile_template_instead_of_hanging() -> None:
+    from sdk.serving.engine import LocalEngine
+
+    engine = LocalEngine.__new__(LocalEngine)  # the prompt step alone: no model loaded
+    engine.tokenizer, engine.name = _tokenizer("{% for i in range(10**12) %}{{ i }}{% endfor %}"), "finetune.sip"
+    with pytest.raises(TemplateRefused, match="chat template of model 'finetune.sip' is refused"):
+        engine.prompt([{"role": "user", "content": "hi"}])
+    engine.tokenizer = _tokenizer(LLAMA3)
+    assert engine.prompt([{"role": "user", "content": "hi"}]).endswith("assistant<|end_header_id|>\n\n")
