@@ -1,5 +1,6 @@
 """sdk.systems: a kind declares how its applied steps are served and opened, and everything that runs a system asks
-that declaration; dsl serve finds the workdir of a recipe that no longer loads; the gateway's streamed chunks."""
+that declaration (model kinds included); dsl serve finds the workdir of a recipe that no longer loads and serves a
+rag system from it after the recipe is deleted; the gateway's streamed chunks."""
 
 from __future__ import annotations
 
@@ -100,3 +101,50 @@ def test_streamed_chunks_carry_the_target_on_every_chunk_and_sources_once() -> N
     assert [(p["choices"][0]["index"], p["choices"][0]["text"]) for p in parsed] == [(0, "x"), (0, ""), (1, "y"), (1, "")]
     # a prompt's text chunk says its own answer's fallback; the others the last answer's (as before the split)
     assert [p["dsl_fallback"] for p in parsed] == [False, True, True, True]
+
+
+@pytest.mark.slow
+def test_dsl_serve_answers_from_a_rag_system_whose_recipe_was_deleted(tmp_path: Path) -> None:
+    """The rag system is opened from the workdir alone: its index, prompt and generator as applied."""
+    import os
+    import subprocess
+    import sys
+
+    from openai import OpenAI
+
+    import sdk
+    from dsl.parser import load
+    from tests._tiny import tiny_model_dir
+    from tests.conftest import ROOT
+    from tests.test_serve import free_port, wait_http
+
+    tiny_model_dir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sip.txt").write_text("An INVITE request starts a SIP call. BYE ends it.")
+    port = free_port()
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text(f'''domain gone {{
+  base_model tiny {{ path = "tiny-model" }}
+  corpus c {{ paths = ["docs/*.txt"]  min_chars = 5 }}
+  rag docs {{ corpus = corpus.c  retriever = bm25  top_k = 1  generator = base_model.tiny }}
+  serve {{ port = {port}  max_tokens = 4 }}
+}}
+''')
+    result = sdk.apply(load(recipe))
+    assert result.ok, [o.error for o in result.failed]
+    recipe.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "serve", str(recipe)], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=60, max_retries=0)
+        assert "rag.docs" in {m.id for m in client.models.list().data}
+        raw = client.chat.completions.with_raw_response.create(
+            model="rag.docs", messages=[{"role": "user", "content": "Which request starts a SIP call?"}], max_tokens=4)
+        body = json.loads(raw.text)
+        assert raw.headers["x-dsl-target"] == "rag.docs" and isinstance(raw.parse().choices[0].message.content, str)
+        assert body["sources"][0]["source"] == "docs/sip.txt" and "INVITE" in body["sources"][0]["content"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert "cannot be loaded" in out and "the recipe version served: as applied at" in out and "Traceback" not in out
