@@ -217,3 +217,42 @@ def test_a_stream_whose_client_leaves_is_counted(served: Served) -> None:
     assert full.status_code == 200 and full.text.rstrip().endswith("[DONE]")
     time.sleep(0.3)  # a stream read to its end is not a disconnect
     assert metric(served.metrics(), "dsl_stream_disconnects_total") == metric(counted, "dsl_stream_disconnects_total")
+
+
+def test_a_client_that_sends_part_of_its_body_then_goes_silent_is_answered_408_and_closed(served: Served) -> None:
+    body = b'{"model": "base_model.tiny", "messages": [{"role": "user", "content": "hi"}]}'
+    head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+        s.sendall(head + body[:20])  # headers and a part of the body, then nothing more
+        reply, took = _closed_within(s, 8, trickle=False)
+    assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply, reply[:300]
+    assert took < 6  # closed after the 1 s body deadline (and its grace), not left open waiting for the rest
+
+
+def test_a_body_dripped_byte_by_byte_is_cut_at_the_total_body_deadline(served: Served) -> None:
+    body = b'{"model": "base_model.tiny", "messages": [{"role": "user", "content": "' + b"a" * 200 + b'"}]}'
+    head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
+        s.sendall(head)
+        s.settimeout(0.05)
+        reply, started, sent = b"", time.monotonic(), 0
+        while time.monotonic() - started < 8:  # one byte every 50 ms: each read is quick, the whole body is not
+            try:
+                if sent < len(body):
+                    s.sendall(body[sent:sent + 1])
+                    sent += 1
+                chunk = s.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+        else:
+            raise AssertionError(f"the connection is still open after 8 s; received {reply[:200]!r}")
+        took = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply, reply[:300]
+    assert sent < len(body) and took < 6, (sent, len(body), took)  # cut by the deadline, not by the body's end
