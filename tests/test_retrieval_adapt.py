@@ -96,8 +96,8 @@ def test_adapt_is_checked_strictly(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    recipe = write_domain(tmp_path, "fusion = true  epochs = 1  batch_size = 8  min_gain = -1.0", retriever="hybrid",
-                          backend="onnx")
+    recipe = write_domain(tmp_path, "fusion = true  epochs = 1  batch_size = 8  min_gain = -1.0  matryoshka = [384, 64]",
+                          retriever="hybrid", backend="onnx")
     result = sdk.apply(load(recipe))
     assert result.ok, [o.error for o in result.failed]
     ws = sdk.workspace.open_workspace(recipe)
@@ -117,6 +117,10 @@ def test_rag_step_tunes_keeps_and_answers_with_the_tuned_embedder(tmp_path: Path
     assert any("Jena" in d["content"] for d in top)
     assert art.outputs["embedding_backend"] == "onnx"  # the index was embedded by the tuned model through ONNX
     assert "adapted: embedder kept (mrr gain" in ws.state.steps["rag.docs"]["summary"]  # what dsl status shows
+    dims = part["matryoshka_dev"]  # dev figures of the tuned embedder at each Matryoshka dimension, reported only
+    assert list(dims) == ["384", "64"] and all(0.0 <= f["recall_at_5"] <= 1.0 for f in dims.values())
+    assert dims["384"]["recall_at_5"] >= 0.5  # the full dimension finds most gold lines of this tiny domain
+    assert f"matryoshka recall@5 384: {dims['384']['recall_at_5']:.3f}, 64: " in ws.state.steps["rag.docs"]["summary"]
     # the exported pipeline.yaml is self-contained: the tuned embedder named relative to the artifact, the learned
     # fusion in it; loaded back by Haystack itself from the artifact folder, it retrieves what the rag system does
     from haystack import Pipeline

@@ -83,6 +83,28 @@ def figures(scores: dict[str, list[float]]) -> dict[str, float]:
     return {k: round(statistics.fmean(v), 4) if v else float("nan") for k, v in scores.items()}
 
 
+def matryoshka_figures(model_dir: Path, docs: list[Any], dev: list[Pair], dims: list[int]) -> dict[str, Any]:
+    """Dev figures of dense retrieval by the tuned embedder at its full dimension and at each Matryoshka dimension
+    (the chunks' vectors as indexed and the questions' embeddings truncated, then normalised): what a truncated
+    index would cost. Reported only: the index keeps the full dimension."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    queries = np.asarray(model.encode([p.question for p in dev]), dtype=np.float32)
+    vectors = np.asarray([d.embedding for d in docs], dtype=np.float32)
+    ids = [d.id for d in docs]
+
+    def unit(m: Any) -> Any:
+        return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+    out = {}
+    for dim in dict.fromkeys([vectors.shape[1], *[d for d in dims if d <= vectors.shape[1]]]):
+        order = np.argsort(-(unit(queries[:, :dim]) @ unit(vectors[:, :dim]).T), axis=1, kind="stable")[:, :DEPTH]
+        out[str(dim)] = figures(per_query([[ids[j] for j in row] for row in order], dev))
+    return out
+
+
 def decide(base: list[float], new: list[float], min_gain: float, seed: int = 0,
            resamples: int = 1000) -> dict[str, Any]:
     """Keep a part when the lower bound of the 95% bootstrap interval of its mean per-query gain over the base (the
@@ -169,6 +191,9 @@ def adapt_retrieval(ctx: Any, block: Any, chunks: list[dict[str, Any]]) -> Adapt
         record["parts"]["embedder"] = {"base": block.embedder, "training": trained, "dev": figures(new),
                                        "matryoshka": list(adapt.matryoshka), **verdict}
         ctx.log(f"{ctx.step_id}: tuned embedder {verdict['reason']}")
+        if adapt.matryoshka:
+            record["parts"]["embedder"]["matryoshka_dev"] = matryoshka_figures(out, tuned_docs, pairs.dev,
+                                                                               list(adapt.matryoshka))
         if verdict["kept"]:
             current, current_docs, how, scores = tuned, tuned_docs, tuned_how, new
         else:
@@ -231,4 +256,7 @@ def summary(record: dict[str, Any]) -> str:
         word = "kept" if part.get("kept") else "rejected"
         parts.append(f"{name} {word} ({record.get('metric')} gain {part.get('gain', 0):+.3f}, 95% CI "
                      f"[{part.get('ci_low', 0):+.3f}, {part.get('ci_high', 0):+.3f}])")
+        if part.get("matryoshka_dev"):  # dev recall@5 at each dimension the embedder was trained at
+            parts[-1] += " matryoshka recall@5 " + ", ".join(
+                f"{dim}: {f.get('recall_at_5', 0):.3f}" for dim, f in part["matryoshka_dev"].items())
     return "adapted: " + ("; ".join(parts) if parts else "nothing trained")

@@ -36,7 +36,8 @@ class Adapt(Block):
     margin: float = Field(default=0.05, ge=0.0, le=1.0, description="A mined negative scores at least this much below "
                           "the gold chunk (so unlabelled true answers are not punished)")
     matryoshka: list[PositiveInt] = Field(default_factory=list, description="Matryoshka dimensions trained too, "
-                                          "largest first (e.g. [384, 128]); empty: off")
+                                          "largest first (e.g. [384, 128]); the dev recall at each is reported, the "
+                                          "index keeps the full dimension; empty: off")
     dev_split: float = Field(default=0.2, gt=0.0, lt=0.9, description="Share of the source documents held out to "
                              "decide what is kept")
     metric: Literal["recall_at_1", "recall_at_5", "mrr"] = Field(default="mrr", description="Per-query figure the "
