@@ -256,3 +256,15 @@ def test_a_body_dripped_byte_by_byte_is_cut_at_the_total_body_deadline(served: S
         took = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply, reply[:300]
     assert sent < len(body) and took < 6, (sent, len(body), took)  # cut by the deadline, not by the body's end
+
+
+def test_a_hostile_chat_template_is_an_error_answer_not_a_hang(served: Served) -> None:
+    engine = served.gateway._engine("base_model.tiny")  # type: ignore[attr-defined]
+    kept = engine.tokenizer.chat_template
+    engine.tokenizer.chat_template = "{% for i in range(10**12) %}{{ 'x' * 10**9 }}{% endfor %}"
+    try:
+        reply = ask(served, "base_model.tiny", timeout=20)
+    finally:
+        engine.tokenizer.chat_template = kept
+    assert 400 <= reply.status_code < 600, reply.text
+    assert "Traceback" not in reply.text and ask(served, "base_model.tiny").status_code == 200
