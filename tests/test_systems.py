@@ -23,6 +23,8 @@ def test_built_in_kinds_declare_how_they_are_served() -> None:
     assert {serving_of(f"{k}.x") for k in ("base_model", "pretrain", "finetune", "align", "reward")} == {"model"}
     assert serving_of("eval.x") is None and serving_of("corpus.c") is None and serving_of("nosuch.x") is None
     assert serving_of(object()) is None  # an endpoint has no kind
+    assert K.kinds_served_as("router") == ["route"] and K.kinds_served_as("rag") == ["rag"]
+    assert set(K.kinds_served_as("model")) == {"base_model", "pretrain", "finetune", "align", "reward"}
 
 
 def test_a_kind_that_is_served_as_a_system_must_name_its_opener() -> None:
@@ -115,7 +117,7 @@ def test_dsl_serve_answers_from_a_rag_system_whose_recipe_was_deleted(tmp_path: 
     import sdk
     from dsl.parser import load
     from tests._tiny import tiny_model_dir
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, run_dsl
     from tests.test_serve import free_port, wait_http
 
     tiny_model_dir(tmp_path)
@@ -132,6 +134,9 @@ def test_dsl_serve_answers_from_a_rag_system_whose_recipe_was_deleted(tmp_path: 
 ''')
     result = sdk.apply(load(recipe))
     assert result.ok, [o.error for o in result.failed]
+    asked = run_dsl("ask", str(recipe), "Which request starts a SIP call?", "--system", "base_model.tiny", "--json")
+    assert asked.returncode == 0, asked.stderr  # a model is asked through its kind's opener: no sources
+    assert json.loads(asked.stdout)["system"] == "base_model.tiny" and json.loads(asked.stdout)["sources"] == []
     recipe.unlink()
     proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "serve", str(recipe)], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -21,10 +21,11 @@ from dsl.redact import shown
 def command(file: str, question: str, system: Optional[str], workdir: Optional[str], as_json: bool) -> None:
     """Ask a RAG system (or a model, or another system) a question; prints the answer and its cited sources."""
     from sdk.errors import DslError
+    from sdk.spec.kinds import kinds_served_as
     from sdk.systems import open_system, serving_of
 
     ws = open_ws(file, workdir)
-    kind = system.partition(".")[0] if system and "." in system else "rag"
+    kind = system.partition(".")[0] if system and "." in system else kinds_served_as("rag")[0]
     if serving_of(kind) not in ("rag", "model", "system"):  # what the kind declares, never its name
         raise DslError(f"{system} is not a system dsl ask can ask: name a rag system (rag.NAME), a model "
                        "(e.g. finetune.NAME) or another system kind's (KIND.NAME)")

@@ -18,12 +18,14 @@ from dsl.redact import shown
 @json_option
 def command(file: str, query: str, workdir: Optional[str], as_json: bool) -> None:
     """Route a query: prints the target and its probability."""
+    from sdk.spec.kinds import kinds_served_as
     from sdk.systems import open_system
 
     ws = open_ws(file, workdir)
-    label = only_label(ws, "route", None, "")  # route takes no label: one per domain
-    art = ws.artifact(f"route.{label}")
-    changed = say_drift(ws, f"route.{label}")
+    kind = kinds_served_as("router")[0]  # the kind that declares itself the router (route)
+    label = only_label(ws, kind, None, "")  # route takes no label: one per domain
+    art = ws.artifact(f"{kind}.{label}")
+    changed = say_drift(ws, f"{kind}.{label}")
     decision = open_system(art).route(query)  # the router the route step applied, from its artifact
     if as_json:
         click.echo(json.dumps({**decision, "changed_since_applied": changed}, indent=2))

@@ -171,6 +171,11 @@ def kinds_with_role(role: str) -> list[str]:
     return [k.name for k in _KINDS.values() if k.role == role]
 
 
+def kinds_served_as(serving: str) -> list[str]:
+    """Kinds whose systems are served and asked as ``serving`` (``model``, ``rag``, ``router``, ``system``)."""
+    return [k.name for k in _KINDS.values() if k.serving_as == serving]
+
+
 def step_kinds() -> list[str]:
     return [k.name for k in _KINDS.values() if k.is_step]
 
