@@ -47,12 +47,15 @@ def command(file: str, step: Optional[str], lineage: bool, workdir: Optional[str
     from rich.markup import escape
     from rich.tree import Tree
 
+    from sdk.records.state import Status
+
     console = out_console()
     console.print(f"[bold]{escape(recipe.spec.name)}[/]  workdir {escape(str(wd))}  (state serial {state.serial})")
     full = lineage or step is not None
     width = max(len(r["id"]) for r in rows)
     for r in rows:
-        color = {"done": "green", "failed": "red", "gate_failed": "red"}.get(r["status"], "dim")
+        color = {Status.DONE.value: "green", Status.FAILED.value: "red",
+                 Status.GATE_FAILED.value: "red"}.get(r["status"], "dim")
         tree = Tree(f"[{color}]{r['status']:<12}[/] [bold]{escape(r['id']):<{width}}[/]  {escape(r['summary'])}",
                     guide_style="dim")
         if full and r["artifact"]:
