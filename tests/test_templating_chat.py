@@ -125,3 +125,26 @@ def test_gateway_engine_refuses_a_hostile_template_instead_of_hanging() -> None:
         engine.prompt([{"role": "user", "content": "hi"}])
     engine.tokenizer = _tokenizer(LLAMA3)
     assert engine.prompt([{"role": "user", "content": "hi"}]).endswith("assistant<|end_header_id|>\n\n")
+
+
+def test_plan_refuses_a_hostile_chat_template_from_a_shared_model_folder_or_a_file(tmp_path) -> None:
+    import json
+
+    from tests.conftest import run_dsl
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    hostile = "{% for m in messages %}{% generation %}{% for i in range(10**9) %}x{% endfor %}{% endgeneration %}{% endfor %}"
+    (tmp_path / "model" / "chat_template.jinja").write_text(hostile)
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                                {"role": "assistant", "content": "a"}]}) + "\n")
+    recipe = ('domain d {\n  base_model m {\n    path = "model"\n  }\n  dataset qa {\n    path = "qa.jsonl"\n  }\n'
+              '  finetune sip {\n    from = base_model.m\n    data = dataset.qa\nTEMPLATE  }\n}\n')
+    path = tmp_path / "r.dsl"
+    path.write_text(recipe.replace("TEMPLATE", ""))
+    r = run_dsl("plan", str(path))
+    assert r.returncode == 1 and "r.dsl:9:12" in r.stderr and "refused" in r.stderr and "range" in r.stderr, r.stderr
+    (tmp_path / "t.jinja").write_text("{% generation %}{{ 'x' * 10**9 }}{% endgeneration %}")
+    path.write_text(recipe.replace("TEMPLATE", '    chat_template = file("t.jinja")\n'))
+    r = run_dsl("plan", str(path))
+    assert r.returncode == 1 and "r.dsl:11:" in r.stderr and "t.jinja" in r.stderr and "refused" in r.stderr, r.stderr
