@@ -49,7 +49,8 @@ def test_open_system_refuses_what_its_kind_cannot_open(tmp_path: Path) -> None:
         open_system(Artifact("route.default", tmp_path, {}))  # the router's files are not there: named, no traceback
 
 
-def test_model_kinds_declare_their_opener_and_open_from_the_artifact_alone(tmp_path: Path) -> None:
+def test_model_kinds_declare_their_opener_and_open_from_the_artifact_alone(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from sdk.backends.eval.clients import LocalModel
     from sdk.systems import open_system
     from tests._tiny import tiny_model_dir
@@ -64,6 +65,13 @@ def test_model_kinds_declare_their_opener_and_open_from_the_artifact_alone(tmp_p
     out = system.answer("What is SIP?", max_new_tokens=4)
     assert out["sources"] == [] and out["cited"] == []
     assert out["answer"] == system.local.generate("What is SIP?", 4)  # asked as the eval asks the model
+    from sdk.systems.opening import MODEL_OPENER
+
+    assert MODEL_OPENER == K.get_kind("finetune").opener
+    plugin_model = K.Kind(name="plugin_model", block=object, role="model", backend="x")
+    monkeypatch.setitem(K._KINDS, "plugin_model", plugin_model)  # a plugin's model kind naming no opener
+    opened = open_system(Artifact("plugin_model.m", art.path, art.manifest))
+    assert plugin_model.opener is None and opened.answer("What is SIP?", max_new_tokens=4) == out
     with pytest.raises(DslError, match="base_model.tiny is an architecture with no weights yet"):
         open_system(Artifact("base_model.tiny", tmp_path, {"outputs": {"model_source": "scratch"}}))
 

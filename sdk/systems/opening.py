@@ -11,6 +11,8 @@ from sdk.artifacts import Artifact
 from sdk.errors import DslError
 from sdk.spec import kinds as K
 
+MODEL_OPENER = "sdk.backends.eval.clients:open_model"  # the built-in model kinds' (named by string: no backend import)
+
 
 def _kind(ref: Any) -> Optional[K.Kind]:
     """The kind of a Ref (``rag.docs``), a step id or a kind name; None for an endpoint or an unknown kind."""
@@ -33,14 +35,16 @@ def open_system(art: Artifact, **options: Any) -> Any:
     on (``spec``: the recipe being run, so an endpoint's key goes only where it names; ``base_dir``: where
     relative paths resolve; ``with_generator``)."""
     kind = _kind(art.step_id)
-    if kind is None or not kind.opener:
+    # a model kind that names no opener (a plugin's) is opened as the built-in model kinds are
+    name = (kind.opener or (MODEL_OPENER if kind.serving_as == "model" else None)) if kind is not None else None
+    if kind is None or not name:
         raise DslError(f"{art.step_id} is not a system that can be opened (its kind declares no opener)")
-    module_name, _, attr = kind.opener.partition(":")
+    module_name, _, attr = name.partition(":")
     try:
         opener = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         hint = f" (install with: {kind.install_hint})" if kind.install_hint else ""
-        raise DslError(f"the opener of {kind.name} systems, {kind.opener}, cannot be loaded: {e}{hint}") from None
+        raise DslError(f"the opener of {kind.name} systems, {name}, cannot be loaded: {e}{hint}") from None
     try:
         return opener(art, **options)
     except DslError:
