@@ -173,9 +173,11 @@ class OnnxEmbedder:
     quantized to int8 per channel by ``onnxruntime.quantization.quantize_dynamic``. The fp32 embeddings equal the
     PyTorch ones up to float error (cosine > 0.999), the int8 ones closely (mean cosine 0.993
     on PubMedQA paragraphs and TeleQnA explanations; tests/test_embedders.py, tests/benchmarks/bench_embed.py).
-    ONNX Runtime runs one intra-op thread per CPU, as PyTorch does."""
+    ONNX Runtime runs one intra-op thread per CPU, as PyTorch does. Batches are small (8 texts): with texts sorted
+    by length they pad little, and their activations stay in the CPU's caches; on a quiet 2-core machine batches of 8
+    embedded PubMedQA paragraphs 1.39x and TeleQnA explanations 1.06x faster than batches of 64 (int8)."""
 
-    def __init__(self, model_dir: str, quantize: bool = False, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: str, quantize: bool = False, batch_size: int = 8) -> None:
         import json
 
         import onnxruntime as ort
