@@ -60,19 +60,28 @@ def _curves(client: Any, run_id: str) -> Optional[dict[str, Any]]:
     if any("dsl.curves" not in c.data.tags for c in children):
         return None  # recorded before the curves were tagged: which metrics are curves is not known
     series: dict[str, dict[str, list[list[float]]]] = {}
+    steps = []
     for child in sorted(children, key=lambda c: c.info.start_time or 0):
-        for name in (n for n in child.data.tags["dsl.curves"].split(",") if n):
+        sid, tags = child.data.tags.get("dsl.step", child.info.run_name), child.data.tags
+        steps.append({"id": sid, "status": tags.get("dsl.status", ""), "fingerprint": tags.get("dsl.fingerprint", ""),
+                      "seconds": child.data.metrics.get("seconds"), "error": tags.get("dsl.error")})
+        for name in (n for n in tags["dsl.curves"].split(",") if n):
             history = sorted(client.get_metric_history(child.info.run_id, name), key=lambda m: m.step)
             if history:
-                series.setdefault(child.data.tags.get("dsl.step", child.info.run_name), {})[name] = \
-                    [[int(m.step), float(m.value)] for m in history]
-    return {"mlflow_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id, "series": series}
+                series.setdefault(sid, {})[name] = [[int(m.step), float(m.value)] for m in history]
+    tags = parent.data.tags
+    run = {"domain": tags.get("dsl.domain", ""), "recipe": tags.get("dsl.recipe", ""), "ok": tags.get("dsl.ok") == "true",
+           "started": (parent.info.start_time or 0) / 1000 or None, "finished": (parent.info.end_time or 0) / 1000 or None}
+    return {"mlflow_run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id, "series": series,
+            "run": run, "steps": steps}
 
 
 def run_curves(uris: list[str], run_id: str) -> Optional[dict[str, Any]]:
     """The curves of apply ``run_id`` from the first store that has it: ``{"series": {step id: {metric: [[training
-    step, value], ...]}}, "uri": the store (printable), "mlflow_run_id", "experiment_id"}``; None when no store has
-    it (or none can be read: a store that fails is one that does not have the run)."""
+    step, value], ...]}}, "uri": the store (printable), "mlflow_run_id", "experiment_id", "run": {domain, recipe,
+    ok, started, finished}, "steps": [{id, status, fingerprint, seconds, error}, ...]}`` (what the run's page shows
+    when its event log is gone); None when no store has it (or none can be read: a store that fails is one that
+    does not have the run)."""
     if not EV.RUN_ID.match(run_id or ""):
         return None
     for uri in uris:
@@ -80,7 +89,7 @@ def run_curves(uris: list[str], run_id: str) -> Optional[dict[str, Any]]:
         if key in _FOUND:
             return _FOUND[key]
         remote = not uri.startswith(("sqlite:", "file:", "/"))
-        if remote and reachable(uri, timeout=2.0) is not None:
+        if remote and reachable(uri) is not None:  # one short attempt, remembered for a while
             continue
         try:
             with quiet_mlflow(remote=remote):
@@ -99,7 +108,8 @@ def run_curves(uris: list[str], run_id: str) -> Optional[dict[str, Any]]:
 
 def list_runs(workdir: "str | Path", uri: Optional[str] = None, max_results: int = 1000) -> list[dict[str, Any]]:
     """The top-level tracked runs of a store (the workdir's own by default), newest first: ``mlflow_run_id``,
-    ``run_id`` (the apply's), ``started``, ``finished``, ``status``, ``steps``. Empty when the store does not exist."""
+    ``run_id`` (the apply's), ``started``, ``finished``, ``status``, ``steps``, ``workdir`` (where it ran). Empty when
+    the store does not exist."""
     uri = uri or local_uri(workdir)
     if uri == local_uri(workdir) and not (local_store(workdir) / "mlflow.db").is_file():
         return []
@@ -111,4 +121,4 @@ def list_runs(workdir: "str | Path", uri: Optional[str] = None, max_results: int
     return [{"mlflow_run_id": r.info.run_id, "run_id": r.data.tags.get("dsl.run_id"),
              "started": r.info.start_time / 1000, "finished": (r.info.end_time or 0) / 1000 or None,
              "status": r.info.status, "steps": [s for s in r.data.tags.get("dsl.steps", "").split(",") if s],
-             "experiment_id": r.info.experiment_id} for r in runs if "mlflow.parentRunId" not in r.data.tags]
+             "experiment_id": r.info.experiment_id, "workdir": r.data.tags.get("dsl.workdir", "")} for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -52,7 +52,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def status_of(url: str) -> int:
+def status_of(url: "str | urllib.request.Request") -> int:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
             return int(r.status)
@@ -272,6 +272,56 @@ def test_runs_page_lists_the_event_log_and_compares_two_runs(ui: str, applied: d
         assert steps["rag.local"] == "done" and steps["eval.expert"] == "done"
 
 
+def test_a_past_run_whose_event_log_is_gone_is_drawn_from_mlflow(ui: str, applied: dict[str, Any], browser: Any,
+                                                                 shots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A past run read back from the MLflow store (sdk.tracking_store) when its event log is gone: a copy of the older
+    run's log with a training curve added is recorded in the workdir's own store by sdk.tracking, as an apply
+    would record it, then the log is deleted; the run's page draws its steps and curve from MLflow's record."""
+    import shutil
+
+    from sdk import events as EV
+    from sdk import tracking
+    from sdk.loaders import load
+    from sdk.state import StateStore
+
+    workdir, run_id = applied["workdir"], "20000101T000000-5eed"  # sorts last: the runs table keeps its order
+    log = EV.log_path(workdir, run_id)
+    log.write_text(EV.log_path(workdir, applied["runs"][1]).read_text())
+    curve = [[k, 3.0 - 0.25 * k] for k in range(1, 9)]
+    for k, v in curve:
+        EV.append_event(log, run_id, "metric", "rag.local", {"name": "train_loss", "value": v, "step": k})
+    ran = [e["step"] for e in EV.read_events(workdir, run_id)[0] if e["event"] == "step_finished"]
+    monkeypatch.setenv("DSL_TRACKING", "on")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    warnings: list[str] = []
+    try:
+        recorded = tracking.record_run(load(applied["recipe"]), workdir, run_id, state=StateStore(workdir).load(),
+                                       warn=warnings.append)
+        assert recorded and not warnings, warnings
+        log.unlink()
+        with page(browser, shots, "runs-tracked", f"{ui}/runs") as d:  # listed apart from the event logs' runs
+            row = wait_for(d, lambda d: by_css(d, f'#tracked-runs tr.tracked-run[data-run="{run_id}"]'))[0]
+            assert row.find_element("css selector", ".status").text == "succeeded"
+            assert [r.get_attribute("data-run") for r in by_css(d, "tr.run")] == applied["runs"]
+        row.find_element("css selector", "a").click()
+        wait_for(browser, lambda d: d.current_url.endswith(f"/runs/{run_id}"))
+        with page(browser, shots, "run-from-mlflow") as d:
+            assert d.find_element("id", "run-record").get_attribute("data-record") == "mlflow"
+            source = d.find_element("id", "curves-source")
+            assert source.get_attribute("data-source") == "mlflow" and recorded in source.text
+            assert "Curves from the tracking store" in source.text
+            assert d.find_element("id", "run-status").text == "succeeded"
+            steps = {r.get_attribute("data-step"): r.find_element("css selector", ".status").text
+                     for r in by_css(d, "#run-steps tr[data-step]")}
+            assert sorted(steps) == sorted(ran) and set(steps.values()) == {"done"}
+            assert len(by_css(d, 'polyline.curve[data-name="train_loss"]')) == 1
+            assert f"train_loss = {curve[-1][1]:.4f}" in d.page_source
+    finally:
+        log.unlink(missing_ok=True)
+        shutil.rmtree(workdir / tracking.LOCAL_STORE, ignore_errors=True)  # the other pages read no store
+    assert status_of(f"{ui}/runs/{run_id}") == 404  # gone from both: a 404 page
+
+
 def test_reports_page_matches_the_eval_summary_and_filters_items(ui: str, applied: dict[str, Any], browser: Any,
                                                                  shots: Path) -> None:
     from sdk.state import StateStore
@@ -384,6 +434,10 @@ def test_port_in_use_and_a_public_address_without_token_exit_1(ui: str, applied:
     r = subprocess.run([sys.executable, "-m", "dsl.cli", "ui", str(applied["recipe"]), "--host", "0.0.0.0",
                         "--port", str(free_port())], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "needs a token" in r.stderr and "DSL_UI_TOKEN" in r.stderr
+    # on loopback without a token, a request addressed to another name (a site rebinding its DNS to 127.0.0.1)
+    # is refused; the loopback names are served
+    assert status_of(urllib.request.Request(f"{ui}/plan", headers={"Host": f"rebound.example:{port}"})) == 403
+    assert status_of(urllib.request.Request(f"{ui}/plan", headers={"Host": f"localhost:{port}"})) == 200
 
 
 def test_the_token_guards_every_page(applied: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,23 @@ def _env() -> Any:
     return env
 
 
-def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_env: str = TOKEN_ENV) -> Any:
+def host_allowed(header: str, hosts: Optional[tuple[str, ...]]) -> bool:
+    """Whether a request's ``Host`` header names one of ``hosts`` (any port); every host when ``hosts`` is None."""
+    if hosts is None:
+        return True
+    from urllib.parse import urlsplit
+
+    try:
+        name = urlsplit("//" + header).hostname
+    except ValueError:
+        return False
+    return name is not None and name in hosts
+
+
+def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_env: str = TOKEN_ENV,
+               hosts: Optional[tuple[str, ...]] = None) -> Any:
+    """The app. ``hosts``: the host names a request may be addressed to (``dsl ui`` on loopback without a token
+    passes its loopback names, so a page of another site that rebinds its DNS name to 127.0.0.1 is refused)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
@@ -118,6 +134,10 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Any:
+        if not host_allowed(request.headers.get("host", ""), hosts):
+            return Response(f"refused: this page answers at {', '.join(hosts or ())} only, not at the host this "
+                            "request names (another site's name pointed at this machine?)\n", status_code=403,
+                            media_type="text/plain")
         expected = os.environ.get(token_env, "")
         if expected:
             given = request.query_params.get("token")
@@ -184,6 +204,14 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
     @guarded
     async def runs_table(request: Request) -> Any:
         return page("runs_table.html", **V.runs_view(pages.workdir))
+
+    @app.get("/runs/tracked")
+    @guarded
+    async def runs_tracked(request: Request) -> Any:
+        import asyncio  # MLflow's client blocks: off the event loop
+
+        stores = pages.stores()
+        return page("runs_tracked.html", **await asyncio.to_thread(V.tracked_only_view, pages.workdir, stores))
 
     @app.get("/runs/{run_id}")
     @guarded

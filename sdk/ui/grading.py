@@ -11,18 +11,33 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from sdk.records.state import Status
+from sdk.spec import EvalBlock
+from sdk.spec.values import Ref
+
 GRADER_COOKIE = "dsl_grader"
+
+
+def _eval_blocks(ws: Any) -> dict[str, tuple[str, Any]]:
+    """label -> (step id, block) of the recipe's eval blocks, found by their type (no kind named by a string)."""
+    return {label: (Ref(kind, label).id, block) for kind, label, block in ws.spec.blocks()
+            if isinstance(block, EvalBlock)}
+
+
+def eval_label(ws: Any, name: str) -> str:
+    """The label a page's path names: ``expert`` as given, or the step id ``eval.expert``'s label."""
+    return next((label for label, (sid, _) in _eval_blocks(ws).items() if sid == name), name)
 
 
 def graded_evals(ws: Any) -> list[dict[str, Any]]:
     """The evals an expert can grade: those declaring human grading or using a judge (its calibration)."""
     out = []
-    for label, block in ws.spec.eval.items():
+    for label, (sid, block) in _eval_blocks(ws).items():
         if block.human is None and block.judge is None:
             continue
-        entry = ws.state.steps.get(f"eval.{label}") or {}
-        out.append({"label": label, "id": f"eval.{label}", "mode": block.human.mode if block.human else "pass_fail",
-                    "applied": entry.get("status") in ("done", "gate_failed"),
+        entry = ws.state.steps.get(sid) or {}
+        out.append({"label": label, "id": sid, "mode": block.human.mode if block.human else "pass_fail",
+                    "applied": entry.get("status") in Status.finished(),
                     "status": ((entry.get("metrics") or {}).get("human") or {}).get("status", "")})
     return out
 
@@ -30,7 +45,7 @@ def graded_evals(ws: Any) -> list[dict[str, Any]]:
 def _rows(ws: Any, label: str) -> list[dict[str, Any]]:
     import json
 
-    art = ws.artifact(f"eval.{label}")
+    art = ws.artifact(_eval_blocks(ws)[label][0])
     path = art.path / art.outputs.get("predictions", "predictions.jsonl")
     return [json.loads(x) for x in path.read_text(encoding="utf-8").split("\n") if x.strip()]
 
@@ -50,11 +65,11 @@ def items_view(ws: Any, label: str, grader: str) -> dict[str, Any]:
     evals = {e["label"]: e for e in graded_evals(ws)}
     if label not in evals:
         raise NotFound(f"no eval {label!r} with human grading or a judge (have: {', '.join(evals) or 'none'})")
-    block, info = ws.spec.eval[label], evals[label]
+    block, info = _eval_blocks(ws)[label][1], evals[label]
     path = G.grades_path(ws.spec.base_dir, ws.spec.name, label)
     base = {"eval": info, "grades_file": _shown(ws, path), "grader": grader, "categories": G.CATEGORIES}
     if not info["applied"]:
-        return {**base, "items": None, "error": f"eval.{label} is not applied yet: run {ws.source}"}
+        return {**base, "items": None, "error": f"{info['id']} is not applied yet: run {ws.source}"}
     rows = _rows(ws, label)
     systems = list(dict.fromkeys(str(s) if not hasattr(s, "url") else f"endpoint:{s.model}" for s in block.systems))
     by_item: dict[str, dict[str, Any]] = {}
@@ -140,7 +155,7 @@ def grade(ws: Any, label: str, form: dict[str, str], grader: str) -> str:
                 entry["category"] = form.get("category") or "other"
         G.append(G.grades_path(ws.spec.base_dir, ws.spec.name, label), [entry])
     except KeyError:
-        return f"item {item!r} has no such answer in the last run of eval.{label}"
+        return f"item {item!r} has no such answer in the last run of {_eval_blocks(ws).get(label, (label,))[0]}"
     except (ValueError, DslError) as e:
         return str(e)
     return ""
@@ -163,7 +178,8 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
     @app.get("/grade/{label}")
     @guarded
     async def grade_eval(request: Request, label: str) -> Any:
-        view = items_view(pages.ws(), label.removeprefix("eval."), grader_of(request))
+        ws = pages.ws()
+        view = items_view(ws, eval_label(ws, label), grader_of(request))
         return page("grade_eval.html", tab="grade", g=view)
 
     @app.post("/grade/{label}/grade")
@@ -176,7 +192,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
         body = (await request.body()).decode("utf-8", "replace")
         form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
         ws, name = pages.ws(), grader_of(request, form)
-        label = label.removeprefix("eval.")
+        label = eval_label(ws, label)
         error = grade(ws, label, form, name)
         view = items_view(ws, label, name)
         it = next((i for i in view["items"] or [] if i["id"] == form.get("item")), None)

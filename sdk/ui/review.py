@@ -20,11 +20,12 @@ def _label_view(ws: Any, label: str) -> dict[str, Any]:
     from sdk.ui.views import NotFound
 
     steps = {s["label"]: s for s in IO.synth_steps(ws)}
+    label = next((s["label"] for s in steps.values() if s["id"] == label), label)  # the step id names it too
     if label not in steps:
         raise NotFound(f"no synth step {label!r} (have: {', '.join(steps) or 'none'})")
     step = steps[label]
     if not step["applied"]:
-        return {**step, "rows": None, "error": f"synth.{label} is not applied yet: run {ws.source}"}
+        return {**step, "rows": None, "error": f"{step['id']} is not applied yet: run {ws.source}"}
     try:
         rows = IO.candidates(ws, label)
     except DslError as e:
@@ -168,7 +169,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
     @guarded
     async def review_step(request: Request, label: str) -> Any:
         ws = pages.ws()
-        step = _label_view(ws, label.removeprefix("synth."))
+        step = _label_view(ws, label)
         ctx = _rows_ctx(ws, step, dict(request.query_params)) if step["rows"] is not None else None
         return page("review_step.html", tab="review", step=step, r=ctx,
                     reviewer=request.cookies.get(REVIEWER_COOKIE, ""))
@@ -177,7 +178,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
     @guarded
     async def review_rows(request: Request, label: str) -> Any:
         ws = pages.ws()
-        step = _label_view(ws, label.removeprefix("synth."))
+        step = _label_view(ws, label)
         if step["rows"] is None:
             return page("error.html", 409, title="Not applied", message=step["error"], hint="", tab="review")
         return page("review_rows.html", r=_rows_ctx(ws, step, dict(request.query_params), fragment=True))
@@ -189,7 +190,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
             return None, None, None, refused()
         form = await _form(request)
         ws = pages.ws()
-        step = _label_view(ws, label.removeprefix("synth."))
+        step = _label_view(ws, label)
         if step["rows"] is None:
             return form, ws, step, page("error.html", 409, title="Not applied", message=step["error"], hint="",
                                         tab="review")
@@ -207,7 +208,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
         try:
             row, error = _decide(step, form, name)
         except KeyError:
-            raise NotFound(f"synth.{step['label']} has no row {form.get('id', '')!r}") from None
+            raise NotFound(f"{step['id']} has no row {form.get('id', '')!r}") from None
         decisions = RV.load(step["decisions"])
         return remember(page("review_row.html", row=_row(row, decisions.get(row["id"]), step["fields"]),
                              step=step, error=error, oob=True, counts=RV.counts(step["rows"], decisions)), name)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 from sdk.errors import DslError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 def loopback(host: str) -> bool:
@@ -57,7 +58,9 @@ def serve(recipe: "str | Path", host: str = DEFAULT_HOST, port: int = DEFAULT_PO
     if not loopback(host) and not os.environ.get(token_env):
         raise DslError(f"dsl ui binds to {host}, which other machines can reach, so it needs a token: "
                        f"export {token_env}=<a long random string> (or bind to 127.0.0.1)")
-    app = create_app(recipe, workdir, token_env)
+    # no token: only a loopback name may address the page (a site that rebinds its DNS name to 127.0.0.1 may not)
+    hosts = None if os.environ.get(token_env) else tuple(dict.fromkeys((LOOPBACK_NAMES + (host.lower(),))))
+    app = create_app(recipe, workdir, token_env, hosts)
     app.state.pages.ws()  # a recipe that does not load is said now, before the port is taken
     sock = bind(host, port)
     shown = f"[{host}]" if ":" in host else host

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk import events as EV
+from sdk.records.state import Status
 from sdk.ui import svg
 
 STATE_COLORS = {"up to date": "#d9f2d9", "to create": "#dde8fb", "to replace": "#fdf0c8", "to delete": "#eee",
@@ -31,9 +32,9 @@ def when(epoch: Any) -> str:
 def step_state(action: str, entry: dict[str, Any], promo: Optional[dict[str, Any]]) -> str:
     """The one word a step's box shows: up to date, to create, to replace, failed, gate failed, not promoted."""
     status = entry.get("status")
-    if status == "failed":
+    if status == Status.FAILED.value:
         return "failed"
-    if status == "gate_failed":
+    if status == Status.GATE_FAILED.value:
         return "gate failed"
     if action == "noop":
         return "not promoted" if promo is not None and not promo["promoted"] else "up to date"
@@ -86,14 +87,44 @@ def runs_view(workdir: Path, limit: Optional[int] = None) -> dict[str, Any]:
     return {"runs": rows, "running": any(r.get("status") == "running" for r in rows)}
 
 
+def tracked_only_view(workdir: Path, stores: list[str]) -> dict[str, Any]:
+    """The runs of this workdir a tracking store recorded whose event log is gone, newest first (read apart from
+    the runs table, which stays fast: MLflow's client takes a moment)."""
+    from sdk.tracking import reachable, shown_uri
+    from sdk.tracking_store import list_runs
+
+    rows, seen, here = [], set(), str(Path(workdir).resolve())
+    for uri in stores:
+        if reachable(uri) is not None:  # only an http(s) store is asked; one short attempt, remembered
+            continue
+        try:
+            found = list_runs(workdir, uri)
+        except Exception:  # noqa: BLE001, S112 - a store that fails lists nothing
+            continue
+        for r in found:
+            rid = r.get("run_id") or ""
+            if rid in seen or not EV.RUN_ID.match(rid) or EV.log_path(workdir, rid).is_file() or \
+                    (r.get("workdir") and r["workdir"] != here):
+                continue
+            seen.add(rid)
+            rows.append({"run_id": rid, "started_at": when(r.get("started")), "store": shown_uri(uri),
+                         "status": "succeeded" if r.get("status") == "FINISHED" else "failed", "steps": r["steps"]})
+    return {"tracked": sorted(rows, key=lambda r: r["run_id"], reverse=True)}
+
+
 def run_view(workdir: Path, run_id: str, stores: Optional[list[str]] = None) -> dict[str, Any]:
     """One run from its event log: its plan, each step's progress; ``live`` while it runs. Its curves: from the
     tracking store (``stores``, MLflow's client) once it ended and was recorded there, else from the event log (a
-    live run, a run tracking did not record); ``source`` says which."""
+    live run, a run tracking did not record); ``source`` says which. A run whose event log is gone is shown as the
+    tracking store recorded it (``no_event_log``)."""
     try:
         events, _ = EV.read_events(workdir, run_id)
     except EV.UnknownRun as e:
-        raise NotFound(str(e)) from None
+        stored = _stored_run(run_id, stores or [])
+        if stored is None:
+            raise NotFound(str(e) + (" nor in the tracking store" if stores and EV.RUN_ID.match(run_id) else "")) \
+                from None
+        return stored
     if not events or events[0]["event"] != "run_started":
         raise NotFound(f"the event log of run {run_id} is empty or damaged")
     head = events[0]["data"]
@@ -117,12 +148,36 @@ def run_view(workdir: Path, run_id: str, stores: Optional[list[str]] = None) -> 
         next((r["status"] for r in EV.list_runs(workdir) if r["run_id"] == run_id), "running")
     live = finished is None and status == "running"
     series, source = _curves(workdir, run_id, [] if live else (stores or []), live)
-    charts = [{"step": sid, "svg": svg.curves(by_name, title=f"{sid}: {', '.join(by_name)}"), "series": by_name,
-               "last": {k: v[-1][1] for k, v in by_name.items() if v}} for sid, by_name in series.items()]
+    charts = _charts(series)
     return {"run_id": run_id, "recipe": head.get("recipe"), "domain": head.get("domain"),
             "started_at": when(events[0].get("time")), "finished_at": when(finished["time"]) if finished else "",
             "status": status, "live": live, "steps": list(steps.values()), "charts": charts, "series": series,
-            "source": source, "events": len(events)}
+            "source": source, "events": len(events), "no_event_log": False}
+
+
+def _charts(series: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"step": sid, "svg": svg.curves(by_name, title=f"{sid}: {', '.join(by_name)}"), "series": by_name,
+             "last": {k: v[-1][1] for k, v in by_name.items() if v}} for sid, by_name in series.items()]
+
+
+def _stored_run(run_id: str, stores: list[str]) -> Optional[dict[str, Any]]:
+    """A past run whose event log is gone (a cleaned workdir, a run recorded on a team's server), as the tracking
+    store recorded it: its steps, their status and wall time, its curves. None when no store has it."""
+    from sdk.tracking_store import run_curves
+
+    tracked = run_curves(stores, run_id) if stores else None
+    if tracked is None:
+        return None
+    head = tracked["run"]
+    steps = [{"id": s["id"], "action": None, "reason": None, "status": s["status"], "summary": "",
+              "seconds": "" if s["seconds"] is None else round(s["seconds"], 3), "fingerprint": s["fingerprint"],
+              "error": s["error"]} for s in tracked["steps"]]
+    series = tracked["series"]
+    charts = _charts(series)
+    return {"run_id": run_id, "recipe": head["recipe"], "domain": head["domain"], "started_at": when(head["started"]),
+            "finished_at": when(head["finished"]), "status": "succeeded" if head["ok"] else "failed", "live": False,
+            "steps": steps, "charts": charts, "series": series, "events": 0, "no_event_log": True,
+            "source": {"kind": "mlflow", "uri": tracked["uri"], "mlflow_run": tracked["mlflow_run_id"]}}
 
 
 def _curves(workdir: Path, run_id: str, stores: list[str], live: bool) -> tuple[dict[str, Any], dict[str, Any]]:
