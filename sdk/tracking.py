@@ -15,8 +15,9 @@ apply, so the page (``dsl ui``) and MLflow show the same run:
 
 Where: the domain's ``tracking`` attribute (``local``, ``off`` or a tracking URI), else ``MLFLOW_TRACKING_URI``,
 else the workdir's own store ``<workdir>/mlruns`` (SQLite, nothing to start). ``DSL_TRACKING=off`` turns tracking
-off for a process (the test suite does). A server that cannot be reached, or that refuses the run, is a warning:
-the run is then recorded in the workdir's store, tagged with where it was meant to go. ``mlflow`` is imported
+off for a process (the test suite does). A server that cannot be reached (one ``GET /health`` of at most
+:data:`CONNECT_TIMEOUT` seconds, its answer remembered by the process), or that refuses the run, is a warning: the
+run is then recorded in the workdir's store, tagged with where it was meant to go. ``mlflow`` is imported
 only here and in :mod:`sdk.tracking_store` (which reads the runs back), and only when a step ran.
 """
 
@@ -28,11 +29,13 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from sdk import events as EV
+from sdk.records.state import Status
 
 LOCAL_STORE = "mlruns"
 OFF_ENV = "DSL_TRACKING"  # "off": no tracking in this process
@@ -40,6 +43,10 @@ ARTIFACT_NAMES = re.compile(r"^(README\.md|manifest\.json|report\.(md|html|json)
                             r".*results.*\.json|metrics.*\.json|misses.*)$")
 MAX_ARTIFACT_BYTES = 5 * 2**20
 _KEY = re.compile(r"[^A-Za-z0-9_\-. :/]")
+CONNECT_TIMEOUT = 1.0  # seconds: the one attempt to reach a tracking server before an apply logs to it
+REACH_TTL = 30.0  # seconds a server's answer (up or down) is kept in the process
+_REACHED: dict[str, tuple[float, Optional[str]]] = {}
+_REACH_LOCK = threading.Lock()
 _SECRETISH = re.compile(r"(?i)(api[_-]?key|password|passwd|secret|token|connection|credential)")
 
 
@@ -190,15 +197,15 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
                 "dsl.lineage": ",".join((entry.get("lineage") or {}).get("steps", [])),
                 "dsl.curves": ",".join(dict.fromkeys(name for name, _, _ in metrics))}
         if sid.startswith("eval.") and (entry.get("config") or {}).get("gate"):
-            tags["dsl.gate"] = "failed" if data.get("status") == "gate_failed" else (
-                "passed" if data.get("status") == "done" else "not run")
+            tags["dsl.gate"] = "failed" if data.get("status") == Status.GATE_FAILED.value else (
+                "passed" if data.get("status") == Status.DONE.value else "not run")
             tags["dsl.gate_expression"] = str(entry["config"]["gate"])
         if sid in promoted:
             tags["dsl.promoted"] = "true" if promoted[sid]["promoted"] else "false"
             tags["dsl.promotion"] = promoted[sid]["reason"]
         if data.get("error"):
             tags["dsl.error"] = str(data["error"])[:4000]
-        ran_ok = data.get("status") in ("done", "gate_failed") and entry.get("fingerprint") == data.get("fingerprint")
+        ran_ok = data.get("status") in Status.finished() and entry.get("fingerprint") == data.get("fingerprint")
         steps.append({
             "id": sid, "status": data.get("status"), "start": started.get(sid, e["time"]), "end": e["time"],
             "params": params_of(entry.get("config"), secrets) if ran_ok else {},
@@ -237,20 +244,46 @@ def quiet_mlflow(remote: bool) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def reachable(uri: str, timeout: float = 5.0) -> Optional[str]:
-    """None when an http(s) tracking server answers (any HTTP status), else why not."""
+def reachable(uri: str, timeout: float = CONNECT_TIMEOUT, *, fresh: bool = False) -> Optional[str]:
+    """None when an http(s) tracking server answers (any HTTP status), else why not. One attempt (``GET /health``),
+    bounded as a whole by ``timeout`` seconds, the name lookup included; the answer is kept for the process
+    (:data:`REACH_TTL` seconds), so a down server costs an apply, or the page, one short wait, not one per call.
+    ``fresh``: ask again (a test waiting for a server to start)."""
     if not uri.lower().startswith(("http://", "https://")):
         return None
+    key = uri.rstrip("/")
+    if not fresh:
+        with _REACH_LOCK:
+            hit = _REACHED.get(key)
+        if hit is not None and time.monotonic() - hit[0] < REACH_TTL:
+            return hit[1]
+    why = _probe(key, timeout)
+    with _REACH_LOCK:
+        _REACHED[key] = (time.monotonic(), why)
+    return why
+
+
+def _probe(uri: str, timeout: float) -> Optional[str]:
+    """One ``GET /health`` in a daemon thread, waited for ``timeout`` seconds at most (a name lookup that hangs, a
+    server that accepts and never answers: it is left behind and ends on its own socket timeout)."""
     import urllib.error
     import urllib.request
 
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310 - the recipe's URI
-            return None
-    except urllib.error.HTTPError:
-        return None  # it answered
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        return str(getattr(e, "reason", e))
+    answer: list[Optional[str]] = []
+
+    def attempt() -> None:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=timeout):  # noqa: S310 - the recipe's URI
+                answer.append(None)
+        except urllib.error.HTTPError:
+            answer.append(None)  # it answered
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            answer.append(str(getattr(e, "reason", e)))
+
+    thread = threading.Thread(target=attempt, name="dsl-tracking-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"no answer in {timeout:g} s"
 
 
 def _log(uri: str, local: Optional[Path], experiment: str, payload: dict[str, Any],
@@ -282,7 +315,7 @@ def _log(uri: str, local: Optional[Path], experiment: str, payload: dict[str, An
             client.log_batch(cid, params=params[i:i + 100])
         for path, sub in step["artifacts"]:
             client.log_artifact(cid, str(path), artifact_path=sub)
-        client.set_terminated(cid, "FINISHED" if step["status"] == "done" else "FAILED", end_time=now)
+        client.set_terminated(cid, "FINISHED" if step["status"] == Status.DONE.value else "FAILED", end_time=now)
     client.log_batch(parent.info.run_id, tags=[RunTag("dsl.ok", str(run["ok"]).lower())])
     client.set_terminated(parent.info.run_id, "FINISHED" if run["ok"] else "FAILED", end_time=ms(run["end"]))
     return str(parent.info.run_id)

@@ -132,6 +132,41 @@ def test_the_builder_takes_the_tracking_attribute_and_checks_it(tmp_path: Path) 
         Domain("demo", base_dir=tmp_path, tracking="ftp://x").build()
 
 
+def test_a_tracking_server_is_asked_once_briefly_and_its_answer_remembered() -> None:
+    """Reaching a server is one bounded attempt (a down one costs an apply one short wait, not MLflow's retries),
+    and the process remembers the answer until asked afresh; a server that accepts and never answers is down
+    when the attempt's time is up."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    why = tracking.reachable(uri, fresh=True)
+    assert why is not None and "refused" in why.lower(), why
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Health)  # the server comes up on that port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert tracking.reachable(uri) == why  # remembered: not asked again
+        assert tracking.reachable(uri + "/", fresh=True) is None  # asked afresh: it answers
+        assert tracking.reachable(uri) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers one
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        assert tracking.reachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.3) == "no answer in 0.3 s"
+    assert tracking.reachable("sqlite:///nowhere/mlflow.db") is None  # a file store needs no server
+
+
 @pytest.mark.slow
 def test_a_server_that_is_down_is_a_warning_and_the_run_is_kept_locally(tmp_path: Path, tracked: None) -> None:
     down = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
@@ -141,6 +176,7 @@ def test_a_server_that_is_down_is_a_warning_and_the_run_is_kept_locally(tmp_path
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ok"] is True  # stdout stays the JSON document
     assert f"tracking: {down} did not take the run" in r.stderr and "recorded in the workdir's store" in r.stderr
+    assert "refused" in r.stderr.lower()  # why: the one attempt to reach it was refused
     wd = tmp_path / ".dsl" / "demo"
     (parent,) = [x for x in _runs(_client(tracking.local_uri(wd))) if "mlflow.parentRunId" not in x.data.tags]
     assert parent.data.tags["dsl.meant_for"] == down and parent.data.tags["dsl.run_id"] == EV.list_runs(wd)[0]["run_id"]
@@ -160,7 +196,7 @@ def test_a_real_mlflow_server_receives_the_run(tmp_path: Path, tracked: None) ->
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while tracking.reachable(uri, timeout=2) is not None:
+        while tracking.reachable(uri, timeout=2, fresh=True) is not None:
             assert server.poll() is None, server.stderr.read().decode()[-2000:] if server.stderr else ""
             assert time.time() < deadline, "mlflow server did not start in 120 s"
             time.sleep(0.5)
