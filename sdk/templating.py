@@ -316,9 +316,40 @@ def render_chat(template: str, messages: list[dict[str, Any]], add_generation_pr
         _BUDGET.reset(token)
 
 
+CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker of the message a continuation extends
+
+
 def tokenizer_chat(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                   where: str = "the model's chat template") -> str:
-    """What ``tokenizer.apply_chat_template(messages, tokenize=False)`` gives, rendered by :func:`render_chat`
-    (the tokenizer's special tokens passed as transformers passes them)."""
-    extra = dict(getattr(tokenizer, "special_tokens_map", {}) or {})
+                   where: str = "the model's chat template", continue_final_message: bool = False,
+                   **kwargs: Any) -> str:
+    """What ``tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)`` gives, rendered by
+    :func:`render_chat`: the variables transformers passes (the tokenizer's special tokens, ``tools`` and
+    ``documents`` as None, ``kwargs`` over them; reasoning fields aliased), and with ``continue_final_message``
+    the last message left open as transformers leaves it (TRL's ORPO and CPO render a prompt that ends with an
+    assistant turn so)."""
+    extra = {**dict(getattr(tokenizer, "special_tokens_map", {}) or {}), "tools": None, "documents": None, **kwargs}
+    messages = _aliased(messages)
+    if continue_final_message and messages and isinstance(messages[-1].get("content"), str):
+        final = messages[-1]["content"]
+        messages = [*messages[:-1], {**messages[-1], "content": final + CONTINUE_TAG}]
+        text = render_chat(tokenizer.chat_template, messages, add_generation_prompt, where=where, **extra)
+        at = text.rfind(CONTINUE_TAG.strip())
+        if at < 0 or final.strip() not in text:
+            raise DslError(f"{where} cannot be rendered (ValueError: the final message to continue does not "
+                           "appear in the rendered chat)")
+        return text[:at] if text[at:at + len(CONTINUE_TAG)] == CONTINUE_TAG else text[:at].rstrip()
     return render_chat(tokenizer.chat_template, messages, add_generation_prompt, where=where, **extra)
+
+
+def _aliased(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as transformers hands them to a template: a reasoning text (``reasoning_content``,
+    ``thinking`` or ``reasoning``) also under ``thinking`` and ``reasoning_content``."""
+    out = []
+    for m in messages:
+        if isinstance(m, dict):
+            reasoning = next((m[k] for k in ("reasoning_content", "thinking", "reasoning") if m.get(k) is not None),
+                             None)
+            if reasoning is not None:
+                m = {"thinking": reasoning, **m, "reasoning_content": reasoning}
+        out.append(m)
+    return out

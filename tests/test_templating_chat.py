@@ -148,3 +148,63 @@ def test_plan_refuses_a_hostile_chat_template_from_a_shared_model_folder_or_a_fi
     path.write_text(recipe.replace("TEMPLATE", '    chat_template = file("t.jinja")\n'))
     r = run_dsl("plan", str(path))
     assert r.returncode == 1 and "r.dsl:11:" in r.stderr and "t.jinja" in r.stderr and "refused" in r.stderr, r.stderr
+
+
+def test_preference_rows_are_checked_as_trl_joins_them() -> None:
+    """TRL renders a preference row's prompt joined to each answer (one conversation), not each part alone: the
+    pre-check renders exactly those texts, so a template that misbehaves only on the joined conversation is a
+    located error (FILE:LINE of the row) before training."""
+    from trl.data_utils import apply_chat_template
+
+    from sdk.backends.training.tuning import check_chat_rows, trl_conversations
+    from sdk.errors import DataError
+    from sdk.templating import tokenizer_chat
+
+    prompt = [{"role": "user", "content": "Which band does site Bage use?"}]
+    pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "n78"}],
+            "rejected": [{"role": "assistant", "content": "n1"}]}
+    unpaired = {"prompt": prompt, "completion": [{"role": "assistant", "content": "n78"}], "label": True}
+    tok = _tokenizer(LLAMA3)
+    for row in (pair, unpaired):  # the texts TRL's data prep renders are the ones the check renders
+        ours = {what: tokenizer_chat(tok, msgs, gen, continue_final_message=cont)
+                for what, msgs, gen, cont in trl_conversations(row)}
+        trl = apply_chat_template(row, tok)
+        answers = [k for k in ("chosen", "rejected", "completion") if k in row]
+        assert ours["prompt"] == trl["prompt"] and [ours[f"prompt + {k}"] for k in answers] == \
+            [trl["prompt"] + trl[k] for k in answers]
+    rows = [{**pair, "_line": 3}, {**unpaired, "_line": 4}]
+    check_chat_rows(tok, rows, "align.a", "pairs.jsonl")  # benign: passes
+    joined_only = LLAMA3.replace("{{- bos_token }}", "{% if messages|length > 1 %}{{ 'x' * 10**9 }}{% endif %}")
+    with pytest.raises(DataError, match=r"^pairs\.jsonl:3: align\.a: the chat template \(prompt \+ chosen\) is "
+                                        r"refused: repeats building over"):
+        check_chat_rows(_tokenizer(joined_only), rows, "align.a", "pairs.jsonl")
+    with pytest.raises(TemplateRefused, match=r"^align\.a: the chat template \(training row 4, prompt \+ completion\)"):
+        check_chat_rows(_tokenizer(joined_only), rows[1:], "align.a")  # no file given: the row's line
+
+
+def test_the_rag_generator_renders_once_in_the_sandbox_and_answers_as_before(tmp_path) -> None:
+    """The rag pipeline's local generator renders the chat template in our sandbox alone and gives the model the
+    rendered text: the answer is the one Haystack's chat generator gave, and transformers never renders it again."""
+    from haystack.dataclasses import ChatMessage
+
+    from sdk.artifacts import Artifact
+    from sdk.backends.rag.system import LocalChatGenerator
+    from tests._tiny import tiny_model_dir
+
+    folder = tiny_model_dir(tmp_path / "m")
+    art = Artifact("pretrain.base", tmp_path, {"outputs": {"model": str(folder), "model_source": "local",
+                                                            "tokenizer": str(folder)}})
+    gen = LocalChatGenerator.from_artifact(art)
+    question = "Which interface carries SIP between the P-CSCF and the S-CSCF?"
+    before = gen.component.run(messages=[ChatMessage.from_user(question)],
+                               generation_kwargs={"max_new_tokens": 8, "do_sample": False})["replies"][0].text
+    tok = gen.component.pipeline.tokenizer
+
+    def second_rendering(*args, **kwargs):
+        raise AssertionError("the chat template was rendered again, outside the sandbox")
+
+    tok.apply_chat_template = second_rendering
+    assert gen(question, 8) == before
+    tok.chat_template = "{% for m in messages %}{% for i in range(10**9) %}{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateRefused, match="the chat template of pretrain.base is refused"):
+        gen(question, 8)

@@ -114,7 +114,7 @@ def align_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) ->
     if isinstance(rows[0]["prompt"], list) and not tokenizer.chat_template:
         raise DslError(f"{job['step_id']}: the preference data is chat messages but the tokenizer of {h.model} has no "
                        "chat template; set chat_template in the align block")
-    tuning.check_chat_rows(tokenizer, [*rows, *val_rows], job["step_id"])
+    tuning.check_chat_rows(tokenizer, [*rows, *val_rows], job["step_id"], job.get("source"))
     peft_config = tuning.lora_config(block)
     train = datasets.Dataset.from_list(rows).remove_columns(["_line"])
     evals = datasets.Dataset.from_list(val_rows).remove_columns(["_line"]) if val_rows else None
@@ -210,7 +210,7 @@ class AlignBackend(TrainingBackend, Backend):
         T.check_model_exists(h.model, ctx.step_id, block.from_)
         template = tuning.chat_template(ctx, block, base)
         job = {**tuning.job_of(ctx, "align", block, h, base, template), "rows": rows, "summary": summary,
-               "data_hashes": {str(block.pairs): file_sha256(source)}}
+               "data_hashes": {str(block.pairs): file_sha256(source)}, "source": shown}
         result = T.run_step_job(ctx, job, align_job, __name__)
         m = result["metrics"]
         outputs = tuning.tuned_outputs(block.tune, block.merge, h, bool(result.get("base_in_artifact")))

@@ -123,7 +123,6 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
         if not tokenizer.chat_template:
             raise DslError(f"{job['step_id']}: the tokenizer of {h.model} has no chat template and the spec gives "
                            "none: set chat_template in the finetune block")
-        tuning.check_chat_rows(tokenizer, [*train_rows, *val_rows], job["step_id"])
         marked = "{% generation %}" in tokenizer.chat_template or "{%- generation %}" in tokenizer.chat_template
         if block["assistant_only_loss"] and marked:
             cfg_extra["assistant_only_loss"] = True
@@ -133,6 +132,8 @@ def finetune_job(job: dict[str, Any], progress: Any, log: Callable[[str], None])
             mode = "prompt_completion"
         else:
             mode = "full_sequence"
+        source = _shown(job["source"]) if job.get("source") else None  # the rows as TRL will render them
+        tuning.check_chat_rows(tokenizer, [*train_rows, *val_rows], job["step_id"], source)
     else:
         cfg_extra["dataset_text_field"] = "text"
         mode = "text"

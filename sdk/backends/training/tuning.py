@@ -9,6 +9,7 @@ from typing import Any, Optional
 from sdk import envchecks as E
 from sdk.backends.models import ModelHandle, load, recipe_template, recorded_template
 from sdk.backends.training.launch import is_main_process
+from sdk.errors import DataError, DslError
 from sdk.spec import Lora
 from sdk.spec.blocks.pretrain import compute_for
 from sdk.templating import tokenizer_chat
@@ -28,17 +29,54 @@ def chat_template(ctx: Any, block: Any, base: Any) -> Optional[str]:
     return own if own is not None else recorded_template(base)
 
 
-def check_chat_rows(tokenizer: Any, rows: Any, step_id: str) -> None:
-    """Every conversation of ``rows`` rendered once by our sandbox (:func:`sdk.templating.render_chat`, with its
-    budgets) before TRL renders them with transformers' own jinja environment: a hostile chat template (a loop
-    without end, a huge value, an escape) is a DslError naming the step and the row, never a hang in training."""
+def _is_chat(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "role" in m for m in value)
+
+
+def trl_conversations(row: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], bool, bool]]:
+    """``(what, messages, add_generation_prompt, continue_final_message)`` for each conversation TRL renders from
+    one row with the chat template (TRL 1.x data prep): ``messages`` whole (SFT); a chat ``prompt`` alone with the
+    generation prompt (DPO, KTO, SFT prompt-completion, GRPO), or left open when it ends with an assistant turn
+    (ORPO and CPO); and each answer *joined to its prompt*, ``prompt + chosen``, ``prompt + rejected``, ``prompt +
+    completion`` as one conversation (an answer alone only where the row has no prompt)."""
+    out: list[tuple[str, list[dict[str, Any]], bool, bool]] = []
+    if _is_chat(row.get("messages")):
+        out.append(("messages", row["messages"], False, False))
+    prompt = row.get("prompt")
+    chat_prompt = _is_chat(prompt)
+    if chat_prompt:
+        out.append(("prompt", prompt, True, False))
+        if prompt[-1].get("role") == "assistant":
+            out.append(("prompt", prompt, False, True))
+    for key in ("chosen", "rejected", "completion"):
+        value = row.get(key)
+        if _is_chat(value):
+            out.append((f"prompt + {key}", [*prompt, *value], False, False) if chat_prompt else
+                       (key, value, False, False))
+    return out
+
+
+def check_chat_rows(tokenizer: Any, rows: Any, step_id: str, source: Optional[str] = None) -> None:
+    """Every conversation TRL will render from ``rows`` (:func:`trl_conversations`: a preference row's prompt
+    joined to each answer, as TRL joins them) rendered once by our sandbox (:func:`sdk.templating.tokenizer_chat`,
+    with its budgets) before TRL renders them with transformers' own jinja environment: a hostile chat template (a
+    loop without end, a huge value, an escape, also one that misbehaves only on the joined conversation) is a
+    DslError naming the step and the row (``source:LINE`` when the rows' file is given), never a hang in
+    training."""
     if not getattr(tokenizer, "chat_template", None):
         return
     for i, row in enumerate(rows, 1):
-        for key, value in row.items():
-            if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
-                tokenizer_chat(tokenizer, value, add_generation_prompt=False,
-                               where=f"{step_id}: the chat template (training row {row.get('_line', i)}, {key})")
+        line = row.get("_line", i)
+        for what, messages, gen, cont in trl_conversations(row):
+            where = f"{step_id}: the chat template ({what})" if source else \
+                f"{step_id}: the chat template (training row {line}, {what})"
+            try:
+                tokenizer_chat(tokenizer, messages, add_generation_prompt=gen, continue_final_message=cont,
+                               where=where)
+            except DslError as e:
+                if source is None:
+                    raise
+                raise DataError(source, line, str(e)) from None
 
 
 def tokenizer_for(job: dict[str, Any]) -> tuple[Any, Any]:
