@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sdk.errors import DataError, DslError
+from sdk.state import no_link_below
 
 DECISIONS = ("accept", "reject", "edit")
 STATUSES = ("pending", "accepted", "rejected", "edited")
@@ -108,6 +109,7 @@ def load(path: "str | Path", shown: Optional[str] = None) -> dict[str, dict[str,
     shown = shown or str(path)
     if path.is_symlink() or not path.is_file():
         raise DataError(shown, None, "a decisions log must be a plain file (not a link or a folder)")
+    no_link_below(path.parents[min(2, len(path.parents) - 1)], path)  # reviews/<domain>/: no link out either
     out: dict[str, dict[str, Any]] = {}
     for n, obj in read_jsonl(path, shown, objects=False):
         entry = check(obj, shown, n)
@@ -133,9 +135,10 @@ def append(path: "str | Path", entries: list[dict[str, Any]]) -> int:
     if not checked:
         return 0
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink():
         raise DslError(f"{path} is a symbolic link: a decisions log is never written through a link")
+    no_link_below(path.parents[min(2, len(path.parents) - 1)], path)  # reviews/<domain>/: no link out either
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in checked)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     try:

@@ -67,17 +67,42 @@ def remove_inside(workdir: Path, path: Path) -> bool:
     return False
 
 
-LINKS_REFUSED = (".lock", "state.json", ARTIFACTS, "checkpoints")  # never followed: they are the workdir's own
+# never followed: they are the workdir's own (the event logs and kept predictions, the synth journals and eval
+# answers, the tracking store)
+LINKS_REFUSED = (".lock", "state.json", ARTIFACTS, "checkpoints", "runs", "cache", "mlruns", "mlruns/mlflow.db")
+OWNED_TREES = ("runs", "cache", "checkpoints", "mlruns")  # written by the project alone (logs, journals, answers,
+# checkpoints, the tracking store)
 
 
 def refuse_links(workdir: Path) -> None:
-    """A workdir's own entries (lock, state, artifacts, checkpoints) are never symbolic links: a link there would
-    make an apply truncate, overwrite or delete whatever it points at."""
+    """A workdir's own entries (lock, state, artifacts, checkpoints, runs, cache, the tracking store) are never
+    symbolic links: a link there would make an apply truncate, overwrite or delete whatever it points at."""
     for name in LINKS_REFUSED:
         p = Path(workdir) / name
         if p.is_symlink():
             raise DslError(f"{p} is a symbolic link (to {os.readlink(p)}); dsl never follows a link out of a "
                            f"workdir: remove the link (rm {p}) and run again")
+    for name in OWNED_TREES:  # nothing of the project makes a link: one inside these was planted
+        for top, dirs, files in os.walk(Path(workdir) / name):  # links are listed, never descended into
+            for entry in (*dirs, *files):
+                p = Path(top) / entry
+                if p.is_symlink():
+                    raise DslError(f"{p} is a symbolic link (to {os.readlink(p)}); dsl never writes or reads "
+                                   f"through a link in a workdir: remove the link (rm {p}) and run again")
+
+
+def no_link_below(root: Path, path: Path) -> Path:
+    """``path``, refused (a DslError) when it or any folder between ``root`` and it is a symbolic link: a file the
+    project writes or reads inside a folder it owns (a journal, a cache, a log) is never reached through a link."""
+    p, root = Path(path), Path(root)
+    parts = p.relative_to(root).parts if p.is_relative_to(root) else p.parts
+    at = root if p.is_relative_to(root) else Path()
+    for part in parts:
+        at = at / part
+        if at.is_symlink():
+            raise DslError(f"{at} is a symbolic link (to {os.readlink(at)}); dsl never follows a link out of a "
+                           f"folder it owns: remove the link (rm {at}) and run again")
+    return p
 
 
 def confined(workdir: Path, *paths: Path) -> None:

@@ -277,3 +277,62 @@ def test_a_version_1_workdir_is_migrated_and_says_why_its_dependents_rerun_once(
     assert sdk.apply(load(path), backend="test").ok
     assert not sdk.plan(load(path), tmp_path / ".dsl" / "demo", backend="test").pending
     assert all(not Path(e["artifact"]).is_absolute() for e in json.loads(state_file.read_text())["steps"].values())
+
+
+# ------------------------------------------------------------------------ links planted deeper in a workdir
+
+@pytest.mark.parametrize("planted", ["runs", "cache", "mlruns", "mlruns/mlflow.db", "cache/synth/gen/journal.jsonl",
+                                     "cache/eval/eval.expert", "runs/20261205T091500-042ab12.jsonl"])
+def test_a_link_planted_anywhere_the_project_writes_is_refused(tmp_path: Path, planted: str) -> None:
+    """Event logs and kept predictions (runs/), synth journals and cached eval answers (cache/), the tracking
+    store (mlruns/): an apply, even a no-op, refuses a link there before anything writes through it."""
+    path = _applied(tmp_path)
+    wd = tmp_path / ".dsl" / "demo"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    link = wd / planted
+    if link.exists():
+        shutil.rmtree(link) if link.is_dir() else link.unlink()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim / "precious.txt" if planted.endswith((".db", ".jsonl")) else victim)
+    with pytest.raises(DslError, match=f"{planted} is a symbolic link"):
+        sdk.apply(load(path), backend="test", replace=["corpus.docs"])
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+    assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_a_review_log_is_never_reached_through_a_linked_folder(tmp_path: Path) -> None:
+    from sdk import reviews as RV
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "reviews").symlink_to(outside)
+    log = RV.decisions_path(tmp_path / "recipe", "demo", "gen")
+    entry = {"id": "r1", "decision": "accept", "reviewer": "ana", "at": "2026-12-05T14:00:00Z"}
+    with pytest.raises(DslError, match="reviews is a symbolic link"):
+        RV.append(log, [entry])
+    assert list(outside.iterdir()) == []
+
+
+def test_a_huge_one_line_review_import_is_refused_at_its_line_in_bounded_memory(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    from sdk import reviewio as IO
+    from sdk.errors import DataError
+
+    monkeypatch.setenv("DSL_MAX_LINE_BYTES", str(2**20))
+    path = tmp_path / "filled.csv"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("id,decision,reason\n")
+        f.write("r1,accept," + "x" * 24_000_000 + "\n")  # one 24 MB line
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"^filled\.csv:2: the line is longer than the limit of 1,048,576 bytes"):
+            list(IO.read_records(path, "filled.csv"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak  # the line is never held whole

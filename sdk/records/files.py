@@ -20,10 +20,10 @@ from sdk.errors import DslError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_text_nofollow(path: Path) -> str:
+def read_text_nofollow(path: Path, errors: str = "strict") -> str:
     """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "r", encoding="utf-8") as f:
+    with os.fdopen(fd, "r", encoding="utf-8", errors=errors) as f:
         return f.read()
 
 
