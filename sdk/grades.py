@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError
+from sdk.hashing import file_sha256
+from sdk.records.files import read_text_nofollow
+from sdk.records.state import parse_state
 
 CATEGORIES = ("wrong_fact", "wrong_citation", "missing_citation", "unsupported", "incomplete", "other")
 MODES = ("pass_fail", "pairwise")
@@ -269,11 +272,51 @@ def judge_trusted(recipe_path: str | Path, spec: Any, eval_label: str,
     if not grades:
         return False, f"no expert grades in {path} yet: grade the answers of eval.{eval_label} in dsl ui"
     wd = Path(workdir) if workdir is not None else Path(spec.base_dir) / ".dsl" / spec.name  # sdk.workdirs' rule
-    runs = sorted((p for p in (wd / "artifacts" / f"eval.{eval_label}").glob("*/predictions.jsonl")
-                   if not p.parent.name.startswith(".")), key=lambda p: p.stat().st_mtime)
-    if not runs:
+    folder, damage = applied_eval(wd, f"eval.{eval_label}")
+    if damage:
+        return False, (f"the artifact of eval.{eval_label} is damaged ({damage}): its judge scores are not "
+                       "trusted; dsl verify names it, dsl apply replaces it")
+    if folder is None or not (folder / "predictions.jsonl").is_file():
         return False, f"eval.{eval_label} has not been applied: the judge has graded nothing to compare"
-    return trust_verdict(judge_agreement(judge_scores(_rows(runs[-1])), grades), kappa, min_items)
+    return trust_verdict(judge_agreement(judge_scores(_rows(folder / "predictions.jsonl")), grades), kappa, min_items)
+
+
+def applied_eval(workdir: Path, step_id: str) -> tuple[Path | None, str | None]:
+    """(the artifact folder the workdir's state records for ``step_id``, why it is damaged): the folder only when
+    it lies inside ``workdir/artifacts`` and its manifest and files are as applied (``dsl verify``'s check, every
+    file hashed), never another folder of answers found beside it."""
+    path = Path(workdir) / "state.json"
+    if not path.is_file():
+        return None, None
+    try:
+        entry = parse_state(read_text_nofollow(path), path)["steps"].get(step_id) or {}
+    except OSError as e:
+        return None, f"its state file is unreadable ({type(e).__name__})"
+    rel = entry.get("artifact")
+    if not isinstance(rel, str) or not rel:
+        return None, None
+    root, folder = (Path(workdir) / "artifacts").resolve(), (Path(workdir) / rel).resolve()
+    if Path(rel).is_absolute() or folder == root or not folder.is_relative_to(root) or not folder.is_dir():
+        return None, None
+    return folder, _damage(folder, entry.get("manifest_sha256"))
+
+
+def _damage(folder: Path, expected: str | None) -> str | None:
+    """Why an artifact folder is not as applied (``dsl verify``'s check of sdk.integrity, every file hashed; that
+    module is not imported here: the spec imports this one), or None."""
+    try:
+        if expected and file_sha256(folder / "manifest.json", follow=False) != expected:
+            return "manifest.json content differs from what was applied (edited since)"
+        manifest = json.loads(read_text_nofollow(folder / "manifest.json"))
+    except (OSError, ValueError):
+        return "manifest.json is missing, a link or unreadable"
+    for rel, meta in ((manifest.get("written") if isinstance(manifest, dict) else None) or {}).items():
+        try:
+            if not isinstance(meta, dict) or file_sha256(folder / rel, follow=False) != meta.get("sha256"):
+                return f"{rel} content differs"
+        except OSError:
+            return f"{rel} is missing or a link"
+    return None
 
 
 def calibrating_eval(spec: Any, endpoint: Any) -> str | None:

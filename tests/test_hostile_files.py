@@ -47,7 +47,40 @@ def _template_attrs() -> list[tuple[str, str]]:
 def test_template_attributes_are_found_from_the_kind_registry() -> None:
     found = set(_template_attrs())
     assert {("eval", "prompt"), ("rag", "prompt"), ("reward", "prompt"), ("finetune", "chat_template"),
-            ("base_model", "chat_template"), ("align", "chat_template"), ("eval", "rubric")} <= found, found
+            ("base_model", "chat_template"), ("align", "chat_template"), ("eval", "rubric"), ("synth", "prompt"),
+            ("synth", "filters.rubric")} <= found, found  # inside a sub-block too
+
+
+def _constructed(block_cls: type, attr: str, value: object) -> object:
+    """A block with only the (dotted) template attribute ``attr`` set, its sub-blocks built on the way."""
+    import typing
+
+    from pydantic import BaseModel
+
+    head, _, rest = attr.partition(".")
+    if not rest:
+        return block_cls.model_construct(**{head: value})
+    tp, todo = None, [block_cls.model_fields[head].annotation]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            tp = t
+            break
+        todo += typing.get_args(t)
+    return block_cls.model_construct(**{head: _constructed(tp, rest, value)})
+
+
+def test_a_template_file_in_a_sub_block_is_confined_to_the_recipes_folder(tmp_path: Path) -> None:
+    from sdk.spec import kinds as K
+    from sdk.spec.templates import template_problems
+    from sdk.spec.values import FileRef
+
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "secret.txt").write_text("not for the judge")
+    spec = sdk.Domain("d", base_dir=tmp_path / "recipe").build(check_files=False)
+    block = _constructed(K.get_kind("synth").block, "filters.rubric", FileRef("../secret.txt"))
+    problems = template_problems(spec, "synth", "x", block, True)
+    assert problems == [(("synth", "x", "filters", "rubric"), "file('../secret.txt') escapes the recipe's folder")]
 
 
 @pytest.mark.parametrize("kind,attr", _template_attrs())
@@ -63,9 +96,9 @@ def test_every_template_attribute_refuses_escape_payloads_before_anything_runs(t
     for i, payload in enumerate(_payloads(proof)):
         (tmp_path / f"t{i}.j2").write_text(payload)
         for value in (payload, FileRef(f"t{i}.j2")):
-            block = block_cls.model_construct(**{attr: value})
+            block = _constructed(block_cls, attr, value)
             problems = template_problems(spec, kind, "x", block, True)
-            assert len(problems) == 1 and problems[0][0] == (kind, "x", attr), (payload, problems)
+            assert len(problems) == 1 and problems[0][0] == (kind, "x", *attr.split(".")), (payload, problems)
             assert "is refused" in problems[0][1]
     assert not proof.exists()
 
@@ -414,5 +447,24 @@ def test_a_link_inside_checkpoints_is_never_written_through(tmp_path: Path) -> N
     shutil.rmtree(wd / "checkpoints" / "corpus.docs", ignore_errors=True)
     (wd / "checkpoints" / "corpus.docs").symlink_to(outside)
     r = run_dsl("apply", str(path), "--backend", "test", "--replace", "corpus.docs")
-    assert r.returncode != 0 and "leads outside the workdir" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode != 0 and ("leads outside the workdir" in r.stdout + r.stderr or
+                                  "checkpoints/corpus.docs is a symbolic link" in r.stderr), r.stdout + r.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_the_judge_is_calibrated_on_the_recorded_eval_artifact_only(tmp_path: Path) -> None:
+    """A synth filter or a reward trusts a judge by its agreement with the experts on the eval's answers: those
+    are read from the artifact the state records, under integrity, never from a folder planted beside it."""
+    from sdk.grades import applied_eval
+    from sdk.state import StateStore
+
+    path, wd = _applied(tmp_path)
+    recorded = StateStore(wd).load().artifact_path("eval.expert").resolve()
+    assert applied_eval(wd, "eval.expert") == (recorded, None)
+    planted = wd / "artifacts" / "eval.expert" / "ffffffffffff"
+    planted.mkdir()
+    (planted / "predictions.jsonl").write_text('{"id": "1", "prediction": "x", "scores": {"judge": 1.0}}\n')
+    assert applied_eval(wd, "eval.expert") == (recorded, None)  # the newest folder is not the applied one
+    out = recorded / "out.json"
+    out.write_text(out.read_text().replace("eval", "EVAL"))  # same size: only a hash can tell
+    assert applied_eval(wd, "eval.expert") == (recorded, "out.json content differs")

@@ -4,7 +4,10 @@ assistant message teaches the model no end of turn, and such a model never stops
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional
+
+from pydantic import BaseModel
 
 from sdk.spec.values import FileRef
 
@@ -87,15 +90,34 @@ def chat_template_problems(spec: Any, label: str, block: Any, kind: str) -> list
 
 # ------------------------------------------------------------------------ every template attribute, sandboxed
 
-def template_attrs(block_cls: Any) -> tuple[str, ...]:
-    """The fields of a block class that hold a template (a string or ``file(...)``): found from the schema, so
-    a kind that adds one is covered by the static check (and its test) without a list to keep."""
+def template_attrs(block_cls: Any, depth: int = 0) -> tuple[str, ...]:
+    """The fields of a block class that hold a template (a string or ``file(...)``: prompts, rubrics, chat
+    templates), dotted inside its sub-blocks (``filters.rubric``): found from the schema, so a kind that adds one,
+    at any level, is covered by the static check (and its test) without a list to keep."""
     import typing
 
     def holds_file(tp: Any) -> bool:
         return tp is FileRef or any(holds_file(a) for a in typing.get_args(tp))
 
-    return tuple(name for name, f in getattr(block_cls, "model_fields", {}).items() if holds_file(f.annotation))
+    def models(tp: Any) -> list[Any]:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        return [m for a in typing.get_args(tp) for m in models(a)]
+
+    out: list[str] = []
+    for name, f in getattr(block_cls, "model_fields", {}).items():
+        if holds_file(f.annotation):
+            out.append(name)
+        elif depth < 3:
+            out += [f"{name}.{sub}" for m in models(f.annotation) for sub in template_attrs(m, depth + 1)]
+    return tuple(dict.fromkeys(out))
+
+
+def attr_value(block: Any, attr: str) -> Any:
+    """The value of a (dotted) attribute of a block, or None where a sub-block on the way is unset."""
+    for part in attr.split("."):
+        block = getattr(block, part, None)
+    return block
 
 
 def template_problems(spec: Any, kind: str, label: str, block: Any, check_files: bool) -> list[tuple[tuple, str]]:
@@ -106,17 +128,25 @@ def template_problems(spec: Any, kind: str, label: str, block: Any, check_files:
 
     out = []
     for attr in template_attrs(type(block)):
-        value = getattr(block, attr, None)
+        value = attr_value(block, attr)
         text, shown = (value, "") if isinstance(value, str) else (None, "")
+        nested = "." in attr  # the file checks of sdk.spec.paths see the top-level attributes only
+        if isinstance(value, FileRef) and nested and (Path(value.path).is_absolute() or not (
+                spec.base_dir / value.path).resolve().is_relative_to(spec.base_dir.resolve())):
+            out.append(((kind, label, *attr.split(".")), f"file({value.path!r}) escapes the recipe's folder"))
+            continue
         if isinstance(value, FileRef) and check_files:
             path, bad = confine(spec, value.path)
-            if path is None or bad or regular_file_problem(path, value.path, max_bytes(spec)):
-                continue  # reported by the file checks
+            why_not = bad or (regular_file_problem(path, value.path, max_bytes(spec)) if path is not None else None)
+            if path is None or why_not:
+                if nested and why_not:
+                    out.append(((kind, label, *attr.split(".")), why_not))
+                continue  # top level: reported by the file checks
             try:
                 text, shown = path.read_text(encoding="utf-8"), f" (in {value.path})"
             except (OSError, UnicodeDecodeError):
                 continue
         why = problem(text) if text else None
         if why:
-            out.append(((kind, label, attr), f"the {attr} template{shown} is refused: {why}"))
+            out.append(((kind, label, *attr.split(".")), f"the {attr} template{shown} is refused: {why}"))
     return out
