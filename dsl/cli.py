@@ -71,11 +71,18 @@ def _err_console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
+def _shown(text: str) -> str:
+    """An error or a diagnostic as the terminal gets it: a file name or a quoted value may carry escapes."""
+    from dsl.redact import shown
+
+    return shown(text)
+
+
 def _fail(error: Exception, code: int = EXIT_INVALID) -> None:
     from sdk.errors import DslError
 
     text = error.format() if isinstance(error, DslError) else str(error)
-    click.echo(text, err=True)
+    click.echo(_shown(text), err=True)
     raise SystemExit(code)
 
 
@@ -98,7 +105,7 @@ def _warn(recipe: Any) -> Any:
     def warn(problems: list[Any]) -> None:
         for d in recipe.diagnostics(problems):
             d = _replace(d, severity="warning")
-            click.echo(d.format(recipe.sources.get(d.span.path) if d.span else None), err=True)
+            click.echo(_shown(d.format(recipe.sources.get(d.span.path) if d.span else None)), err=True)
 
     return warn
 
@@ -156,7 +163,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
             failed = True
             results.append({"file": f, "valid": False, "errors": [_diag_json(d) for d in e.diagnostics]})
             if not as_json:
-                click.echo(e.format(), err=True)
+                click.echo(_shown(e.format()), err=True)
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
     if failed:
@@ -194,7 +201,7 @@ def plan_cmd(file: str, workdir: Optional[str], backend: Optional[str], target: 
 
 
 def _print_plan(the_plan: Any) -> None:
-    from rich.markup import escape
+    from dsl.redact import plain as escape  # reasons quote file names and values: no markup, no escapes
 
     console = _out_console()
     styles = {"+": "green", "~": "yellow", "=": "dim", "-": "red"}
@@ -240,13 +247,14 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
     wd = _workdir(recipe, workdir)
     console = _err_console()
     saved = Plan.loads(Path(plan_file).read_text(encoding="utf-8")) if plan_file else None
+    from dsl.redact import plain as escape  # reasons and logs quote file names and data
 
     def on_step(step: Any, event: str) -> None:
         if as_json:
             return
         sym = step.action.symbol
         if event == "start":
-            console.print(f"[bold]{sym} {step.id}[/] ({step.backend}) {step.reason}")
+            console.print(f"[bold]{sym} {step.id}[/] ({step.backend}) {escape(step.reason)}")
         elif event == "ran":
             console.print(f"  [green]done[/] {step.id}")
         elif event == "failed":
@@ -262,7 +270,7 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
 
     try:
         result = apply(recipe.spec, workdir=wd, backend=backend, replace=replace, target=target or None,
-                       progress=Progress(enabled=progress), log=lambda m: console.print(f"    {m}"),
+                       progress=Progress(enabled=progress), log=lambda m: console.print(f"    {escape(m)}"),
                        on_step=on_step, saved_plan=saved, skip_checks=skip_checks, on_warning=_warn(recipe),
                        recipe=str(Path(file).resolve()))
     except PlanProblems as e:
@@ -273,13 +281,15 @@ def apply_cmd(file: str, workdir: Optional[str], backend: Optional[str], target:
                                "steps": outcomes}, indent=2, default=str))
     else:
         _summary(result, recipe, wd, workdir)
+    from dsl.redact import shown
+
     if result.failed:
         for o in result.failed:
-            click.echo(f"error: {o.error}", err=True)
+            click.echo(shown(f"error: {o.error}"), err=True)
         raise SystemExit(EXIT_STEP_FAILED)
     if result.gate_failures:
         for o in result.gate_failures:
-            click.echo(f"error: {o.error}", err=True)
+            click.echo(shown(f"error: {o.error}"), err=True)
         raise SystemExit(EXIT_GATE_FAILED)
 
 

@@ -68,6 +68,14 @@ def shown(text: str, secrets: list[str] = ()) -> str:  # type: ignore[assignment
     return terminal(scrub(text, list(secrets)))
 
 
+def plain(text: Any) -> str:
+    """Text from data (a workdir, a file name, a step's reason or log) for a rich console: :func:`shown`, with its
+    rich markup escaped."""
+    from rich.markup import escape
+
+    return escape(shown(str(text)))
+
+
 def scrub(text: str, secrets: list[str]) -> str:
     for s in sorted(secrets, key=len, reverse=True):
         if len(s) >= 3:

@@ -9,7 +9,9 @@ Columns: ``id``, ``status`` (pending, accepted, rejected, edited: shown, not rea
 rows) followed by its ``edited_<field>``, then ``source`` and ``chunk``. Only ``decision``, ``reason``,
 ``reviewer`` and the ``edited_*`` columns are read; a generated text that was changed in place (rather than in its
 ``edited_`` column) is refused at its line. In CSV a cell that starts with ``= + - @`` is written with a leading
-``'`` so that a spreadsheet does not run it as a formula, and read back without it."""
+``'`` so that a spreadsheet does not run it as a formula, and read back without it. Every exported cell is
+stripped of terminal control and escape sequences (a generated text may carry them; the file may be read with
+``cat``), and the generated texts are compared without them on import."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from sdk import reviews as RV
+from sdk.cleantext import terminal
 from sdk.errors import DataError, DslError
 
 HEAD = ("id", "status", "decision", "reason", "reviewer")
@@ -59,7 +62,7 @@ def records(rows: list[dict[str, Any]], decisions: dict[str, dict[str, Any]]) ->
             rec[f] = _text(row.get(f))
             rec[f"edited_{f}"] = edits.get(f, "")
         rec["source"], rec["chunk"] = _text(row.get("source")), _text(row.get("chunk"))
-        out.append({c: rec.get(c, "") for c in cols})
+        out.append({c: terminal(rec.get(c, "")) for c in cols})  # read in a terminal too: no escape sequences
     return out
 
 
@@ -86,12 +89,32 @@ def export_rows(path: "str | Path", rows: list[dict[str, Any]], decisions: dict[
     return len(recs)
 
 
+def _csv_lines(path: Path, shown: str) -> Iterator[str]:
+    """The file's lines (endings kept, a BOM dropped), read one at a time: a line over the JSONL line limit
+    (:func:`sdk.jsonl.max_line_bytes`) is a located error before it is held whole, so one huge line never fills
+    memory."""
+    from sdk.jsonl import LIMIT_HINT, max_line_bytes
+
+    cap = max_line_bytes()
+    with open(path, "rb") as f:
+        offset, n = 0, 0
+        while True:
+            raw = f.readline(cap + 1) if cap else f.readline()
+            if not raw:
+                return
+            n += 1
+            if cap and len(raw) > cap and not (len(raw) == cap + 1 and raw.endswith(b"\n")):
+                raise DataError(shown, n, f"the line is longer than the limit of {cap:,} bytes", LIMIT_HINT)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(shown, None, f"not UTF-8 text ({e.reason} at byte {offset + e.start})") from None
+            yield text.removeprefix("\ufeff") if offset == 0 else text
+            offset += len(raw)
+
+
 def _csv_records(path: Path, shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(shown, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(_csv_lines(path, shown))
     try:
         header = next(reader, None)
         if not header:
@@ -190,13 +213,13 @@ def _decide(rec: dict[str, str], row: dict[str, Any], fields: list[str], shown: 
             line: int) -> Optional[dict[str, Any]]:
     """The decision a record asks for ({decision, fields?}), or None for none."""
     for f in fields:
-        if f in rec and isinstance(row.get(f), str) and not _same(rec[f], row[f]):
+        if f in rec and isinstance(row.get(f), str) and not _same(rec[f], terminal(row[f])):
             raise DataError(shown, line, f"{f} differs from the generated row: put the new text in edited_{f} "
                             f"(the {f} column is not read)")
     edits = {}
     for f in RV.EDITABLE:
         value = rec.get(f"edited_{f}", "")
-        if value.strip() and not _same(value, _text(row.get(f))):
+        if value.strip() and not _same(value, terminal(_text(row.get(f)))):
             if f not in fields:
                 raise DataError(shown, line, f"edited_{f}: these rows have no {f}")
             edits[f] = value.replace("\r\n", "\n").strip()

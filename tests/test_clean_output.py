@@ -183,3 +183,46 @@ def test_a_relayed_progress_shows_as_plain_lines(tmp_path: Path) -> None:
     lines = shown.getvalue().splitlines()
     assert any("finetune.x: fine-tuning: 4/4 (100%)" in x and "loss=1.25" in x for x in lines), lines
     assert lines[-1].endswith("finished in 0m00s") or "finished in" in lines[-1], lines
+
+
+def test_status_and_errors_print_no_escape_sequence_from_workdir_or_file_names(tmp_path: Path) -> None:
+    """What a workdir or a shared folder carries (a step's summary and error in state.json, a corpus file's name
+    quoted by an error) reaches the terminal without its escape sequences, through dsl status and the error path
+    every command shares."""
+    import sdk
+    from dsl.parser import load
+    from tests._specs import write_small
+
+    path = write_small(tmp_path)
+    assert sdk.apply(load(path), backend="test").ok
+    state_file = tmp_path / ".dsl" / "demo" / "state.json"
+    data = json.loads(state_file.read_text())
+    data["steps"]["corpus.docs"]["summary"] = f"2 files{OSC} -> 2 chunks"
+    data["steps"]["corpus.docs"]["error"] = f"an old failure{OSC}"
+    state_file.write_text(json.dumps(data))
+    r = run_dsl("status", str(path))
+    assert r.returncode == 0 and "2 files -> 2 chunks" in r.stdout and "an old failure" in r.stdout, r.stdout
+    assert not any(c in r.stdout for c in "\x1b\x07\x9b"), repr(r.stdout)
+
+    (tmp_path / "corpus" / f"big{OSC}.txt").write_text("word " * 300_000)  # 1.4 MiB, over a 1 MiB limit
+    path.write_text(path.read_text().replace("corpus docs {", "corpus docs {\n    max_file_mb = 1", 1))
+    r = run_dsl("validate", str(path))
+    assert r.returncode == 1 and "over the corpus limit of 1 MiB" in r.stderr, r.stderr
+    assert not any(c in r.stderr for c in "\x1b\x07\x9b"), repr(r.stderr)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_review_export_carries_no_escape_sequence_and_reads_back_unchanged(tmp_path: Path, suffix: str) -> None:
+    """A teacher's text with escape sequences (OSC, CSI, C1) is exported without them (an expert may `cat` the
+    file), a formula stays quoted, and the unchanged export imports as unchanged."""
+    from sdk import reviewio as IO
+
+    rows = [{"id": "r1", "question": f"Which band{OSC}?", "answer": "=HYPERLINK(\"http://x\")", "chunk": "c"}]
+    out = tmp_path / f"export{suffix}"
+    assert IO.export_rows(out, rows, {}) == 1
+    text = out.read_text(encoding="utf-8")
+    assert not any(c in text for c in "\x1b\x07\x9b") and "Which band?" in text, repr(text)
+    if suffix == ".csv":
+        assert "'=HYPERLINK" in text
+    result = IO.read_import(out, rows, {}, reviewer="ana", shown=out.name)
+    assert result["rows"] == 1 and result["entries"] == [] and result["unchanged"] == 1

@@ -44,9 +44,9 @@ def command(file: str, step: Optional[str], lineage: bool, workdir: Optional[str
         click.echo(json.dumps({"domain": recipe.spec.name, "workdir": str(wd), "serial": state.serial,
                                "lineage": state.lineage, "steps": rows}, indent=2, default=str))
         return
-    from rich.markup import escape
     from rich.tree import Tree
 
+    from dsl.redact import plain as escape  # state and lineage are workdir data: no markup, no terminal escapes
     from sdk.records.state import Status
 
     console = out_console()
