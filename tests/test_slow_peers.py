@@ -124,6 +124,19 @@ def test_a_dripping_upstream_is_cut_at_the_deadline(dripper: Dripper) -> None:
     assert took < 3.0, took  # the deadline covers every read and every retry (a per-read timeout never fires)
 
 
+def test_a_synth_teacher_dripping_its_answer_is_cut_at_the_deadline(dripper: Dripper) -> None:
+    """The synth step's teacher client goes through the same end-to-end deadline: a dripping teacher fails the
+    request with a short message naming it, instead of holding the step (and its threads) for ever."""
+    from sdk.backends.data.synth_teacher import EndpointTeacher
+    from sdk.errors import DslError
+    from sdk.spec.objects import Endpoint
+
+    teacher = EndpointTeacher(Endpoint(url=dripper.url, model="m", timeout=1.0, max_retries=2), 4, "synth.gen")
+    with pytest.raises(DslError, match=r"^synth\.gen: the teacher .* failed after 1 attempt: the upstream timed "
+                                       r"out \(no answer within 1s\)"):  # one deadline for the call and its retries
+        teacher.ask([{"role": "user", "content": "Write a question."}], 8)
+
+
 def test_local_models_answer_while_40_calls_hang_on_a_dripping_upstream(served: Served, dripper: Dripper) -> None:
     assert ask(served, "base_model.tiny").status_code == 200  # warm
     before = dripper.served
