@@ -47,8 +47,39 @@ def _template_attrs() -> list[tuple[str, str]]:
 def test_template_attributes_are_found_from_the_kind_registry() -> None:
     found = set(_template_attrs())
     assert {("eval", "prompt"), ("rag", "prompt"), ("reward", "prompt"), ("finetune", "chat_template"),
-            ("base_model", "chat_template"), ("align", "chat_template"), ("eval", "rubric"), ("synth", "prompt"),
-            ("synth", "filters.rubric")} <= found, found  # inside a sub-block too
+            ("base_model", "chat_template"), ("align", "chat_template"), ("eval", "rubric"), ("synth", "prompt")} \
+        <= found, found
+
+
+def _nested_kind() -> tuple[type, type]:
+    """A block with a template inside a sub-block (as a synth step's filters { rubric } or a judge's prompt)."""
+    from sdk.spec.values import Block, TextOrFile
+
+    class Judge(Block):
+        prompt: TextOrFile | None = None
+
+    class Kind(Block):
+        judge: Judge | None = None
+        rubric: TextOrFile | None = None
+
+    return Kind, Judge
+
+
+def test_a_template_inside_a_sub_block_is_found_refused_and_confined(tmp_path: Path) -> None:
+    from sdk.spec.templates import template_attrs, template_problems
+    from sdk.spec.values import FileRef
+
+    kind, judge = _nested_kind()
+    assert template_attrs(kind) == ("judge.prompt", "rubric")  # from the schema: a new attribute is covered
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "secret.txt").write_text("not for the judge")
+    spec = sdk.Domain("d", base_dir=tmp_path / "recipe").build(check_files=False)
+    outside = kind.model_construct(judge=judge.model_construct(prompt=FileRef("../secret.txt")))
+    assert template_problems(spec, "k", "x", outside, True) == \
+        [(("k", "x", "judge", "prompt"), "file('../secret.txt') escapes the recipe's folder")]
+    hostile = kind.model_construct(judge=judge.model_construct(prompt=_payloads(tmp_path / "PROOF")[0]))
+    [(path, message)] = template_problems(spec, "k", "x", hostile, True)
+    assert path == ("k", "x", "judge", "prompt") and "the judge.prompt template is refused" in message
 
 
 def _constructed(block_cls: type, attr: str, value: object) -> object:
@@ -68,19 +99,6 @@ def _constructed(block_cls: type, attr: str, value: object) -> object:
             break
         todo += typing.get_args(t)
     return block_cls.model_construct(**{head: _constructed(tp, rest, value)})
-
-
-def test_a_template_file_in_a_sub_block_is_confined_to_the_recipes_folder(tmp_path: Path) -> None:
-    from sdk.spec import kinds as K
-    from sdk.spec.templates import template_problems
-    from sdk.spec.values import FileRef
-
-    (tmp_path / "recipe").mkdir()
-    (tmp_path / "secret.txt").write_text("not for the judge")
-    spec = sdk.Domain("d", base_dir=tmp_path / "recipe").build(check_files=False)
-    block = _constructed(K.get_kind("synth").block, "filters.rubric", FileRef("../secret.txt"))
-    problems = template_problems(spec, "synth", "x", block, True)
-    assert problems == [(("synth", "x", "filters", "rubric"), "file('../secret.txt') escapes the recipe's folder")]
 
 
 @pytest.mark.parametrize("kind,attr", _template_attrs())
