@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dsl.commands._common import out_console
+from sdk.spec.kinds import evaluates, kinds_served_as
 
 HEADLINE = ("accuracy", "exact_match", "f1", "perplexity")
 
@@ -57,7 +58,7 @@ def print_summary(result: Any, recipe: Any, wd: Path, workdir: Optional[str] = N
 
     state = StateStore(wd).load()
     for step_id in sorted(state.steps):
-        folder = state.artifact_path(step_id) if step_id.startswith("eval.") else None
+        folder = state.artifact_path(step_id) if evaluates(step_id) else None  # declared, not named
         if folder is not None and (folder / SUMMARY_JSON).is_file():
             try:
                 print_headline(console, step_id, load_eval(folder / SUMMARY_JSON, step_id))
@@ -87,17 +88,19 @@ def next_commands(spec: Any, steps: dict[str, Any], path: str,
     out = []
     if spec.serve:
         out.append((f"dsl serve {where}", 'OpenAI-compatible gateway, model="auto" routes each query'))
-    if spec.rag:
+    # the rag systems: steps of every kind declared to be served as one (``serving="rag"``), not of a kind's name
+    rags = [f"{kind}.{label}" for kind in kinds_served_as("rag") for label in getattr(spec, kind, None) or {}]
+    if rags:
         choose = ""
-        if len(spec.rag) > 1:
+        if len(rags) > 1:
             promoted = promotion(steps)
             routed = {str(getattr(r, "domain", "") or "") for r in spec.route.values()}
 
-            def rank(label: str) -> tuple[bool, bool, bool]:
-                p = promoted.get(f"rag.{label}") or {}
-                return (not p.get("promoted"), not p.get("decided_by"), f"rag.{label}" not in routed)
+            def rank(sid: str) -> tuple[bool, bool, bool]:
+                p = promoted.get(sid) or {}
+                return (not p.get("promoted"), not p.get("decided_by"), sid not in routed)
 
-            choose = f" --system rag.{min(spec.rag, key=rank)}"
+            choose = f" --system {min(rags, key=rank)}"
         out.append((f'dsl ask {where}{choose} "a question"', "answer with cited sources"))
     if spec.route:
         out.append((f'dsl route {where} "a query"', "which target a query goes to"))

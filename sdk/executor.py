@@ -183,7 +183,7 @@ def apply(
                         step.action, step.reason = Action.NOOP, "up to date: its inputs produced the same output"
                 if step.action is Action.NOOP:
                     entry = state.steps[step.id]
-                    status = "gate_failed" if entry.get("status") == "gate_failed" else "up_to_date"
+                    status = "gate_failed" if entry.get("status") == Status.GATE_FAILED.value else "up_to_date"
                     result.outcomes.append(StepOutcome(step.id, status, summary=entry.get("summary", ""),
                                                        error=entry.get("error", ""), fresh=False))
                     notify(step, status)

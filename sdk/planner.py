@@ -21,6 +21,7 @@ from sdk.graph import Graph
 from sdk.hashing import HashCache, digest
 from sdk.integrity import damaged
 from sdk.plans import Action, Plan, Step
+from sdk.records.state import Status
 from sdk.spec import kinds as K
 from sdk.spec.kinds import config_of as step_config
 
@@ -160,7 +161,7 @@ def plan(
             action, reason = Action.CREATE, "not applied yet"
         elif step_id in replace:
             action, reason = Action.REPLACE, "forced by --replace"
-        elif old.get("status") == "failed":
+        elif old.get("status") == Status.FAILED.value:
             action, reason = Action.REPLACE if old.get("fingerprint") else Action.CREATE, \
                 f"the last run failed: {old.get('error', 'unknown error')}"
         elif old.get("fingerprint") != fp:
@@ -192,7 +193,7 @@ def plan(
                 action, reason = Action.REPLACE, f"artifact damaged: {problem}"
             else:
                 action, reason = Action.NOOP, "up to date"
-                if old.get("status") == "gate_failed":
+                if old.get("status") == Status.GATE_FAILED.value:
                     reason = f"up to date (its gate failed: {old.get('error', '')})"
         if check and action in (Action.CREATE, Action.REPLACE):
             for p in be.environment(CheckContext(spec, kind, label, block)):

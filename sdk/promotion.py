@@ -35,11 +35,12 @@ def pending(entry: dict[str, Any]) -> str | None:
 
 
 def verdicts(entries: dict[str, dict[str, Any]]) -> dict[str, list[tuple[str, bool, str]]]:
-    """system -> [(eval step, passed, detail)] from the recorded eval steps (state entries or manifests);
-    a pending gate is not passed, its detail starts with ``pending:``."""
+    """system -> [(eval step, passed, detail)] from the recorded steps of every kind declared to evaluate systems
+    (``evaluates=True``: the built-in eval, or a plugin's), as state entries or manifests; a pending gate is not
+    passed, its detail starts with ``pending:``."""
     out: dict[str, list[tuple[str, bool, str]]] = {}
     for step_id, entry in sorted(entries.items()):
-        if not step_id.startswith("eval.") or entry.get("status") not in Status.finished():
+        if not K.evaluates(step_id) or entry.get("status") not in Status.finished():  # declared, not named
             continue
         waiting = pending(entry)
         passed = entry.get("status") != Status.GATE_FAILED.value and waiting is None

@@ -170,6 +170,7 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
     """Everything one apply logs, read from its event log and the state (no MLflow): ``run`` (name, start, end,
     ok, tags) and ``steps`` (one dict per step that ran: params, metrics, tags, artifacts, status, times)."""
     from sdk.promotion import promotion
+    from sdk.spec.kinds import evaluates
 
     events, _ = EV.read_events(workdir, run_id)
     secrets = secret_values(spec)
@@ -196,7 +197,7 @@ def collect(spec: Any, workdir: "str | Path", run_id: str, state: Any) -> dict[s
                 "dsl.inputs": ",".join(sorted(entry.get("inputs") or {})),
                 "dsl.lineage": ",".join((entry.get("lineage") or {}).get("steps", [])),
                 "dsl.curves": ",".join(dict.fromkeys(name for name, _, _ in metrics))}
-        if sid.startswith("eval.") and (entry.get("config") or {}).get("gate"):
+        if evaluates(sid) and (entry.get("config") or {}).get("gate"):  # a kind declared to evaluate, not a name
             tags["dsl.gate"] = "failed" if data.get("status") == Status.GATE_FAILED.value else (
                 "passed" if data.get("status") == Status.DONE.value else "not run")
             tags["dsl.gate_expression"] = str(entry["config"]["gate"])

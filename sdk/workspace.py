@@ -8,6 +8,8 @@ from typing import Any, Optional, Union
 
 from sdk.backends.base import Artifact
 from sdk.errors import DslError
+from sdk.records.state import Status
+from sdk.spec.kinds import kinds_served_as
 from sdk.state import State, StateStore
 
 
@@ -37,7 +39,7 @@ class Workspace:
         from sdk.integrity import damaged
 
         entry = self.state.steps.get(step_id)
-        if entry is None or entry.get("status") not in ("done", "gate_failed"):
+        if entry is None or entry.get("status") not in Status.finished():
             raise DslError(f"step {step_id} has not been applied: run {self.source}")
         problem = damaged(self.state, step_id, entry)
         if problem:
@@ -66,8 +68,16 @@ class Workspace:
         return open_system(self.artifact(step_id), **{"base_dir": self.spec.base_dir, "spec": self.spec, **options})
 
     def rag(self, label: str, with_generator: bool = True) -> Any:
-        """The applied rag system ``rag.LABEL``, opened from its artifact."""
-        return self.open(f"rag.{label}", with_generator=with_generator)
+        """The applied rag system ``LABEL`` (``rag.LABEL``, or a step of another kind declared to be served as a rag
+        system), opened from its artifact. The kinds are found by declaration (``serving="rag"``), not by name."""
+        kinds = kinds_served_as("rag")
+        found = [f"{k}.{label}" for k in kinds if label in (getattr(self.spec, k, None) or {})]
+        found = found or [f"{k}.{label}" for k in kinds if f"{k}.{label}" in self.state.steps]  # no recipe: state
+        if len(found) > 1:
+            raise DslError(f"{label!r} names several rag systems ({', '.join(found)}): open one with open(STEP_ID)")
+        if not found and not kinds:
+            raise DslError("no kind is declared to be served as a rag system")
+        return self.open(found[0] if found else f"{kinds[0]}.{label}", with_generator=with_generator)
 
     def promotion(self) -> dict[str, dict[str, Any]]:
         from sdk.promotion import promotion

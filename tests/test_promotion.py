@@ -30,3 +30,24 @@ def test_the_same_gate_once_graded_promotes() -> None:
                                            "decided_by": ["eval.mc"]}
     failed = _entries("4 items x 2 systems (qa); gate FAILED", {"awaiting": 0}, status="gate_failed")
     assert promotion(failed)["rag.a"]["reason"] == "gate of eval.mc failed"
+
+
+def test_a_kind_declared_to_evaluate_promotes_as_the_eval_does_whatever_its_name(monkeypatch: Any) -> None:
+    import pytest
+
+    from sdk.spec import kinds as K
+
+    assert K.kinds_that_evaluate() == ["eval"] and K.evaluates("eval.expert") and K.evaluates("eval")
+    assert not K.evaluates("rag.docs") and not K.evaluates("nosuch.x") and not K.evaluates("evaluation.x")
+    exam = K.Kind(name="exam", block=object, backend="exam", evaluates=True)  # a plugin's eval-like kind
+    monkeypatch.setitem(K._KINDS, "exam", exam)
+    gate = {"gate": "rag.a.f1 >= 0.9"}
+    entries = {"rag.a": {"status": "done"}, "rag.b": {"status": "done"},
+               "exam.x": {"status": "gate_failed", "error": "f1 0.4 < 0.9", "config": gate},
+               "corpus.c": {"status": "gate_failed", "config": {"gate": "rag.b.f1 >= 0.9"}}}  # declares no evaluating
+    promo = promotion(entries)
+    assert promo["rag.a"] == {"promoted": False, "reason": "gate of exam.x failed", "decided_by": ["exam.x"]}
+    assert promo["rag.b"]["promoted"] is True  # a gate in a step whose kind does not evaluate decides nothing
+    assert K.kinds_that_evaluate() == ["eval", "exam"]
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        K.Kind(name="knob", block=object, role="setting", evaluates=True)

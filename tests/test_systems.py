@@ -161,3 +161,52 @@ def test_dsl_serve_answers_from_a_rag_system_whose_recipe_was_deleted(tmp_path: 
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
     assert "cannot be loaded" in out and "the recipe version served: as applied at" in out and "Traceback" not in out
+
+
+def test_the_gateway_runs_a_model_from_its_manifest_and_refuses_one_edited_since_the_serve_step(tmp_path: Path) -> None:
+    """A served model's weights and tokenizer come from its applied manifest, as the serve step recorded it among its
+    inputs; an edited manifest is refused naming the artifact, even when the state was made to agree with it."""
+    import hashlib
+
+    import sdk
+    from dsl.parser import load
+    from sdk.backends.serve.serve import load_config
+    from sdk.serving.gateway import Gateway
+    from sdk.systems import served_artifacts
+    from sdk.workspace import open_workspace
+    from tests._tiny import tiny_model_dir
+    from tests.conftest import run_dsl
+    from tests.test_serve import free_port
+
+    model = tiny_model_dir(tmp_path)
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text(f'domain g {{\n  base_model tiny {{ path = "tiny-model" }}\n'
+                      f'  serve {{ port = {free_port()} }}\n}}\n')
+    result = sdk.apply(load(recipe))
+    assert result.ok, [o.error for o in result.failed]
+    ws = open_workspace(recipe)
+    serve = ws.artifact("serve.default")
+    config = load_config(serve)
+    served = served_artifacts(serve, config["variants"])
+    assert list(served) == ["base_model.tiny"] and served["base_model.tiny"].path == ws.artifact("base_model.tiny").path
+    config["variants"]["base_model.tiny"]["model"] = str(tmp_path / "not-this-one")  # what runs is the manifest's
+    gateway = Gateway(config, None, served, preload=False)
+    assert gateway.model_handle("base_model.tiny").model == str(model.resolve())
+    out = gateway.complete("base_model.tiny", [{"role": "user", "content": "What is SIP?"}], 2)
+    assert isinstance(out["text"], str) and out["completion_tokens"] <= 2  # in the batched engine
+    assert Gateway(config, preload=False).model_handle("base_model.tiny").model.endswith("not-this-one")  # no artifact
+
+    manifest = served["base_model.tiny"].path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["outputs"]["model"] = str(tmp_path / "elsewhere")  # other weights, same shape
+    manifest.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with pytest.raises(DslError, match=r"base_model.tiny used by serve.default is damaged \(manifest.json content "
+                                       r"differs.*\): .*base_model.tiny"):
+        served_artifacts(serve, config["variants"])
+    state = tmp_path / ".dsl" / "g" / "state.json"  # the state made to agree: only the serve step's record can tell
+    entries = json.loads(state.read_text())
+    entries["steps"]["base_model.tiny"]["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    state.write_text(json.dumps(entries))
+    r = run_dsl("serve", str(recipe))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "base_model.tiny used by serve.default is damaged (manifest.json content differs" in r.stderr, r.stderr

@@ -25,7 +25,7 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
     from sdk.promotion import withheld as withheld_by_state
     from sdk.serving import sglang
     from sdk.serving.gateway import Gateway, serve
-    from sdk.systems import serving_of
+    from sdk.systems import served_artifacts, serving_of
 
     # what is served is the workdir's applied serve step and what it recorded, never the recipe's current blocks:
     # the recipe only finds the workdir (and its drift is noted); broken or deleted, the workdir alone serves
@@ -35,7 +35,8 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
         if step_id in ws.state.steps:
             ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
             drift(ws, step_id)
-    config = load_config(ws.artifact(step))
+    serve_art = ws.artifact(step)
+    config = load_config(serve_art)
     # promotion is state: a gate that failed since serve.json was written withholds its systems now
     held = {**withheld_by_state(ws.state.steps), **(config.get("withheld") or {})}
     config["withheld"] = held
@@ -45,6 +46,10 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
         if step_id in ws.state.steps:
             ws.artifact(step_id)  # a damaged artifact is named by its file, before anything loads it
             drift(ws, step_id)
+    # every served system (a model's weights, adapter and tokenizer included) is opened from the artifact the serve
+    # step recorded as its input, its manifest checked against the sha256 recorded then: a tampered one is refused
+    served = served_artifacts(serve_art, [*config["variants"], *(s for s in serve_art.manifest.get("inputs") or {}
+                                                                 if serving_of(s) == "router" and config["router"])])
     key_env = config.get("api_key_env")
     if key_env and not os.environ.get(key_env):
         if not no_auth:
@@ -65,7 +70,7 @@ def command(file: str, workdir: Optional[str], host: Optional[str], port: Option
                                                 "timeout": config["timeout"]}
     try:
         try:
-            gateway = Gateway(config, None, ws.artifacts())
+            gateway = Gateway(config, None, served)
         except DslError:
             raise
         except Exception as e:  # noqa: BLE001 - a model or index that does not load: say which, no traceback

@@ -17,6 +17,7 @@ from sdk.records.serve import serve_config
 from sdk.serving.metrics import Metrics
 from sdk.serving.protocol import ClientError, ClientGone, UpstreamError, Withheld  # noqa: F401 - re-exported
 from sdk.serving.upstream import call_endpoint
+from sdk.systems import serving_of
 
 log = logging.getLogger("dsl.gateway")
 
@@ -38,7 +39,9 @@ class Gateway:
         if config.get("router"):
             from sdk.backends.routing.route import Router
 
-            self.router = Router.load(Path(config["router"]))
+            # the route step's artifact as the serve step recorded it (checked), else the folder serve.json names
+            routers = [a for sid, a in sorted(self.artifacts.items()) if serving_of(sid) == "router"]
+            self.router = Router.load(Path(routers[0].path if routers else config["router"]))
         if preload:
             for name, v in config["variants"].items():
                 if v["type"] in ("model", "rag", "system") and name not in self.withheld:
@@ -58,15 +61,25 @@ class Gateway:
         return (["auto"] if auto else []) + sorted(names)
 
     # ------------------------------------------------------------------------------------------ variants
+    def model_handle(self, name: str) -> Any:
+        """The weights, adapter and tokenizer of model variant ``name``, resolved from its applied artifact's
+        manifest as every opener resolves them (``dsl serve`` passes the artifacts the serve step recorded, each
+        checked: :func:`sdk.systems.served_artifacts`); a gateway given no artifact for it (one built from a bare
+        configuration) runs the paths the configuration names."""
+        from sdk.backends.models import ModelHandle, handle
+
+        art = self.artifacts.get(name)
+        if art is not None:
+            return handle(art)
+        v = self.config["variants"][name]
+        return ModelHandle(model=v["model"], adapter=v.get("adapter"), tokenizer=v.get("tokenizer"))
+
     def _engine(self, name: str) -> Any:
         with self.lock:
             if name not in self.engines:
-                from sdk.backends.models import ModelHandle
                 from sdk.serving.engine import LocalEngine
 
-                v = self.config["variants"][name]
-                h = ModelHandle(model=v["model"], adapter=v.get("adapter"), tokenizer=v.get("tokenizer"))
-                self.engines[name] = LocalEngine(h, self.config["max_batch_size"], name)
+                self.engines[name] = LocalEngine(self.model_handle(name), self.config["max_batch_size"], name)
             return self.engines[name]
 
     def _rag(self, name: str) -> Any:

@@ -2,10 +2,12 @@
 
 A declaration says everything the rest of the SDK needs to know about a kind: its name, whether it takes a label,
 its role (a ``model`` that rag generators, evals and routes may name; another ``system``; a plain ``step``; or a
-``setting`` that is no step at all, like ``compute``), its implicit dependencies and the outputs of those it
-reads, the files it reads (their hashes enter its fingerprint), its cross-block checks, its default backend and
-the outputs it provides to later steps. A kind that is a step must name its backend: one declared without is
-refused here, never run by the test backend, which runs a step only where a test (or ``--backend test``) asks.
+``setting`` that is no step at all, like ``compute``), how its systems are served and opened, whether it
+evaluates systems and carries gates (``evaluates=True``: promotion reads its verdicts), its implicit dependencies
+and the outputs of those it reads, the files it reads (their hashes enter its fingerprint), its cross-block checks,
+its default backend and the outputs it provides to later steps. A kind that is a step must name its backend: one
+declared without is refused here, never run by the test backend, which runs a step only where a test (or
+``--backend test``) asks.
 The spec's fields, the planner's steps and edges, the backend registry's defaults, the builder's methods,
 ``dsl schema`` and the language reference are derived from these declarations::
 
@@ -55,6 +57,9 @@ class Kind:
     # answer(question, max_new_tokens=N) returns {"answer", "sources", "cited"}
     serving: Optional[str] = None
     opener: Optional[str] = None
+    # a step that evaluates systems and carries gates (the built-in ``eval``): its recorded ``config.gate`` decides
+    # the promotion of the systems it names, and its ``metrics`` are what a route's threshold and curve read
+    evaluates: bool = False
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -67,6 +72,8 @@ class Kind:
                              "--backend test asks for it)")
         if self.role == "setting" and self.backend:
             raise ValueError(f"kind {self.name!r} is a setting, not a step: it has no backend")
+        if self.evaluates and not self.is_step:
+            raise ValueError(f"kind {self.name!r} is a setting: it cannot evaluate systems (evaluates=True)")
         if self.serving is not None and self.serving not in SERVING:
             raise ValueError(f"kind {self.name!r}: serving must be one of {', '.join(SERVING)}, not {self.serving!r}")
         if self.serving_as == "system" and not self.opener:
@@ -174,6 +181,19 @@ def kinds_with_role(role: str) -> list[str]:
 def kinds_served_as(serving: str) -> list[str]:
     """Kinds whose systems are served and asked as ``serving`` (``model``, ``rag``, ``router``, ``system``)."""
     return [k.name for k in _KINDS.values() if k.serving_as == serving]
+
+
+def kinds_that_evaluate() -> list[str]:
+    """Kinds whose steps evaluate systems and carry gates (declared ``evaluates=True``: the built-in ``eval``, or a
+    plugin's): their verdicts promote or withhold the systems their gates name."""
+    return [k.name for k in _KINDS.values() if k.evaluates]
+
+
+def evaluates(step_id: str) -> bool:
+    """Whether a step id (``eval.expert``) or a kind name is of a kind declared to evaluate systems; asked instead
+    of comparing names (``startswith("eval.")``), so a plugin's evaluating kind counts too."""
+    kind = _KINDS.get(step_id.partition(".")[0]) if isinstance(step_id, str) else None
+    return kind is not None and kind.evaluates
 
 
 def step_kinds() -> list[str]:

@@ -19,7 +19,9 @@ def allowed_roots(spec: Any) -> list[Path]:
     return [base] + [(base / r).resolve() for r in (getattr(spec, "roots", None) or [])]
 
 
-def _inside(path: Path, roots: list[Path]) -> bool:
+def within_roots(path: Path, roots: list[Path]) -> bool:
+    """Whether a resolved ``path`` is one of ``roots`` or lies under one (the corpus reader asks it of each file
+    it opens, symlinks followed, as :func:`confine` asks it of each path a recipe names)."""
     return any(path == r or path.is_relative_to(r) for r in roots)
 
 
@@ -32,7 +34,7 @@ def _where(spec: Any) -> str:
 def confine(spec: Any, rel: str) -> tuple[Optional[Path], Optional[str]]:
     """The resolved path (symlinks followed) of ``rel``, or a problem when it lies outside the allowed roots."""
     target = (spec.base_dir / rel).resolve()
-    if not _inside(target, allowed_roots(spec)):
+    if not within_roots(target, allowed_roots(spec)):
         return None, (f"{rel!r} is outside {_where(spec)}; add its folder to roots = [...] in the domain "
                       "to allow it")
     return target, None
@@ -81,7 +83,7 @@ def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        if not _inside(p.resolve(), roots):  # a symlink inside the folder pointing out of it
+        if not within_roots(p.resolve(), roots):  # a symlink inside the folder pointing out of it
             return [], f"{p.relative_to(spec.base_dir) if p.is_relative_to(spec.base_dir) else p} (from glob " \
                        f"{pattern!r}) leads outside {_where(spec)}"
         files.append(p)
@@ -136,4 +138,17 @@ def named_files(spec: Any, block: Any, attrs: tuple[str, ...] = ()) -> list[Path
     base = spec.base_dir
     paths = [base / getattr(block, a) for a in attrs if isinstance(getattr(block, a, None), str)]
     paths += [base / v.path for a in FILE_REF_ATTRS if isinstance(v := getattr(block, a, None), FileRef)]
+    paths += [base / v.path for v in _nested_file_refs(block)]  # a sub-block's file() (synth filters { rubric })
     return paths
+
+
+def _nested_file_refs(block: Any, depth: int = 0) -> list[FileRef]:
+    """The file() values held inside a block's sub-blocks (its own top-level ones are FILE_REF_ATTRS')."""
+    out: list[FileRef] = []
+    for name in getattr(type(block), "model_fields", {}) if depth < 3 else ():
+        value = getattr(block, name, None)
+        if depth and isinstance(value, FileRef):
+            out.append(value)
+        elif hasattr(type(value), "model_fields"):
+            out += _nested_file_refs(value, depth + 1)
+    return out

@@ -1,10 +1,11 @@
 """What was applied: a step's block as its manifest recorded it (:func:`applied_block`), the artifacts it read
-(:func:`input_artifact`), and one line when the recipe has changed since (:func:`drift`)."""
+(:func:`input_artifact`; those a serve step serves, :func:`served_artifacts`), and one line when the recipe has
+changed since (:func:`drift`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from sdk.artifacts import Artifact
 from sdk.errors import DslError
@@ -41,8 +42,17 @@ def input_artifact(art: Artifact, dep: str) -> Artifact:
     manifest, problem = read_manifest(path, record.get("manifest_sha256"))  # checked like the step's own
     problem = problem or check_folder(path, manifest or {})  # its files too (a chat template edited in place)
     if problem or manifest is None:
-        raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}); run dsl apply")
+        raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}): {path}; run dsl apply")
     return Artifact(dep, path.resolve(), manifest)
+
+
+def served_artifacts(serve: Artifact, names: Iterable[str]) -> dict[str, Artifact]:
+    """The artifacts of the systems ``names`` as the serve step ``serve`` recorded them among its inputs, each
+    checked as ``dsl verify`` checks it (its manifest against the sha256 the serve step recorded, then its files):
+    the gateway runs the weights, adapter, tokenizer or index that was applied, evaluated and gated, or refuses,
+    naming the artifact. A name the serve step did not read (an endpoint, ``general``) is left out."""
+    inputs = serve.manifest.get("inputs") or {}
+    return {name: input_artifact(serve, name) for name in sorted(names) if name in inputs}
 
 
 def drift(spec: Any, state: Any, step_id: str) -> Optional[str]:

@@ -26,7 +26,7 @@ from sdk.artifacts import Artifact
 from sdk.backends.rag.embedders import quiet_haystack
 from sdk.errors import DataError, DslError
 from sdk.jsonl import parse_jsonl
-from sdk.spec.paths import _inside, allowed_roots, expand
+from sdk.spec.paths import allowed_roots, expand, within_roots
 
 EXTENSIONS = {".txt": "text", ".text": "text", ".md": "markdown", ".markdown": "markdown", ".jsonl": "jsonl",
               ".html": "html", ".htm": "html", ".pdf": "pdf"}
@@ -76,7 +76,7 @@ def read_once(spec: Any, path: Path, shown: str, max_mb: int) -> tuple[bytes, st
         if not stat.S_ISREG(st.st_mode):
             raise DataError(shown, None, "is not a regular file; only regular files are read")
         real = Path(os.readlink(f"/proc/self/fd/{fd}")) if os.path.exists(f"/proc/self/fd/{fd}") else path.resolve()
-        if not _inside(real, allowed_roots(spec)):
+        if not within_roots(real, allowed_roots(spec)):
             raise DataError(shown, None, f"leads outside the recipe's folder (to {real}); not read")
         if st.st_size > limit:
             raise DataError(shown, None, f"is {st.st_size / 2**20:.1f} MiB, over the corpus limit of {max_mb} MiB",

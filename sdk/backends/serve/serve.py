@@ -13,6 +13,7 @@ from sdk.backends.serve.engines import ENGINES
 from sdk.errors import DslError
 from sdk.promotion import verdicts, withheld
 from sdk.records.serve import SERVE_JSON, SETTINGS, ServeConfig, load_serve, save_serve, serve_config
+from sdk.records.state import Status
 from sdk.spec import Endpoint, Ref
 from sdk.state import inside
 from sdk.systems import applied_block, serving_of, workdir_of
@@ -42,7 +43,7 @@ class ServeBackend(Backend):
         spec = ctx.spec
         artifacts = ctx.inputs
         # a system a failed gate names is not served (the eval inputs are the gates' verdicts)
-        held = withheld({sid: {**art.manifest, "status": art.manifest.get("status", "done")}
+        held = withheld({sid: {**art.manifest, "status": art.manifest.get("status", Status.DONE.value)}
                          for sid, art in artifacts.items()})
         variants: dict[str, Any] = {}
         for sid, art in sorted(artifacts.items()):
@@ -99,11 +100,12 @@ class ServeBackend(Backend):
 def _gated_out(artifacts: dict[str, Any]) -> str:
     """Why the route step among ``artifacts`` may not route (its own gate failed, or an eval gate naming it did),
     or "" when it may."""
-    judged = verdicts({sid: {**a.manifest, "status": a.manifest.get("status", "done")} for sid, a in artifacts.items()})
+    judged = verdicts({sid: {**a.manifest, "status": a.manifest.get("status", Status.DONE.value)}
+                      for sid, a in artifacts.items()})
     for sid, art in sorted(artifacts.items()):
         if serving_of(sid) != "router":
             continue
-        if art.manifest.get("status") == "gate_failed":
+        if art.manifest.get("status") == Status.GATE_FAILED.value:
             return f"{sid} failed its gate: {art.manifest.get('error') or 'see dsl status'}"
         failed = [e for e, ok, _ in judged.get(sid, []) if not ok]
         if failed:
@@ -112,9 +114,10 @@ def _gated_out(artifacts: dict[str, Any]) -> str:
 
 
 def hub_bases(spec: Any, artifacts: dict[str, Any]) -> dict[str, str]:
-    """base_model steps that name a hub model: SGLang can serve them even though the CPU engine does not load them."""
+    """Model steps (a base_model) that name a hub model: SGLang can serve them even though the CPU engine does not
+    load them. Models are found by their kind's declaration (``serving="model"``), not by its name."""
     return {sid: str(art.outputs["model"]) for sid, art in sorted(artifacts.items())
-            if sid.startswith("base_model.") and art.outputs.get("model_source") == "hub"}
+            if serving_of(sid) == "model" and art.outputs.get("model_source") == "hub"}
 
 
 WORKDIR = "$WORKDIR/"

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from sdk.records.serve import ServeConfig
 from sdk.spec.blocks.eval import gated_systems
-from sdk.spec.kinds import Dep, content_facets, declare, get_kind
+from sdk.spec.kinds import Dep, content_facets, declare, get_kind, kinds_that_evaluate
 from sdk.spec.objects import SGLangOptions
 from sdk.spec.values import Block, PositiveInt, Secret
 
@@ -28,6 +28,9 @@ def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
         if kind != "serve" and get_kind(kind).is_system:
             deps.append((f"{kind}.{lbl}", None))
     deps += [(f"eval.{e}", ("verdict",)) for e, ev in spec.eval.items() if gated_systems(ev)]
+    # a plugin's kind declared to evaluate systems, with a gate: what it produced (its verdict among it)
+    deps += [(f"{k}.{lbl}", None) for k in kinds_that_evaluate() if k != "eval"
+             for lbl, blk in (getattr(spec, k, None) or {}).items() if getattr(blk, "gate", None) is not None]
     return deps
 
 
