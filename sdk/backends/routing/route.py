@@ -21,6 +21,7 @@ from sdk.errors import DataError, DslError
 from sdk.evalsets import load_items
 from sdk.jsonl import read_jsonl
 from sdk.spec import Endpoint, Problem
+from sdk.spec.kinds import evaluates
 from sdk.systems import applied_block
 
 
@@ -207,7 +208,7 @@ def evaluate_routes(preds: list[str], golds: list[str], classes: list[str]) -> d
 
 def _metric(ctx: StepContext, m: Any) -> float:
     for step_id, art in ctx.inputs.items():
-        if step_id.startswith("eval.") and isinstance(art.metrics.get(m.system), dict):
+        if evaluates(step_id) and isinstance(art.metrics.get(m.system), dict):
             value = (art.metrics[m.system].get(m.metric) or {}).get(m.bound)
             if isinstance(value, (int, float)):
                 return float(value)
@@ -226,7 +227,7 @@ def quality_cost_curve(ctx: StepContext, block: Any, p_special: Any, targets: di
         return None
     quality: dict[str, float] = {}
     for step_id, art in sorted(ctx.inputs.items()):
-        if not step_id.startswith("eval."):
+        if not evaluates(step_id):  # an input of a kind declared to evaluate systems (not a name prefix)
             continue
         for target in (DOMAIN, GENERAL):
             scores = art.metrics.get(targets[target])

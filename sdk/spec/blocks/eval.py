@@ -276,7 +276,7 @@ class JudgeAgreement(Block):
 
 @declare("eval", backend=("builtin", "sdk.backends.eval.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
          check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
-         reads=_reads)
+         reads=_reads, evaluates=True)
 class EvalBlock(Block):
     """An expert eval set, systems compared side by side on it, and an optional gate."""
 
