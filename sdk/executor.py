@@ -238,7 +238,7 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     ctx = StepContext(spec=spec, step_id=step.id, kind=step.kind, label=step.label, block=block,
                       fingerprint=step.fingerprint, out_dir=tmp, workdir=workdir, checkpoint_dir=checkpoints,
                       inputs=inputs, progress=progress, log=log, options=dict(options), files=dict(step.files))
-    status, error = "done", ""
+    status, error = Status.DONE.value, ""
     try:
         missing = [d for d in step.depends_on if d not in inputs]
         if missing:
@@ -249,14 +249,14 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
             raise DslError(f"backend {backend.name!r} returned {type(result).__name__}, not a StepResult")
         _check_outputs(step, backend.name, result)
     except GateFailed as e:
-        result, status, error = e.result, "gate_failed", str(e)
+        result, status, error = e.result, Status.GATE_FAILED.value, str(e)
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised for interrupts
         remove_inside(workdir, tmp)
         message = str(e) if isinstance(e, DslError) else f"{type(e).__name__}: {e}"
         if isinstance(e, OSError) and e.errno in (28, 30):  # ENOSPC, EROFS: say so plainly
             message = f"cannot write in {workdir} ({e.strerror}); free some space or make it writable"
         entry = dict(state.steps.get(step.id, {}))
-        entry.update(status="failed", error=message, failed_fingerprint=step.fingerprint,
+        entry.update(status=Status.FAILED.value, error=message, failed_fingerprint=step.fingerprint,
                      backend=step.backend, backend_version=step.backend_version)
         if "traceback" not in message and not isinstance(e, DslError):
             entry["traceback"] = traceback.format_exc()[-4000:]
@@ -299,7 +299,7 @@ def _run_step(spec: S.Spec, step: Step, state: State, store: StateStore, registr
     if old is not None and old.resolve() != final.resolve():
         remove_inside(workdir, old)
     remove_inside(workdir, checkpoints)
-    return StepOutcome(step.id, "ran" if status == "done" else "gate_failed", finished - started,
+    return StepOutcome(step.id, "ran" if status == Status.DONE.value else "gate_failed", finished - started,
                        summary=result.summary, error=error)
 
 
