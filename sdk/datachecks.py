@@ -94,7 +94,7 @@ def _problem(at: tuple[Any, ...], e: DslError) -> Problem:
 
 def _source(spec: Any, rel: str | None) -> Path | None:
     """The file a step reads, or None when it is missing or not a file (the spec's own checks say so)."""
-    if not rel:
+    if not rel or not isinstance(rel, str):  # not a file: a step's output (eval data = synth.X) is read when it runs
         return None
     path = spec.resolve_path(rel)
     return path if path.is_file() else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk.errors import DataError
+from sdk.errors import DataError, DslError
 from sdk.jsonl import parse_jsonl, read_jsonl
 from sdk.limits import MAX_ITEM_CHARS, limit
 from sdk.metrics import ngrams, normalize
@@ -186,6 +186,29 @@ def load_items(path: Path, block: Any, shown: str | None = None, limit: int | No
     if not items:
         raise DataError(shown, None, "the eval set has no usable items")
     return items
+
+
+def synth_items(art: Any, block: Any, limit: int | None = None,
+                empty_ok: bool = False) -> tuple[list[EvalItem], str]:
+    """The items of ``eval { data = synth.X }``: the candidates of the applied synth step ``art`` (task eval, review
+    required) that experts accepted or edited, the edited text winning (its ``rows.jsonl``, in the eval-set
+    format), and a line saying how many of its candidates that is. With none accepted yet, a DslError saying the
+    eval awaits review (or, with ``empty_ok``, no items)."""
+    rows = art.path / (art.outputs.get("rows") or "rows.jsonl")
+    shown = f"{art.step_id}/{rows.name}"
+    cands = art.path / (art.outputs.get("candidates") or "candidates.jsonl")
+    total = sum(1 for x in cands.read_text(encoding="utf-8").split("\n") if x.strip()) if cands.is_file() else 0
+    accepted = sum(1 for x in rows.read_text(encoding="utf-8").split("\n") if x.strip()) if rows.is_file() else 0
+    by = (art.manifest.get("metrics") or {}).get("by_reason") or {}
+    rest = ", ".join(f"{by[k]} {w}" for k, w in (("review_rejected", "rejected"), ("review_pending", "pending"))
+                     if by.get(k))
+    note = f"{accepted} of {total} candidates of {art.step_id} accepted" + (f" ({rest})" if rest else "")
+    if not accepted:
+        if empty_ok:
+            return [], note
+        raise DslError(f"awaiting review: {note}; accept or edit them in the Review view of dsl ui (or with dsl "
+                       f"review import), then apply again")
+    return load_items(rows, block, shown, limit=limit), note
 
 
 TRAIN_TAG = "train"  # items an eval set declares as its training split (retrieval adaptation reads them)

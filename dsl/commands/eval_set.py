@@ -27,6 +27,9 @@ def _block(file: str | None, fields: tuple[str, ...], fmt: str, password_env: st
         block = spec.eval[label]
         if fields or fmt != "auto" or password_env:
             raise DslError("--field/--format/--password-env come from the recipe's eval block when --spec is given")
+        if not file and not isinstance(block.data, str):
+            raise DslError(f"eval.{label} reads {block.data}, the candidates experts accepted, not a file: see them "
+                           f"with dsl review export, or give the FILE to check")
         path = Path(file) if file else spec.resolve_path(block.data)
         return path, file or block.data, block, spec
     if not file:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.backends.base import Backend, StepContext, StepResult
+from sdk.backends.data import synth_judge
 from sdk.backends.data.synth_prompts import (
     QUESTION_PROMPT,
     RAFT_ANSWER_PROMPT,
@@ -37,14 +38,15 @@ from sdk.backends.data.synth_prompts import (
     without_citations,
 )
 from sdk.backends.data.synth_teacher import EndpointTeacher, Journal, ModelTeacher, Usage, ask_all
-from sdk.backends.eval.clients import local_model
 from sdk.backends.rag.corpus import location, read_chunks
 from sdk.backends.rag.system import RagSystem
 from sdk.errors import DslError
-from sdk.evalsets import load_items
+from sdk.evalsets import load_items, synth_items
+from sdk.grades import JUDGE_PASS
 from sdk.spec import Problem
 from sdk.spec.blocks.synth import decisions_file
 from sdk.spec.values import FileRef
+from sdk.systems import open_system
 
 
 def _template(block: Any, attr: str, default: str, base: Path) -> str:
@@ -59,13 +61,18 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def eval_items(spec: Any) -> dict[str, list[tuple[str, str]]]:
-    """Every eval set of the recipe, as ``{"eval.X": [(item id, question and answers)]}`` (contamination)."""
+def eval_items(spec: Any, inputs: dict[str, Any] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Every eval set of the recipe, as ``{"eval.X": [(item id, question and answers)]}`` (contamination): its file,
+    or the items experts accepted of the synth step it reads (an input, see the synth kind's implicit edges; one
+    still awaiting review has none yet)."""
     out: dict[str, list[tuple[str, str]]] = {}
     for label, ev in spec.eval.items():
-        if not isinstance(ev.data, str):
+        if isinstance(ev.data, str):
+            items = load_items(spec.resolve_path(ev.data), ev, ev.data)
+        elif (inputs or {}).get(str(ev.data)) is not None:
+            items, _ = synth_items(inputs[str(ev.data)], ev, empty_ok=True)  # type: ignore[index]
+        else:
             continue
-        items = load_items(spec.resolve_path(ev.data), ev, ev.data)
         out[f"eval.{label}"] = [(it.id, " ".join([it.question, *it.answers])) for it in items]
     return out
 
@@ -87,13 +94,18 @@ def _basic_filters(rows: list[dict[str, Any]], options: dict[str, Any]) -> tuple
     return kept, dropped
 
 
-def apply_filters(spec: Any, block: Any, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def apply_filters(spec: Any, block: Any, rows: list[dict[str, Any]],
+                  inputs: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     options = block.filters.model_dump(mode="json")
+    for name in ("judge", "rubric", "judge_agreement"):  # the judge itself ran before: its scores are on the rows
+        options.pop(name, None)
+    if block.filters.judge is not None and options.get("judge_min") is None:
+        options["judge_min"] = JUDGE_PASS
     try:
         from sdk.synthfilter import filter_rows  # local: optional here, its absence falls back below
     except ImportError:
         return _basic_filters(rows, options)
-    items = eval_items(spec) if block.filters.contamination else {}
+    items = eval_items(spec, inputs) if block.filters.contamination else {}
     return filter_rows(rows, options=options, eval_items=items, embed=None)
 
 
@@ -131,15 +143,24 @@ class SynthBackend(Backend):
         block: Any = ctx.block
         if hasattr(block.teacher, "url"):
             return EndpointTeacher(block.teacher, block.concurrency, ctx.step_id)
-        ref = str(block.teacher)
+        return self._model(ctx, str(block.teacher))
+
+    @staticmethod
+    def _model(ctx: StepContext, ref: str) -> ModelTeacher:
+        """A model step (teacher or student) opened from its applied artifact by its kind's opener, as the eval and
+        the gateway open it; journaled under its artifact's fingerprint (a retrained model is asked again)."""
         art = ctx.input(ref)
-        return ModelTeacher(local_model(ctx.inputs, ref, ctx.spec), f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
+        system = open_system(art, spec=ctx.spec, base_dir=ctx.spec.base_dir)
+        return ModelTeacher(system, f"{ref}:{art.manifest.get('fingerprint', art.path.name)}")
 
     def run(self, ctx: StepContext) -> StepResult:
         block: Any = ctx.block
         chunks = [c for c in read_chunks(ctx.input(block.corpus)) if c["content"].strip()]
         random.Random(block.seed).shuffle(chunks)
         chunks = chunks[: block.rows]
+        trusted = synth_judge.trust(ctx.spec, block, ctx.step_id, ctx.workdir) if block.filters.judge else None
+        if trusted:  # checked before any teacher call: a refused judge costs nothing
+            ctx.log(trusted)
         teacher = self._teacher(ctx)
         journal = Journal(ctx.workdir / "cache" / "synth" / ctx.label / "journal.jsonl")
         usage = Usage(budget=block.budget_tokens)
@@ -166,10 +187,11 @@ class SynthBackend(Backend):
             if block.task == "raft":
                 rows, render_context = self._raft(ctx, block, rows, teacher, journal, usage, {c["id"]: c for c in chunks})
             elif block.task == "preference":
-                rows = self._preference(ctx, block, rows)
+                rows = self._preference(ctx, block, rows, journal)
+            judged = synth_judge.judge_rows(ctx, block, rows, journal) if block.filters.judge else {}
         finally:
             journal.close()
-        return self._finish(ctx, block, rows, unparsed, usage, render_context)
+        return self._finish(ctx, block, rows, unparsed, usage, render_context, judged)
 
     def _raft(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]], teacher: Any, journal: Any,
               usage: Any, by_id: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
@@ -201,19 +223,25 @@ class SynthBackend(Backend):
             out.append({**row, "answer": answer if row["golden"] else without_citations(answer)})
         return out, rag.render_prompt
 
-    def _preference(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _preference(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]],
+                    journal: Journal) -> list[dict[str, Any]]:
+        """Chosen: the teacher's answer. Rejected: the student model's answer to the question (journaled like the
+        teacher's, its tokens apart from the teacher's budget), or a corrupted copy of the teacher's answer."""
         if block.student is None:
-            rejected = [corrupted(r["answer"], r["chunk"], r["id"]) for r in rows]
+            rejected: list[str | None] = [corrupted(r["answer"], r["chunk"], r["id"]) for r in rows]
         else:
-            model = local_model(ctx.inputs, str(block.student), ctx.spec)
-            rejected = model.generate_many([model.generation_prompt(r["question"]) for r in rows], block.max_tokens)
-        return [{**r, "chosen": r["answer"], "rejected": bad} for r, bad in zip(rows, rejected)]
+            student = self._model(ctx, str(block.student))
+            with ctx.progress.task(f"{ctx.step_id}: {len(rows)} answers from {block.student}", total=len(rows)) as bar:
+                rejected = ask_all(student, [[{"role": "user", "content": r["question"]}] for r in rows],
+                                   max_tokens=block.max_tokens, journal=journal, usage=Usage(), concurrency=1,
+                                   advance=bar.advance)
+        return [{**r, "chosen": r["answer"], "rejected": (bad or "").strip()} for r, bad in zip(rows, rejected)]
 
     def _finish(self, ctx: StepContext, block: Any, rows: list[dict[str, Any]], unparsed: list[dict[str, Any]],
-                usage: Any, render_context: Any = None) -> StepResult:
+                usage: Any, render_context: Any = None, judged: dict[str, Any] | None = None) -> StepResult:
         dropped = [{"id": r["id"], "reason": "empty", "detail": "the teacher's reply holds no question and answer"}
                    for r in unparsed]
-        kept, filtered = apply_filters(ctx.spec, block, rows)
+        kept, filtered = apply_filters(ctx.spec, block, rows, ctx.inputs)
         dropped += filtered
         _write_jsonl(ctx.out_dir / "candidates.jsonl", kept)
         final, reviewed, decisions = apply_review(ctx.spec, ctx.label, block, kept)
@@ -234,7 +262,7 @@ class SynthBackend(Backend):
                                    "tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
                                    "requests": usage.requests, "requests_sent": usage.sent,
                                    "requests_journaled": usage.cached, "budget_stopped": usage.stopped,
-                                   "decisions": decisions}
+                                   "decisions": decisions, **(judged or {})}
         if cost is not None:
             metrics["cost"] = cost
         if usage.stopped:

@@ -19,6 +19,8 @@ from typing import Any
 
 from sdk.errors import DslError
 from sdk.hashing import digest
+from sdk.state import no_link_below, read_text_nofollow
+from sdk.systems import Asker
 from sdk.upstream import Target, UpstreamError, chat
 
 
@@ -29,16 +31,18 @@ class Journal:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        no_link_below(path.parents[3], path)  # <workdir>/cache/synth/<label>/journal.jsonl: never through a link
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            for line in read_text_nofollow(path, errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
                 except ValueError:
                     continue  # a line torn by a kill mid-write: that request is asked again
                 if isinstance(entry, dict) and isinstance(entry.get("key"), str) and isinstance(entry.get("text"), str):
                     self.entries[entry["key"]] = entry
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a",
+                               encoding="utf-8")  # closed by close()
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
@@ -105,20 +109,26 @@ class EndpointTeacher:
 
 
 class ModelTeacher:
-    """A model step of the recipe, opened from its artifact as the eval opens it; one request at a time."""
+    """A model step of the recipe (teacher, or a preference task's student), as its kind's opener opened it from
+    its artifact (:func:`sdk.systems.open_system`); one request at a time. A model system with a ``local`` model
+    (the built-in kinds) is prompted through its chat template and its tokens counted; another (a plugin's) is
+    asked as the eval asks it."""
 
-    def __init__(self, model: Any, ident: str) -> None:
-        self.model = model
+    def __init__(self, system: Any, ident: str) -> None:
+        self.system = system
+        self.local = getattr(system, "local", None)
         self.ident = ident
         self._lock = threading.Lock()
 
     def ask(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
         content = "\n\n".join(m["content"] for m in messages)
         with self._lock:
-            prompt = self.model.generation_prompt(content)
-            text = self.model.generate_many([prompt], max_tokens, 1)[0]
-            return {"text": text, "prompt_tokens": len(self.model.encode(prompt)),
-                    "completion_tokens": len(self.model.encode(text)) if text else 0}
+            if self.local is None:
+                return {"text": Asker(self.system).ask(content, max_tokens), "prompt_tokens": 0, "completion_tokens": 0}
+            prompt = self.local.generation_prompt(content)
+            text = self.local.generate_many([prompt], max_tokens, 1)[0]
+            return {"text": text, "prompt_tokens": len(self.local.encode(prompt)),
+                    "completion_tokens": len(self.local.encode(text)) if text else 0}
 
 
 def request_key(teacher: Any, messages: list[dict[str, str]], max_tokens: int) -> str:

@@ -38,7 +38,7 @@ from sdk.backends.eval.human import gate_pending, gate_refusal, human_results
 from sdk.backends.eval.routed import RoutedRunner, is_router, routing_summary
 from sdk.backends.eval.stats import aggregate, compare, evaluate_gate
 from sdk.errors import DataError, DslError
-from sdk.evalsets import EvalItem, contamination, load_items, scored_items
+from sdk.evalsets import EvalItem, contamination, load_items, scored_items, synth_items
 from sdk.report import write_report
 from sdk.spec import Endpoint, FileRef
 from sdk.spec.blocks.eval import training_steps
@@ -63,15 +63,24 @@ class EvalBackend(Backend):
 
     def run(self, ctx: StepContext) -> StepResult:
         block: Any = ctx.block
-        path = ctx.spec.resolve_path(block.data)
-        items, held_out = scored_items(load_items(path, block, block.data, limit=block.limit), str(block.data))
+        shown, reviewed = str(block.data), ""
+        if isinstance(block.data, str):
+            loaded = load_items(ctx.spec.resolve_path(block.data), block, block.data, limit=block.limit)
+        else:  # data = synth.X: the candidates experts accepted; none yet fails the step, writing nothing
+            try:
+                loaded, reviewed = synth_items(ctx.input(block.data), block, limit=block.limit)
+            except DslError as e:
+                raise DslError(f"{ctx.step_id}: {e}") from None
+            shown = f"{block.data}/rows.jsonl"
+            ctx.log(f"{ctx.step_id}: {reviewed}")
+        items, held_out = scored_items(loaded, shown)
         task = task_of(block, items)
         if task == "multiple_choice" and not all(it.choices for it in items):
             bad = next(it for it in items if not it.choices)
-            raise DataError(block.data, bad.line, f"item {bad.id} has no choices but the task is multiple_choice")
+            raise DataError(shown, bad.line, f"item {bad.id} has no choices but the task is multiple_choice")
         labels = sorted({it.label for it in items if it.label is not None})
         if task == "classification" and len(labels) < 2:
-            raise DataError(block.data, None, f"classification needs at least two labels; found {labels or 'none'} "
+            raise DataError(shown, None, f"classification needs at least two labels; found {labels or 'none'} "
                                               "(map the label column with fields = { label = \"...\" })")
         artifacts: dict[str, Artifact] = dict(ctx.inputs)
         k = max((applied_block(artifacts[str(s)]).top_k for s in block.systems if serving_of(s) == "rag"), default=5)
@@ -123,7 +132,8 @@ class EvalBackend(Backend):
             for r in system_rows:
                 r["contamination"] = contam["items"].get(r["id"], 0.0)
         metrics: dict[str, Any] = {**results, "n_items": len(items), "held_out_for_training": held_out, "task": task,
-                                   "contaminated_items": contam["contaminated"], "comparisons": comparisons}
+                                   "contaminated_items": contam["contaminated"], "comparisons": comparisons,
+                                   **({"reviewed": reviewed} if reviewed else {})}
         if human is not None:
             metrics["human"] = human["summary"]
         gate_text, gate_ok, gate_detail = None, True, ""
@@ -146,6 +156,7 @@ class EvalBackend(Backend):
         result = StepResult(metrics=metrics, outputs=outputs,
                             summary=f"{len(items)} items x {len(results)} systems ({task})"
                                     + (f"; {held_out} held out for training" if held_out else "")
+                                    + (f"; {reviewed}" if reviewed else "")
                                     + (f"; {human['summary']['status']}" if human and "status" in human["summary"]
                                        else "")
                                     + (f"; gate {'pending' if pending and not refused else 'passed' if gate_ok else 'FAILED'}"

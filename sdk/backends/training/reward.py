@@ -219,8 +219,8 @@ class RewardBackend(TrainingBackend, Backend):
         me = f"{ctx.kind}.{ctx.label}"
         problems = []
         for label, ev in ctx.spec.eval.items():
-            if ev.gate is None and me not in [str(s) for s in ev.systems]:
-                continue
+            if (ev.gate is None and me not in [str(s) for s in ev.systems]) or not isinstance(ev.data, str):
+                continue  # an eval over a synth step's accepted items: those exist only once it has run
             data = ctx.spec.resolve_path(ev.data)
             try:
                 items = load_items(data, ev, rel(data, Path.cwd()))

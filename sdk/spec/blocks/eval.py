@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
@@ -194,10 +194,27 @@ def judge_gate_problems(spec: Any, label: str, block: Any, check_files: bool) ->
     return []
 
 
+def synth_data_problems(spec: Any, label: str, block: Any) -> list[Problem]:
+    """``data = synth.X``: the eval scores the items experts accepted among a synth step's candidates, so that step
+    must make eval items (task = eval) and keep only what an expert accepted or edited (review = required)."""
+    ref = block.data
+    if isinstance(ref, str) or not spec.has(ref):
+        return []
+    synth, at = spec.get(ref), ("eval", label, "data")
+    if synth.task != "eval":
+        return [Problem(path=at, message=f"{ref} makes {synth.task} rows (task = {synth.task}), not eval items: an "
+                        "eval reads a synth step of task eval, whose candidates experts accept",
+                        hint=f"write task = eval and review = required in {ref}, or name an eval set file")]
+    if synth.review != "required":
+        return [Problem(path=at, message=f"{ref} has review = {synth.review}: an eval scores only the candidates "
+                        "an expert accepted or edited, never unreviewed ones", hint=f"write review = required in {ref}")]
+    return []
+
+
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
     out = condition_problems(spec, ("eval", label, "gate"), block.gate) + system_problems(spec, label, block)
-    out += judge_gate_problems(spec, label, block, check_files)
-    problem = path_problem(spec, block.data) if check_files else None
+    out += judge_gate_problems(spec, label, block, check_files) + synth_data_problems(spec, label, block)
+    problem = path_problem(spec, block.data) if check_files and isinstance(block.data, str) else None
     if problem:
         out.append(Problem(path=("eval", label, "data"), message=problem))
     return out
@@ -221,7 +238,10 @@ def _facets(manifest: dict[str, Any]) -> dict[str, Any]:
     from sdk.hashing import digest
 
     config = manifest.get("config") or {}
-    data_hash = (manifest.get("files") or {}).get(config.get("data"))
+    data = config.get("data")
+    data_hash = (manifest.get("files") or {}).get(data) if isinstance(data, str) else None
+    if isinstance(data, dict):  # data = synth.X: the accepted items it gave
+        data_hash = ((manifest.get("inputs") or {}).get(str(data.get("ref"))) or {}).get("digest")
     item_config = {k: config.get(k) for k in ("data", "format", "fields", "limit", "task")}
     gate = config.get("gate")
     return {"items": digest({"data": data_hash, "config": item_config}),
@@ -251,6 +271,12 @@ def _reads(spec: Any, block: Any) -> list[Any]:
     return files
 
 
+def _consumes(spec: Any, label: str, block: Any, dep: str) -> Optional[tuple[str, ...]]:
+    """Of a synth step named by ``data``, the eval reads only the rows it kept (a decision that changes no kept row,
+    a rejection of a pending candidate, re-runs nothing here); of every other input, all of it."""
+    return ("rows",) if not isinstance(block.data, str) and dep == str(block.data) else None
+
+
 def _label_of(spec: Any, block: Any) -> str:
     return next((label for label, b in spec.eval.items() if b is block), "")
 
@@ -276,11 +302,13 @@ class JudgeAgreement(Block):
 
 @declare("eval", backend=("builtin", "sdk.backends.eval.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
          check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
-         reads=_reads, evaluates=True)
+         reads=_reads, consumes=_consumes)
 class EvalBlock(Block):
     """An expert eval set, systems compared side by side on it, and an optional gate."""
 
-    data: str = Field(description="Eval set: JSONL (or JSON, TSV, or an encrypted zip) relative to the recipe")
+    data: Union[str, ref_of("synth")] = Field(  # type: ignore[valid-type]
+        description="Eval set: JSONL (or JSON, TSV, or an encrypted zip) relative to the recipe; or synth.X, a synth "
+                    "step of task eval with review = required: the candidates experts accepted or edited")
     format: Literal["auto", "jsonl", "json", "tsv"] = Field(default="auto", description="File format of data")
     fields: FieldMap = Field(default_factory=FieldMap, description="Column mapping for public formats")
     password: Optional[Secret] = Field(default=None, description='Zip password, as env("NAME")')
@@ -312,8 +340,21 @@ class EvalBlock(Block):
                                                       ">= 0.6 on >= 50 answers)")
     backend: Optional[str] = Field(default=None, description="Backend name (default: builtin)")
 
+    @field_serializer("data")
+    def _data_out(self, value: Any) -> Any:
+        """A synth step dumps as ``{"ref": "synth.X"}``: validated again (an applied manifest's configuration), it is
+        that step, never a file named ``synth.X``."""
+        return value if isinstance(value, str) else {"ref": str(value)}
+
     @model_validator(mode="after")
     def _judge_needs_endpoint(self) -> "EvalBlock":
+        if not isinstance(self.data, str):  # synth.X writes the eval-set format itself: nothing to map or unlock
+            mapped = [n for n in ("format", "fields", "password") if n in self.model_fields_set]
+            if mapped:
+                raise PydanticCustomError("incompatible", "{names} {verb} to an eval set file, not to {data} (a synth "
+                                          "step writes its items in the eval-set format): drop {names}",
+                                          {"names": " and ".join(mapped), "data": str(self.data),
+                                           "verb": "apply" if len(mapped) > 1 else "applies"})
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
         if "judge" not in self.metrics:  # judge and rubric are read by the judge metric alone

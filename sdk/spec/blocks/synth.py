@@ -10,13 +10,22 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from sdk.spec.kinds import content_facets, declare
+from sdk import grades as G
+from sdk.hashing import digest
+from sdk.spec.kinds import Dep, content_facets, declare
 from sdk.spec.objects import Endpoint
 from sdk.spec.paths import named_files
 from sdk.spec.values import Block, Fraction, PositiveInt, Problem, TextOrFile, ref_of
 
 TASKS = ("qa", "raft", "preference", "eval")
 TRAINING_TASKS = {"finetune": ("qa", "raft"), "align": ("preference",)}
+
+
+class JudgeTrust(Block):
+    """``judge_agreement = { required = false }``: the filter's judge used without expert calibration. The
+    threshold itself (kappa, min_items) is the calibrating eval's ``judge_agreement``: one source."""
+
+    required: bool = Field(default=True, description="false: trust the judge without expert calibration")
 
 
 class SynthFilters(Block):
@@ -34,6 +43,24 @@ class SynthFilters(Block):
     ngram: int = Field(default=13, ge=3, le=50, description="Word n-gram length of the contamination overlap")
     min_chars: int = Field(default=1, ge=0, le=1_000_000, description="Shortest question and answer kept")
     max_chars: PositiveInt = Field(default=4000, description="Longest question or answer kept")
+    judge: Endpoint | None = Field(default=None, description="LLM judge endpoint that grades each row 1-5 (mapped "
+                                   "to 0-1); trusted only as far as it agrees with the experts in an eval with human "
+                                   "grading and the same judge")
+    judge_min: Fraction | None = Field(default=None, description="Drop rows the judge scores under this (0-1; "
+                                       "default 0.5, a 3 of 5)")
+    rubric: TextOrFile | None = Field(default=None, description="Rubric for the judge (default: the built-in one)")
+    judge_agreement: JudgeTrust | None = Field(default=None, description="{ required = false }: use the judge "
+                                               "without expert calibration")
+
+    @model_validator(mode="after")
+    def _judge_options(self) -> SynthFilters:
+        if self.judge is None:
+            extra = [n for n in ("judge_min", "rubric", "judge_agreement") if getattr(self, n) is not None]
+            if extra:
+                raise PydanticCustomError("incompatible", "{names} {verb} only with judge = endpoint { ... }: add "
+                                          "the judge, or drop {names}", {"names": " and ".join(extra),
+                                                                       "verb": "apply" if len(extra) > 1 else "applies"})
+        return self
 
 
 class Price(Block):
@@ -58,6 +85,59 @@ def _reads(spec: Any, block: Any) -> list[Path]:
     if label is not None and (decisions := decisions_file(spec, label)).is_file():
         paths.append(decisions)
     return paths
+
+
+def judge_problems(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    """A judge that drops rows is trusted only as far as it agrees with the experts (the eval gate's rule): an eval
+    with human grading must use the same judge (url and model), and, when the plan can read them, its grades must
+    hold the answers its ``judge_agreement`` asks for. The agreement itself is checked when the step runs."""
+    judge, trust = block.filters.judge, block.filters.judge_agreement
+    if judge is None or (trust is not None and not trust.required):
+        return []
+    at = ("synth", label, "filters", "judge")
+    why = f"the judge {judge.model} drops rows, and a judge is trusted only as far as it agrees with the experts"
+    ev = G.calibrating_eval(spec, judge)
+    if ev is None:
+        return [Problem(path=at, message=f"{why}: no eval with human grading uses it (same url and model)",
+                        hint="add an eval with the judge metric, this judge and human = { mode = pass_fail }, apply "
+                             "it and grade its answers in dsl ui; or write judge_agreement = { required = false } "
+                             "in filters")]
+    kappa, need, required = G.judge_rule(spec.eval[ev])
+    if not required or not check_files:
+        return []
+    path = G.grades_path(spec.base_dir, spec.name, ev)
+    try:
+        graded = sum(G.majority(v) is not None for v in G.verdicts(G.load(path)).values())
+    except G.DataError as e:
+        return [Problem(path=at, message=str(e))]
+    if graded >= need:
+        return []
+    shown = path.relative_to(spec.base_dir) if path.is_relative_to(spec.base_dir) else path
+    have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
+    return [Problem(path=at, message=f"{why} (kappa >= {kappa} on >= {need} answers both graded, as eval.{ev}'s "
+                    f"judge_agreement asks); {have}", hint=f"grade at least {need} answers of eval.{ev} in the Grade "
+                    "view of dsl ui, or write judge_agreement = { required = false } in filters")]
+
+
+def _implicit(spec: Any, label: str, block: Any) -> list[Dep]:
+    """Training rows are checked for contamination against every eval's items, those an eval reads from a synth step
+    of task eval too (its accepted candidates): such steps are inputs. A step of task eval checks only eval set
+    files (two of them never wait for each other)."""
+    if block.task == "eval" or not block.filters.contamination:
+        return []
+    refs = {str(ev.data) for ev in spec.eval.values() if not isinstance(ev.data, str)}
+    return [(ref, ("rows",)) for ref in sorted(refs) if ref != f"synth.{label}"]
+
+
+def _facets(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Everything it wrote (``content``), and ``rows``: the final rows alone, what an eval reads of a synth step of
+    task eval (a decision that changes no kept row changes no ``rows``)."""
+    rows = (manifest.get("outputs") or {}).get("rows", "rows.jsonl")
+    return {**content_facets(manifest), "rows": digest(((manifest.get("written") or {}).get(rows) or {}).get("sha256"))}
+
+
+def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
+    return judge_problems(spec, label, block, check_files)
 
 
 def _plan_check(spec: Any, label: str, block: Any) -> list[Problem]:
@@ -96,7 +176,8 @@ def _config(spec: Any, block: Any) -> dict[str, Any]:
 
 
 @declare("synth", backend=("teacher", "sdk.backends.data.synth:SynthBackend"), outputs=("rows",),
-         reads=_reads, plan_check=_plan_check, facets=content_facets, extra={"config": _config})
+         reads=_reads, check=_check, plan_check=_plan_check, implicit=_implicit, facets=_facets,
+         extra={"config": _config})
 class SynthBlock(Block):
     """Rows generated from a corpus by a teacher model, filtered and reviewed, with a ledger of every dropped row."""
 
