@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk import events as EV
+from sdk.records.state import Status
+from sdk.spec import kinds as K
 from sdk.ui import svg
 from sdk.ui.views import NotFound
 
@@ -16,9 +18,10 @@ MAX_ITEMS_SHOWN = 500  # rows of the per-item table on one page (the filter narr
 
 
 def evals(ws: Any) -> list[dict[str, Any]]:
+    """The applied steps of the kinds declared to evaluate systems (the kinds registry: ``eval``, a plugin's)."""
     out = []
     for sid, entry in sorted(ws.state.steps.items()):
-        if sid.startswith("eval.") and entry.get("status") in ("done", "gate_failed"):
+        if K.evaluates(sid) and entry.get("status") in Status.finished():
             out.append({"id": sid, "status": entry["status"], "summary": entry.get("summary", "")})
     return out
 
@@ -26,7 +29,7 @@ def evals(ws: Any) -> list[dict[str, Any]]:
 def _artifact(ws: Any, eval_id: str) -> Any:
     from sdk.errors import DslError
 
-    if not eval_id.startswith("eval.") or eval_id not in ws.state.steps:
+    if not K.evaluates(eval_id) or eval_id not in ws.state.steps:
         raise NotFound(f"no applied eval {eval_id!r} (applied: {', '.join(e['id'] for e in evals(ws)) or 'none'})")
     try:
         return ws.artifact(eval_id)
