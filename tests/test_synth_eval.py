@@ -17,7 +17,10 @@ import sdk
 from dsl.parser import load
 from sdk import reviews as RV
 from sdk.errors import SpecError
+from sdk.spec import Ref
 from sdk.state import StateStore
+from sdk.systems import applied_block
+from sdk.workspace import open_workspace
 from tests._openai_server import OpenAIServer, chat_completion
 from tests.test_synth import NOTES, Teacher, write
 
@@ -91,6 +94,8 @@ def test_an_eval_scores_the_candidates_experts_accepted(tmp_path: Path) -> None:
         assert set(preds) == {a, e} and preds[e]["gold"] == "Edited by ana."  # the edited text is the reference
         assert preds[a]["scores"]["exact_match"] == 1.0 and preds[e]["scores"]["exact_match"] == 0.0
         assert st["metrics"]["contaminated_items"] == 2  # the items are corpus text, which the system's data holds
+        applied = applied_block(open_workspace(path).artifact("eval.ops"))  # its manifest names the step, no file
+        assert isinstance(applied.data, Ref) and str(applied.data) == "synth.cands"
         drops = json.loads((art(tmp_path, "synth.qa") / "ledger.json").read_text())["dropped"]
         assert sorted(d["eval_item"] for d in drops if d["reason"] == "contamination") == sorted(
             [f"eval.ops:{a}", f"eval.ops:{e}"])  # training rows never teach an accepted eval item

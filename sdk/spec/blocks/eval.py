@@ -349,7 +349,8 @@ class EvalBlock(Block):
     @model_validator(mode="after")
     def _judge_needs_endpoint(self) -> "EvalBlock":
         if not isinstance(self.data, str):  # synth.X writes the eval-set format itself: nothing to map or unlock
-            mapped = [n for n in ("format", "fields", "password") if n in self.model_fields_set]
+            defaults = {"format": "auto", "fields": FieldMap(), "password": None}  # a manifest's dump names them all
+            mapped = [n for n, v in defaults.items() if getattr(self, n) != v]
             if mapped:
                 raise PydanticCustomError("incompatible", "{names} {verb} to an eval set file, not to {data} (a synth "
                                           "step writes its items in the eval-set format): drop {names}",
