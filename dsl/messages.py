@@ -8,6 +8,7 @@ repeats a value that was written in a secret attribute.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -69,6 +70,8 @@ def _type_hint(kind: str, got: Any, written: Optional[Value], secret: bool = Fal
             return what, "did you mean null? (`null` leaves an attribute unset)"
         if isinstance(got, bool):
             return what, "a boolean is not a number: write a number such as 1"
+        if isinstance(got, float) and not math.isfinite(got):  # 1e400 where an integer belongs
+            return "a number that is not finite", "a number is at most about 1.8e308 in size, and never inf or nan"
         if isinstance(got, float) and kind != "float_type" and got == int(got):
             return "a number with a fraction", f"write {int(got)}"
         return what, None

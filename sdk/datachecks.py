@@ -11,11 +11,14 @@ What is read, by kind (the function the step itself calls):
   both labels present (:func:`~sdk.backends.data.preferences.label_problem`);
 - ``eval``: its items (:func:`sdk.evalsets.load_items`), the errors ``dsl eval-set check`` reports (duplicate
   ids, empty answers or choices: :func:`sdk.evalsets.check`), what its task needs (choices, two labels), and
-  its Jinja prompt rendered for one item;
-- ``route``: its examples (:func:`sdk.backends.routing.route.read_examples`) with their targets;
+  its Jinja prompt rendered for one item, and the experts' grades it reads (:mod:`sdk.datachecks_records`);
+- ``route``: its examples (:func:`sdk.backends.routing.route.read_examples`) with their targets, and whether they
+  and its eval sets' questions are enough to train on (:mod:`sdk.datachecks_records`);
 - ``reward``: its prompts, from the prompts file or the dataset (the reward backend's reader), and the context
   its citation rewards need;
-- ``rag``: its Jinja prompt rendered with one document and a question (:meth:`RagSystem.render_prompt`).
+- ``rag``: its Jinja prompt rendered with one document and a question (:meth:`RagSystem.render_prompt`), and the
+  pairs its ``adapt`` learns from (:mod:`sdk.datachecks_records`);
+- ``synth``: the experts' review decisions it applies (:mod:`sdk.datachecks_records`).
 Chat templates are checked by the kinds' own plan checks (:mod:`sdk.spec.templates`).
 
 Bounded in time: a file up to :data:`CHECK_BYTES` (64 MiB; ``DSL_PLAN_CHECK_BYTES`` to change it, 0 for no
@@ -38,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sdk.datachecks_records import adapt_problems, decisions_problems, grades_problems, route_problems
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
 
@@ -187,6 +191,7 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
             out.append(Problem(path=at, message=f"{block.data}: classification needs at least two labels; found "
                                                 f"{labels or 'none'}",
                                hint="map the label column with fields = { label = \"...\" }"))
+    out += grades_problems(spec, label, block)
     template = _text(spec, block.prompt)
     if template is not None:
         from sdk.evalsets import EvalItem
@@ -204,15 +209,16 @@ def _route(spec: Any, label: str, block: Any) -> list[Problem]:
     from sdk.backends.routing.route import known_targets, read_examples
 
     path = _source(spec, block.examples)
-    if path is None:
-        return []
-    whole = True
+    if path is None and block.examples:
+        return []  # missing: the spec's own check says so
+    whole, examples = True, []
     try:
-        with bounded(path) as (source, whole):
-            read_examples(source, block.examples, known_targets(block))
+        if path is not None:
+            with bounded(path) as (source, whole):
+                examples = read_examples(source, block.examples, known_targets(block))
     except DataError as e:
         return [] if _file_level(e, whole) else [_problem(("route", label, "examples"), e)]
-    return []
+    return route_problems(spec, label, block, examples) if whole else []
 
 
 def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
@@ -287,16 +293,17 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
 def _rag(spec: Any, label: str, block: Any) -> list[Problem]:
     from sdk.backends.rag.system import RagSystem, prompt_text
 
+    adapted = adapt_problems(spec, label, block)
     if block.prompt is None or (isinstance(block.prompt, FileRef) and _source(spec, block.prompt.path) is None):
-        return []
+        return adapted
     system = RagSystem(spec=spec, label=label, block=block, pipeline=None, prompt=prompt_text(spec, block))
     doc = {"id": "1", "content": "text", "meta": {"source": "doc.md"}, "score": 1.0}
     try:
         system.render_prompt("question?", [doc])
     except DslError as e:
-        return [Problem(path=("rag", label, "prompt"), message=str(e),
-                        hint="its variables are documents (each with content, meta and id) and question")]
-    return []
+        return adapted + [Problem(path=("rag", label, "prompt"), message=str(e),
+                                  hint="its variables are documents (each with content, meta and id) and question")]
+    return adapted
 
 
 def _text(spec: Any, value: Any) -> str | None:
@@ -310,7 +317,7 @@ def _text(spec: Any, value: Any) -> str | None:
 
 CHECKS: dict[str, Callable[[Any, str, Any], list[Problem]]] = {
     "corpus": _corpus, "dataset": _dataset, "align": _align, "eval": _eval, "route": _route, "reward": _reward,
-    "rag": _rag,
+    "rag": _rag, "synth": decisions_problems,
 }
 
 

@@ -69,7 +69,9 @@ def write_small(folder: Path, recipe: str = SMALL) -> Path:
                           {"role": "assistant", "content": "The session initiation protocol."}]}]
     (folder / "sft.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (folder / "eval.jsonl").write_text(json.dumps({"id": "1", "question": "What is IMS?", "answer": "IP multimedia subsystem"}) + "\n")
-    (folder / "route.jsonl").write_text(json.dumps({"text": "What is SIP?", "target": "domain"}) + "\n")
+    routes = [("What is SIP?", "domain"), ("What is IMS?", "domain"), ("Weather today?", "general"),
+              ("A good pasta recipe?", "general")]  # two targets, some to hold out: a router can train on them
+    (folder / "route.jsonl").write_text("".join(json.dumps({"text": t, "target": g}) + "\n" for t, g in routes))
     path = folder / "recipe.dsl"
     path.write_text(recipe)
     return path

@@ -220,7 +220,8 @@ DATA_FORMATS: dict[str, tuple[str, str, str]] = {  # name: (block, file name, co
     "eval_json": ('eval e { data = "f.json"  systems = [pretrain.p] }', "f.json",
                   json.dumps({"a": {"question": "Q?", "answer": "A"}, "b": {"question": "R?", "answer": "B"}}, indent=1)),
     "route": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "f.jsonl"  domain = rag.r }', "f.jsonl",
-              '{"text": "What does INVITE do?", "target": "domain"}\n{"text": "Weather?", "target": "general"}'),
+              "\n".join(json.dumps({"text": f"{q} {i}?", "target": t}) for i in range(3)
+                        for q, t in (("What does INVITE do", "domain"), ("Weather", "general")))),
     "reward": ('reward g { from = pretrain.p  prompts = "f.jsonl"  rewards = { exact_match = 1.0, citation_recall = 1.0 } }',
                "f.jsonl", "\n".join(json.dumps({"question": f"Q{i}?", "answer": "A", "choices": ["A", "B"],
                                                 "context": [{"source": "s.md", "text": "A is right"}],
@@ -304,9 +305,9 @@ def _apply_reader(spec: Any, kind: str, block: Any, path: Path) -> None:
         if task_of(block, items) == "multiple_choice":  # what EvalBackend.run refuses before answering
             assert all(it.choices for it in items)
     elif kind == "route":
-        from sdk.backends.routing.route import known_targets, read_examples
+        from sdk.backends.routing.route import example_problem, known_targets, read_examples
 
-        read_examples(path, block.examples, known_targets(block))
+        assert example_problem(read_examples(path, block.examples, known_targets(block)), block) is None
     elif kind == "reward":
         from sdk.backends.training.reward import RewardBackend
         from sdk.backends.training.reward_data import needs_context

@@ -182,9 +182,11 @@ def test_an_untrained_architecture_cannot_answer(tmp_path: Path) -> None:
     text = str(e.value)
     assert "base_model.b is an architecture with no weights" in text
     assert "base_model.b (the generator of rag.r) is an architecture with no weights" in text
+    # the rag step itself builds its pipeline with the generator's weights: an error at the generator too
+    assert "base_model.b is an architecture with no weights (llama { ... }), and rag.r.generator needs" in text
     # retrieval alone needs no generator
-    path.write_text(path.read_text().replace("systems = [base_model.b, rag.r] }",
-                                             "systems = [rag.r]  metrics = [recall_at_k, mrr] }"))
+    path.write_text(path.read_text().replace("  generator = base_model.b", "").replace(
+        "systems = [base_model.b, rag.r] }", "systems = [rag.r]  metrics = [recall_at_k, mrr] }"))
     assert load_recipe(path).spec.eval["e"].systems
 
 

@@ -10,7 +10,7 @@ from dsl.parser import loads
 from sdk.errors import SpecError
 
 BASE = '''domain t {
-  base_model b { architecture = llama { layers = 2, hidden = 64, heads = 4 } }
+  base_model b { id = "org/tiny" }
   dataset d { path = "x.jsonl"  format = chat }
   finetune f { from = base_model.b  data = dataset.d  ATTR }
 }
@@ -52,7 +52,7 @@ def test_literals_of_the_right_type_are_accepted() -> None:
 
 def test_the_builder_is_strict_too() -> None:
     d = sdk.Domain("t")
-    d.base_model("b", architecture=sdk.llama(layers=2, hidden=64, heads=4))
+    d.base_model("b", id="org/tiny")
     d.dataset("d", path="x.jsonl", format="chat")
     d.finetune("f", from_="base_model.b", data="dataset.d", max_steps="20", merge=1)
     with pytest.raises(SpecError) as e:

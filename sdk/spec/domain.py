@@ -16,7 +16,8 @@ from pydantic_core import PydanticCustomError
 from sdk.spec import kinds as K
 from sdk.spec.paths import file_ref_problems
 from sdk.spec.templates import template_problems
-from sdk.spec.values import Block, Label, Problem, Ref, parse_ref, refs_in, suggest
+from sdk.spec.values import MAX_INT, Block, Label, Problem, Ref, parse_ref, refs_in, suggest
+from sdk.spec.weights import weight_problems
 
 
 class SpecBase(Block):
@@ -27,11 +28,11 @@ class SpecBase(Block):
     roots: list[str] = Field(default_factory=list, description="Folders outside the recipe's folder that corpus, "
                              "dataset, eval and route paths may read (relative to the recipe, or absolute)")
     max_file_mb: float = Field(default=4096, gt=0, description="Largest input file read, in MiB")
-    max_line_bytes: Optional[int] = Field(default=None, ge=0, description="Longest JSONL line read (a dataset row, "
-                                          "an eval item, a route example), in bytes; default 8 MiB "
+    max_line_bytes: Optional[int] = Field(default=None, ge=0, le=MAX_INT, description="Longest JSONL line read "
+                                          "(a dataset row, an eval item, a route example), in bytes; default 8 MiB "
                                           "(DSL_MAX_LINE_BYTES), 0 for no limit")
-    max_item_chars: Optional[int] = Field(default=None, ge=0, description="Longest question, answer, choice or "
-                                          "context of an eval item, in characters; default 262144 "
+    max_item_chars: Optional[int] = Field(default=None, ge=0, le=MAX_INT, description="Longest question, answer, "
+                                          "choice or context of an eval item, in characters; default 262144 "
                                           "(DSL_MAX_ITEM_CHARS), 0 for no limit")
     tracking: Optional[str] = Field(default=None, description="Where each apply is tracked in MLflow: `local` "
                                     "(the default: the workdir's own store), `off`, or a tracking URI (http, https, "
@@ -130,6 +131,7 @@ class SpecBase(Block):
                     if "escapes" in message else None)
             for path, message in template_problems(self, kind, label, block, check_files):
                 add(path, message, "a template may only use its variables (no _attributes), with bounded loops")
+        problems += weight_problems(self, {tuple(p.path) for p in problems})
         return problems
 
 

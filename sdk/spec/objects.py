@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional, Union
 
 from pydantic import Field, model_validator
@@ -122,6 +123,19 @@ class FieldMap(Block):
     context: Optional[str] = Field(default=None, description="Column with supporting text")
     sources: Optional[str] = Field(default=None, description="Column with supporting document ids")
     answer_pattern: Optional[str] = Field(default=None, description="Regex whose first group extracts the answer from the answer column (e.g. \"option (\\\\d+)\")")
+
+    @model_validator(mode="after")
+    def _pattern_compiles(self) -> "FieldMap":
+        if self.answer_pattern is not None:
+            try:
+                groups = re.compile(self.answer_pattern).groups
+            except re.error as e:
+                raise PydanticCustomError("bad_pattern", "answer_pattern is not a regular expression: {e}",
+                                          {"e": str(e)}) from None
+            if groups < 1:
+                raise PydanticCustomError("bad_pattern", "answer_pattern has no group: its first group (...) is the "
+                                          "answer, e.g. \"option (\\d+)\"", {})
+        return self
 
 
 class SGLangOptions(Block):

@@ -7,6 +7,7 @@ Values that are not plain JSON have their own types: ``Ref`` (``kind.label``), `
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,17 +165,29 @@ TextOrFile = Annotated[
 
 def _parse_expr(v: Any) -> Any:
     if isinstance(v, (_expr.Num, _expr.Bool, _expr.Metric, _expr.BinOp, _expr.Not, _expr.Neg)):
-        return v
+        return _finite(v)
     if isinstance(v, bool):
         return _expr.Bool(v)
     if isinstance(v, (int, float)):
-        return _expr.Num(float(v))
+        return _finite(_expr.Num(float(v)))
     if isinstance(v, str):
         try:
-            return _expr.parse(v)
+            return _finite(_expr.parse(v))
         except _expr.ExprSyntaxError as e:
             raise PydanticCustomError("expr", "invalid expression: {msg}", {"msg": str(e)}) from None
     raise PydanticCustomError("expr", "expected an expression, got {value}", {"value": repr(v)})
+
+
+def _finite(node: Any) -> Any:
+    """An expression whose numbers are all finite (``1e400`` reads as inf: refused, as in every other number)."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, _expr.Num) and not math.isfinite(n.value):
+            raise PydanticCustomError("expr", "a number in the expression is not finite (a number is at most about "
+                                      "1.8e308 in size, and never inf or nan)", {})
+        todo += [getattr(n, a) for a in ("left", "right", "operand") if getattr(n, a, None) is not None]
+    return node
 
 
 Expr = Annotated[

@@ -1,5 +1,5 @@
 domain t {
-  base_model b { architecture = llama { layers = 2, hidden = 64, heads = 4 } }
+  base_model b { id = "org/tiny" }
   dataset d { path = "notes.txt"  format = text }
   finetune f {
     from = base_model.b

@@ -159,10 +159,7 @@ def eval_pairs(art: Any, index: ChunkIndex, base_dir: Path) -> tuple[list[Pair],
     block = applied_block(art)
     path = (Path(base_dir) / block.data).resolve()
     items = load_items(path, block, shown=block.data)
-    train = [it for it in items if "train" in it.tags]
-    if not train:
-        raise DslError(f"adapt.pairs = {art.step_id}: its eval set declares no training split (no item is tagged "
-                       "\"train\"); tag the items to learn from with \"tags\": [\"train\"] (the others stay test items)")
+    train = train_items(items, art.step_id)
     test_docs = {_stem(s) for it in items if "train" not in it.tags for s in it.sources}
     out, skipped = [], 0
     for it in train:
@@ -172,6 +169,15 @@ def eval_pairs(art: Any, index: ChunkIndex, base_dir: Path) -> tuple[list[Pair],
             continue
         out.append(Pair(it.question, gold, index.source_of(gold[0])))
     return out, test_docs, skipped
+
+
+def train_items(items: list[Any], step_id: str) -> list[Any]:
+    """The items tagged ``train`` of eval step ``step_id``'s set; a DslError when none is (the plan asks it too)."""
+    train = [it for it in items if "train" in it.tags]
+    if not train:
+        raise DslError(f"adapt.pairs = {step_id}: its eval set declares no training split (no item is tagged "
+                       "\"train\"); tag the items to learn from with \"tags\": [\"train\"] (the others stay test items)")
+    return train
 
 
 def _bucket(source: str, seed: int) -> float:

@@ -74,21 +74,16 @@ class RouteBackend(Backend):
         for ref in block.eval_sets:
             ev = applied_block(ctx.input(ref))
             rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
+        problem = example_problem(rows, block)  # the plan asks the same (sdk.datachecks_records)
+        if problem is not None:
+            raise DslError(f"{ctx.step_id}: {problem[0]}")
         rows, dropped = _unique(rows)
         labels = [t for _, t in rows]
-        if len(set(labels)) < 2:
-            raise DslError(f"{ctx.step_id}: the router needs examples of at least two targets, found only "
-                           f"{', '.join(sorted(set(labels))) or 'none'}"
-                           + ("; eval set questions are all 'domain': add general examples with examples = \"FILE.jsonl\""
-                              if block.eval_sets else ""))
         texts = [t for t, _ in rows]
         from sklearn.model_selection import train_test_split
 
         counts = Counter(labels)
         n_hold = max(1, round(block.holdout * len(labels)))
-        if len(labels) - n_hold < len(counts) or len(labels) < 4:
-            raise DslError(f"{ctx.step_id}: {len(labels)} examples are too few to train and hold out {n_hold} "
-                           "(give at least a few examples per target)")
         stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_hold <= len(labels) - len(counts) else None
         tr_i, ho_i = train_test_split(list(range(len(texts))), test_size=n_hold, random_state=block.seed,
                                       stratify=stratify)
@@ -154,6 +149,26 @@ class RouteBackend(Backend):
                              "auto is not served. Give more examples of the domain's own questions, or lower the "
                              "threshold", result)
         return result
+
+
+def example_problem(rows: list[tuple[str, str]], block: Any) -> Optional[tuple[str, Optional[str]]]:
+    """``(message, hint)`` when the examples (``(text, target)``, repeats included) cannot train a router: fewer
+    than two targets, or too few to train and hold out ``block.holdout`` of them; None when they can. The route
+    step asks it before training, and the plan before any step runs."""
+    rows, _ = _unique(rows)
+    labels = [t for _, t in rows]
+    if len(set(labels)) < 2:
+        found = ", ".join(sorted(set(labels))) or "none"
+        return (f"the router needs examples of at least two targets, found only {found}"
+                + ("; eval set questions are all 'domain': add general examples with examples = \"FILE.jsonl\""
+                   if block.eval_sets else ""),
+                "add examples of the other targets (general: the questions the domain system should not answer) "
+                "to examples = \"FILE.jsonl\"")
+    n_hold = max(1, round(block.holdout * len(labels)))
+    if len(labels) - n_hold < len(set(labels)) or len(labels) < 4:
+        return (f"{len(labels)} examples are too few to train and hold out {n_hold} (give at least a few examples "
+                "per target)", "a router learns from a few dozen examples per target at least")
+    return None
 
 
 def _unique(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:

@@ -103,6 +103,9 @@ class AlignBlock(TrainCommon):
         if self.tune == "full" and self.lora is not None:
             raise PydanticCustomError("incompatible", "lora settings do not apply to tune = full "
                                       "(use lora or qlora, or drop lora)", {})
+        if self.tune == "full" and self.merge:
+            raise PydanticCustomError("incompatible", "merge applies to an adapter (tune = lora or qlora): tune = "
+                                      "full writes the whole model already; drop merge", {})
         for name, methods in ONLY_FOR.items():
             if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
                 raise PydanticCustomError("incompatible", "{name} does not apply to method = {method} (only to "

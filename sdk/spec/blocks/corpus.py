@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Split
@@ -64,3 +65,11 @@ class CorpusBlock(Block):
     min_chars: Count = Field(default=20, description="Drop chunks shorter than this")
     max_file_mb: Count = Field(default=64, ge=1, description="Largest file read, in MiB (bounds memory: chunking takes about 6x a file's size)")
     backend: Optional[str] = Field(default=None, description="Backend name (default: haystack)")
+
+    @model_validator(mode="after")
+    def _threshold_of_near(self) -> "CorpusBlock":
+        if self.dedupe != "near" and self.near_threshold != type(self).model_fields["near_threshold"].default:
+            raise PydanticCustomError("incompatible", "near_threshold applies to dedupe = near (dedupe = {dedupe} "
+                                      "compares no similarity): drop near_threshold, or set dedupe = near",
+                                      {"dedupe": self.dedupe})
+        return self

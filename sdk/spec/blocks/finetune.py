@@ -61,6 +61,9 @@ class FinetuneBlock(TrainCommon):
             raise PydanticCustomError(
                 "incompatible", "lora settings do not apply to method = full (use lora or qlora, or drop lora)", {}
             )
+        if self.method == "full" and self.merge:
+            raise PydanticCustomError("incompatible", "merge applies to an adapter (method = lora or qlora): method "
+                                      "= full writes the whole model already; drop merge", {})
         if self.packing and self.padding_free and "padding_free" in self.model_fields_set:
             raise PydanticCustomError("incompatible", "padding_free applies without packing (packed rows share one "
                                       "sequence already); drop padding_free or packing", {})

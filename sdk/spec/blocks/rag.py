@@ -94,6 +94,23 @@ class RagBlock(Block):
     backend: Optional[str] = Field(default=None, description="Backend name (default: haystack)")
 
     @model_validator(mode="after")
+    def _options_of_the_retriever(self) -> "RagBlock":
+        """Options that only another retriever or a generator reads are mistakes, not settings kept for later."""
+        # compared with the defaults, not with what was written: a block read back from a manifest sets them all
+        defaults = type(self).model_fields
+        unread = [n for n in ("embedder", "embedding_backend") if getattr(self, n) != defaults[n].default] \
+            if self.retriever == "bm25" else []
+        if unread:
+            raise PydanticCustomError("incompatible", "{names} {verb} to dense and hybrid retrieval, and retriever = "
+                                      "bm25 embeds nothing: drop {names}, or use retriever = dense or hybrid",
+                                      {"names": " and ".join(unread), "verb": "apply" if len(unread) > 1 else
+                                       "applies"})
+        if self.generator is None and self.max_new_tokens != defaults["max_new_tokens"].default:
+            raise PydanticCustomError("incompatible", "max_new_tokens applies to a generator, and this rag system has "
+                                      "none (retrieval only): drop max_new_tokens, or name generator = MODEL", {})
+        return self
+
+    @model_validator(mode="after")
     def _adapt_fits(self) -> "RagBlock":
         if self.adapt is None:
             return self

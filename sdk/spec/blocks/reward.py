@@ -5,7 +5,7 @@ regular-expression format rules, each with a weight. LoRA/QLoRA over the ``from`
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -24,11 +24,15 @@ REWARD_METRICS = ("exact_match", "accuracy", "f1", "citation_precision", "citati
 GRPO_LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo")
 
 
+# A reward's weight in the sum, a metric's (exact_match = 1.0) or a format rule's: the same bounds for both.
+Weight = Annotated[float, Field(ge=-100, le=100)]
+
+
 class FormatRule(Block):
     """A format reward: 1 when the whole answer matches the regular expression, else 0."""
 
     pattern: str = Field(description="Python regular expression the stripped answer must match (re.fullmatch)")
-    weight: float = Field(default=1.0, ge=-100, le=100, description="Weight of this reward in the sum")
+    weight: Weight = Field(default=1.0, description="Weight of this reward in the sum")
 
     @model_validator(mode="after")
     def _compiles(self) -> FormatRule:
@@ -69,7 +73,7 @@ class RewardBlock(TrainCommon):
     data: ref_of("dataset") | None = Field(  # type: ignore[valid-type]
         default=None, description="Or a chat/instruction dataset: its training rows' last user turn is the prompt "
                                   "(with the turns before it), the assistant's answer the reference")
-    rewards: dict[str, float | FormatRule] = Field(
+    rewards: dict[str, Weight | FormatRule] = Field(
         min_length=1, description="Weighted rewards: metric = weight (exact_match, accuracy, f1: against the row's "
                                   "answer; citation_precision, citation_recall: the [n] cited against the row's "
                                   "gold sources; judge: the judge endpoint's grade), or a format rule "
@@ -108,6 +112,9 @@ class RewardBlock(TrainCommon):
         if self.tune == "full" and self.lora is not None:
             raise PydanticCustomError("incompatible", "lora settings do not apply to tune = full "
                                       "(use lora or qlora, or drop lora)", {})
+        if self.tune == "full" and self.merge:
+            raise PydanticCustomError("incompatible", "merge applies to an adapter (tune = lora or qlora): tune = "
+                                      "full writes the whole model already; drop merge", {})
         for name, value in self.rewards.items():
             if isinstance(value, FormatRule):
                 if name in REWARD_METRICS:

@@ -1,0 +1,124 @@
+"""Plan-time checks of the records beside the recipe that a step reads when it runs, by the code that reads them:
+
+- an eval with human grading or the judge metric reads the experts' grades (``grades/<domain>/<eval>.jsonl``,
+  :func:`sdk.grades.load`) after every system has answered: a bad line is a ``FILE:LINE`` plan error instead;
+- a synth step reads the experts' review decisions (``reviews/<domain>/<synth>.jsonl``, :func:`sdk.reviews.load`)
+  after the teacher has written every row;
+- a route step counts its examples (its file and its eval sets' questions, each eval set read by
+  :func:`sdk.evalsets.load_items`) with :func:`sdk.backends.routing.route.example_problem`, the rule the step
+  applies before it trains: two targets at least, and enough examples to hold some out.
+
+Each is read whole (these files are written by ``dsl ui`` and ``dsl review``, a line per decision or grade).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.errors import DataError, DslError
+from sdk.spec.values import Problem
+
+
+def _shown(spec: Any, path: Path) -> str:
+    return str(path.relative_to(spec.base_dir)) if path.is_relative_to(spec.base_dir) else str(path)
+
+
+def _relative(spec: Any, path: Path, e: DslError) -> tuple[str, Optional[str]]:
+    """The error's message with the file named relative to the recipe, and its hint."""
+    hint = e.diagnostics[0].hint if e.diagnostics else None
+    return str(e).replace(str(path), _shown(spec, path), 1), hint
+
+
+def grades_problems(spec: Any, label: str, block: Any) -> list[Problem]:
+    """The experts' grades an eval reads (human grading, or the judge's agreement with the experts)."""
+    from sdk import grades as G
+
+    if block.human is None and "judge" not in block.metrics:
+        return []
+    path = G.grades_path(spec.base_dir, spec.name, label)
+    if not path.exists():
+        return []
+    at = ("eval", label, "human" if block.human is not None else "metrics")
+    try:
+        if not path.is_file():
+            raise DataError(str(path), None, "the grades file is not a plain file")
+        G.load(path)
+    except (DataError, UnicodeDecodeError) as e:
+        if isinstance(e, UnicodeDecodeError):
+            return [Problem(path=at, message=f"{_shown(spec, path)}: not UTF-8 text ({e.reason} at byte {e.start})")]
+        message, hint = _relative(spec, path, e)
+        return [Problem(path=at, message=message, hint=hint)]
+    return []
+
+
+def decisions_problems(spec: Any, label: str, block: Any) -> list[Problem]:
+    """The experts' review decisions a synth step applies to its rows."""
+    from sdk import reviews
+    from sdk.spec.blocks.synth import decisions_file
+
+    path = decisions_file(spec, label)
+    if not path.exists() and not path.is_symlink():
+        return []
+    at = ("synth", label, "review") if "review" in block.model_fields_set else ("synth", label)
+    try:
+        reviews.load(path, _shown(spec, path))
+    except DataError as e:
+        return [Problem(path=at, message=str(e), hint=e.diagnostics[0].hint if e.diagnostics else None)]
+    return []
+
+
+def route_problems(spec: Any, label: str, block: Any, examples: list[tuple[str, str]]) -> list[Problem]:
+    """Whether the route step will have examples enough to train on: its file's (already read) and the questions
+    of its eval sets, counted by the step's own rule."""
+    from sdk.backends.routing.route import example_problem
+    from sdk.evalsets import load_items
+
+    rows = list(examples)
+    for i, ref in enumerate(block.eval_sets):
+        ev = spec.eval.get(ref.label) if spec.has(ref) else None
+        data = getattr(ev, "data", None)
+        if not isinstance(data, str) or not spec.resolve_path(data).is_file() or Path(data).suffix == ".zip" \
+                or ev.password is not None:
+            return []  # read when the step runs (an encrypted set, a synth step's items): not counted here
+        try:
+            rows += [(it.question, "domain") for it in load_items(spec.resolve_path(data), ev, data)]
+        except DataError:
+            return []  # the eval's own check names the bad row
+    problem = example_problem(rows, block)
+    if problem is None:
+        return []
+    at = ("route", label, "examples") if block.examples else ("route", label, "eval_sets")
+    shown = f"{block.examples}: " if block.examples else ""
+    return [Problem(path=at, message=shown + problem[0], hint=problem[1])]
+
+
+def adapt_problems(spec: Any, label: str, block: Any) -> list[Problem]:
+    """``adapt = { pairs = eval.X }``: the eval set's items tagged ``train`` are the pairs, read as the rag step
+    reads them (:func:`sdk.backends.rag.adapt_pairs.train_items`); ``pairs = dataset.X``: some row must name its
+    gold chunk (``chunk_id``) or the documents it comes from (``sources``), or no pair is made."""
+    from sdk.backends.rag.adapt_pairs import train_items
+    from sdk.evalsets import load_items
+    from sdk.jsonl import read_jsonl
+
+    ref = block.adapt.pairs if block.adapt is not None else None
+    source = spec.get(ref) if ref is not None and spec.has(ref) else None
+    data = getattr(source, "data" if ref is not None and ref.kind == "eval" else "path", None)
+    if source is None or ref.kind not in ("eval", "dataset") or not isinstance(data, str) \
+            or not spec.resolve_path(data).is_file() or getattr(source, "password", None) is not None:
+        return []
+    at, path = ("rag", label, "adapt", "pairs"), spec.resolve_path(data)
+    try:
+        if ref.kind == "eval":
+            train_items(load_items(path, source, data), str(ref))
+            return []
+        names = {"chunk_id", "chunk_ids", "sources"}  # what dataset_pairs reads of a row
+        if any(isinstance(row, dict) and names & set(row) for _, row in read_jsonl(path, data, objects=False)):
+            return []
+    except DataError:
+        return []  # the eval's or dataset's own check names the bad row
+    except DslError as e:
+        return [Problem(path=at, message=str(e))]
+    return [Problem(path=at, message=f"adapt.pairs = {ref}: no row of {data} names its gold chunk (chunk_id) or the "
+                                     "documents it comes from (sources), so no question-to-chunk pair can be made",
+                    hint="give rows \"sources\": [\"doc.md\"] (a file of the rag's corpus), or use pairs = synth.X")]
