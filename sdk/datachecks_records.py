@@ -14,7 +14,7 @@ Each is read whole (these files are written by ``dsl ui`` and ``dsl review``, a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from sdk.errors import DataError, DslError
 from sdk.spec.values import Problem
@@ -24,7 +24,7 @@ def _shown(spec: Any, path: Path) -> str:
     return str(path.relative_to(spec.base_dir)) if path.is_relative_to(spec.base_dir) else str(path)
 
 
-def _relative(spec: Any, path: Path, e: DslError) -> tuple[str, Optional[str]]:
+def _relative(spec: Any, path: Path, e: DslError) -> tuple[str, str | None]:
     """The error's message with the file named relative to the recipe, and its hint."""
     hint = e.diagnostics[0].hint if e.diagnostics else None
     return str(e).replace(str(path), _shown(spec, path), 1), hint

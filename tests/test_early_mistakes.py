@@ -89,14 +89,14 @@ ROUTE = {"x.jsonl": [{"text": f"q{i}", "target": "domain" if i % 2 else "general
 
 # (block, files, part of the message): each refused by `dsl validate`, located in the recipe
 VALIDATE = {
-    "finetune_from_an_architecture": ('dataset d { path = "d.jsonl" }\n  finetune f { from = base_model.b  '
-                                      'data = dataset.d }', {"d.jsonl": [CHAT]},
-                                      "base_model.b is an architecture with no weights (llama { ... }), and "
-                                      "finetune.f.from needs a model with weights"),
+    "finetune_from_an_architecture": (('dataset d { path = "d.jsonl" }\n  finetune f { from = base_model.b  '
+                                      'data = dataset.d }'), {"d.jsonl": [CHAT]},
+                                      ("base_model.b is an architecture with no weights (llama { ... }), and "
+                                      "finetune.f.from needs a model with weights")),
     "synth_teacher_an_architecture": ('synth s { task = qa  corpus = corpus.c  teacher = base_model.b }', {},
                                       "and synth.s.teacher needs a model with weights"),
-    "route_general_an_architecture": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"'
-                                      '  domain = rag.r  general = base_model.b }', ROUTE,
+    "route_general_an_architecture": (('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"'
+                                      '  domain = rag.r  general = base_model.b }'), ROUTE,
                                       "and route.default.general needs a model with weights"),
     "merge_with_full": ('align a { from = pretrain.p  pairs = "p.jsonl"  tune = full  merge = true }', PAIRS,
                         "merge applies to an adapter (tune = lora or qlora)"),
@@ -108,16 +108,16 @@ VALIDATE = {
                                     "near_threshold applies to dedupe = near"),
     "reward_weight_unbounded": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { f1 = 1e300 } }',
                                 {"g.jsonl": [{"question": "q", "answer": "a"}]}, "less than or equal to 100"),
-    "infinite_number_in_a_gate": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  '
-                                  'gate = pretrain.p.f1 >= 1e400 * 0 }', {"e.jsonl": [ITEM]},
+    "infinite_number_in_a_gate": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  '
+                                  'gate = pretrain.p.f1 >= 1e400 * 0 }'), {"e.jsonl": [ITEM]},
                                   "a number in the expression is not finite"),
-    "infinite_integer_in_a_list": ('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = dense'
-                                   '  adapt = { pairs = dataset.d  matryoshka = [1e400] } }', {"d.jsonl": [CHAT]},
+    "infinite_integer_in_a_list": (('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = dense'
+                                   '  adapt = { pairs = dataset.d  matryoshka = [1e400] } }'), {"d.jsonl": [CHAT]},
                                    "got a number that is not finite"),
-    "answer_pattern_not_a_regex": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { answer_pattern'
-                                   ' = "(" } }', {"e.jsonl": [ITEM]}, "answer_pattern is not a regular expression"),
-    "answer_pattern_without_a_group": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { '
-                                       'answer_pattern = "option" } }', {"e.jsonl": [ITEM]},
+    "answer_pattern_not_a_regex": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { answer_pattern'
+                                   ' = "(" } }'), {"e.jsonl": [ITEM]}, "answer_pattern is not a regular expression"),
+    "answer_pattern_without_a_group": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { '
+                                       'answer_pattern = "option" } }'), {"e.jsonl": [ITEM]},
                                        "answer_pattern has no group"),
 }
 
@@ -148,22 +148,22 @@ def _grades(tmp: Path, text: str) -> dict[str, Any]:
 
 
 PLAN = {
-    "route_one_target": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  '
-                         'domain = rag.r }', {"x.jsonl": [{"text": f"q{i}", "target": "domain"} for i in range(8)]},
+    "route_one_target": (('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  '
+                         'domain = rag.r }'), {"x.jsonl": [{"text": f"q{i}", "target": "domain"} for i in range(8)]},
                          "the router needs examples of at least two targets, found only domain"),
-    "route_too_few": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  '
-                      'domain = rag.r }', {"x.jsonl": ROUTE["x.jsonl"][:2]}, "2 examples are too few to train"),
+    "route_too_few": (('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  '
+                      'domain = rag.r }'), {"x.jsonl": ROUTE["x.jsonl"][:2]}, "2 examples are too few to train"),
     "grades_bad_line": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  human = { mode = pass_fail } }',
                         {"e.jsonl": [ITEM], "grades/t/e.jsonl": '{"item": "1"}\n'},
                         "grades/t/e.jsonl:1: 'grader' must be a non-empty string"),
-    "decisions_bad_line": ('synth s { task = qa  corpus = corpus.c  teacher = endpoint { url = "http://localhost:1/v1"'
-                           ', model = "m" }  review = optional }', {"reviews/t/s.jsonl": "{bad\n"},
+    "decisions_bad_line": (('synth s { task = qa  corpus = corpus.c  teacher = endpoint { url = "http://localhost:1/v1"'
+                           ', model = "m" }  review = optional }'), {"reviews/t/s.jsonl": "{bad\n"},
                            "reviews/t/s.jsonl:1: malformed JSON"),
-    "adapt_eval_without_train_items": ('eval e { data = "e.jsonl"  systems = [pretrain.p] }\n  rag r { corpus = '
-                                       'corpus.c  retriever = dense  adapt = { pairs = eval.e } }',
+    "adapt_eval_without_train_items": (('eval e { data = "e.jsonl"  systems = [pretrain.p] }\n  rag r { corpus = '
+                                       'corpus.c  retriever = dense  adapt = { pairs = eval.e } }'),
                                        {"e.jsonl": [ITEM]}, "its eval set declares no training split"),
-    "adapt_dataset_without_sources": ('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = '
-                                      'dense  adapt = { pairs = dataset.d } }', {"d.jsonl": [CHAT] * 3},
+    "adapt_dataset_without_sources": (('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = '
+                                      'dense  adapt = { pairs = dataset.d } }'), {"d.jsonl": [CHAT] * 3},
                                       "no row of d.jsonl names its gold chunk (chunk_id)"),
 }
 

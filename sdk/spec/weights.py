@@ -11,7 +11,7 @@ plugin's kind follows the same rule as the built-in ones.
 from __future__ import annotations
 
 import typing
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import WithJsonSchema
@@ -76,7 +76,7 @@ def weight_problems(spec: Any, taken: set[tuple[Any, ...]]) -> list[Problem]:
         for path, ref in refs_in(block, (kind, label)):
             if path in taken or not untrained(spec, ref) or ref.kind in declared_kinds(type(block), path[2:]):
                 continue
-            where: Optional[str] = _attribute(path)
+            where: str | None = _attribute(path)
             out.append(Problem(path=path, message=f"{ref} is an architecture with no weights (llama {{ ... }}), and "
                                                   f"{where} needs a model with weights",
                                hint=f"train it first with pretrain NAME {{ from = {ref}  corpus = corpus.X }} and "
