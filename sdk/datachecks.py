@@ -150,7 +150,7 @@ def _align(spec: Any, label: str, block: Any) -> list[Problem]:
 
 def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
     from sdk.backends.eval.answers import Prompter, task_of
-    from sdk.evalsets import check, load_items
+    from sdk.evalsets import check, load_items, scored_items
 
     out: list[Problem] = []
     path = _source(spec, block.data)
@@ -163,6 +163,11 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
         except DataError as e:
             if not _file_level(e, whole):
                 out.append(_problem(at, e))
+    if items is not None and whole:
+        try:  # what the eval step scores: a set of only training items leaves nothing
+            scored_items(items, block.data)
+        except DataError as e:
+            out.append(_problem(at, e))
     if items is not None:
         for f in check(items):
             if f.severity == "error":
@@ -239,6 +244,8 @@ def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
     try:
         with bounded(path) as (source, whole):
             rows = RewardBackend._rows(block, spec, source, shown)
+        if not rows and whole:  # as the reward step refuses it
+            raise DataError(shown, None, "no prompts")
         needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
     except DataError as e:
         return [] if _file_level(e, whole) else [_problem(at, e)]

@@ -165,6 +165,11 @@ PLAN = {
     "adapt_dataset_without_sources": (('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = '
                                       'dense  adapt = { pairs = dataset.d } }'), {"d.jsonl": [CHAT] * 3},
                                       "no row of d.jsonl names its gold chunk (chunk_id)"),
+    "eval_of_training_items_only": ('eval e { data = "e.jsonl"  systems = [pretrain.p] }',
+                                    {"e.jsonl": [{**ITEM, "tags": ["train"]}]},
+                                    "e.jsonl: every item is tagged 'train' (the training split)"),
+    "reward_without_prompts": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { f1 = 1.0 } }',
+                               {"g.jsonl": "\n"}, "g.jsonl: no prompts"),
 }
 
 
