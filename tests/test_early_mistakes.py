@@ -114,6 +114,12 @@ VALIDATE = {
     "infinite_integer_in_a_list": (('dataset d { path = "d.jsonl" }\n  rag r { corpus = corpus.c  retriever = dense'
                                    '  adapt = { pairs = dataset.d  matryoshka = [1e400] } }'), {"d.jsonl": [CHAT]},
                                    "got a number that is not finite"),
+    "contamination_options_when_it_is_off": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  contamination = '
+                                             'false  ngram = 8 }', {"e.jsonl": [ITEM]},
+                                             "ngram applies to the contamination check"),
+    "judge_agreement_without_the_judge": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  judge_agreement = { '
+                                          'kappa = 0.7 } }', {"e.jsonl": [ITEM]},
+                                          "judge_agreement applies only with the judge metric"),
     "answer_pattern_not_a_regex": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { answer_pattern'
                                    ' = "(" } }'), {"e.jsonl": [ITEM]}, "answer_pattern is not a regular expression"),
     "answer_pattern_without_a_group": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { '

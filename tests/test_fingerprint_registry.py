@@ -59,6 +59,9 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("dataset", "keep_bare"): ("more", {"retrieval": "rag.docs", "keep_bare": False}),  # applies with retrieval
     ("align", "gamma"): ("prefs", {"method": "simpo", "gamma": 0.7}),
     ("corpus", "near_threshold"): ("docs", {"dedupe": "near", "near_threshold": 0.5}),  # applies with near
+    ("eval", "judge_agreement"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
+                                             "metrics": ["exact_match", "f1", "judge"],
+                                             "judge_agreement": {"kappa": 0.7}}),  # applies with its metric
     ("synth", "rag"): ("gen", {"task": "raft", "rag": "rag.docs"}),  # raft only, and raft needs a rag
     ("synth", "distractors"): ("gen", {"task": "raft", "rag": "rag.docs", "distractors": 1}),
     ("synth", "no_golden_share"): ("gen", {"task": "raft", "rag": "rag.docs", "no_golden_share": 0.5}),

@@ -302,7 +302,7 @@ class JudgeAgreement(Block):
 
 @declare("eval", backend=("builtin", "sdk.backends.eval.evaluate:EvalBackend", "pip install 'domain-dsl[all]'"),
          check=_check, implicit=_implicit, facets=_facets, extra={"config": _config},
-         reads=_reads, consumes=_consumes)
+         reads=_reads, evaluates=True, consumes=_consumes)
 class EvalBlock(Block):
     """An expert eval set, systems compared side by side on it, and an optional gate."""
 
@@ -358,8 +358,14 @@ class EvalBlock(Block):
                                            "verb": "apply" if len(mapped) > 1 else "applies"})
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
-        if "judge" not in self.metrics:  # judge and rubric are read by the judge metric alone
-            extra = [n for n in ("judge", "rubric") if getattr(self, n) is not None]
+        unread = [n for n in ("ngram", "fail_on_contamination") if not self.contamination  # compared with defaults:
+                  and getattr(self, n) != type(self).model_fields[n].default]  # a manifest's block sets them all
+        if unread:
+            raise PydanticCustomError("incompatible", "{names} {verb} to the contamination check, which "
+                                      "contamination = false turns off: drop {names}", {"names": " and ".join(unread),
+                                      "verb": "apply" if len(unread) > 1 else "applies"})
+        if "judge" not in self.metrics:  # judge, rubric and judge_agreement are read by the judge metric alone
+            extra = [n for n in ("judge", "rubric", "judge_agreement") if getattr(self, n) is not None]
             if extra:
                 raise PydanticCustomError("incompatible", "{names} {verb} only with the judge metric: add judge to "
                                           "metrics, or drop {names}", {"names": " and ".join(extra),
