@@ -27,7 +27,7 @@ def timed(cmd: list[str]) -> float:
 def main() -> None:
     recipe = ROOT / "recipes" / "quickstart.dsl"
     if not recipe.exists():
-        recipe = next((ROOT / "recipes").glob("*.dsl"), ROOT / "tests" / "golden" / "bad_enum.dsl")
+        recipe = next((p for p in (ROOT / "recipes").glob("*.dsl") if p.is_file()), ROOT / "tests" / "golden" / "bad_enum.dsl")
     validate = [sys.executable, "-m", "dsl.cli", "validate", str(recipe)]
     torch = [sys.executable, "-c", "import torch"]
     if RUNS > 1:
