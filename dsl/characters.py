@@ -80,7 +80,12 @@ def ascii_hint(text: str, pos: int) -> Optional[str]:
     if ch == "'":
         m = re.match(r"'([^'\n]*)'", text[pos:])
         return f'strings use double quotes: write "{m.group(1)}"' if m else "strings use double quotes"
-    if text.startswith("//", pos) or text.startswith("/*", pos):
+    if ch == "`":
+        m = re.match(r"`([^`\n]*)`", text[pos:])
+        return f'strings use double quotes: write "{m.group(1)}"' if m else "strings use double quotes"
+    if ch == "~":
+        return "an unset value is written null (YAML's ~ is not a value here)"
+    if text.startswith("//", pos) or text.startswith("/*", pos) or re.match(r"--(\s|$)", text[pos:]):
         rest = text[pos + 2:].split("\n", 1)[0].strip().removesuffix("*/").strip()
         shown = f"# {rest}" if rest and len(rest) <= 40 else "# ..."
         return f"comments start with # and run to the end of the line: write {shown}"

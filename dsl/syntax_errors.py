@@ -134,6 +134,8 @@ def _habit_hint(text: str, pos: int, found: str, expected: list[str]) -> Optiona
         return "did you mean >=? (a comparison is written >=, <=, ==, !=, < or >)"
     if rest == "=<":
         return "did you mean <=?"
+    if rest == "--" and text[pos + 2:pos + 3] in (" ", "\t", "\n", ""):  # an SQL/Lua comment
+        return ascii_hint(text, pos)
     if rest in ("&&", "||"):
         return f"did you mean {'and' if rest == '&&' else 'or'}?"
     if found == "'!'":

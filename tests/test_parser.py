@@ -142,6 +142,9 @@ def syntax_message(text: str) -> tuple[str, str, int, int]:
     ('["x"]', "[\u201cx\u201d]", "LEFT DOUBLE QUOTATION MARK (U+201C) looks like '\"'", 'write "x"', "\u201c"),
     ('["x"]', "['x']", "unexpected character \"'\"", 'strings use double quotes: write "x"', "'"),
     ("top_k = 3 }", "top_k = 3 }  // three", "unexpected character '/'", "write # three", "/"),
+    ("top_k = 3 }", "top_k = 3 }  -- three", "unexpected '-'", "write # three", "-"),
+    ('["x"]', "[`x`]", "unexpected character '`'", 'strings use double quotes: write "x"', "`"),
+    ("top_k = 3", "top_k = ~", "unexpected character '~'", "an unset value is written null", "~"),
     ("top_k = 3", "top_k = 30%", "unexpected character '%'", "write 0.3 for 30%", "%"),
     ("top_k = 3", "top_k = 12.5 %", "unexpected character '%'", "write 0.125 for 12.5%", "%"),
     # a hyphen in a label, an attribute name or a reference: names use _
