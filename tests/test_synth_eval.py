@@ -19,7 +19,7 @@ from sdk import reviews as RV
 from sdk.errors import SpecError
 from sdk.spec import Ref
 from sdk.state import StateStore
-from sdk.systems import applied_block
+from sdk.systems import applied_block, applied_eval_items
 from sdk.workspace import open_workspace
 from tests._openai_server import OpenAIServer, chat_completion
 from tests.test_synth import NOTES, Teacher, write
@@ -106,6 +106,9 @@ def test_an_eval_scores_the_candidates_experts_accepted(tmp_path: Path) -> None:
         again = sdk.apply(load(path))
         assert again.ok and {"synth.cands", "eval.ops", "synth.qa"} <= set(again.ran)
         assert steps(tmp_path)["eval.ops"]["metrics"]["n_items"] == 3
+        # what a route's eval_sets and a rag's adapt pairs read of this eval: the accepted items, not a file synth.cands
+        _, items, shown = applied_eval_items(open_workspace(path).artifact("eval.ops"), tmp_path)
+        assert sorted(it.id for it in items) == sorted([a, e, p]) and shown == "synth.cands/rows.jsonl"
 
         decide(tmp_path, (r, "reject", None))  # the same decision again: the kept rows are the same
         same = sdk.apply(load(path))

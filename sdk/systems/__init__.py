@@ -9,8 +9,8 @@ evaluated without a line changed here. When the recipe has changed since a step 
 in one line.
 """
 
-from sdk.systems.applied import applied_block, drift, input_artifact, served_artifacts, workdir_of
+from sdk.systems.applied import applied_block, applied_eval_items, drift, input_artifact, served_artifacts, workdir_of
 from sdk.systems.opening import Asker, open_system, serving_of
 
-__all__ = ["Asker", "applied_block", "drift", "input_artifact", "open_system", "served_artifacts", "serving_of",
+__all__ = ["Asker", "applied_block", "applied_eval_items", "drift", "input_artifact", "open_system", "served_artifacts", "serving_of",
            "workdir_of"]

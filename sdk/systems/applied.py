@@ -1,5 +1,6 @@
 """What was applied: a step's block as its manifest recorded it (:func:`applied_block`), the artifacts it read
-(:func:`input_artifact`; those a serve step serves, :func:`served_artifacts`), and one line when the recipe has
+(:func:`input_artifact`; those a serve step serves, :func:`served_artifacts`), an applied eval's items
+(:func:`applied_eval_items`), and one line when the recipe has
 changed since (:func:`drift`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any, Iterable, Optional
 
 from sdk.artifacts import Artifact
 from sdk.errors import DslError
+from sdk.evalsets import EvalItem, load_items, synth_items
 from sdk.integrity import check_folder, read_manifest
 from sdk.spec import kinds as K
 from sdk.state import inside
@@ -44,6 +46,17 @@ def input_artifact(art: Artifact, dep: str) -> Artifact:
     if problem or manifest is None:
         raise DslError(f"the artifact of {dep} used by {art.step_id} is damaged ({problem}): {path}; run dsl apply")
     return Artifact(dep, path.resolve(), manifest)
+
+
+def applied_eval_items(art: Artifact, base_dir: Path) -> tuple[Any, list[EvalItem], str]:
+    """The block, items and shown name of the applied eval step ``art``'s set, wherever it came from: a file of the
+    recipe's folder ``base_dir``, or (``data = synth.X``) the candidates experts accepted, read from the synth
+    artifact the eval itself read (an eval with none accepted has no items)."""
+    block = applied_block(art)
+    if isinstance(block.data, str):
+        return block, load_items((Path(base_dir) / block.data).resolve(), block, block.data), block.data
+    items, _ = synth_items(input_artifact(art, str(block.data)), block, empty_ok=True)
+    return block, items, f"{block.data}/rows.jsonl"
 
 
 def served_artifacts(serve: Artifact, names: Iterable[str]) -> dict[str, Artifact]:

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError, DslError
-from sdk.evalsets import load_items
 from sdk.jsonl import read_jsonl
 from sdk.metrics import normalize
-from sdk.systems import applied_block
+from sdk.systems import applied_eval_items
 
 
 @dataclass(frozen=True)
@@ -156,9 +155,7 @@ def synth_pairs(art: Any, index: ChunkIndex) -> tuple[list[Pair], int]:
 def eval_pairs(art: Any, index: ChunkIndex, base_dir: Path) -> tuple[list[Pair], set[str], int]:
     """Pairs from the items tagged ``train`` of an applied eval step's set, the documents of its other items, and
     how many training items had no gold chunk."""
-    block = applied_block(art)
-    path = (Path(base_dir) / block.data).resolve()
-    items = load_items(path, block, shown=block.data)
+    _, items, _ = applied_eval_items(art, base_dir)
     train = train_items(items, art.step_id)
     test_docs = {_stem(s) for it in items if "train" not in it.tags for s in it.sources}
     out, skipped = [], 0

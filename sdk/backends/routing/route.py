@@ -18,11 +18,10 @@ from sdk import expr as E
 from sdk.backends.base import Backend, CheckContext, GateFailed, StepContext, StepResult
 from sdk.backends.routing.router import DOMAIN, GENERAL, TOKEN, Router, train, validate  # noqa: F401 - re-exported
 from sdk.errors import DataError, DslError
-from sdk.evalsets import load_items
 from sdk.jsonl import read_jsonl
 from sdk.spec import Endpoint, Problem
 from sdk.spec.kinds import evaluates
-from sdk.systems import applied_block
+from sdk.systems import applied_eval_items
 
 
 def read_examples(path: Path, shown: str, known: Optional[set[str]] = None) -> list[tuple[str, str]]:
@@ -72,8 +71,8 @@ class RouteBackend(Backend):
         if block.examples:
             rows += read_examples(ctx.spec.resolve_path(block.examples), block.examples, known_targets(block))
         for ref in block.eval_sets:
-            ev = applied_block(ctx.input(ref))
-            rows += [(it.question, DOMAIN) for it in load_items(ctx.spec.resolve_path(ev.data), ev, ev.data)]
+            _, items, _ = applied_eval_items(ctx.input(ref), ctx.spec.base_dir)
+            rows += [(it.question, DOMAIN) for it in items]
         problem = example_problem(rows, block)  # the plan asks the same (sdk.datachecks_records)
         if problem is not None:
             raise DslError(f"{ctx.step_id}: {problem[0]}")
