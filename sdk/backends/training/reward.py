@@ -128,7 +128,8 @@ def reward_job(job: dict[str, Any], progress: Any, log: Callable[[str], None]) -
     rows = [{"prompt": prompt_for(r, template, chat), "question": r["question"], "answer": r["answer"],
              "choices": r["choices"] or [], "context_sources": [source_key(p["source"]) for p in r["context"]],
              "gold_sources": r["sources"]} for r in job["rows"]]
-    tuning.check_chat_rows(tokenizer, rows, job["step_id"])
+    tuning.check_chat_rows(tokenizer, [{**r, "_line": s.get("_line")} for r, s in zip(rows, job["rows"])],
+                           job["step_id"], job.get("source"))
     judge = None
     if job.get("judge"):
         judge = Judge(Endpoint.model_validate(job["judge"]["endpoint"]), job["judge"]["rubric"])
@@ -277,7 +278,7 @@ class RewardBackend(TrainingBackend, Backend):
         judge = None if block.judge is None else \
             {"endpoint": block.judge.model_dump(mode="json", by_alias=True), "rubric": rubric or DEFAULT_RUBRIC}
         job = {**tuning.job_of(ctx, "reward", block, h, base, template), "rows": rows,
-               "rag_prompt": prompt_text(ctx.spec, block), "judge": judge, "data_hashes": hashes}
+               "rag_prompt": prompt_text(ctx.spec, block), "judge": judge, "data_hashes": hashes, "source": shown}
         result = T.run_step_job(ctx, job, reward_job, __name__)
         m = result["metrics"]
         if block.retrieval is not None:  # how many passages the rag step gave the prompts, on average
