@@ -120,6 +120,9 @@ VALIDATE = {
     "judge_agreement_without_the_judge": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  judge_agreement = { '
                                           'kappa = 0.7 } }', {"e.jsonl": [ITEM]},
                                           "judge_agreement applies only with the judge metric"),
+    "launcher_options_without_a_launcher": ("compute { num_processes = 4 }", {},
+                                            "num_processes applies to a launcher, and launcher = none"),
+    "liger_on_the_cpu": ("compute { cpu = true  kernels = liger }", {}, "kernels = liger runs on a CUDA GPU only"),
     "answer_pattern_not_a_regex": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { answer_pattern'
                                    ' = "(" } }'), {"e.jsonl": [ITEM]}, "answer_pattern is not a regular expression"),
     "answer_pattern_without_a_group": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { '

@@ -59,6 +59,11 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("dataset", "keep_bare"): ("more", {"retrieval": "rag.docs", "keep_bare": False}),  # applies with retrieval
     ("align", "gamma"): ("prefs", {"method": "simpo", "gamma": 0.7}),
     ("corpus", "near_threshold"): ("docs", {"dedupe": "near", "near_threshold": 0.5}),  # applies with near
+    # a launcher's options apply with a launcher
+    ("compute", "num_processes"): ("default", {"launcher": "torchrun", "num_processes": 2}),
+    ("compute", "machine_rank"): ("default", {"launcher": "torchrun", "machine_rank": 1}),
+    ("compute", "main_process_ip"): ("default", {"launcher": "torchrun", "main_process_ip": "10.0.0.2"}),
+    ("compute", "main_process_port"): ("default", {"launcher": "torchrun", "main_process_port": 29501}),
     ("eval", "judge_agreement"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
                                              "metrics": ["exact_match", "f1", "judge"],
                                              "judge_agreement": {"kappa": 0.7}}),  # applies with its metric
@@ -70,7 +75,8 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("synth", "price"): ("gen", {"price": {"input": 1.0, "output": 2.0}}),
     ("align", "desirable_weight"): ("prefs", {"method": "kto", "desirable_weight": 2.0}),
     ("align", "undesirable_weight"): ("prefs", {"method": "kto", "undesirable_weight": 2.0}),
-    ("compute", "num_machines"): ("default", {"num_machines": 2, "main_process_ip": "10.0.0.1"}),
+    ("compute", "num_machines"): ("default", {"launcher": "torchrun", "num_machines": 2,
+                                              "main_process_ip": "10.0.0.1"}),
     ("compute", "deepspeed"): ("default", {"launcher": "accelerate", "deepspeed": {"stage": 2}}),
     ("compute", "fsdp"): ("default", {"launcher": "accelerate", "fsdp": {}}),
 }

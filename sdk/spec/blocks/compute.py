@@ -42,4 +42,14 @@ class ComputeBlock(Block):
             raise PydanticCustomError("incompatible", "deepspeed and fsdp need launcher = accelerate", {})
         if self.num_machines > 1 and not self.main_process_ip:
             raise PydanticCustomError("incompatible", "num_machines > 1 needs main_process_ip", {})
+        defaults = type(self).model_fields  # compared with the defaults: an applied manifest sets them all
+        unread = [n for n in ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port")
+                  if self.launcher == "none" and getattr(self, n) != defaults[n].default]
+        if unread:
+            raise PydanticCustomError("incompatible", "{names} {verb} to a launcher, and launcher = none trains in this "
+                                      "one process: set launcher = torchrun or accelerate, or drop {names}",
+                                      {"names": ", ".join(unread), "verb": "apply" if len(unread) > 1 else "applies"})
+        if self.kernels == "liger" and self.cpu:
+            raise PydanticCustomError("incompatible", "kernels = liger runs on a CUDA GPU only, and cpu = true trains on "
+                                      "the CPU: drop kernels or cpu", {})
         return self
