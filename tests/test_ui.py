@@ -453,6 +453,8 @@ def test_the_token_guards_every_page(applied: dict[str, Any], monkeypatch: pytes
     first = client.get("/runs?token=s3cret-token", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"] == "/runs"
     assert client.get("/runs").status_code == 200  # the cookie the first visit set
+    slash = client.get("/reports/eval.expert/items/a/b%3Fc")  # an item id with "/" and "?" reaches the item view
+    assert slash.status_code == 404 and "no item &#39;a/b?c&#39;" in slash.text, slash.text[-600:]
 
 
 def test_no_state_says_what_to_run_and_an_apply_is_followed_live(tmp_path: Path, browser: Any, shots: Path) -> None:

@@ -261,7 +261,7 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
                              only_wrong=p.get("wrong") in ("1", "on", "true"), sort=p.get("sort", "promoted"))
         return page("items.html", items=items)
 
-    @app.get("/reports/{eval_id}/items/{item_id}")
+    @app.get("/reports/{eval_id}/items/{item_id:path}")  # an item id may hold a "/"
     @guarded
     async def item_page(request: Request, eval_id: str, item_id: str) -> Any:
         p = request.query_params
