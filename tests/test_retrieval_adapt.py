@@ -34,10 +34,11 @@ def write_domain(folder: Path, adapt: str, retriever: str = "dense", backend: st
                                       {"role": "assistant", "content": value}], "sources": [f"{site.lower()}.txt"]})
         (folder / "docs" / f"{site.lower()}.txt").write_text("\n".join(lines) + "\n")
     (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    embedding = "" if retriever == "bm25" else f"  embedding_backend = {backend}"  # bm25 embeds nothing
     (folder / "r.dsl").write_text(f"""domain adapt {{
   corpus sites {{ paths = ["docs/*.txt"]  split = {{ by = line, length = 1, overlap = 0 }} }}
   dataset qa {{ path = "qa.jsonl"  format = chat }}
-  rag docs {{ corpus = corpus.sites  retriever = {retriever}  top_k = 3  embedding_backend = {backend}
+  rag docs {{ corpus = corpus.sites  retriever = {retriever}  top_k = 3{embedding}
              adapt = {{ pairs = dataset.qa  {adapt} }} }}
 }}
 """)
