@@ -42,9 +42,12 @@ def test_a_model_step_is_the_teacher_and_the_student(tmp_path: Path) -> None:
     art = tmp_path / ".dsl" / "t" / steps["synth.p"]["artifact"]
     cands = [json.loads(x) for x in (art / "candidates.jsonl").read_text().splitlines()]
     ledger: dict[str, Any] = json.loads((art / "ledger.json").read_text())
-    for c in cands:  # the rejected answer is the student's greedy answer to the question
-        assert c["rejected"] == model.generate_many([model.generation_prompt(c["question"])], 6, 1)[0].strip()
+    for c in cands:  # the rejected answer is the student's greedy answer to the question, all its lines
+        assert c["rejected"] == model.generate_many([model.generation_prompt(c["question"])], 6, 1, first_line=False)[0]
         assert c["chosen"] == c["answer"] != c["rejected"]
     assert len(cands) + sum(d["detail"] == "no rejected answer" for d in ledger["dropped"]) == 2
+    long = model.generation_prompt("What does the SIP note say?")  # an eval scores the first line; a teacher keeps them all
+    assert model.generate_many([long], 24, 1)[0] == model.generate_many([long], 24, 1, first_line=False)[0].split(
+        "\n")[0].strip()
     journal = tmp_path / ".dsl" / "t" / "cache" / "synth" / "p" / "journal.jsonl"
     assert len(journal.read_text().splitlines()) == 4  # 2 teacher questions + 2 student answers, each once

@@ -126,7 +126,7 @@ class ModelTeacher:
             if self.local is None:
                 return {"text": Asker(self.system).ask(content, max_tokens), "prompt_tokens": 0, "completion_tokens": 0}
             prompt = self.local.generation_prompt(content)
-            text = self.local.generate_many([prompt], max_tokens, 1)[0]
+            text = self.local.generate_many([prompt], max_tokens, 1, first_line=False)[0]
             return {"text": text, "prompt_tokens": len(self.local.encode(prompt)),
                     "completion_tokens": len(self.local.encode(text)) if text else 0}
 

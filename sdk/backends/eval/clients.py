@@ -122,8 +122,10 @@ class LocalModel:
     def generate(self, question: str, max_new_tokens: int, prompt: str | None = None) -> str:
         return self.generate_many([self.generation_prompt(question, prompt)], max_new_tokens, 1)[0]
 
-    def generate_many(self, prompts: Sequence[str], max_new_tokens: int, batch: int = 16) -> list[str]:
-        """Greedy answers (first line, stripped) to ``prompts``: sorted by length, left-padded, one ``generate``
+    def generate_many(self, prompts: Sequence[str], max_new_tokens: int, batch: int = 16,
+                      first_line: bool = True) -> list[str]:
+        """Greedy answers (stripped; their first line only, as an eval scores it, unless ``first_line`` is false: a
+        synth teacher's reasoned answer spans lines) to ``prompts``: sorted by length, left-padded, one ``generate``
         call per batch of at most ``batch`` prompts; each answer equals the prompt's answer alone."""
         import torch
 
@@ -140,7 +142,7 @@ class LocalModel:
                                           do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             for row, i in enumerate(chunk):
                 text = self.tokenizer.decode(gen[row][width:], skip_special_tokens=True)
-                out[i] = text.strip().split("\n")[0].strip()
+                out[i] = text.strip().split("\n")[0].strip() if first_line else text.strip()
         return out
 
 
