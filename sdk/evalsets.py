@@ -249,12 +249,14 @@ def check(items: list[EvalItem], train_texts: list[str] = (), n: int = 13) -> li
     """Problems worth fixing before spending compute: duplicates, empty fields, answers not among the
     choices, label imbalance, and questions that also appear in the training data."""
     out: list[Finding] = []
-    seen_ids: dict[str, EvalItem] = {}
+    seen_ids: dict[str, tuple[EvalItem, int]] = {}
     seen_q: dict[str, EvalItem] = {}
-    for it in items:
+    for n_item, it in enumerate(items, 1):
         if it.id in seen_ids:
-            out.append(Finding("error", f"duplicate id {it.id!r} (also on line {seen_ids[it.id].line})", it.id, it.line))
-        seen_ids.setdefault(it.id, it)
+            first, at = seen_ids[it.id]
+            where = f"on line {first.line}" if first.line is not None else f"item {at} of the set"
+            out.append(Finding("error", f"duplicate id {it.id!r} (also {where})", it.id, it.line))
+        seen_ids.setdefault(it.id, (it, n_item))
         q = normalize(it.question)
         if q in seen_q:
             out.append(Finding("warning", f"duplicate question (same as item {seen_q[q].id})", it.id, it.line))
@@ -263,6 +265,13 @@ def check(items: list[EvalItem], train_texts: list[str] = (), n: int = 13) -> li
             out.append(Finding("error", "empty answer", it.id, it.line))
         if it.choices is not None and any(not c.strip() for c in it.choices):
             out.append(Finding("error", "empty choice", it.id, it.line))
+        elif it.choices is not None and len(it.choices) < 2:
+            out.append(Finding("error", f"a multiple-choice item needs at least 2 choices, this one has "
+                                        f"{len(it.choices)}", it.id, it.line))
+        elif it.choices is not None and len({c.strip() for c in it.choices}) < len(it.choices):
+            twice = next(c for i, c in enumerate(it.choices) if c.strip() in {x.strip() for x in it.choices[:i]})
+            out.append(Finding("warning", f"choice {twice!r} appears twice (an answer naming it cannot be told "
+                                          "apart)", it.id, it.line))  # real sets have them (TeleQnA: a few items)
     labels = Counter(it.label for it in items if it.label is not None)
     if len(labels) > 1:
         top, count = labels.most_common(1)[0]

@@ -110,6 +110,13 @@ def test_check_findings() -> None:
     assert any(ln == 4 and "3-gram" in m for _, ln, m in text)  # the question leaked into the training data
     assert ("error", 2, "the question appears verbatim in the training data") in text
     assert not any(ln == 1 and "training" in m for _, ln, m in text)
+    # a JSON array has no lines: the first holder of the id is named by its place; choices that cannot be told apart
+    more = [EvalItem("x", "Q1?", ["A"], choices=["A", "B"]), EvalItem("x", "Q2?", ["A"], choices=["A"]),
+            EvalItem("y", "Q3?", ["B"], choices=["A", "B", "A "])]
+    text = [(f.item, f.message) for f in check(more)]
+    assert ("x", "duplicate id 'x' (also item 1 of the set)") in text
+    assert ("x", "a multiple-choice item needs at least 2 choices, this one has 1") in text
+    assert ("y", "choice 'A ' appears twice (an answer naming it cannot be told apart)") in text
 
 
 def test_contamination_shares() -> None:
@@ -183,6 +190,7 @@ def test_real_sets_map_without_code(shared_data: Path, monkeypatch: pytest.Monke
                       block(fields={"choices": "option *", "answer_pattern": r"option (\d+)"},
                             password=SecretRef(env="TELEQNA_PASSWORD")))
     assert len(tele) == 10000 and all(it.answers[0] in it.choices for it in tele)  # type: ignore[operator]
+    assert not [f for f in check(tele) if f.severity == "error"]  # real items pass (a few repeat a choice: warnings)
     pub = load_items(shared_data / "pubmedqa" / "ori_pqal.json",
                      block(format="json", fields={"question": "QUESTION", "answer": None, "label": "final_decision",
                                                   "context": "CONTEXTS"}))
