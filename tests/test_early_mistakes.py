@@ -123,6 +123,8 @@ VALIDATE = {
     "launcher_options_without_a_launcher": ("compute { num_processes = 4 }", {},
                                             "num_processes applies to a launcher, and launcher = none"),
     "liger_on_the_cpu": ("compute { cpu = true  kernels = liger }", {}, "kernels = liger runs on a CUDA GPU only"),
+    "sglang_options_with_the_local_engine": ("serve { sglang = { tp = 2 }  engine_port = 31000 }", {},
+                                             "sglang and engine_port apply to engine = sglang"),
     "answer_pattern_not_a_regex": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { answer_pattern'
                                    ' = "(" } }'), {"e.jsonl": [ITEM]}, "answer_pattern is not a regular expression"),
     "answer_pattern_without_a_group": (('eval e { data = "e.jsonl"  systems = [pretrain.p]  fields = { '

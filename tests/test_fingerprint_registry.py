@@ -64,6 +64,9 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("compute", "machine_rank"): ("default", {"launcher": "torchrun", "machine_rank": 1}),
     ("compute", "main_process_ip"): ("default", {"launcher": "torchrun", "main_process_ip": "10.0.0.2"}),
     ("compute", "main_process_port"): ("default", {"launcher": "torchrun", "main_process_port": 29501}),
+    # SGLang's options apply with the sglang engine
+    ("serve", "sglang"): ("default", {"engine": "sglang", "sglang": {"tp": 2}}),
+    ("serve", "engine_port"): ("default", {"engine": "sglang", "engine_port": 31000}),
     ("eval", "judge_agreement"): ("expert", {"judge": {"url": "http://127.0.0.1:1/v1", "model": "j"},
                                              "metrics": ["exact_match", "f1", "judge"],
                                              "judge_agreement": {"kappa": 0.7}}),  # applies with its metric

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from sdk.records.serve import ServeConfig
 from sdk.spec.blocks.eval import gated_systems
@@ -53,5 +54,19 @@ class ServeBlock(Block):
     header_timeout: float = _setting("header_timeout")
     body_timeout: float = _setting("body_timeout")
     backend: Optional[str] = Field(default=None, description="Backend name (default: gateway)")
+
+    @model_validator(mode="after")
+    def _options_of_the_engine(self) -> "ServeBlock":
+        """SGLang's options with the local engine are read by nothing: a mistake, not a setting kept for later."""
+        # compared with the defaults, not with what was written: a block read back from a manifest sets them all
+        unread = [n for n in ("sglang", "engine_port")
+                  if self.engine == "local" and getattr(self, n) != type(self).model_fields[n].get_default(
+                      call_default_factory=True)]
+        if unread:
+            raise PydanticCustomError("incompatible", "{names} {verb} to engine = sglang, and this gateway runs the "
+                                      "local engine: drop {names}, or write engine = sglang",
+                                      {"names": " and ".join(unread), "verb": "apply" if len(unread) > 1 else
+                                       "applies"})
+        return self
 
 
