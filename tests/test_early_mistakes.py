@@ -181,6 +181,9 @@ PLAN = {
                                     "e.jsonl: every item is tagged 'train' (the training split)"),
     "reward_without_prompts": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { f1 = 1.0 } }',
                                {"g.jsonl": "\n"}, "g.jsonl: no prompts"),
+    "reward_prompt_and_question_differ": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { f1 = 1.0 } }',
+                                          {"g.jsonl": [{"prompt": "p?", "question": "q?", "answer": "a"}]},
+                                          "g.jsonl:1: the row has both 'prompt' and 'question', which differ"),
 }
 
 

@@ -27,6 +27,9 @@ def read_prompts(path: Path, shown: str) -> list[dict[str, Any]]:
     with numbered options when the row has choices). A bad row raises a DataError at ``shown:LINE``."""
     rows: list[dict[str, Any]] = []
     for line, obj in read_jsonl(path, shown):
+        if "prompt" in obj and "question" in obj and obj["prompt"] != obj["question"]:
+            raise DataError(shown, line, "the row has both 'prompt' and 'question', which differ: which is asked?",
+                            "keep one of them (they are two names of the same field)")
         question = obj.get("prompt", obj.get("question"))
         if not isinstance(question, str) or not question.strip():
             raise DataError(shown, line, "missing 'prompt' or 'question' (non-empty text)",
