@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from sdk.records.state import Status
+
 RUNS = "runs"
 EVENTS_ENV = "DSL_EVENTS"  # {"path", "run", "step"} of the step running now, read by training jobs
 RUN_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{4,16}$")
@@ -127,9 +129,9 @@ class EventLog:
                   reason=step.reason, config=getattr(step, "config", None))
 
     def step_finished(self, step: Any, outcome: Any) -> None:
-        status = {"ran": "done"}.get(outcome.status, outcome.status)
-        figures = self._figures(step) if status in ("done", "gate_failed") else {}
-        if status in ("done", "gate_failed"):
+        status = {"ran": Status.DONE.value}.get(outcome.status, outcome.status)  # an outcome's "ran" is a step done
+        figures = self._figures(step) if status in Status.finished() else {}
+        if status in Status.finished():
             self._keep_predictions(step)
         self.emit("step_finished", step.id, status=status, seconds=round(float(outcome.seconds), 3),
                   fingerprint=step.fingerprint if status != "deleted" else "", summary=outcome.summary,

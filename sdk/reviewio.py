@@ -24,6 +24,7 @@ from typing import Any, Iterator, Optional
 from sdk import reviews as RV
 from sdk.cleantext import terminal
 from sdk.errors import DataError, DslError
+from sdk.records.state import Status
 
 HEAD = ("id", "status", "decision", "reason", "reviewer")
 TAIL = ("source", "chunk")
@@ -254,7 +255,7 @@ def synth_steps(ws: Any) -> list[dict[str, Any]]:
         out.append({"label": label, "id": f"synth.{label}", "in_recipe": block is not None,
                     "policy": str(getattr(block, "review", None) or "none"),
                     "task": str(getattr(block, "task", "") or ""),
-                    "applied": entry.get("status") in ("done", "gate_failed"),
+                    "applied": entry.get("status") in Status.finished(),
                     "decisions": decisions_file(ws, label)})
     return out
 
