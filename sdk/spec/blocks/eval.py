@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from sdk import expr as _expr
 from sdk.grades import DEFAULT_KAPPA, DEFAULT_MIN_ITEMS, judge_rule
+from sdk.records.state import Status
 from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare, get_kind, kind_names
 from sdk.spec.objects import Endpoint, FieldMap
@@ -245,7 +246,7 @@ def _facets(manifest: dict[str, Any]) -> dict[str, Any]:
     item_config = {k: config.get(k) for k in ("data", "format", "fields", "limit", "task")}
     gate = config.get("gate")
     return {"items": digest({"data": data_hash, "config": item_config}),
-            "verdict": digest({"gate": gate, "passed": manifest.get("status") != "gate_failed"}),
+            "verdict": digest({"gate": gate, "passed": manifest.get("status") != Status.GATE_FAILED.value}),
             "metrics": digest(manifest.get("metrics") or {})}
 
 
