@@ -229,6 +229,21 @@ def suggest(word: str, options: Any) -> Optional[str]:
 Label = Annotated[str, Field(pattern=LABEL_PATTERN)]
 
 
+def off_default(block: Any, names: Any) -> list[str]:
+    """The attributes of ``names`` that ``block`` sets to something other than their default. Compared with the
+    defaults, not with what was written: a block read back from its manifest sets every attribute."""
+    fields = type(block).model_fields
+    return [n for n in names if getattr(block, n) != fields[n].get_default(call_default_factory=True)]
+
+
+def refuse_unread(names: list[str], message: str, joiner: str = " and ", **params: Any) -> None:
+    """Options nothing reads are mistakes, not settings kept for later: when ``names`` holds any, one "incompatible"
+    error whose ``message`` names them as ``{names}`` (with ``{verb}``: apply or applies) and ``params``."""
+    if names:
+        verb = "apply" if len(names) > 1 else "applies"
+        raise PydanticCustomError("incompatible", message, {"names": joiner.join(names), "verb": verb, **params})
+
+
 def refs_in(value: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Ref]]:
     """Every Ref inside a block, with its path."""
     out: list[tuple[tuple[Any, ...], Ref]] = []

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import declare
 from sdk.spec.objects import DeepSpeed, Fsdp
-from sdk.spec.values import Block, PositiveInt
+from sdk.spec.values import Block, PositiveInt, off_default, refuse_unread
 
 
 @declare("compute", role="setting", labelled=False)
@@ -42,13 +42,11 @@ class ComputeBlock(Block):
             raise PydanticCustomError("incompatible", "deepspeed and fsdp need launcher = accelerate", {})
         if self.num_machines > 1 and not self.main_process_ip:
             raise PydanticCustomError("incompatible", "num_machines > 1 needs main_process_ip", {})
-        defaults = type(self).model_fields  # compared with the defaults: an applied manifest sets them all
-        unread = [n for n in ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port")
-                  if self.launcher == "none" and getattr(self, n) != defaults[n].default]
-        if unread:
-            raise PydanticCustomError("incompatible", "{names} {verb} to a launcher, and launcher = none trains in this "
-                                      "one process: set launcher = torchrun or accelerate, or drop {names}",
-                                      {"names": ", ".join(unread), "verb": "apply" if len(unread) > 1 else "applies"})
+        if self.launcher == "none":
+            refuse_unread(off_default(self, ("num_processes", "num_machines", "machine_rank", "main_process_ip",
+                                             "main_process_port")),
+                          "{names} {verb} to a launcher, and launcher = none trains in this one process: set launcher "
+                          "= torchrun or accelerate, or drop {names}", joiner=", ")
         if self.kernels == "liger" and self.cpu:
             raise PydanticCustomError("incompatible", "kernels = liger runs on a CUDA GPU only, and cpu = true trains on "
                                       "the CPU: drop kernels or cpu", {})

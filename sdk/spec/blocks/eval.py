@@ -14,7 +14,8 @@ from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare, get_kind, kind_names
 from sdk.spec.objects import Endpoint, FieldMap
 from sdk.spec.paths import named_files, path_problem
-from sdk.spec.values import Block, Expr, PositiveInt, Problem, Ref, Secret, Seed, TextOrFile, ref_of, suggest
+from sdk.spec.values import (Block, Expr, PositiveInt, Problem, Ref, Secret, Seed, TextOrFile, off_default, ref_of,
+                             refuse_unread, suggest)
 
 # Metrics an eval can compute, from the metric registry (sdk.metrics: one function and its declaration each); a
 # gate over any other metric is an error at plan time.
@@ -350,25 +351,15 @@ class EvalBlock(Block):
     @model_validator(mode="after")
     def _judge_needs_endpoint(self) -> "EvalBlock":
         if not isinstance(self.data, str):  # synth.X writes the eval-set format itself: nothing to map or unlock
-            defaults = {"format": "auto", "fields": FieldMap(), "password": None}  # a manifest's dump names them all
-            mapped = [n for n, v in defaults.items() if getattr(self, n) != v]
-            if mapped:
-                raise PydanticCustomError("incompatible", "{names} {verb} to an eval set file, not to {data} (a synth "
-                                          "step writes its items in the eval-set format): drop {names}",
-                                          {"names": " and ".join(mapped), "data": str(self.data),
-                                           "verb": "apply" if len(mapped) > 1 else "applies"})
+            refuse_unread(off_default(self, ("format", "fields", "password")), "{names} {verb} to an eval set file, "
+                          "not to {data} (a synth step writes its items in the eval-set format): drop {names}",
+                          data=str(self.data))
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
-        unread = [n for n in ("ngram", "fail_on_contamination") if not self.contamination  # compared with defaults:
-                  and getattr(self, n) != type(self).model_fields[n].default]  # a manifest's block sets them all
-        if unread:
-            raise PydanticCustomError("incompatible", "{names} {verb} to the contamination check, which "
-                                      "contamination = false turns off: drop {names}", {"names": " and ".join(unread),
-                                      "verb": "apply" if len(unread) > 1 else "applies"})
+        if not self.contamination:
+            refuse_unread(off_default(self, ("ngram", "fail_on_contamination")), "{names} {verb} to the contamination "
+                          "check, which contamination = false turns off: drop {names}")
         if "judge" not in self.metrics:  # judge, rubric and judge_agreement are read by the judge metric alone
-            extra = [n for n in ("judge", "rubric", "judge_agreement") if getattr(self, n) is not None]
-            if extra:
-                raise PydanticCustomError("incompatible", "{names} {verb} only with the judge metric: add judge to "
-                                          "metrics, or drop {names}", {"names": " and ".join(extra),
-                                                                      "verb": "apply" if len(extra) > 1 else "applies"})
+            refuse_unread(off_default(self, ("judge", "rubric", "judge_agreement")), "{names} {verb} only with the "
+                          "judge metric: add judge to metrics, or drop {names}")
         return self

@@ -10,7 +10,7 @@ from pydantic_core import PydanticCustomError
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Endpoint, IndexStore, Memory, PgVector
 from sdk.spec.paths import named_files
-from sdk.spec.values import Block, PositiveInt, Seed, TextOrFile, ref_of
+from sdk.spec.values import Block, PositiveInt, Seed, TextOrFile, off_default, ref_of, refuse_unread
 
 
 class Adapt(Block):
@@ -96,16 +96,11 @@ class RagBlock(Block):
     @model_validator(mode="after")
     def _options_of_the_retriever(self) -> "RagBlock":
         """Options that only another retriever or a generator reads are mistakes, not settings kept for later."""
-        # compared with the defaults, not with what was written: a block read back from a manifest sets them all
-        defaults = type(self).model_fields
-        unread = [n for n in ("embedder", "embedding_backend") if getattr(self, n) != defaults[n].default] \
-            if self.retriever == "bm25" else []
-        if unread:
-            raise PydanticCustomError("incompatible", "{names} {verb} to dense and hybrid retrieval, and retriever = "
-                                      "bm25 embeds nothing: drop {names}, or use retriever = dense or hybrid",
-                                      {"names": " and ".join(unread), "verb": "apply" if len(unread) > 1 else
-                                       "applies"})
-        if self.generator is None and self.max_new_tokens != defaults["max_new_tokens"].default:
+        if self.retriever == "bm25":
+            refuse_unread(off_default(self, ("embedder", "embedding_backend")), "{names} {verb} to dense and hybrid "
+                          "retrieval, and retriever = bm25 embeds nothing: drop {names}, or use retriever = dense or "
+                          "hybrid")
+        if self.generator is None and off_default(self, ("max_new_tokens",)):
             raise PydanticCustomError("incompatible", "max_new_tokens applies to a generator, and this rag system has "
                                       "none (retrieval only): drop max_new_tokens, or name generator = MODEL", {})
         return self

@@ -6,13 +6,12 @@ import copy
 from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
-from pydantic_core import PydanticCustomError
 
 from sdk.records.serve import ServeConfig
 from sdk.spec.blocks.eval import gated_systems
 from sdk.spec.kinds import Dep, content_facets, declare, get_kind, kinds_that_evaluate
 from sdk.spec.objects import SGLangOptions
-from sdk.spec.values import Block, PositiveInt, Secret
+from sdk.spec.values import Block, PositiveInt, Secret, off_default, refuse_unread
 
 
 def _setting(name: str) -> Any:
@@ -58,15 +57,9 @@ class ServeBlock(Block):
     @model_validator(mode="after")
     def _options_of_the_engine(self) -> "ServeBlock":
         """SGLang's options with the local engine are read by nothing: a mistake, not a setting kept for later."""
-        # compared with the defaults, not with what was written: a block read back from a manifest sets them all
-        unread = [n for n in ("sglang", "engine_port")
-                  if self.engine == "local" and getattr(self, n) != type(self).model_fields[n].get_default(
-                      call_default_factory=True)]
-        if unread:
-            raise PydanticCustomError("incompatible", "{names} {verb} to engine = sglang, and this gateway runs the "
-                                      "local engine: drop {names}, or write engine = sglang",
-                                      {"names": " and ".join(unread), "verb": "apply" if len(unread) > 1 else
-                                       "applies"})
+        if self.engine == "local":
+            refuse_unread(off_default(self, ("sglang", "engine_port")), "{names} {verb} to engine = sglang, and this "
+                          "gateway runs the local engine: drop {names}, or write engine = sglang")
         return self
 
 

@@ -15,7 +15,8 @@ from sdk.hashing import digest
 from sdk.spec.kinds import Dep, content_facets, declare
 from sdk.spec.objects import Endpoint
 from sdk.spec.paths import named_files
-from sdk.spec.values import Block, Fraction, PositiveInt, Problem, TextOrFile, ref_of
+from sdk.spec.values import (Block, Fraction, PositiveInt, Problem, TextOrFile, off_default, ref_of,
+                             refuse_unread)
 
 TASKS = ("qa", "raft", "preference", "eval")
 TRAINING_TASKS = {"finetune": ("qa", "raft"), "align": ("preference",)}
@@ -55,11 +56,8 @@ class SynthFilters(Block):
     @model_validator(mode="after")
     def _judge_options(self) -> SynthFilters:
         if self.judge is None:
-            extra = [n for n in ("judge_min", "rubric", "judge_agreement") if getattr(self, n) is not None]
-            if extra:
-                raise PydanticCustomError("incompatible", "{names} {verb} only with judge = endpoint { ... }: add "
-                                          "the judge, or drop {names}", {"names": " and ".join(extra),
-                                                                       "verb": "apply" if len(extra) > 1 else "applies"})
+            refuse_unread(off_default(self, ("judge_min", "rubric", "judge_agreement")), "{names} {verb} only with "
+                          "judge = endpoint { ... }: add the judge, or drop {names}")
         return self
 
 
