@@ -11,12 +11,12 @@ judge that an eval with human grading and the same judge has not calibrated (kap
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from sdk.backends.data.synth_prompts import render
 from sdk.backends.data.synth_teacher import EndpointTeacher, Journal, Usage, ask_all
+from sdk.backends.eval.clients import judge_score
 from sdk.errors import DslError
 from sdk.grades import calibrating_eval, judge_trusted
 from sdk.spec.values import FileRef
@@ -35,7 +35,6 @@ Reply with one score from 1 (wrong) to 5 (fully correct), then a short reason.""
 
 DEFAULT_RUBRIC = ("5: the answer is correct, complete and supported by the passage, and the question makes sense "
                   "without it; 3: partly correct or partly supported; 1: wrong, unsupported or no answer.")
-_SCORE = re.compile(r"\b([1-5])\b")
 
 
 def trust(spec: Any, block: Any, step_id: str, workdir: Path) -> str:
@@ -55,12 +54,6 @@ def trust(spec: Any, block: Any, step_id: str, workdir: Path) -> str:
     return f"{step_id}: {why}"
 
 
-def score(text: str | None) -> float | None:
-    """The judge's 1-5 score mapped to 0-1, or None when its reply holds none."""
-    m = _SCORE.search(text or "")
-    return (int(m.group(1)) - 1) / 4 if m else None
-
-
 def judge_rows(ctx: Any, block: Any, rows: list[dict[str, Any]], journal: Journal) -> dict[str, Any]:
     """Set each row's ``judge_score`` (None when the judge's reply holds no score: the row is kept, and counted);
     returns the judge's figures for the manifest."""
@@ -78,7 +71,7 @@ def judge_rows(ctx: Any, block: Any, rows: list[dict[str, Any]], journal: Journa
                           concurrency=block.concurrency, advance=bar.advance)
     unscored = 0
     for row, reply in zip(rows, replies):
-        row["judge_score"] = score(reply)
+        row["judge_score"] = judge_score(reply)
         unscored += row["judge_score"] is None
     return {"judge_requests": usage.requests, "judge_requests_sent": usage.sent, "judge_tokens_in": usage.tokens_in,
             "judge_tokens_out": usage.tokens_out, "judge_unscored": unscored}

@@ -3,6 +3,7 @@ OpenAI-compatible endpoint (retried with backoff by the openai client) and an LL
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -201,6 +202,13 @@ Answer to grade: {prediction}
 Reply with one score from 1 (wrong) to 5 (fully correct), then a short reason."""
 
 DEFAULT_RUBRIC = "5: correct and complete; 3: partly correct; 1: wrong, unsupported or no answer."
+_SCORE = re.compile(r"\b([1-5])\b")
+
+
+def judge_score(reply: str | None) -> float | None:
+    """A judge's 1-5 score (the first one its reply holds) mapped to 0-1, or None when it holds none."""
+    m = _SCORE.search(reply or "")
+    return (int(m.group(1)) - 1) / 4 if m else None
 
 
 class Judge:
@@ -211,10 +219,6 @@ class Judge:
         self.rubric = rubric
 
     def score(self, item: EvalItem, prediction: str) -> float | None:
-        import re
-
-        reply = self.model.ask(JUDGE_PROMPT.format(rubric=self.rubric, question=item.question,
-                                                   reference=" | ".join(item.answers) or item.gold,
-                                                   prediction=prediction or "(no answer)"), 64)
-        m = re.search(r"\b([1-5])\b", reply)
-        return (int(m.group(1)) - 1) / 4 if m else None
+        return judge_score(self.model.ask(JUDGE_PROMPT.format(rubric=self.rubric, question=item.question,
+                                                              reference=" | ".join(item.answers) or item.gold,
+                                                              prediction=prediction or "(no answer)"), 64))
