@@ -17,17 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError, DslError
+from sdk.spec.paths import shown_path
 from sdk.spec.values import Problem
-
-
-def _shown(spec: Any, path: Path) -> str:
-    return str(path.relative_to(spec.base_dir)) if path.is_relative_to(spec.base_dir) else str(path)
 
 
 def _relative(spec: Any, path: Path, e: DslError) -> tuple[str, str | None]:
     """The error's message with the file named relative to the recipe, and its hint."""
     hint = e.diagnostics[0].hint if e.diagnostics else None
-    return str(e).replace(str(path), _shown(spec, path), 1), hint
+    return str(e).replace(str(path), shown_path(path, spec.base_dir), 1), hint
 
 
 def grades_problems(spec: Any, label: str, block: Any) -> list[Problem]:
@@ -46,7 +43,7 @@ def grades_problems(spec: Any, label: str, block: Any) -> list[Problem]:
         G.load(path)
     except (DataError, UnicodeDecodeError) as e:
         if isinstance(e, UnicodeDecodeError):
-            return [Problem(path=at, message=f"{_shown(spec, path)}: not UTF-8 text ({e.reason} at byte {e.start})")]
+            return [Problem(path=at, message=f"{shown_path(path, spec.base_dir)}: not UTF-8 text ({e.reason} at byte {e.start})")]
         message, hint = _relative(spec, path, e)
         return [Problem(path=at, message=message, hint=hint)]
     return []
@@ -62,7 +59,7 @@ def decisions_problems(spec: Any, label: str, block: Any) -> list[Problem]:
         return []
     at = ("synth", label, "review") if "review" in block.model_fields_set else ("synth", label)
     try:
-        reviews.load(path, _shown(spec, path))
+        reviews.load(path, shown_path(path, spec.base_dir))
     except DataError as e:
         return [Problem(path=at, message=str(e), hint=e.diagnostics[0].hint if e.diagnostics else None)]
     return []

@@ -14,6 +14,11 @@ GLOB_LIMIT = 100_000  # entries a glob may walk before it stops with an error
 FILE_REF_ATTRS = ("prompt", "answer_prompt", "chat_template", "rubric")
 
 
+def shown_path(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` where it lies inside, else as it is: how files are named in messages and pages."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
 def allowed_roots(spec: Any) -> list[Path]:
     base = spec.base_dir.resolve()
     return [base] + [(base / r).resolve() for r in (getattr(spec, "roots", None) or [])]
@@ -84,7 +89,7 @@ def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
         if not stat.S_ISREG(st.st_mode):
             continue
         if not within_roots(p.resolve(), roots):  # a symlink inside the folder pointing out of it
-            return [], f"{p.relative_to(spec.base_dir) if p.is_relative_to(spec.base_dir) else p} (from glob " \
+            return [], f"{shown_path(p, spec.base_dir)} (from glob " \
                        f"{pattern!r}) leads outside {_where(spec)}"
         files.append(p)
     return sorted(dict.fromkeys(files)), None

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 from sdk.records.state import Status
 from sdk.spec import EvalBlock
+from sdk.spec.paths import shown_path
 from sdk.spec.values import Ref
 
 GRADER_COOKIE = "dsl_grader"
@@ -67,7 +68,8 @@ def items_view(ws: Any, label: str, grader: str) -> dict[str, Any]:
         raise NotFound(f"no eval {label!r} with human grading or a judge (have: {', '.join(evals) or 'none'})")
     block, info = _eval_blocks(ws)[label][1], evals[label]
     path = G.grades_path(ws.spec.base_dir, ws.spec.name, label)
-    base = {"eval": info, "grades_file": _shown(ws, path), "grader": grader, "categories": G.CATEGORIES}
+    base = {"eval": info, "grades_file": shown_path(path, ws.spec.base_dir), "grader": grader,
+            "categories": G.CATEGORIES}
     if not info["applied"]:
         return {**base, "items": None, "error": f"{info['id']} is not applied yet: run {ws.source}"}
     rows = _rows(ws, label)
@@ -112,15 +114,6 @@ def _tasks(mode: str, systems: list[str], answers: dict[str, dict[str, str]], it
     distinct = {a["hash"]: a for sid in systems if (a := answers.get(sid))}
     return [{"kind": "answer", "answer": a, "mine": verdicts.get((item, a["hash"]), {}).get(grader)}
             for a in _order(grader, item, list(distinct.values()))]
-
-
-def _shown(ws: Any, path: Any) -> str:
-    from pathlib import Path
-
-    try:
-        return str(Path(path).relative_to(ws.spec.base_dir))
-    except ValueError:
-        return str(path)
 
 
 def _system_of(ws: Any, label: str, item: str, answer: str) -> str:

@@ -10,6 +10,8 @@ Writes are POSTs made by htmx: besides the app's token and Origin checks (:mod:`
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from sdk.spec.paths import shown_path
+
 REVIEWER_COOKIE = "dsl_reviewer"
 SHOWN = 200  # rows rendered at once (the counts cover all of them)
 
@@ -61,7 +63,8 @@ def _rows_ctx(ws: Any, step: dict[str, Any], params: dict[str, str], message: st
     bulk_n = sum(1 for r in rows if RV.status(decisions.get(r["id"])) != "rejected") if q and not problem else 0
     return {"step": step, "rows": shown, "total": len(rows), "counts": RV.counts(step["rows"], decisions),
             "all": len(step["rows"]), "q": q, "status": status, "regex": regex, "problem": problem,
-            "bulk_n": bulk_n, "message": message, "fragment": fragment, "decisions_file": _shown(ws, step["decisions"])}
+            "bulk_n": bulk_n, "message": message, "fragment": fragment,
+            "decisions_file": shown_path(step["decisions"], ws.spec.base_dir)}
 
 
 def _row(row: dict[str, Any], decision: Any, fields: list[str]) -> dict[str, Any]:
@@ -73,15 +76,6 @@ def _row(row: dict[str, Any], decision: Any, fields: list[str]) -> dict[str, Any
                         "edited": current.get(f) != row.get(f)} for f in fields if isinstance(row.get(f), str)],
             "source": row.get("source", ""), "chunk": row.get("chunk", ""), "task": row.get("task", ""),
             "extra": {k: row[k] for k in ("golden", "distractors") if k in row}}
-
-
-def _shown(ws: Any, path: Any) -> str:
-    from pathlib import Path
-
-    try:
-        return str(Path(path).relative_to(ws.spec.base_dir))
-    except ValueError:
-        return str(path)
 
 
 async def _form(request: Any) -> dict[str, str]:
@@ -162,7 +156,7 @@ def register(app: Any, pages: Any, page: Callable[..., Any], guarded: Callable[.
                     counts = RV.counts(IO.candidates(ws, s["label"]), RV.load(s["decisions"]))
                 except Exception as e:  # noqa: BLE001 - one damaged step must not hide the others
                     s = {**s, "error": str(e)}
-            steps.append({**s, "counts": counts, "decisions_file": _shown(ws, s["decisions"])})
+            steps.append({**s, "counts": counts, "decisions_file": shown_path(s["decisions"], ws.spec.base_dir)})
         return page("review.html", tab="review", steps=steps, applied=bool(ws.state.steps))
 
     @app.get("/review/{label}")

@@ -10,18 +10,11 @@ from typing import Any
 
 from sdk.errors import DataError
 from sdk.jsonl import read_jsonl
+from sdk.spec.paths import shown_path as rel  # noqa: F401 - re-exported: how data files are named in messages
 
 ROLES = ("system", "user", "assistant", "tool")
 DEFAULT_FIELDS = {"messages": "messages", "instruction": "instruction", "input": "input", "output": "output",
                   "text": "text"}
-
-
-def rel(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` where it lies inside, else as it is (how data files are named in messages)."""
-    try:
-        return str(path.relative_to(base))
-    except ValueError:
-        return str(path)
 
 
 def read_rows(path: Path, block: Any, shown_as: str | None = None) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import content_facets, declare
 from sdk.spec.objects import Split
-from sdk.spec.paths import expand, path_problem
+from sdk.spec.paths import expand, path_problem, shown_path
 from sdk.spec.values import Block, Count, Fraction, Problem
 
 
@@ -36,7 +36,7 @@ def _oversized(spec: Any, pattern: str, max_mb: int) -> Optional[str]:
         except OSError:
             continue
         if size > max_mb * 2**20:
-            shown = f.relative_to(spec.base_dir) if f.is_relative_to(spec.base_dir) else f
+            shown = shown_path(f, spec.base_dir)
             return f"{shown} is {size / 2**20:.1f} MiB, over the corpus limit of {max_mb} MiB"
     return None
 

@@ -13,9 +13,21 @@ from sdk.records.state import Status
 from sdk.scoring import METRICS
 from sdk.spec.kinds import Dep, declare, get_kind, kind_names
 from sdk.spec.objects import Endpoint, FieldMap
-from sdk.spec.paths import named_files, path_problem
-from sdk.spec.values import (Block, Expr, PositiveInt, Problem, Ref, Secret, Seed, TextOrFile, off_default, ref_of,
-                             refuse_unread, suggest)
+from sdk.spec.paths import named_files, path_problem, shown_path
+from sdk.spec.values import (
+    Block,
+    Expr,
+    PositiveInt,
+    Problem,
+    Ref,
+    Secret,
+    Seed,
+    TextOrFile,
+    off_default,
+    ref_of,
+    refuse_unread,
+    suggest,
+)
 
 # Metrics an eval can compute, from the metric registry (sdk.metrics: one function and its declaration each); a
 # gate over any other metric is an error at plan time.
@@ -188,7 +200,7 @@ def judge_gate_problems(spec: Any, label: str, block: Any, check_files: bool) ->
     except G.DataError as e:
         return [Problem(path=at, message=str(e), focus=str(judged[0]))]
     if graded < need:
-        shown = path.relative_to(spec.base_dir) if path.is_relative_to(spec.base_dir) else path
+        shown = shown_path(path, spec.base_dir)
         have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
         return [Problem(path=at, focus=str(judged[0]), message=f"{why}; {have}",
                         hint=f"grade at least {need} answers in the Grade view of dsl ui (apply without the judge "

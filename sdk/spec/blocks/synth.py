@@ -14,9 +14,17 @@ from sdk import grades as G
 from sdk.hashing import digest
 from sdk.spec.kinds import Dep, content_facets, declare
 from sdk.spec.objects import Endpoint
-from sdk.spec.paths import named_files
-from sdk.spec.values import (Block, Fraction, PositiveInt, Problem, TextOrFile, off_default, ref_of,
-                             refuse_unread)
+from sdk.spec.paths import named_files, shown_path
+from sdk.spec.values import (
+    Block,
+    Fraction,
+    PositiveInt,
+    Problem,
+    TextOrFile,
+    off_default,
+    ref_of,
+    refuse_unread,
+)
 
 TASKS = ("qa", "raft", "preference", "eval")
 TRAINING_TASKS = {"finetune": ("qa", "raft"), "align": ("preference",)}
@@ -110,7 +118,7 @@ def judge_problems(spec: Any, label: str, block: Any, check_files: bool) -> list
         return [Problem(path=at, message=str(e))]
     if graded >= need:
         return []
-    shown = path.relative_to(spec.base_dir) if path.is_relative_to(spec.base_dir) else path
+    shown = shown_path(path, spec.base_dir)
     have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
     return [Problem(path=at, message=f"{why} (kappa >= {kappa} on >= {need} answers both graded, as eval.{ev}'s "
                     f"judge_agreement asks); {have}", hint=f"grade at least {need} answers of eval.{ev} in the Grade "
