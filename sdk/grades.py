@@ -139,6 +139,18 @@ def preferences(grades: Iterable[dict[str, Any]]) -> dict[tuple[str, frozenset[s
     return dict(out)
 
 
+def expert_graded(recipe_path: str | Path, domain: str, label: str) -> tuple[int, Path]:
+    """How many answers of eval ``label`` have an expert verdict (the majority of their grades), and the grades file
+    it counted (a bad line is a DataError)."""
+    path = grades_path(recipe_path, domain, label)
+    return sum(majority(v) is not None for v in verdicts(load(path)).values()), path
+
+
+def too_few_grades(graded: int, shown: str) -> str:
+    """What a plan says of a grades file (named ``shown``) holding too few expert verdicts."""
+    return f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
+
+
 def majority(votes: dict[str, bool]) -> bool | None:
     """The experts' verdict on one answer: the majority of its graders (a tie: no verdict)."""
     yes = sum(votes.values())

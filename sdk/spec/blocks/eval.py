@@ -194,14 +194,12 @@ def judge_gate_problems(spec: Any, label: str, block: Any, check_files: bool) ->
         return []
     from sdk import grades as G
 
-    path = G.grades_path(spec.base_dir, spec.name, label)
     try:
-        graded = sum(G.majority(v) is not None for v in G.verdicts(G.load(path)).values())
+        graded, path = G.expert_graded(spec.base_dir, spec.name, label)
     except G.DataError as e:
         return [Problem(path=at, message=str(e), focus=str(judged[0]))]
     if graded < need:
-        shown = shown_path(path, spec.base_dir)
-        have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
+        have = G.too_few_grades(graded, shown_path(path, spec.base_dir))
         return [Problem(path=at, focus=str(judged[0]), message=f"{why}; {have}",
                         hint=f"grade at least {need} answers in the Grade view of dsl ui (apply without the judge "
                              "gate first, so there are answers to grade)")]

@@ -111,15 +111,13 @@ def judge_problems(spec: Any, label: str, block: Any, check_files: bool) -> list
     kappa, need, required = G.judge_rule(spec.eval[ev])
     if not required or not check_files:
         return []
-    path = G.grades_path(spec.base_dir, spec.name, ev)
     try:
-        graded = sum(G.majority(v) is not None for v in G.verdicts(G.load(path)).values())
+        graded, path = G.expert_graded(spec.base_dir, spec.name, ev)
     except G.DataError as e:
         return [Problem(path=at, message=str(e))]
     if graded >= need:
         return []
-    shown = shown_path(path, spec.base_dir)
-    have = f"only {graded} answers have an expert verdict in {shown}" if graded else f"{shown} holds no grades yet"
+    have = G.too_few_grades(graded, shown_path(path, spec.base_dir))
     return [Problem(path=at, message=f"{why} (kappa >= {kappa} on >= {need} answers both graded, as eval.{ev}'s "
                     f"judge_agreement asks); {have}", hint=f"grade at least {need} answers of eval.{ev} in the Grade "
                     "view of dsl ui, or write judge_agreement = { required = false } in filters")]
