@@ -177,6 +177,20 @@ def test_accelerate_command_for_gpus_with_deepspeed_and_fsdp(tmp_path: Path) -> 
     assert cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_sharding_strategy"] == "FULL_SHARD"
 
 
+def test_torchrun_on_one_machine_takes_a_free_port_unless_one_is_asked_for(tmp_path: Path) -> None:
+    """Two applies on one machine (or two test workers) must not both bind torchrun's default port 29500."""
+    from sdk.backends.training.common import launch_command
+
+    job = tmp_path / "job.json"
+    one = launch_command({"launcher": "torchrun", "num_processes": 2}, job, tmp_path)
+    assert "--standalone" in one and "--master_port" not in one
+    asked = launch_command({"launcher": "torchrun", "num_processes": 2, "main_process_port": 29611}, job, tmp_path)
+    assert asked[asked.index("--master_port") + 1] == "29611" and "--standalone" not in asked
+    nodes = launch_command({"launcher": "torchrun", "num_processes": 2, "num_machines": 2, "main_process_ip": "10.0.0.1"},
+                           job, tmp_path)
+    assert "--master_port=29500" in nodes and "--master_addr=10.0.0.1" in nodes and "--standalone" not in nodes
+
+
 def test_tokenizer_without_chat_template_is_caught_at_plan_time(tmp_path: Path) -> None:
     path = _folder(tmp_path, '''
   finetune sip { from = base_model.local  data = dataset.qa  max_steps = 1 }

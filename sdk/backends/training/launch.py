@@ -32,8 +32,10 @@ def launch_command(compute: dict[str, Any], job_path: Path, config_dir: Path,
                f"--nnodes={compute.get('num_machines', 1)}", f"--node_rank={compute.get('machine_rank', 0)}"]
         if int(compute.get("num_machines", 1)) > 1:
             cmd += [f"--master_addr={compute.get('main_process_ip')}", f"--master_port={compute.get('main_process_port', 29500)}"]
-        else:
-            cmd += ["--master_port", str(compute.get("main_process_port", 29500))]
+        elif int(compute.get("main_process_port", 29500)) != 29500:
+            cmd += ["--master_port", str(compute["main_process_port"])]
+        else:  # one machine, no port asked for: a free one, so two applies on one machine do not collide
+            cmd += ["--standalone"]
         return cmd + ["-m", module, str(job_path)]
     config = accelerate_config(compute)
     config_dir.mkdir(parents=True, exist_ok=True)
