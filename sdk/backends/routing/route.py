@@ -79,17 +79,9 @@ class RouteBackend(Backend):
         rows, dropped = _unique(rows)
         labels = [t for _, t in rows]
         texts = [t for t, _ in rows]
-        from sklearn.model_selection import train_test_split
-
-        counts = Counter(labels)
-        n_hold = max(1, round(block.holdout * len(labels)))
-        stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_hold <= len(labels) - len(counts) else None
-        tr_i, ho_i = train_test_split(list(range(len(texts))), test_size=n_hold, random_state=block.seed,
-                                      stratify=stratify)
+        tr_i, ho_i = split_examples(labels, block.holdout, block.seed)
         tr_x, tr_y = [texts[i] for i in tr_i], [labels[i] for i in tr_i]
         ho_x, ho_y = [texts[i] for i in ho_i], [labels[i] for i in ho_i]
-        if len(set(tr_y)) < 2:
-            raise DslError(f"{ctx.step_id}: after holding out {n_hold} examples, training has one target only")
         meta, arrays, _ = train(tr_x, tr_y, block.classifier, block.seed, "sentence-transformers/all-MiniLM-L6-v2")
         targets = {DOMAIN: str(block.domain), **{k: str(v) for k, v in block.targets.items()}}
         if block.general is not None:
@@ -168,6 +160,27 @@ def example_problem(rows: list[tuple[str, str]], block: Any) -> Optional[tuple[s
         return (f"{len(labels)} examples are too few to train and hold out {n_hold} (give at least a few examples "
                 "per target)", "a router learns from a few dozen examples per target at least")
     return None
+
+
+def split_examples(labels: list[str], holdout: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(train, held out)`` indices of the examples: stratified by target where every target has two examples and
+    the held-out share has room for each, else a seeded random draw. A target the draw left out of training (one
+    with a single example, say) then trades its held-out example for a training one of the most frequent target, so
+    every target trains and the held-out count stays; :func:`example_problem` guarantees the room (at least as many
+    training examples as targets), so this never fails after the plan passed."""
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(labels)
+    n_hold = max(1, round(holdout * len(labels)))
+    stratify = labels if min(counts.values()) >= 2 and len(counts) <= n_hold <= len(labels) - len(counts) else None
+    tr, ho = (list(x) for x in train_test_split(list(range(len(labels))), test_size=n_hold, random_state=seed,
+                                                 stratify=stratify))
+    for target in sorted(set(counts) - {labels[i] for i in tr}):
+        trained = Counter(labels[i] for i in tr)
+        largest = max(trained, key=lambda t: (trained[t], t))  # has two or more: more training examples than targets
+        moved, back = next(i for i in ho if labels[i] == target), max(i for i in tr if labels[i] == largest)
+        ho[ho.index(moved)], tr[tr.index(back)] = back, moved
+    return tr, ho
 
 
 def _unique(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
