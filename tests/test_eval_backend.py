@@ -50,7 +50,8 @@ SIDE_BY_SIDE = """  eval mc {
   }"""
 
 
-def test_two_models_side_by_side_report_and_reproducibility(tmp_path: Path, models: tuple[Path, Path]) -> None:
+def test_two_models_side_by_side_report_and_reproducibility(tmp_path: Path, models: tuple[Path, Path],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     r = run_dsl("apply", str(recipe(tmp_path, SIDE_BY_SIDE, models)), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     st = state(tmp_path)["eval.mc"]
@@ -100,6 +101,20 @@ def test_two_models_side_by_side_report_and_reproducibility(tmp_path: Path, mode
     data = json.loads(r.stdout)
     assert data["metrics"]["base_model.a"]["accuracy"] == m["base_model.a"]["accuracy"]
     assert Path(data["html"]).is_file()
+
+    # the table's cells are workdir data: an escape sequence in one never reaches the terminal (the summary is hashed;
+    # this is the second line of defence)
+    from click.testing import CliRunner
+
+    import sdk.report
+    from dsl.commands.report import command
+
+    real, osc = sdk.report.table_rows, "\x1b]0;pwned\x07\x1b[2J\x9b1;1H"
+    monkeypatch.setattr(sdk.report, "table_rows", lambda summary: (lambda h, b: (h, [[c + osc for c in row] for row in b]))(
+        *real(summary)))
+    shown = CliRunner().invoke(command, [str(tmp_path / "r.dsl")])
+    assert shown.exit_code == 0 and "base_model.b" in shown.output, shown.output
+    assert not any(c in shown.output for c in "\x1b\x07\x9b"), repr(shown.output)
 
 
 def test_failed_gate_keeps_the_report_and_says_why(tmp_path: Path, models: tuple[Path, Path]) -> None:

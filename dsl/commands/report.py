@@ -34,24 +34,26 @@ def command(file: str, name: str | None, workdir: str | None, as_json: bool) -> 
         return
     from rich.table import Table
 
+    from dsl.redact import plain, shown  # the summary is workdir data: no markup, no terminal escapes
     from sdk.report import contamination_text, table_rows
 
     head, body = table_rows(summary)
-    table = Table(title=f"eval.{label}: {summary['n_items']} items ({summary['task']})", title_justify="left")
+    table = Table(title=plain(f"eval.{label}: {summary['n_items']} items ({summary['task']})"), title_justify="left")
     for h in head:
-        table.add_column(h, overflow="fold")  # wrapped at spaces, a long word folded: never cut
+        table.add_column(plain(h), overflow="fold")  # wrapped at spaces, a long word folded: never cut
     for row in body:
-        table.add_row(*row)
+        table.add_row(*(plain(cell) for cell in row))
     console = out_console()
     console.print(table)
     gate = summary.get("gate")
     if gate:
-        console.print(f"gate {gate['expression']}: {'[green]passed[/]' if gate['passed'] else '[red]FAILED[/]'} ({gate['detail']})")
+        console.print(f"gate {plain(gate['expression'])}: {'[green]passed[/]' if gate['passed'] else '[red]FAILED[/]'} "
+                      f"({plain(gate['detail'])})")
     overlap = contamination_text(summary, ws.spec)
     if overlap:
-        console.print(f"contamination: {overlap}", markup=False)
+        console.print(f"contamination: {shown(overlap)}", markup=False)
     m = summary.get("misses")
     if m and m.get("wrong"):
-        console.print(f"{m['system']}: {m['wrong']} wrong answers, {m['retrieval']} retrieval misses, "
-                      f"{m['generation']} generation misses")
-    console.print(f"report: {art.path / 'report.html'}")
+        console.print(plain(f"{m['system']}: {m['wrong']} wrong answers, {m['retrieval']} retrieval misses, "
+                            f"{m['generation']} generation misses"))
+    console.print(f"report: {plain(art.path / 'report.html')}")

@@ -176,6 +176,7 @@ class LocalChatGenerator:
     def __init__(self, component: Any, name: str = "the generator") -> None:
         self.component = component
         self.name = name
+        self._reserved: Optional[int] = None  # the chat template's own tokens, counted once
 
     @classmethod
     def from_artifact(cls, art: Artifact) -> "LocalChatGenerator":
@@ -221,9 +222,10 @@ class LocalChatGenerator:
         if tok is None or model is None:
             return prompt
         context = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-        reserved = len(tok(self.chat(""), add_special_tokens=False)["input_ids"]) \
-            if getattr(tok, "chat_template", None) else 0
-        return fit_text(tok, prompt, context, max_new_tokens, reserved)
+        if self._reserved is None:
+            self._reserved = len(tok(self.chat(""), add_special_tokens=False)["input_ids"]) \
+                if getattr(tok, "chat_template", None) else 0
+        return fit_text(tok, prompt, context, max_new_tokens, self._reserved)
 
 
 def endpoint_component(gen: Any) -> Any:
