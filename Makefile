@@ -31,11 +31,18 @@ browser:  # Debian's chromium + chromium-driver for tests/test_ui.py: installed 
 	  else echo "note: chromium/chromedriver missing and not root: tests/test_ui.py will be skipped"; fi; \
 	fi
 
+# one pytest worker per core (at most 4), each training with one thread; a test file runs on one worker, so its
+# module fixtures are built once. Tests marked `alone` then run by themselves: they train the quickstart with the
+# demo's two threads and compare its figures with the README's (a thread count changes a float summation order).
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST  := HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
+
 test: $(STAMP) browser
-	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST) -n $(WORKERS) --dist loadfile -m "not alone"
+	$(PYTEST) -m alone
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -n $(WORKERS) --dist loadfile -m "not slow and not alone"
 
 bench: $(STAMP)
 	for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

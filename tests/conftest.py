@@ -16,6 +16,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("DSL_TRACKING", "off")  # MLflow tracking costs seconds per apply: tests/test_tracking.py turns it on
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `make test` runs one worker per core: one compute thread each,
+    for _name in ("DSL_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # here and in children
+        os.environ.setdefault(_name, "1")  # (more threads than cores spin against each other: 10x slower training)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RECIPES = ROOT / "recipes"

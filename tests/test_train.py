@@ -232,3 +232,25 @@ def test_corpus_too_small_for_the_block_size_is_a_clear_error(tmp_path: Path) ->
     assert result.failed and "too small for block_size" in result.failed[0].error
     with pytest.raises(DslError):
         sdk.workspace.open_workspace(path).artifact("pretrain.base")
+
+
+def test_training_threads_follow_dsl_threads_then_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sdk.backends.training.common import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("DSL_THREADS", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        set_threads()
+        assert torch.get_num_threads() == 1  # a torchrun rank, or a parallel test worker
+        monkeypatch.setenv("DSL_THREADS", "64")
+        set_threads()
+        assert torch.get_num_threads() == min(64, os.cpu_count() or 1)  # never more than the cores
+        monkeypatch.delenv("DSL_THREADS")
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        set_threads()
+        assert torch.get_num_threads() == min(2, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)

@@ -46,10 +46,14 @@ CHAT_TEMPLATE = (
 
 
 def set_threads() -> None:
+    """CPU training threads: DSL_THREADS, else OMP_NUM_THREADS (set by a launcher's ranks or a parallel test run),
+    else 2; never more than the cores. More threads than cores make OpenMP's busy-waiting threads fight (an order of
+    magnitude slower when two runs share two cores)."""
     import torch
 
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, min(os.cpu_count() or 1, int(os.environ.get("DSL_THREADS", "2")))))
+        asked = os.environ.get("DSL_THREADS") or os.environ.get("OMP_NUM_THREADS") or "2"
+        torch.set_num_threads(max(1, min(os.cpu_count() or 1, int(asked) if asked.isdigit() else 2)))
 
 
 def seed_everything(seed: int) -> None:
