@@ -66,8 +66,9 @@ def test_apply_reapply_change_and_serve(applied: tuple[Path, dict, Path]) -> Non
     assert not [s for s in again["steps"] if s["status"] == "ran"]
 
     text = (workspace / "quickstart.dsl").read_text()
-    assert text.count("max_new_tokens = 8\n") == 1
-    (workspace / "quickstart.dsl").write_text(text.replace("max_new_tokens = 8\n", "max_new_tokens = 8\n    bootstrap = 300\n"))
+    systems = "    systems = [rag.tuned, route.default, pretrain.base, finetune.sip, rag.docs]\n"  # eval expert's
+    assert text.count(systems) == 1
+    (workspace / "quickstart.dsl").write_text(text.replace(systems, systems + "    bootstrap = 300\n"))
     plan = json.loads(run_dsl("plan", recipe, "--json").stdout)
     changed = {s["id"]: s for s in plan["steps"] if s["action"] != "noop"}
     assert "eval.expert" in changed and changed["eval.expert"]["reason"] == "configuration changed"
