@@ -15,7 +15,7 @@ from typing import Any
 
 from sdk.errors import DataError, DslError
 from sdk.jsonl import parse_jsonl, read_jsonl
-from sdk.limits import MAX_ITEM_CHARS, limit
+from sdk.limits import MAX_ITEM_CHARS, MAX_UNZIPPED_BYTES, limit
 from sdk.metrics import ngrams, normalize
 
 
@@ -79,6 +79,10 @@ def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[int | None, Any, d
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(shown, e.lineno, f"malformed JSON: {e.msg}") from None
+        except RecursionError:  # a JSON bomb nested thousands deep
+            raise DataError(shown, None, "malformed JSON: nested too deep") from None
+        except ValueError as e:  # an integer of thousands of digits
+            raise DataError(shown, None, f"malformed JSON: {str(e).split(':')[0].lower()}") from None
         items = data.items() if isinstance(data, dict) else enumerate(data)
         for key, row in items:
             if not isinstance(row, dict):
@@ -100,9 +104,17 @@ def _zip_rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tu
             if not names:
                 raise DataError(shown, None, "the zip file is empty")
             name = names[0]
+            cap = limit("DSL_MAX_UNZIPPED_BYTES", MAX_UNZIPPED_BYTES)
+            if zf.getinfo(name).file_size > cap:  # a zip bomb: the reader stops at the declared size, checked here
+                raise DataError(shown, None, f"{name} unpacks to {zf.getinfo(name).file_size:,} bytes, over the "
+                                f"limit of {cap:,} (export DSL_MAX_UNZIPPED_BYTES=<bytes> to raise it)")
             text = zf.read(name).decode("utf-8")
     except RuntimeError as e:
         raise DataError(shown, None, f"cannot open the zip ({e}); is password = env(\"...\") set?") from None
+    except DataError:
+        raise
+    except (pyzipper.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:  # damaged, not UTF-8
+        raise DataError(shown, None, f"cannot read the zip ({str(e)[:200] or type(e).__name__})") from None
     return _text_rows(text, fmt if fmt != "auto" else _format(name), f"{shown}!{name}")
 
 

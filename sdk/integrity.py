@@ -41,8 +41,11 @@ def read_manifest(folder: Path, expected: Optional[str] = None) -> tuple[Optiona
     like a manifest, or (with ``expected``, the sha256 the state recorded) edited since it was written."""
     path = folder / MANIFEST
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the reader
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None, f"{MANIFEST} is not a regular file (a FIFO, device or folder)"
+            os.set_blocking(fd, True)
             raw = f.read()
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing"

@@ -47,6 +47,10 @@ def parse_jsonl(lines: Iterable[str], shown: str, *, objects: bool = True, start
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             raise DataError(shown, n, f"malformed JSON: {e.msg} (column {e.colno})") from None
+        except RecursionError:  # a JSON bomb: arrays or objects nested thousands deep
+            raise DataError(shown, n, "malformed JSON: nested too deep") from None
+        except ValueError as e:  # an integer of thousands of digits, which Python refuses to convert
+            raise DataError(shown, n, f"malformed JSON: {str(e).split(':')[0].lower()}") from None
         if objects and not isinstance(obj, dict):
             raise DataError(shown, n, f"expected a JSON object, found {type(obj).__name__}")
         yield n, obj

@@ -11,6 +11,8 @@ from typing import Any, Iterator, Sequence
 
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one JSONL line (a dataset row, an eval item, a route example)
 MAX_ITEM_CHARS = 256 * 1024  # one eval item's question, answer, choice or context
+MAX_UNZIPPED_BYTES = 1 << 30  # the member an encrypted (zip) eval set unpacks to (DSL_MAX_UNZIPPED_BYTES)
+MAX_ANSWER_BYTES = 32 * 1024 * 1024  # the body of one upstream answer (DSL_MAX_ANSWER_BYTES)
 
 
 # environment variable -> the domain attribute that overrides it in a recipe

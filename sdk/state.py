@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -172,11 +173,15 @@ class WorkdirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         refuse_links(self.path.parent)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:  # made a link since the check above
                 refuse_links(self.path.parent)
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted as the lock: never written to
+            os.close(fd)
+            raise DslError(f"{self.path} is not a regular file (a FIFO, device or socket); dsl writes its lock "
+                           f"there: remove it (rm {self.path}) and run again")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

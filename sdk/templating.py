@@ -21,6 +21,8 @@ import re
 from typing import Any, Optional
 
 from sdk.errors import DslError
+from sdk.template_limits import MAX_VALUE as MAX_VALUE_BUILT
+from sdk.template_limits import bounded_concat, call_problem, filter_problem, too_large
 
 MAX_RANGE_ITEMS = 100_000  # items all range() calls of one render may produce together
 MAX_VALUE = 1_000_000  # characters (or items) the repeats (``*``) of one render may build together
@@ -47,12 +49,31 @@ def _fresh_budget() -> dict[str, int]:
 def environment(autoescape: bool = False, **options: Any) -> Any:
     """A fresh sandboxed environment (jinja2 imported here: it is a heavy-ish, optional import path)."""
     from jinja2 import StrictUndefined
+    from jinja2.compiler import CodeGenerator
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Sandbox(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset(["*", "**", "%"])
+        intercepted_binops = frozenset(["*", "**", "%", "+"])
+        code_generator_class = bounded_concat(CodeGenerator)  # every ~ through bounded(): see sdk.template_limits
+
+        def bounded(self, value: Any) -> Any:
+            why = too_large(value, "a concatenation")
+            return _refuse(why) if why else value
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - jinja's
+            why = call_problem(__obj, args, kwargs)
+            if why:
+                _refuse(why)
+            out = super().call(__context, __obj, *args, **kwargs)
+            why = too_large(out, "a call's result")
+            return _refuse(why) if why else out
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "+":
+                if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)) and \
+                        len(left) + len(right) > MAX_VALUE_BUILT:
+                    _refuse(f"a + building over {MAX_VALUE_BUILT:,} characters or items")
+                return left + right
             if operator == "**":
                 if isinstance(left, int) and isinstance(right, int) and \
                         right > 0 and max(abs(left), 2).bit_length() * right > 4096:
@@ -91,7 +112,21 @@ def environment(autoescape: bool = False, **options: Any) -> Any:
     env.globals.pop("lipsum", None)
     for name in ("center", "indent", "wordwrap", "truncate", "format"):
         env.filters[name] = _capped(env.filters[name])
+    for name in ("replace", "join", "indent"):  # checked before they build: see sdk.template_limits
+        env.filters[name] = _prechecked(name, env.filters[name])
     return env
+
+
+def _prechecked(name: str, fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        why = filter_problem(name, args, kwargs)
+        if why:
+            _refuse(why)
+        return fn(*args, **kwargs)
+
+    if hasattr(fn, "jinja_pass_arg"):
+        wrapper.jinja_pass_arg = fn.jinja_pass_arg  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _capped(fn: Any) -> Any:
@@ -131,7 +166,8 @@ def render(template: str, where: str, autoescape: bool = False, **variables: Any
         raise TemplateRefused(f"{where} is refused: {str(e).removeprefix('refused: ')}") from None
     except SecurityError as e:
         raise TemplateRefused(f"{where} is refused by the sandbox: {e}") from None
-    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as e:
+    except (TemplateError, TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError) as e:  # RecursionError: a macro calling itself, or expressions nested too deep
         raise DslError(f"{where} cannot be rendered ({type(e).__name__}: {e})") from None
     finally:
         _BUDGET.reset(token)

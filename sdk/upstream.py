@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from sdk.cleantext import summary
+from sdk.limits import MAX_ANSWER_BYTES, limit
 
 DEFAULT_POOL = 8
 _local = threading.local()  # the deadline (time.monotonic()) of the call running on this thread
@@ -63,7 +64,14 @@ def _backend() -> Any:
             self.inner = inner
 
         def read(self, max_bytes: int, timeout: Optional[float] = None) -> bytes:
-            return self.inner.read(max_bytes, _clip(timeout, httpcore2.ReadTimeout))
+            data = self.inner.read(max_bytes, _clip(timeout, httpcore2.ReadTimeout))
+            got = getattr(_local, "received", None)
+            if got is not None:  # within a call: its answer is bounded (an upstream sending 10 GB is cut off)
+                _local.received = got + len(data)
+                if _local.received > _local.cap:
+                    _local.oversized = True
+                    raise httpcore2.ReadError("the answer is too large")
+            return data
 
         def write(self, buffer: bytes, timeout: Optional[float] = None) -> None:
             self.inner.write(buffer, _clip(timeout, httpcore2.WriteTimeout))
@@ -165,11 +173,13 @@ def chat(target: Target, messages: list[dict[str, str]], max_tokens: int, timeou
     outer = getattr(_local, "deadline", None)
     _local.deadline = deadline if outer is None else min(outer, deadline)
     headers = {} if key else {"Authorization": Omit()}  # no key: no Authorization header
+    cap = limit("DSL_MAX_ANSWER_BYTES", MAX_ANSWER_BYTES)
     try:
         for attempt in range(target.max_retries + 1):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise UpstreamError(f"the upstream timed out (no answer within {budget:g}s)")
+            _local.received, _local.cap, _local.oversized = 0, cap, False
             try:
                 reply = p.client.chat.completions.create(model=target.model, messages=messages, max_tokens=max_tokens,
                                                          extra_headers=headers, timeout=left, **params)
@@ -177,6 +187,9 @@ def chat(target: Target, messages: list[dict[str, str]], max_tokens: int, timeou
             except openai.APIStatusError as e:
                 retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
                 failure = UpstreamError(f"the upstream answered {e.status_code}" + _said(e, key))
+                if 300 <= e.status_code < 400:  # never followed: the key goes only where the recipe points
+                    failure = UpstreamError(f"the upstream answered {e.status_code}, a redirect, which is never "
+                                            "followed (point the url at the final address)")
                 wait = _retry_after(e)
             except openai.APITimeoutError:
                 retryable, wait = True, None
@@ -185,6 +198,9 @@ def chat(target: Target, messages: list[dict[str, str]], max_tokens: int, timeou
                                         else "the upstream timed out")
             except openai.APIConnectionError:
                 retryable, wait, failure = True, None, UpstreamError("the upstream is unreachable")
+                if getattr(_local, "oversized", False):  # not retried: it would send as much again
+                    retryable, failure = False, UpstreamError(f"the upstream's answer is larger than {cap:,} bytes "
+                                                              "(DSL_MAX_ANSWER_BYTES raises the limit)")
             except Exception:  # noqa: BLE001 - a body that is not a chat completion at all
                 raise UpstreamError("the upstream sent a malformed answer") from None
             if wait is None:
@@ -194,7 +210,7 @@ def chat(target: Target, messages: list[dict[str, str]], max_tokens: int, timeou
                 raise failure from None
             time.sleep(wait)
     finally:
-        _local.deadline = outer
+        _local.deadline, _local.received = outer, None
         p.slots.release()
     return _answer(reply)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from sdk.errors import Diagnostic, DslError
+from sdk.records.files import read_text_nofollow
 from sdk.state import WorkdirLock
 
 ROOT = ".dsl"  # the folder, beside the recipe, that holds one workdir per domain
@@ -45,9 +46,9 @@ def workdir_for(spec: Any, workdir: Optional[Union[str, Path]] = None,
 def owner(workdir: Path) -> Optional[str]:
     """The domain recorded in ``workdir/state.json``, or None (no state, no domain recorded, or unreadable: the
     state store reports the last)."""
-    try:
-        data = json.loads((Path(workdir) / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # a regular file only: a FIFO planted as state.json must not block every command
+        data = json.loads(read_text_nofollow(Path(workdir) / "state.json", follow=True))
+    except (OSError, ValueError, RecursionError):
         return None
     domain = data.get("domain") if isinstance(data, dict) else None
     return domain if isinstance(domain, str) else None

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from sdk.errors import DslError
-from sdk.records.files import parse_json, validate
+from sdk.records.files import parse_json, read_text_nofollow, validate
 
 SUMMARY_JSON = "summary.json"
 
@@ -60,7 +60,7 @@ def load_eval(path: Path, step_id: str = "eval") -> dict[str, Any]:
     one is a DslError naming the file (and the field)."""
     what, hint = f"the result of {step_id} ({SUMMARY_JSON})", f"run dsl apply --replace {step_id}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_nofollow(Path(path), follow=True)  # a regular file only (never a FIFO)
     except (OSError, UnicodeDecodeError) as e:
         raise DslError(f"{path}: {what} is {'missing' if isinstance(e, FileNotFoundError) else 'unreadable'}; "
                        f"{hint}") from None

@@ -7,8 +7,10 @@ Every record module (:mod:`sdk.records.state`, :mod:`~sdk.records.manifest`, :mo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -20,9 +22,19 @@ from sdk.errors import DslError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_text_nofollow(path: Path, errors: str = "strict") -> str:
-    """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def read_text_nofollow(path: Path, errors: str = "strict", follow: bool = False) -> str:
+    """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP, unless
+    ``follow``) and anything but a regular file (a FIFO planted as ``state.json`` would block the reader forever,
+    a device would be read without end: OSError "not a regular file"). Opened without blocking, checked on the
+    descriptor that is then read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "r", encoding="utf-8", errors=errors) as f:
         return f.read()
 
@@ -66,6 +78,10 @@ def parse_json(text: str, path: Path, what: str, hint: str = "") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DslError(f"{path}:{e.lineno}:{e.colno}: {what} is not valid JSON ({e.msg}){_hint(hint)}") from None
+    except RecursionError:  # a JSON bomb: arrays or objects nested thousands deep
+        raise DslError(f"{path}: {what} is not a record (JSON nested too deep){_hint(hint)}") from None
+    except ValueError as e:  # an integer of thousands of digits (Python refuses to convert it)
+        raise DslError(f"{path}: {what} is not a record ({str(e).split(':')[0]}){_hint(hint)}") from None
 
 
 def validate(model: type[M], data: Any, path: Path, what: str, hint: str = "") -> M:
@@ -80,7 +96,7 @@ def validate(model: type[M], data: Any, path: Path, what: str, hint: str = "") -
 def load_record(model: type[M], path: Path, what: str, hint: str = "", follow: bool = True) -> M:
     """Read, parse and validate one record file; every failure is a DslError naming the file (and the field)."""
     try:
-        text = Path(path).read_text(encoding="utf-8") if follow else read_text_nofollow(Path(path))
+        text = read_text_nofollow(Path(path), follow=follow)
     except FileNotFoundError:
         raise DslError(f"{path}: {what} is missing{_hint(hint)}") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict
 
 from sdk.errors import DslError
-from sdk.records.files import parse_json, problems, validate, write_atomic
+from sdk.records.files import parse_json, problems, read_text_nofollow, validate, write_atomic
 
 JOB_JSON = "job.json"
 
@@ -66,7 +66,7 @@ def save_job(job: dict[str, Any], folder: Path) -> Path:
 def load_job(path: Path) -> dict[str, Any]:
     """``job.json`` as the launched process reads it: validated, a damaged one named (file and field)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_nofollow(Path(path), follow=True)  # a regular file only (never a FIFO)
     except (OSError, UnicodeDecodeError) as e:
         raise DslError(f"{path}: the training job is unreadable ({type(e).__name__})") from None
     data = parse_json(text, path, "the training job")

@@ -76,6 +76,8 @@ def parse_manifest(raw: bytes) -> tuple[Optional[dict[str, Any]], Optional[str]]
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         return None, f"{MANIFEST} is unreadable ({type(e).__name__}: {e})"
+    except (RecursionError, ValueError):  # nested thousands deep, or an integer of thousands of digits
+        return None, f"{MANIFEST} is unreadable (not a manifest: JSON nested too deep or a number too long)"
     try:
         Manifest.model_validate(data)
     except ValidationError as e:

@@ -51,7 +51,7 @@ def create_app(gateway: Any) -> Any:
         gateway.metrics.error(400)
         first = exc.errors()[0] if exc.errors() else {}
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return error(400, f"invalid request: {first.get('msg', 'malformed body')}" + (f" ({param})" if param else ""),
+        return error(400, f"invalid request: {str(first.get('msg', 'malformed body')).removeprefix('Value error, ')}" + (f" ({param})" if param else ""),
                      param=param)
 
     @app.exception_handler(StarletteHTTPException)

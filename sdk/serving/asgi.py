@@ -84,6 +84,55 @@ class Guard:
                 await error(500, "internal error", "server_error")(scope, receive, send)
 
 
+class BodyLimit:
+    """A request body over ``limit`` bytes is refused with 413, by its Content-Length before anything is read, or
+    as it arrives (chunked): for the apps other than the gateway (``dsl ui``), whose routes read forms whole."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            from starlette.responses import PlainTextResponse
+
+            await PlainTextResponse(f"request body is larger than {self.limit} bytes\n", 413)(scope, receive, send)
+            return
+        seen, started, refused = 0, False, False
+
+        async def limited() -> Any:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # answered here; the app sees the client gone and its sends are dropped
+                    refused = True
+                    if not started:
+                        await send({"type": "http.response.start", "status": 413,
+                                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+                        await send({"type": "http.response.body",
+                                    "body": f"request body is larger than {self.limit} bytes\n".encode()})
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            if not refused:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, limited, tracked)
+        except Exception:  # noqa: BLE001 - the app failing on the disconnect it was shown: already answered 413
+            if not refused:
+                raise
+
+
 class HeaderTimeoutH11(H11Protocol):
     """uvicorn's h11 protocol with timeouts that fire in every state of a connection (uvicorn itself only times out
     idle keep-alives): request headers must be complete ``header_timeout`` seconds after the connection opened or

@@ -11,6 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from sdk.upstream import UpstreamError  # noqa: F401 - the gateway's 503 (or fallback); raised by upstream calls
 
 
+def _one_choice(n: Optional[int]) -> Optional[int]:
+    if n is not None and n != 1:
+        raise ValueError(f"n = {n}: the gateway answers one choice per request; send n = 1 or leave it out")
+    return n
+
+
+OneChoice = Annotated[Optional[int], AfterValidator(_one_choice)]
+
+
 def _unicode(text: str) -> str:
     try:
         text.encode("utf-8")
@@ -34,6 +43,8 @@ class Message(BaseModel):
         for p in parts:
             if isinstance(p.get("text"), str):
                 _unicode(p["text"])
+            elif p.get("text") is not None:  # {"type": "text", "text": {...}}: not silently turned into text
+                raise ValueError("a content part's text must be a string")
         return content
 
     def text(self) -> str:
@@ -49,6 +60,7 @@ class ChatRequest(BaseModel):
     max_tokens: Optional[int] = Field(default=None, ge=1)
     max_completion_tokens: Optional[int] = Field(default=None, ge=1)
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    n: OneChoice = None
     stream: bool = False
 
 
@@ -58,6 +70,7 @@ class CompletionRequest(BaseModel):
     prompt: Union[str, list[str]]
     max_tokens: Optional[int] = Field(default=None, ge=1)
     temperature: Optional[float] = Field(default=None, ge=0, le=2)
+    n: OneChoice = None
     stream: bool = False
 
     @field_validator("prompt")

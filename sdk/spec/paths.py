@@ -36,8 +36,19 @@ def _where(spec: Any) -> str:
     return f"the recipe's folder ({spec.base_dir}){extra}"
 
 
+def unusable(rel: str) -> Optional[str]:
+    """Why ``rel`` can name no file on any system (a NUL character, a name over the OS limits), or None."""
+    if "\x00" in rel:
+        return f"{rel!r} holds a NUL character, which no file name can"
+    if len(rel) > 4096 or any(len(part) > 255 for part in Path(rel).parts):
+        return f"{rel[:60]!r}... is longer than a file name or path can be"
+    return None
+
+
 def confine(spec: Any, rel: str) -> tuple[Optional[Path], Optional[str]]:
     """The resolved path (symlinks followed) of ``rel``, or a problem when it lies outside the allowed roots."""
+    if unusable(rel):
+        return None, unusable(rel)
     target = (spec.base_dir / rel).resolve()
     if not within_roots(target, allowed_roots(spec)):
         return None, (f"{rel!r} is outside {_where(spec)}; add its folder to roots = [...] in the domain "
@@ -66,6 +77,8 @@ def max_bytes(spec: Any) -> int:
 def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
     """The regular files a glob matches inside the allowed roots, sorted; or a problem. Stops after GLOB_LIMIT
     entries instead of walking a whole disk."""
+    if unusable(pattern):
+        return [], unusable(pattern)
     if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
         prefix = []
         for part in Path(pattern).parts:
@@ -99,6 +112,8 @@ def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool =
                  confined: bool = True) -> Optional[str]:
     """What is wrong with a path the recipe names, or None. Data paths are confined; a model folder
     (``confined=False``) may live anywhere, like a hub id names a model anywhere."""
+    if unusable(rel):
+        return unusable(rel)
     if glob:
         files, problem = expand(spec, rel)
         if problem:
@@ -127,6 +142,9 @@ def file_ref_problems(spec: Any, kind: str, label: str, block: Any, check_files:
     for attr in FILE_REF_ATTRS:
         value = getattr(block, attr, None)
         if not isinstance(value, FileRef):
+            continue
+        if unusable(value.path):
+            out.append(((kind, label, attr), f"file(): {unusable(value.path)}"))
             continue
         target = (spec.base_dir / value.path).resolve()
         if Path(value.path).is_absolute() or not target.is_relative_to(spec.base_dir.resolve()):

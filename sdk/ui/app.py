@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 HERE = Path(__file__).parent
 TOKEN_ENV = "DSL_UI_TOKEN"
 COOKIE = "dsl_ui_token"
+MAX_FORM_BYTES = 4 * 1024 * 1024  # a posted form (a review edit, a grade, a playground question): larger is 413
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'")
 
@@ -100,6 +101,7 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
     from starlette.exceptions import HTTPException
 
     from sdk.errors import DslError
+    from sdk.serving.asgi import BodyLimit
     from sdk.ui import reports as R
     from sdk.ui import views as V
 
@@ -154,13 +156,16 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
                                 headers={"WWW-Authenticate": "Bearer"})
         if request.method == "POST":  # a form posted from another site is refused
             origin = request.headers.get("origin")
-            if origin and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            if (origin and origin.split("://", 1)[-1] != request.headers.get("host", "")) or \
+                    request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
                 return Response("cross-origin request refused\n", status_code=403, media_type="text/plain")
         response = await call_next(request)
         if not request.url.path.startswith("/reports/") or not request.url.path.endswith("/html"):
             response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
+
+    app.add_middleware(BodyLimit, limit=MAX_FORM_BYTES)  # outermost: a huge upload is refused before auth reads it
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Any:

@@ -1,0 +1,357 @@
+"""More attacks with hostile files, data and peers (issue 24, second round), each proved on real files, real
+servers and the real `dsl` command: JSON bombs in data, eval sets and workdir records; FIFOs planted in a workdir;
+templates that build huge values or recurse; recipe paths with NUL bytes or names no system allows; zip bombs and
+damaged zips as eval sets; an upstream that answers 400 MB, redirects to another host or asks to retry in three
+years; gateway requests with n = 1000, deep JSON or malformed content parts; `dsl ui` uploads, path tricks and
+forged posts. Each is a clear, located error, a 4xx or a bounded wait, never a traceback, a hang or a write
+outside the folders dsl owns."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from sdk.errors import DataError, DslError
+from tests._openai_server import OpenAIServer, chat_completion
+from tests._specs import write_small
+from tests.conftest import run_dsl
+
+DEEP = "[" * 100_000 + "]" * 100_000
+HUGE_INT = "9" * 5000
+
+
+def finishes(fn: Callable[[], Any], seconds: float = 20.0) -> Any:
+    """``fn()``'s result or exception, failing the test (instead of hanging it) when it blocks."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn} blocked for {seconds}s"
+    return out.get("error", out.get("value"))
+
+
+# ------------------------------------------------------------------------------------------------ JSON bombs
+
+@pytest.mark.parametrize("bomb", [DEEP, '{"a": ' + HUGE_INT + "}"])
+def test_json_bombs_are_located_errors_in_data_eval_sets_and_records(tmp_path: Path, bomb: str) -> None:
+    from sdk.evalsets import _text_rows
+    from sdk.jsonl import read_jsonl
+    from sdk.records.files import parse_json
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"ok": 1}\n' + bomb + "\n")
+    with pytest.raises(DataError, match=r"rows\.jsonl:2: malformed JSON"):
+        list(read_jsonl(data))
+    with pytest.raises(DataError, match=r"eval\.json.*malformed JSON"):
+        _text_rows(bomb, "json", "eval.json")
+    with pytest.raises(DslError, match=r"state\.json: the state is not a record"):
+        parse_json(bomb, Path("state.json"), "the state")
+
+
+def test_a_deep_state_file_is_one_clear_line_from_dsl_not_an_internal_error(tmp_path: Path) -> None:
+    recipe = write_small(tmp_path)
+    (tmp_path / ".dsl" / "demo").mkdir(parents=True)
+    (tmp_path / ".dsl" / "demo" / "state.json").write_text('{"lineage": ' + DEEP)
+    r = run_dsl("status", str(recipe), timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "state.json" in r.stderr and "nested too deep" in r.stderr, r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------------ FIFOs in a workdir
+
+def test_fifos_planted_in_a_workdir_are_refused_never_waited_on(tmp_path: Path) -> None:
+    from sdk.integrity import read_manifest
+    from sdk.state import StateStore, WorkdirLock
+    from sdk.workdirs import owner
+
+    wd = tmp_path / "wd"
+    (wd / "artifacts" / "step").mkdir(parents=True)
+    os.mkfifo(wd / "state.json")
+    os.mkfifo(wd / ".lock")
+    os.mkfifo(wd / "artifacts" / "step" / "manifest.json")
+    assert finishes(lambda: owner(wd)) is None  # the state store says what is wrong (next line)
+    err = finishes(lambda: StateStore(wd).load())
+    assert isinstance(err, DslError) and "not a regular file" in str(err), err
+    err = finishes(lambda: WorkdirLock(wd).__enter__())
+    assert isinstance(err, DslError) and "not a regular file" in str(err), err
+    assert finishes(lambda: read_manifest(wd / "artifacts" / "step")) == (None, "manifest.json is not a regular "
+                                                                                "file (a FIFO, device or folder)")
+
+
+def test_dsl_status_with_a_fifo_as_state_file_exits_1_at_once(tmp_path: Path) -> None:
+    recipe = write_small(tmp_path)
+    (tmp_path / ".dsl" / "demo").mkdir(parents=True)
+    os.mkfifo(tmp_path / ".dsl" / "demo" / "state.json")
+    r = run_dsl("status", str(recipe), timeout=60)  # it blocked forever before
+    assert r.returncode == 1 and "not a regular file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------ templates that build or recurse
+
+BUILDERS = {
+    "replace twice": "{{ x|replace('a', x)|replace('a', x)|length }}",
+    "str.replace": "{{ x.replace('a', x).replace('a', x)|length }}",
+    "~ doubling": "{% set ns = namespace(v=x) %}{% for i in range(40) %}{% set ns.v = ns.v ~ ns.v %}{% endfor %}"
+                  "{{ ns.v|length }}",
+    "+ doubling": "{% set ns = namespace(v=x) %}{% for i in range(40) %}{% set ns.v = ns.v + ns.v %}{% endfor %}"
+                  "{{ ns.v|length }}",
+    "list + doubling": "{% set ns = namespace(v=[x]) %}{% for i in range(40) %}{% set ns.v = ns.v + ns.v %}"
+                       "{% endfor %}{{ ns.v|length }}",
+    "ljust": "{{ x.ljust(1000000000)|length }}",
+    "zfill": "{{ x.zfill(1000000000)|length }}",
+    "join": "{{ ([x] * 5000)|join|length }}",
+    "str.join": "{{ ''.join([x] * 5000)|length }}",
+    "indent": "{{ (x|replace('a', '\n'))|indent(9000)|length }}",
+    "recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    "deep expression": "{{ " + "(" * 600 + "1" + ")" * 600 + " }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_templates_cannot_build_huge_values_or_recurse(name: str) -> None:
+    from sdk.templating import render, render_chat
+
+    with pytest.raises(DslError, match=r"^rag\.docs: the prompt template (is refused|cannot be rendered)"):
+        render(BUILDERS[name], "rag.docs: the prompt template", x="a" * 3000)
+    with pytest.raises(DslError, match=r"^the chat template (is refused|cannot be rendered)"):
+        render_chat(BUILDERS[name].replace("x", "messages[0].content"), [{"role": "user", "content": "a" * 3000}])
+
+
+def test_ordinary_templates_still_build_what_they_ask() -> None:
+    from sdk.templating import render
+
+    out = render("{{ docs|map(attribute='content')|join('\n')|replace('SIP', 'S.I.P.') }} ~ {{ q ~ '?' }} "
+                 "{{ q.ljust(8) }}| {{ (q + q)|length }} {{ ('ab' * 3)|indent(2) }}", "t",
+                 docs=[{"content": "SIP one"}, {"content": "two"}], q="why")
+    assert out == "S.I.P. one\ntwo ~ why? why     | 6 ababab"
+
+
+# ------------------------------------------------------------------------------------- names no file can have
+
+@pytest.mark.parametrize("rel,why", [("a\x00b.jsonl", "NUL character"), ("x" * 300 + ".jsonl", "longer than"),
+                                     ("d/" * 2100 + "f", "longer than")])
+def test_paths_no_system_allows_are_located_problems_not_exceptions(tmp_path: Path, rel: str, why: str) -> None:
+    from sdk.spec.paths import path_problem
+
+    class Spec:
+        base_dir, roots, max_file_mb = tmp_path, [], None
+
+    for glob in (False, True):
+        assert why in (path_problem(Spec, rel, glob=glob) or ""), rel[:20]
+    assert why in (path_problem(Spec, rel, confined=False) or "")
+
+
+def test_a_nul_byte_in_a_recipe_path_is_a_located_error(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.dsl"
+    recipe.write_text('domain d {\n  dataset qa { path = "sft\\u0000.jsonl"  format = chat }\n}\n')
+    r = run_dsl("validate", str(recipe), timeout=60)
+    assert r.returncode == 1 and "r.dsl:2:" in r.stdout + r.stderr and "NUL" in r.stdout + r.stderr, r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------------------------------- zip eval sets
+
+def test_a_zip_bomb_eval_set_is_refused_by_its_declared_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.evalsets import _zip_rows
+
+    bomb = tmp_path / "eval.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("../../evil.jsonl", "\n" * 3_000_000)  # 3 MB of newlines in a few KB; a name that climbs
+    assert bomb.stat().st_size < 50_000
+    monkeypatch.setenv("DSL_MAX_UNZIPPED_BYTES", "1000000")
+    with pytest.raises(DataError, match=r"eval\.zip: \.\./\.\./evil\.jsonl unpacks to 3,000,000 bytes, over the "
+                                        r"limit of 1,000,000"):
+        _zip_rows(bomb, "auto", "eval.zip", None)
+    monkeypatch.delenv("DSL_MAX_UNZIPPED_BYTES")
+    assert _zip_rows(bomb, "auto", "eval.zip", None) == []  # read in memory: nothing is ever extracted
+    assert not (tmp_path.parent / "evil.jsonl").exists()
+
+
+def test_a_damaged_zip_eval_set_is_a_located_error(tmp_path: Path) -> None:
+    from sdk.evalsets import _zip_rows
+
+    bad = tmp_path / "eval.zip"
+    bad.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    with pytest.raises(DataError, match=r"eval\.zip: cannot read the zip"):
+        _zip_rows(bad, "auto", "eval.zip", None)
+
+
+# --------------------------------------------------------------------------------------------- hostile upstreams
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[dict[str, Any]]:
+    from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+
+    calls: dict[str, int] = {}
+    elsewhere: list[dict[str, str]] = []
+
+    def handler(body: dict[str, Any], request: Any) -> Any:
+        model = body["model"]
+        calls[model] = calls.get(model, 0) + 1
+        if model == "redirect":
+            return RedirectResponse(f"http://localhost:{other.port}/v1/chat/completions", status_code=307)
+        if model == "huge":  # 400 MB of answer, sent as fast as loopback allows
+            head = b'{"id":"x","object":"chat.completion","created":0,"model":"huge","choices":[{"index":0,' \
+                   b'"message":{"role":"assistant","content":"'
+            return StreamingResponse(iter([head] + [b"a" * (1 << 20)] * 400 + [b'"}}]}']),
+                                     media_type="application/json")
+        if model == "later":
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429,
+                                headers={"retry-after": "100000000"})
+        return chat_completion("fine", model=model)
+
+    other = OpenAIServer(lambda body, request: (elsewhere.append(dict(request.headers)), chat_completion("stolen"))[1])
+    up = OpenAIServer(handler)
+    yield {"url": f"http://127.0.0.1:{up.port}/v1", "calls": calls, "elsewhere": elsewhere}
+    up.stop()
+    other.stop()
+
+
+def _ask(upstreams: dict[str, Any], model: str, retries: int = 2) -> Any:
+    from sdk.upstream import Target, chat
+
+    return chat(Target(upstreams["url"], model, "HOSTILE_KEY", timeout=20, max_retries=retries),
+                [{"role": "user", "content": "q"}], 8)
+
+
+def test_an_answer_larger_than_the_limit_is_cut_off_and_not_retried(upstreams: dict[str, Any],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.upstream import UpstreamError
+
+    monkeypatch.setenv("DSL_MAX_ANSWER_BYTES", "1000000")
+    with pytest.raises(UpstreamError, match=r"the upstream's answer is larger than 1,000,000 bytes"):
+        _ask(upstreams, "huge")
+    assert upstreams["calls"]["huge"] == 1  # it would send as much again
+
+
+def test_a_redirect_is_never_followed_and_the_key_never_leaves(upstreams: dict[str, Any],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdk.upstream import UpstreamError
+
+    monkeypatch.setenv("HOSTILE_KEY", "sk-never-elsewhere-4242")
+    with pytest.raises(UpstreamError, match=r"307, a redirect, which is never followed") as e:
+        _ask(upstreams, "redirect")
+    assert upstreams["elsewhere"] == [] and "sk-never" not in str(e.value)
+
+
+def test_a_retry_after_beyond_the_deadline_fails_at_once_instead_of_waiting(upstreams: dict[str, Any]) -> None:
+    from sdk.upstream import UpstreamError
+
+    with pytest.raises(UpstreamError, match=r"429 \(slow down\)"):
+        _ask(upstreams, "later", retries=3)
+    assert upstreams["calls"]["later"] == 1
+
+
+# ------------------------------------------------------------------------------------------------- the gateway
+
+@pytest.fixture(scope="module")
+def gateway_url(upstreams: dict[str, Any]) -> Iterator[str]:
+    import uvicorn
+
+    from sdk.serving.asgi import server_config
+    from sdk.serving.gateway import Gateway, create_app
+
+    config = {"domain": "d", "max_request_bytes": 1_000_000, "variants": {
+        "finetune.x": {"type": "endpoint", "url": upstreams["url"], "model": "m", "timeout": 5, "max_retries": 0}}}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(server_config(create_app(Gateway(config, preload=False)), "127.0.0.1", port, 2.0,
+                                          log_level="error", body_timeout=2.0))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+MSG = '"messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize("body,param,says", [
+    ('{"model": "finetune.x", ' + MSG + ', "n": 1000}', "n", "one choice per request"),
+    ('{"model": "finetune.x", "prompt": "a", "n": 3}', "n", "one choice per request"),
+    ('{"model": "finetune.x", "messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]}',
+     "messages.0.content", "must be a string"),
+    ('{"model": "finetune.x", ' + MSG + ', "x": ' + DEEP + "}", None, "error parsing the body"),
+    ('{"model": "finetune.x", ' + MSG + ', "max_tokens": ' + HUGE_INT + "}", None, "error parsing the body"),
+])
+def test_hostile_requests_are_4xx_in_openai_shape(gateway_url: str, body: str, param: str, says: str) -> None:
+    path = "/v1/completions" if '"prompt"' in body else "/v1/chat/completions"
+    r = httpx.post(gateway_url + path, content=body.encode(), headers={"content-type": "application/json"},
+                   timeout=30)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and says in err["message"] and "Value error" not in err["message"], err
+    assert httpx.post(gateway_url + "/v1/chat/completions", json={"model": "finetune.x", "n": 1,
+                      "messages": [{"role": "user", "content": "hi"}]}, timeout=30).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------------ dsl ui
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    from starlette.testclient import TestClient
+
+    from sdk.ui.app import create_app
+
+    folder = tmp_path_factory.mktemp("ui") / "recipe"
+    folder.mkdir()
+    recipe = write_small(folder)
+    with TestClient(create_app(recipe), base_url="http://127.0.0.1:8765") as client:
+        yield client, folder
+
+
+def test_a_huge_upload_to_the_ui_is_413_before_it_is_read(ui: tuple[Any, Path]) -> None:
+    client, _ = ui
+    big = b"question=" + b"a" * (5 * 1024 * 1024)
+    r = client.post("/playground/ask", content=big, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413, r.text[:200]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(6):
+            yield b"a" * (1024 * 1024)
+
+    r = client.post("/review/gen/decide", content=chunks(), headers={"hx-request": "true"})
+    assert r.status_code == 413, r.text[:200]
+
+
+@pytest.mark.parametrize("path", ["/grade/..%2F..%2Fescape/grade", "/grade/../grade", "/review/..%2F..%2Fescape/decide",
+                                  "/review/%2e%2e/bulk"])
+def test_path_tricks_in_ui_labels_write_nothing_outside(ui: tuple[Any, Path], path: str) -> None:
+    client, folder = ui
+    before = sorted(p.name for p in folder.parent.iterdir())
+    r = client.post(path, content=b"item=1&verdict=pass&answer=x&grader=eve&id=1&decision=accept",
+                    headers={"hx-request": "true", "content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code in (403, 404, 405, 409, 422), (path, r.status_code)
+    assert sorted(p.name for p in folder.parent.iterdir()) == before
+    assert not list(folder.rglob("*escape*")) and not (folder / "grades").exists()
+
+
+@pytest.mark.parametrize("headers", [{"origin": "http://evil.example"}, {"origin": "null"},
+                                     {"hx-request": "true", "sec-fetch-site": "cross-site"}])
+def test_forged_posts_are_refused(ui: tuple[Any, Path], headers: dict[str, str]) -> None:
+    client, _ = ui
+    for path in ("/playground/ask", "/review/gen/decide", "/grade/expert/grade"):
+        r = client.post(path, content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded",
+                                                                 **headers})
+        assert r.status_code == 403, (path, headers, r.status_code)
