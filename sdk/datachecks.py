@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sdk.datachecks_hints import data_hint
 from sdk.datachecks_records import adapt_problems, decisions_problems, grades_problems, route_problems
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
@@ -91,8 +92,12 @@ def _file_level(e: DataError, whole: bool) -> bool:
     return not whole and e.line is None and "UTF-8" not in str(e)
 
 
-def _problem(at: tuple[Any, ...], e: DslError) -> Problem:
+def _problem(at: tuple[Any, ...], e: DslError, path: Path | None = None) -> Problem:
+    """The reader's error at the attribute ``at``, with its hint, or one saying what the file ``path`` looks like
+    (another encoding, a byte order mark, a JSON array or a CSV where JSONL is read: :mod:`sdk.datachecks_hints`)."""
     hint = e.diagnostics[0].hint if e.diagnostics else None
+    if hint is None and isinstance(e, DataError):
+        hint = data_hint(path, e)
     return Problem(path=at, message=str(e), hint=hint)
 
 
@@ -115,12 +120,15 @@ def _dataset(spec: Any, label: str, block: Any) -> list[Problem]:
     try:
         with bounded(path) as (source, whole):
             rows = read_rows(source, block, block.path)
+    except DataError as e:
+        return [] if _file_level(e, whole) else [_problem(at, e, path)]
+    try:
         if whole:
             split(rows, block.validation_split)
-    except DataError as e:
-        return [] if _file_level(e, whole) else [_problem(at, e)]
-    except DslError as e:  # the split: say which file
-        return [Problem(path=("dataset", label, "validation_split"), message=f"{block.path}: {e}")]
+    except DslError as e:  # the split: say which file and how many rows
+        return [Problem(path=("dataset", label, "validation_split"),
+                        message=f"{block.path}: {str(e).lstrip(': ')} ({len(rows)} row{'s' * (len(rows) != 1)}, validation_split = "
+                                f"{block.validation_split})", hint="add rows, or lower validation_split (0: none)")]
     return []
 
 
@@ -136,15 +144,34 @@ def _align(spec: Any, label: str, block: Any) -> list[Problem]:
         with bounded(path) as (source, whole):
             rows = read_preferences(source, block.pairs, block.method, block.fields)
     except DataError as e:
-        return [] if _file_level(e, whole) else [_problem(at, e)]
+        return [] if _file_level(e, whole) else [_problem(at, e, path)]
     if not rows and whole:
         what = "no preference examples" if block.method == "kto" else "no preference pairs"
         return [Problem(path=at, message=f"{block.pairs}: {what}")]
+    summary = summary_of(rows, block.method)
     if whole and block.method == "kto":
-        problem = label_problem(summary_of(rows, "kto"))
+        problem = label_problem(summary)
         if problem:
             return [Problem(path=at, message=f"{block.pairs}: {problem}",
                             hint="add answers with the other label, or use dpo/orpo on pairs")]
+    return _preference_warnings(block, summary, at, whole)
+
+
+def _preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...], whole: bool) -> list[Problem]:
+    """What the align step warns about when it reads the file (pairs with chosen == rejected, KTO answers labelled
+    both ways), said at plan time; every pair identical leaves nothing to learn: an error."""
+    lines = lambda found: ", ".join(f"{block.pairs}:{n}" for n in found)  # noqa: E731
+    same = summary.get("identical_pairs", 0)
+    if same and same == summary["pairs"] and whole:
+        return [Problem(path=at, message=f"{block.pairs}: every pair has chosen == rejected ({same} of {same}), so "
+                                         "there is no preference to learn", hint="the rejected answer must differ")]
+    if same:
+        return [Problem(path=at, severity="warning", message=f"{same} pair{'s have' if same > 1 else ' has'} "
+                        f"chosen == rejected (nothing to learn): {lines(summary['identical_lines'])}")]
+    if summary.get("conflicting_labels"):
+        return [Problem(path=at, severity="warning", message=f"{summary['conflicting_labels']} examples repeat a "
+                        f"prompt and answer with the other label: "
+                        f"{lines(a for a, _ in summary['conflicting_lines'])}")]
     return []
 
 
@@ -162,7 +189,7 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
                 items = load_items(source, block, block.data, limit=block.limit)
         except DataError as e:
             if not _file_level(e, whole):
-                out.append(_problem(at, e))
+                out.append(_problem(at, e, path))
     if items is not None and whole:
         try:  # what the eval step scores: a set of only training items leaves nothing
             scored_items(items, block.data)
@@ -222,7 +249,7 @@ def _route(spec: Any, label: str, block: Any) -> list[Problem]:
             with bounded(path) as (source, whole):
                 examples = read_examples(source, block.examples, known_targets(block))
     except DataError as e:
-        return [] if _file_level(e, whole) else [_problem(("route", label, "examples"), e)]
+        return [] if _file_level(e, whole) else [_problem(("route", label, "examples"), e, path)]
     return route_problems(spec, label, block, examples) if whole else []
 
 
@@ -248,7 +275,7 @@ def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
             raise DataError(shown, None, "no prompts")
         needs_context(rows, block.rewards, shown, retrieved=block.retrieval is not None)
     except DataError as e:
-        return [] if _file_level(e, whole) else [_problem(at, e)]
+        return [] if _file_level(e, whole) else [_problem(at, e, path)]
     with_context = next((r for r in rows if r["context"]), None)
     if with_context is not None and block.retrieval is None:  # asked through the prompt, as the step asks it
         from sdk.backends.rag.system import prompt_text
@@ -293,7 +320,7 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
                 jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown, block.text_field)
         except DataError as e:
             if not _file_level(e, whole):
-                return [_problem(("corpus", label, "paths"), e)]
+                return [_problem(("corpus", label, "paths"), e, path)]
     return []
 
 

@@ -202,9 +202,10 @@ def plan(
                     into.append(p)
             with limits.scope(spec):  # the data files it will read (sdk.datachecks), under the recipe's limits
                 found = data_problems(spec, kind, label, block)
-            for p in found:
-                if all((q.path, q.message) != (p.path, p.message) for q in problems):
-                    problems.append(p)
+            for p in found:  # a data warning (sdk.datachecks: severity "warning") is shown, and the plan goes on
+                into = warnings if getattr(p, "severity", "error") == "warning" else problems
+                if all((q.path, q.message) != (p.path, p.message) for q in into):
+                    into.append(p)
         actions[step_id] = action
         steps.append(Step(step_id, kind, label, name, be.version, action, fp, list(deps), reason, changes,
                           config, files, inputs))

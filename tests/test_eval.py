@@ -141,10 +141,10 @@ def _eval_recipe(tmp: Path, eval_body: str, extra: str = "") -> Path:
 
 def test_side_by_side_report_and_gate_failure(tmp_path: Path) -> None:
     path = _eval_recipe(tmp_path, 'data = "mc.jsonl"  systems = [base_model.tiny, rag.docs]  metrics = [accuracy, recall_at_k]\n'
-                                  '  bootstrap = 200  gate = rag.docs.accuracy > 1')
+                                  '  bootstrap = 200  gate = rag.docs.accuracy > rag.docs.accuracy')  # never holds
     result = sdk.apply(load(path))
     assert [o.id for o in result.gate_failures] == ["eval.mc"]
-    assert "gate rag.docs.accuracy > 1 failed" in result.gate_failures[0].error and "margin" in result.gate_failures[0].error
+    assert "gate rag.docs.accuracy > rag.docs.accuracy failed" in result.gate_failures[0].error and "margin" in result.gate_failures[0].error
     art = sdk.workspace.open_workspace(path).artifact("eval.mc")
     m = art.metrics
     assert m["task"] == "multiple_choice" and m["n_items"] == 6

@@ -71,10 +71,10 @@ def test_a_failed_gate_withholds_the_systems_it_names_from_serving(tmp_path: Pat
     from sdk.backends.serve.serve import load_config
     from sdk.workspace import open_workspace
 
-    path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > 1"))
+    path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > rag.docs.f1"))
     result = sdk.apply(load(path), backend="test")
     assert [o.id for o in result.gate_failures] == ["eval.expert"] and not result.ok
-    assert "rag.docs.f1 > 1" in result.gate_failures[0].error
+    assert "rag.docs.f1 > rag.docs.f1" in result.gate_failures[0].error
     assert not [o for o in result.outcomes if o.status == "skipped"]  # serving runs, and withholds
     ws = open_workspace(path)
     promo = ws.promotion()
@@ -83,7 +83,7 @@ def test_a_failed_gate_withholds_the_systems_it_names_from_serving(tmp_path: Pat
     again = sdk.apply(load(path), backend="test")  # the gate stays failed; nothing re-runs
     assert again.gate_failures and not again.ran
     # with the gate passing, rag.docs is promoted: serve re-runs (the verdict it reads changed), eval too
-    path.write_text(path.read_text().replace("gate = rag.docs.f1 > 1", "gate = rag.docs.f1 >= 0"))
+    path.write_text(path.read_text().replace("gate = rag.docs.f1 > rag.docs.f1", "gate = rag.docs.f1 >= 0"))
     fixed = sdk.apply(load(path), backend="test")
     assert fixed.ok and set(fixed.ran) == {"eval.expert", "serve.default"}
     assert open_workspace(path).promotion()["rag.docs"]["promoted"] is True
@@ -116,7 +116,7 @@ def test_cli_apply_exit_codes_and_json(tmp_path: Path) -> None:
     assert data["ok"] and len(data["steps"]) == 9
     plan = json.loads(run_dsl("plan", str(path), "--backend", "test", "--json").stdout)
     assert {s["action"] for s in plan["steps"]} == {"noop"}
-    path.write_text(SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > 1"))
+    path.write_text(SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > rag.docs.f1"))
     proc = run_dsl("apply", str(path), "--backend", "test")
     assert proc.returncode == 4 and "gate" in proc.stderr and "Traceback" not in proc.stderr
     status = json.loads(run_dsl("status", str(path), "--json").stdout)

@@ -61,7 +61,9 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("corpus", "near_threshold"): ("docs", {"dedupe": "near", "near_threshold": 0.5}),  # applies with near
     # a launcher's options apply with a launcher
     ("compute", "num_processes"): ("default", {"launcher": "torchrun", "num_processes": 2}),
-    ("compute", "machine_rank"): ("default", {"launcher": "torchrun", "machine_rank": 1}),
+    ("compute", "machine_rank"): ("default", {"launcher": "torchrun", "num_machines": 2, "main_process_ip": "10.0.0.2",
+                                              "machine_rank": 1}),  # a rank below num_machines
+    ("eval", "password"): ("expert", {"data": "eval.zip", "password": {"env": "ZIP_PW"}}),  # a zip's password only
     ("compute", "main_process_ip"): ("default", {"launcher": "torchrun", "main_process_ip": "10.0.0.2"}),
     ("compute", "main_process_port"): ("default", {"launcher": "torchrun", "main_process_port": 29501}),
     # SGLang's options apply with the sglang engine
@@ -233,7 +235,8 @@ def test_changing_an_attribute_marks_its_step(kind: str, attr: str, applied: tup
         step = plan.step(root)
         assert step.action is Action.REPLACE and "configuration changed" in step.reason, (root, step.reason)
     allowed = set(roots).union(*(graph.dependents(r) for r in roots))
-    if (kind, attr) == ("eval", "data"):  # a synth step reads every eval set of the recipe (its contamination filter)
+    if (kind, attr) in (("eval", "data"), ("eval", "password")):  # (a password goes with a zip's data) a synth
+        # step reads every eval set of the recipe (its contamination filter)
         allowed |= {f"synth.{lb}" for lb, b in spec.synth.items() if b.filters.contamination}
     assert marked <= allowed, f"changing {kind}.{label}.{attr} also marks {sorted(marked - allowed)}"
 

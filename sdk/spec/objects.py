@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk.spec.values import MAX_INT, Block, Count, Fraction, PositiveInt, Secret, Seed
@@ -21,6 +21,45 @@ class Endpoint(Block):
     api_key: Optional[Secret] = Field(default=None, description='Key, always as env("NAME")')
     timeout: float = Field(default=30.0, gt=0, le=86_400, description="Seconds before one request gives up (at most a day)")
     max_retries: int = Field(default=3, ge=0, le=10, description="Retries with exponential backoff")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        return http_url(v)
+
+
+def http_url(v: str) -> str:
+    """An http(s) URL with a host, and no password in it (a key is given as ``api_key = env("NAME")``): checked
+    when the recipe is read, not when the first request fails after training."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(v) if v.isprintable() and not any(c.isspace() for c in v) else None
+    try:
+        host = parts.hostname if parts is not None else None
+        parts.port if parts is not None else None  # noqa: B018 - a port that is not a number raises
+    except ValueError:
+        host = None
+    if parts is not None and parts.password is not None:
+        raise PydanticCustomError("url", "the url holds a password; give the key as api_key = env(\"NAME\") "
+                                  "instead", {})
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        hint = f"http://{v}" if parts is not None and "://" not in v and v else "http://127.0.0.1:8000/v1"
+        raise PydanticCustomError("url", "url {value} is not an http(s) URL with a host (e.g. {hint})",
+                                  {"value": repr(v)[:80], "hint": hint})
+    return v
+
+
+HOST = re.compile(r"^(\[[0-9A-Fa-f:.%]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+(%\w+)?|[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)$")
+
+
+def host_name(v: str) -> str:
+    """A host name or an IP address, as a socket binds or connects to it: no scheme, path or port."""
+    if not HOST.match(v):
+        bare = v.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0] if "://" in v or "/" in v or v.count(":") == 1 else None
+        raise PydanticCustomError("host", "{value} is not a host name or IP address{more}",
+                                  {"value": repr(v)[:80], "more": f" (write {bare!r}: no scheme, path or port)"
+                                   if bare and HOST.match(bare) else ""})
+    return v
 
 
 class Llama(Block):

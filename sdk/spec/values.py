@@ -219,6 +219,7 @@ class Problem(BaseModel):
     message: str
     hint: Optional[str] = None
     focus: Optional[str] = None  # text inside the value that is at fault (e.g. one metric of a gate)
+    severity: str = "error"  # "warning": shown by the plan, which goes on (a legitimate but doubtful choice)
 
 
 def suggest(word: str, options: Any) -> Optional[str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import declare
-from sdk.spec.objects import DeepSpeed, Fsdp
+from sdk.spec.objects import DeepSpeed, Fsdp, host_name
 from sdk.spec.values import Block, PositiveInt, off_default, refuse_unread
 
 
@@ -34,6 +34,11 @@ class ComputeBlock(Block):
     deepspeed: Optional[DeepSpeed] = Field(default=None, description="DeepSpeed ZeRO settings")
     fsdp: Optional[Fsdp] = Field(default=None, description="FSDP settings")
 
+    @field_validator("main_process_ip")
+    @classmethod
+    def _host(cls, v: Optional[str]) -> Optional[str]:
+        return host_name(v) if v is not None else v
+
     @model_validator(mode="after")
     def _one_sharding(self) -> "ComputeBlock":
         if self.deepspeed is not None and self.fsdp is not None:
@@ -42,6 +47,12 @@ class ComputeBlock(Block):
             raise PydanticCustomError("incompatible", "deepspeed and fsdp need launcher = accelerate", {})
         if self.num_machines > 1 and not self.main_process_ip:
             raise PydanticCustomError("incompatible", "num_machines > 1 needs main_process_ip", {})
+        if self.machine_rank >= self.num_machines and self.launcher != "none":
+            raise PydanticCustomError("incompatible", "machine_rank ({r}) must be below num_machines ({n}): ranks "
+                                      "count from 0", {"r": self.machine_rank, "n": self.num_machines})
+        if self.mixed_precision == "fp16" and self.cpu:
+            raise PydanticCustomError("incompatible", "mixed_precision = fp16 needs a GPU, and cpu = true trains on "
+                                      "the CPU (the trainer refuses it): use bf16 or no, or drop cpu", {})
         if self.launcher == "none":
             refuse_unread(off_default(self, ("num_processes", "num_machines", "machine_rank", "main_process_ip",
                                              "main_process_port")),

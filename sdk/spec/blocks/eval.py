@@ -137,9 +137,13 @@ def range_problems(path: tuple, condition: Any) -> list[Problem]:
                 continue
             lo, hi, what = (1.0, float("inf"), "at least 1") if METRICS[m.metric].aggregate == "tokens" and \
                 m.bound != "p_value" else (0.0, 1.0, "between 0 and 1")
-            if not lo <= value <= hi:
+            op = cmp.op if m is cmp.left else {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(cmp.op, cmp.op)
+            edge = (op == ">" and value >= hi) or (op == "<" and value <= lo)  # metric > its maximum: never true
+            if not lo <= value <= hi or edge:
+                c = _expr.to_text(const)
+                why = f"{c} is outside that range" if not edge else f"no value is {'above' if op == '>' else 'below'} {c}"
                 out.append(Problem(path=path, message=f"{m} is {what}, so `{_expr.to_text(cmp)}` is decided before "
-                                   f"anything runs ({_expr.to_text(const)} is outside that range)",
+                                   f"anything runs ({why})",
                                    hint="metrics are shares: write 0.6, not 60" if value > 1 and hi == 1.0 else None,
                                    focus=str(m)))
     return out
@@ -364,6 +368,9 @@ class EvalBlock(Block):
             refuse_unread(off_default(self, ("format", "fields", "password")), "{names} {verb} to an eval set file, "
                           "not to {data} (a synth step writes its items in the eval-set format): drop {names}",
                           data=str(self.data))
+        elif self.password is not None and not self.data.lower().endswith(".zip"):
+            raise PydanticCustomError("incompatible", "password applies to an encrypted zip, and {data} is no zip: "
+                                      "drop password", {"data": repr(self.data)[:80]})
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
         if not self.contamination:

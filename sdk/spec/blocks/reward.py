@@ -122,8 +122,11 @@ class RewardBlock(TrainCommon):
                                               "not a pattern", {"name": name})
             elif name not in REWARD_METRICS:
                 raise PydanticCustomError("unknown_reward", "reward {name} is not a metric a reward can use "
-                                          "({known}); a format rule is NAME = {{ pattern = \"...\"  weight = w }}",
+                                          "({known}); a format rule is NAME = { pattern = \"...\"  weight = w }",
                                           {"name": name, "known": ", ".join(REWARD_METRICS)})
+        if all((v.weight if isinstance(v, FormatRule) else v) == 0 for v in self.rewards.values()):
+            raise PydanticCustomError("incompatible", "every reward weighs 0, so every answer scores the same and "
+                                      "nothing is learned: give a reward a non-zero weight", {})
         if (self.prompts is None) == (self.data is None):
             raise PydanticCustomError("incompatible", "give the prompts as prompts = \"FILE.jsonl\" or as data = "
                                       "dataset.X (one of them)", {})

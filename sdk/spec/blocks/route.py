@@ -92,6 +92,19 @@ class RouteBlock(Block):
     def _threshold_or_share(self) -> "RouteBlock":
         if self.threshold is not None and self.domain_share is not None:
             raise PydanticCustomError("incompatible", "give threshold or domain_share, not both", {})
+        named = [("domain", self.domain)] + [(f"targets.{k}", v) for k, v in self.targets.items()]
+        named += [("general", self.general)] if isinstance(self.general, Ref) else []
+        for i, (what, ref) in enumerate(named):
+            first = next((w for w, r in named[:i] if r == ref), None)
+            if first is not None:
+                raise PydanticCustomError("incompatible", "{what} and {first} both name {ref}: the router would learn "
+                                          "to tell apart questions that go to the same system; drop {what}",
+                                          {"what": what, "first": first, "ref": str(ref)})
+        clash = sorted({"domain", "general"} & set(self.targets))
+        if clash:
+            raise PydanticCustomError("incompatible", "targets = { {name} = ... }: {name} is the name of the "
+                                      "route's own {name} target; give this target another name",
+                                      {"name": clash[0]})
         if self.examples is None and not self.eval_sets:
             raise PydanticCustomError("incompatible", "a route needs examples = \"FILE.jsonl\" or eval_sets = [eval.NAME]", {})
         return self

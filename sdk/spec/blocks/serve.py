@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sdk.records.serve import ServeConfig
 from sdk.spec.blocks.eval import gated_systems
 from sdk.spec.kinds import Dep, content_facets, declare, get_kind, kinds_that_evaluate
-from sdk.spec.objects import SGLangOptions
+from sdk.spec.objects import SGLangOptions, host_name
 from sdk.spec.values import Block, PositiveInt, Secret, off_default, refuse_unread
 
 
@@ -54,12 +55,20 @@ class ServeBlock(Block):
     body_timeout: float = _setting("body_timeout")
     backend: Optional[str] = Field(default=None, description="Backend name (default: gateway)")
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return host_name(v)
+
     @model_validator(mode="after")
     def _options_of_the_engine(self) -> "ServeBlock":
         """SGLang's options with the local engine are read by nothing: a mistake, not a setting kept for later."""
         if self.engine == "local":
             refuse_unread(off_default(self, ("sglang", "engine_port")), "{names} {verb} to engine = sglang, and this "
                           "gateway runs the local engine: drop {names}, or write engine = sglang")
+        elif self.port == self.engine_port:
+            raise PydanticCustomError("incompatible", "port and engine_port are both {port}: the gateway and the "
+                                      "SGLang server behind it cannot bind one port; change one", {"port": self.port})
         return self
 
 

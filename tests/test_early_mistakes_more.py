@@ -1,0 +1,134 @@
+"""Issue 23, a second round of maintainers' probes: new mistakes of each class, each a located error (or a located
+warning where the choice is legitimate) at validate or plan, before any step runs, never a traceback.
+
+Recipe mistakes (endpoint URLs, hosts and ports, mixed precision on the CPU, machine ranks, gates beyond a metric's
+edge, a zip password on a plain file, rewards that all weigh 0, one system routed twice), and data files in another
+encoding or format (UTF-16, Latin-1, a byte order mark, a JSON array or a CSV where JSONL is read), preference files
+with nothing to learn, a validation split that leaves no training row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsl.parser import load_recipe
+from sdk.errors import SpecError
+from sdk.planner import PlanProblems, plan
+from tests.test_plan_checks import CHAT, ITEM, PAIR, _plan_errors, _recipe
+
+RAG = "rag r { corpus = corpus.c  retriever = bm25  generator = pretrain.p }"
+ROUTE = {"x.jsonl": [{"text": f"q{i}", "target": "domain" if i % 2 else "general"} for i in range(8)]}
+E = {"e.jsonl": [ITEM]}
+
+# (block, files, part of the message): each refused by `dsl validate`, located in the recipe
+VALIDATE = {
+    "endpoint_url_without_scheme": ('rag r { corpus = corpus.c  retriever = bm25  generator = endpoint { url = '
+                                    '"localhost:8000/v1", model = "m" } }', {},
+                                    "url 'localhost:8000/v1' is not an http(s) URL with a host (e.g. "
+                                    "http://localhost:8000/v1)"),
+    "endpoint_url_with_a_password": ('eval e { data = "e.jsonl"  systems = [endpoint { url = "http://u:pw@h/v1", '
+                                     'model = "m" }] }', E, "the url holds a password"),
+    "serve_host_with_a_scheme": ('serve { host = "http://0.0.0.0" }', {},
+                                 "'http://0.0.0.0' is not a host name or IP address (write '0.0.0.0'"),
+    "serve_port_is_the_engine_port": ("serve { engine = sglang  port = 30000 }", {},
+                                      "port and engine_port are both 30000"),
+    "fp16_on_the_cpu": ("compute { cpu = true  mixed_precision = fp16 }", {}, "mixed_precision = fp16 needs a GPU"),
+    "machine_rank_past_the_machines": ('compute { launcher = torchrun  num_machines = 2  machine_rank = 2  '
+                                       'main_process_ip = "10.0.0.1" }', {},
+                                       "machine_rank (2) must be below num_machines (2)"),
+    "main_process_ip_not_a_host": ('compute { launcher = torchrun  num_machines = 2  main_process_ip = "rank 0" }',
+                                   {}, "'rank 0' is not a host name or IP address"),
+    "gate_beyond_the_edge": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  gate = pretrain.p.f1.ci_low > 1 }',
+                             E, "`pretrain.p.f1.ci_low > 1` is decided before anything runs (no value is above 1)"),
+    "gate_below_the_edge": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  gate = 0 > pretrain.p.f1 }', E,
+                            "(no value is below 0)"),
+    "password_on_a_plain_file": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  password = env("ZIP_PW") }', E,
+                                 "password applies to an encrypted zip, and 'e.jsonl' is no zip"),
+    "rewards_all_weigh_zero": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { f1 = 0.0 } }',
+                               {"g.jsonl": [{"question": "q", "answer": "a"}]}, "every reward weighs 0"),
+    "route_general_is_the_domain": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  general = rag.r }', ROUTE,
+                                    "general and domain both name rag.r"),
+    "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
+                                   'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATE))
+def test_mistakes_in_the_recipe_are_located_at_validate(tmp_path: Path, case: str) -> None:
+    body, files, expected = VALIDATE[case]
+    with pytest.raises(SpecError) as e:
+        load_recipe(_recipe(tmp_path, body, files))
+    located = [d for d in e.value.diagnostics if expected in d.message]
+    assert located and all(d.span is not None and d.span.line >= 5 for d in located), e.value.format()
+
+
+def test_good_urls_hosts_and_ports_are_accepted(tmp_path: Path) -> None:
+    body = ('rag r { corpus = corpus.c  retriever = bm25  generator = endpoint { url = "https://api.example.com/v1", '
+            'model = "m" } }\n  serve { host = "0.0.0.0"  engine = sglang  port = 8000 }\n  compute { launcher = '
+            'torchrun  num_machines = 2  machine_rank = 1  main_process_ip = "node-0.cluster"  mixed_precision = bf16 }')
+    spec = load_recipe(_recipe(tmp_path, body, {})).spec
+    assert spec.serve["default"].host == "0.0.0.0" and spec.compute["default"].machine_rank == 1
+
+
+def _plan_diagnostics(path: Path) -> tuple[list[Any], list[Any]]:
+    """(errors, warnings) of the plan, each a located diagnostic."""
+    recipe = load_recipe(path)
+    warnings: list[Any] = []
+    try:
+        plan(recipe.spec, None, backend="test", on_warning=warnings.extend)
+        errors: list[Any] = []
+    except PlanProblems as e:
+        errors = recipe.diagnostics(e.problems)
+    found = errors + recipe.diagnostics(warnings)
+    assert all(d.span is not None and d.span.line >= 5 for d in found), found
+    return errors, recipe.diagnostics(warnings)
+
+
+def _jsonl(rows: list[Any]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+DS = 'dataset d { path = "d.jsonl" }'
+# (block, files, part of the message, part of the hint): data in another encoding or format, located at plan
+HINTED = {
+    "utf16": (DS, {"d.jsonl": _jsonl([CHAT]).encode("utf-16")}, "d.jsonl: not UTF-8 text", "the file is UTF-16"),
+    "latin1": (DS, {"d.jsonl": _jsonl([CHAT]).replace("Hello.", "Café.").encode("latin-1")}, "d.jsonl: not UTF-8",
+               "it may be Latin-1"),
+    "byte_order_mark": ('eval e { data = "e.jsonl"  systems = [pretrain.p] }',
+                        {"e.jsonl": b"\xef\xbb\xbf" + _jsonl([ITEM]).encode()}, "e.jsonl:1: malformed JSON",
+                        "byte order mark"),
+    "json_array": ('align a { from = pretrain.p  pairs = "p.jsonl" }', {"p.jsonl": json.dumps([PAIR, PAIR], indent=1)},
+                   "p.jsonl:1: malformed JSON", "this looks like a JSON array"),
+    "csv": ('dataset d { path = "d.csv"  format = instruction }', {"d.csv": "instruction,output\nq,a\n"},
+            "d.csv:1: malformed JSON", "this looks like CSV or TSV"),
+    "jsonl_named_json": ('eval e { data = "e.json"  systems = [pretrain.p] }',
+                         {"e.json": _jsonl([ITEM, {**ITEM, "id": "2"}])}, "e.json:2: malformed JSON: Extra data",
+                         "name it .jsonl, or set format = jsonl"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HINTED))
+def test_a_file_in_another_encoding_or_format_is_named_at_plan(tmp_path: Path, case: str) -> None:
+    body, files, message, hint = HINTED[case]
+    errors, _ = _plan_diagnostics(_recipe(tmp_path, body, files))
+    assert len(errors) == 1 and message in errors[0].message and hint in (errors[0].hint or ""), errors
+
+
+def test_preference_pairs_with_nothing_to_learn(tmp_path: Path) -> None:
+    same = {**PAIR, "rejected": PAIR["chosen"]}
+    path = _recipe(tmp_path, 'align a { from = pretrain.p  pairs = "p.jsonl" }', {"p.jsonl": [PAIR, same]})
+    errors, warnings = _plan_diagnostics(path)  # one pair of two: legitimate, but worth a word
+    assert errors == [] and [w.message for w in warnings] == ["1 pair has chosen == rejected (nothing to learn): "
+                                                              "p.jsonl:2"]
+    (tmp_path / "p.jsonl").write_text(_jsonl([same, same]))
+    [error] = _plan_errors(path)
+    assert "p.jsonl: every pair has chosen == rejected (2 of 2), so there is no preference to learn" in error
+
+
+def test_a_validation_split_that_leaves_no_training_row_names_the_file_and_the_attribute(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, 'dataset d { path = "d.jsonl"  validation_split = 0.1 }', {"d.jsonl": [CHAT]})
+    [error] = _plan_errors(path)
+    assert error == "5: d.jsonl: validation_split leaves no training rows (1 row, validation_split = 0.1)"
