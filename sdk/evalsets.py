@@ -50,7 +50,7 @@ def _rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tuple[
     if (fmt if fmt != "auto" else _format(path.name)) == "jsonl":  # one line at a time, each line bounded
         return [(n, None, obj) for n, obj in read_jsonl(path, shown)]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark (Windows editors write one) is not data
     except UnicodeDecodeError as e:
         raise DataError(shown, None, f"not UTF-8 text ({e.reason})") from None
     return _text_rows(text, fmt if fmt != "auto" else _format(path.name), shown)
@@ -72,6 +72,10 @@ def _text_rows(text: str, fmt: str, shown: str) -> list[tuple[int | None, Any, d
             out.append((n, None, obj))
     elif fmt == "tsv":
         reader = csv.DictReader(io.StringIO(text), delimiter="\t")
+        header = reader.fieldnames or []
+        if len(header) == 1 and any(c in header[0] for c in ",;|"):
+            raise DataError(shown, 1, f"the header {header[0][:60]!r} has no tab: TSV columns are separated by tabs",
+                            "save the file as tab-separated (or as JSONL); a comma-separated file is not read")
         for n, row in enumerate(reader, start=2):
             out.append((n, None, dict(row)))
     else:
@@ -168,6 +172,11 @@ def load_items(path: Path, block: Any, shown: str | None = None, limit: int | No
                 choices = [str(c) for c in value]
         elif isinstance(row.get("choices"), list):
             choices = [str(c) for c in row["choices"]]
+        elif row.get("choices") not in (None, ""):  # "a, b" would be dropped, and the item asked as an open question
+            raise DataError(shown, where, "'choices' must be a list of choices, e.g. [\"a\", \"b\"]",
+                            "or map columns with fields = { choices = \"option *\" }")
+        if not isinstance(row.get("tags", []), list):  # "train" would be dropped, and a training item scored
+            raise DataError(shown, where, "'tags' must be a list, e.g. [\"train\"]")
         raw_answer = _get(row, fields.answer)
         answers = [str(a) for a in raw_answer] if isinstance(raw_answer, list) else \
             ([str(raw_answer)] if raw_answer not in (None, "") else [])

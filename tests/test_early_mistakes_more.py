@@ -132,3 +132,31 @@ def test_a_validation_split_that_leaves_no_training_row_names_the_file_and_the_a
     path = _recipe(tmp_path, 'dataset d { path = "d.jsonl"  validation_split = 0.1 }', {"d.jsonl": [CHAT]})
     [error] = _plan_errors(path)
     assert error == "5: d.jsonl: validation_split leaves no training rows (1 row, validation_split = 0.1)"
+
+
+EV = 'eval e { data = "e.jsonl"  systems = [pretrain.p] }'
+# (block, files, part of the message): eval items whose shape the reader used to drop silently, located at plan
+ITEMS = {
+    "tags_a_string": (EV, {"e.jsonl": [ITEM, {**ITEM, "id": "2", "tags": "train"}]}, "e.jsonl:2: 'tags' must be a list"),
+    "choices_a_string": (EV, {"e.jsonl": [{**ITEM, "choices": "ends it, starts it"}]},
+                         "e.jsonl:1: 'choices' must be a list of choices"),
+    "tsv_with_commas": ('eval e { data = "e.tsv"  systems = [pretrain.p] }', {"e.tsv": "id,question,answer\n1,q,a\n"},
+                        "e.tsv:1: the header 'id,question,answer' has no tab"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ITEMS))
+def test_eval_items_of_the_wrong_shape_are_located_at_plan(tmp_path: Path, case: str) -> None:
+    body, files, expected = ITEMS[case]
+    errors = _plan_errors(_recipe(tmp_path, body, files))
+    assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_a_tsv_eval_set_with_a_byte_order_mark_keeps_its_first_column(tmp_path: Path) -> None:
+    from sdk.evalsets import load_items
+
+    path = _recipe(tmp_path, 'eval e { data = "e.tsv"  systems = [pretrain.p] }',
+                   {"e.tsv": b"\xef\xbb\xbfid\tquestion\tanswer\nq7\tWhat?\ta\n"})
+    assert _plan_errors(path) == []
+    spec = load_recipe(path).spec
+    assert [it.id for it in load_items(tmp_path / "e.tsv", spec.eval["e"])] == ["q7"]  # not '\ufeffid' unmapped

@@ -16,7 +16,8 @@ from tests.conftest import run_dsl
 
 
 def block(**kw: object) -> EvalBlock:
-    return EvalBlock(data="x", systems=["base_model.x"], **kw)  # type: ignore[arg-type]
+    data = "x.zip" if "password" in kw else "x"  # a password applies to a zip only
+    return EvalBlock(data=data, systems=["base_model.x"], **kw)  # type: ignore[arg-type]
 
 
 def write(path: Path, rows: list[object]) -> Path:
