@@ -355,3 +355,27 @@ def test_forged_posts_are_refused(ui: tuple[Any, Path], headers: dict[str, str])
         r = client.post(path, content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded",
                                                                  **headers})
         assert r.status_code == 403, (path, headers, r.status_code)
+
+
+# ---------------------------------------------------------------------------------------------- model folders
+
+def test_a_config_declaring_a_million_layers_is_refused_before_any_memory_is_taken(tmp_path: Path) -> None:
+    import shutil
+
+    from sdk.backends.models import ModelHandle, load, sized_to_its_weights
+    from tests._tiny import make_tiny_model
+
+    tiny = make_tiny_model(tmp_path / "tiny")
+    sized_to_its_weights(str(tiny))  # a real folder passes
+    bomb = tmp_path / "bomb"
+    shutil.copytree(tiny, bomb)
+    config = json.loads((bomb / "config.json").read_text())
+    (bomb / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1_000_000}))
+    with pytest.raises(DslError, match=r"bomb/config\.json declares a model of about .* \(1,000,000 layers of "):
+        load(ModelHandle(model=str(bomb)))  # transformers initialised every missing layer: 200 GB
+
+
+def test_an_edited_report_html_runs_no_script_in_the_ui(ui: tuple[Any, Path]) -> None:
+    client, _ = ui
+    csp = client.get("/reports/expert/html").headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp, csp

@@ -89,10 +89,43 @@ def quiet_library_deprecations() -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
+def sized_to_its_weights(model: str) -> None:
+    """Refuse (a DslError naming the folder) a local model folder whose config.json declares a model far larger
+    than its weight files hold (``num_hidden_layers = 1000000`` beside a small checkpoint): transformers would
+    initialise every missing layer and take all the memory there is. A hub id, or a folder without weights, passes."""
+    import json
+    from pathlib import Path
+
+    folder = Path(model)
+    weights = [f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")] \
+        if folder.is_dir() else []
+    if not weights or not (folder / "config.json").is_file():
+        return
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = config.get("text_config", config) if isinstance(config, dict) else {}
+    except (OSError, ValueError, RecursionError):
+        raise DslError(f"{folder / 'config.json'} is not a readable JSON configuration") from None
+
+    def first(*names: str) -> int:
+        value = next((config[n] for n in names if isinstance(config.get(n), (int, float))), 0)
+        return int(value) if value == value and abs(value) < 1e18 else 1 << 62  # nan, inf, 1e300: absurd too
+
+    layers, hidden = first("num_hidden_layers", "n_layer", "num_layers"), first("hidden_size", "n_embd", "d_model")
+    declared = layers * 12 * hidden * hidden + first("vocab_size") * hidden  # parameters, roughly
+    held = sum(f.stat().st_size for f in weights)
+    if declared > 8 * held + 100_000_000:  # 4-bit weights hold 2 parameters a byte: 8x leaves room for any
+        raise DslError(f"{folder / 'config.json'} declares a model of about {declared:.2g} parameters "
+                       f"({layers:,} layers of {hidden:,}), but its weights hold {held:,} bytes: the configuration "
+                       "does not belong to these weights (damaged, or made to exhaust memory); it is not loaded")
+
+
 def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dtype: str = "auto") -> tuple[Any, Any]:
     """Load (model, tokenizer) with transformers, applying the adapter if there is one."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sized_to_its_weights(h.model)
 
     kwargs: dict[str, Any] = {"revision": h.revision, "trust_remote_code": h.trust_remote_code}
     if dtype != "auto":

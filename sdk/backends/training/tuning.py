@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk import envchecks as E
-from sdk.backends.models import ModelHandle, load, recipe_template, recorded_template
+from sdk.backends.models import ModelHandle, load, recipe_template, recorded_template, sized_to_its_weights
 from sdk.backends.training.launch import is_main_process
 from sdk.errors import DataError, DslError
 from sdk.spec import Lora
@@ -110,6 +110,7 @@ def model_for(job: dict[str, Any], tune: str, tokenizer: Any, h: Any) -> tuple[A
                                                            bnb_4bit_compute_dtype=torch.float32)
     base_path = h.model  # the model the new adapter applies to
     if not h.adapter:
+        sized_to_its_weights(h.model)  # a config.json declaring 1e6 layers is refused, not initialised
         return AutoModelForCausalLM.from_pretrained(h.model, **kwargs), base_path
     model, _ = load(h, merge=True)  # tuning a fine-tune: train on the merged model
     model.train()
