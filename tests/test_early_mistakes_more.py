@@ -51,6 +51,13 @@ VALIDATE = {
                                {"g.jsonl": [{"question": "q", "answer": "a"}]}, "every reward weighs 0"),
     "route_general_is_the_domain": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  general = rag.r }', ROUTE,
                                     "general and domain both name rag.r"),
+    "rag_prompt_without_documents": ('rag r { corpus = corpus.c  retriever = bm25  generator = pretrain.p  prompt = '
+                                     '"Q: {{ question }}" }', {}, "the prompt template never uses documents: the "
+                                     "model would never see the passages retrieved for it"),
+    "eval_prompt_with_a_misspelled_question": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  prompt = '
+                                               '"Q: {{ questoin }}" }', E, "never uses question: every question would "
+                                               "be asked as the same text (its variables are question; 'questoin' is "
+                                               "none of them)"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }

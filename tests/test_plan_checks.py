@@ -77,16 +77,16 @@ CASES = {
                  "e.tsv:3: row 2 has no question"),
     "eval_mc_without_choices": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  task = multiple_choice }',
                                 {"e.jsonl": [ITEM]}, "e.jsonl:1: item 1 has no choices"),
-    "eval_prompt": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  prompt = "{{ questoin }}" }',
-                    {"e.jsonl": [ITEM]}, "'questoin' is undefined"),
+    "eval_prompt": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  prompt = "{{ question }} {{ choises }}" }',
+                    {"e.jsonl": [ITEM]}, "'choises' is undefined"),
     "route_bad_row": ('rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  domain = rag.r }',
                       {"x.jsonl": [{"text": "hi", "target": "domain"}, {"text": "hi"}]}, "x.jsonl:2: each row needs"),
     "reward_prompts": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { exact_match = 1.0 } }',
                        {"g.jsonl": [{"question": "q", "answer": "a"}, {"question": "q2"}]}, "g.jsonl:2: missing 'answer'"),
     "reward_citations": ('reward g { from = pretrain.p  prompts = "g.jsonl"  rewards = { citation_recall = 1.0 } }',
                          {"g.jsonl": [{"question": "q", "answer": "a"}]}, "g.jsonl:1: reward citation_recall needs"),
-    "rag_prompt": ('rag r { corpus = corpus.c  retriever = bm25  prompt = "{{ documents }} {{ qestion }}" }', {},
-                   "'qestion' is undefined"),
+    "rag_prompt": ('rag r { corpus = corpus.c  retriever = bm25  prompt = "{{ documents }} {{ question }} {{ qestion }}" '
+                   '}', {}, "'qestion' is undefined"),
 }
 
 

@@ -130,7 +130,8 @@ class SpecBase(Block):
                 add(path, message, "file() paths must stay inside the folder of the recipe"
                     if "escapes" in message else None)
             for path, message in template_problems(self, kind, label, block, check_files):
-                add(path, message, "a template may only use its variables (no _attributes), with bounded loops")
+                add(path, message, "a template may only use its variables (no _attributes), with bounded loops"
+                    if " is refused: " in message else None)
         problems += weight_problems(self, {tuple(p.path) for p in problems})
         return problems
 

@@ -3,6 +3,7 @@ assistant message teaches the model no end of turn, and such a model never stops
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -149,4 +150,32 @@ def template_problems(spec: Any, kind: str, label: str, block: Any, check_files:
         why = problem(text) if text else None
         if why:
             out.append(((kind, label, *attr.split(".")), f"the {attr} template{shown} is refused: {why}"))
+        elif text and (kind, attr) in NEEDED:
+            missing, strange = unused(text, NEEDED[(kind, attr)])
+            if missing:
+                near = difflib.get_close_matches(missing[0], strange, n=1)
+                out.append(((kind, label, attr), f"the {attr} template{shown} never uses {' or '.join(missing)}: "
+                            f"{NEEDED_WHY[missing[0]]} (its variables are {', '.join(NEEDED[(kind, attr)])}"
+                            + (f"; {near[0]!r} is none of them)" if near else ")")))
     return out
+
+
+# The variables a prompt must use, or what it asks is the same for every question (or never shows the passages)
+NEEDED = {("rag", "prompt"): ("documents", "question"), ("reward", "prompt"): ("documents", "question"),
+          ("eval", "prompt"): ("question",)}
+NEEDED_WHY = {"question": "every question would be asked as the same text",
+              "documents": "the model would never see the passages retrieved for it"}
+
+
+def unused(template: str, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The ``names`` a template never reads, and the other names it reads (none when it does not parse: that is
+    reported where it renders)."""
+    from jinja2 import TemplateSyntaxError, meta
+
+    from sdk.templating import environment
+
+    try:
+        found = meta.find_undeclared_variables(environment().parse(template))
+    except TemplateSyntaxError:
+        return [], []
+    return [n for n in names if n not in found], sorted(found - set(names))

@@ -4,6 +4,6 @@ domain t {
     corpus = corpus.c
     retriever = bm25
     prompt = """{% for doc in documents %}{{ doc.content }}{% endfor %}
-Question: {{ qestion }}"""
+Question: {{ question }} (asked by {{ asker }})"""
   }
 }
