@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.datachecks_hints import data_hint
+from sdk.datachecks_models import lora_problems
 from sdk.datachecks_records import adapt_problems, decisions_problems, grades_problems, route_problems
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
@@ -349,9 +350,15 @@ def _text(spec: Any, value: Any) -> str | None:
     return str(value)
 
 
+def _tuned(check: Callable[[Any, str, Any], list[Problem]] | None, kind: str) -> Callable[[Any, str, Any], list[Problem]]:
+    """A training kind's check, and its LoRA target modules against the model it starts from."""
+    return lambda spec, label, block: (check(spec, label, block) if check else []) + \
+        lora_problems(spec, kind, label, block)
+
+
 CHECKS: dict[str, Callable[[Any, str, Any], list[Problem]]] = {
-    "corpus": _corpus, "dataset": _dataset, "align": _align, "eval": _eval, "route": _route, "reward": _reward,
-    "rag": _rag, "synth": decisions_problems,
+    "corpus": _corpus, "dataset": _dataset, "align": _tuned(_align, "align"), "eval": _eval, "route": _route,
+    "reward": _tuned(_reward, "reward"), "rag": _rag, "synth": decisions_problems, "finetune": _tuned(None, "finetune"),
 }
 
 

@@ -167,3 +167,30 @@ def test_a_tsv_eval_set_with_a_byte_order_mark_keeps_its_first_column(tmp_path: 
     assert _plan_errors(path) == []
     spec = load_recipe(path).spec
     assert [it.id for it in load_items(tmp_path / "e.tsv", spec.eval["e"])] == ["q7"]  # not '\ufeffid' unmapped
+
+
+def _safetensors(folder: Path, names: list[str]) -> None:
+    """A model folder whose safetensors header lists ``names`` (the check reads the header only)."""
+    import struct
+
+    folder.mkdir()
+    header = json.dumps({n: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]} for n in names}).encode()
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    (folder / "config.json").write_text("{}")
+
+
+def test_lora_target_modules_the_model_lacks_are_located_at_plan(tmp_path: Path) -> None:
+    body = (DS + '\n  finetune f { from = pretrain.p  data = dataset.d  lora = { target_modules = ["query_key_value", '
+            '"q_proj"] } }')
+    path = _recipe(tmp_path, body, {"d.jsonl": [CHAT]})
+    [error] = _plan_errors(path)  # pretrain.p trains a llama architecture: its modules are known
+    assert "target_modules 'query_key_value' name no module of the model pretrain.p starts from" in error
+    path.write_text(path.read_text().replace('"query_key_value", ', ""))
+    assert _plan_errors(path) == []
+    _safetensors(tmp_path / "gpt", ["transformer.h.0.attn.c_attn.weight", "transformer.wte.weight"])
+    path.write_text(path.read_text().replace("finetune f { from = pretrain.p", 'base_model g { path = "gpt" }\n  '
+                                             "finetune f { from = base_model.g"))
+    [error] = _plan_errors(path)  # a local folder: the names in its safetensors header
+    assert "target_modules 'q_proj' name no module of the model base_model.g" in error
+    path.write_text(path.read_text().replace('"q_proj"', '"c_attn", "lm_head"'))
+    assert _plan_errors(path) == []

@@ -1,0 +1,77 @@
+"""Plan-time checks of the model a training step starts from (issue 23): a LoRA ``target_modules`` entry that names
+no module of the model fails in PEFT only once the model is loaded, after every step before it has run.
+
+The model's module names are known without loading it: an ``architecture = llama { ... }`` builds a Llama (its
+projections are fixed), and a local model folder lists its weights in the safetensors header (the first bytes of
+``model.safetensors``, or ``model.safetensors.index.json``), read here without torch. A hub model, or a folder
+with other weight files, is left to PEFT. PEFT matches a name when a module's dotted name equals it or ends with
+``.NAME``; the same rule is applied here."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any, Optional
+
+from sdk.spec.values import Problem
+
+LLAMA = ("model.embed_tokens", "lm_head", *(f"model.layers.0.{m}" for m in (
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+    "mlp.down_proj", "input_layernorm", "post_attention_layernorm")), "model.norm")
+HEADER_MAX = 100 * 2**20  # a safetensors header larger than this is not read
+
+
+def _weight_names(folder: Path) -> Optional[list[str]]:
+    index = folder / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+        single = folder / "model.safetensors"
+        if single.is_file():
+            with open(single, "rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                if size > HEADER_MAX:
+                    return None
+                return [k for k in json.loads(f.read(size)) if k != "__metadata__"]
+    except (OSError, ValueError, struct.error):
+        return None
+    return None
+
+
+def module_names(spec: Any, ref: Any) -> Optional[list[str]]:
+    """The dotted module names of the model a step starts from (following ``from`` back to its base model), or
+    None when they cannot be known without loading it."""
+    seen: set[str] = set()
+    while ref is not None and spec.has(ref) and str(ref) not in seen:
+        seen.add(str(ref))
+        block = spec.get(ref)
+        if ref.kind == "base_model":
+            if block.architecture is not None:
+                return list(LLAMA)
+            if block.path:
+                names = _weight_names(spec.resolve_path(block.path))
+                # lm_head: tied to the embeddings, it is often not saved, but the model has it
+                return sorted({n.rsplit(".", 1)[0] for n in names} | {"lm_head"}) if names else None
+            return None
+        ref = getattr(block, "from_", None)
+    return None
+
+
+def lora_problems(spec: Any, kind: str, label: str, block: Any) -> list[Problem]:
+    """``lora = { target_modules = [...] }`` entries that name no module of the model the step tunes."""
+    lora = getattr(block, "lora", None)
+    targets = getattr(lora, "target_modules", "all_linear")
+    if lora is None or targets == "all_linear":
+        return []
+    names = module_names(spec, getattr(block, "from_", None))
+    if not names:
+        return []
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if not missing:
+        return []
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names if not n.rsplit(".", 1)[-1].isdigit()})
+    return [Problem(path=(kind, label, "lora", "target_modules"),
+                    message=f"target_modules {', '.join(repr(m) for m in missing)} name no module of the model "
+                            f"{block.from_} starts from (PEFT would fail once it is loaded)",
+                    hint=f"its modules: {', '.join(leaves[:20])}; or target_modules = all_linear")]
