@@ -359,13 +359,19 @@ def test_forged_posts_are_refused(ui: tuple[Any, Path], headers: dict[str, str])
 
 # ---------------------------------------------------------------------------------------------- model folders
 
-def test_a_config_declaring_a_million_layers_is_refused_before_any_memory_is_taken(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests._tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
+
+
+def test_a_config_declaring_a_million_layers_is_refused_before_any_memory_is_taken(tmp_path: Path,
+                                                                                    tiny: Path) -> None:
     import shutil
 
     from sdk.backends.models import ModelHandle, load, sized_to_its_weights
-    from tests._tiny import make_tiny_model
 
-    tiny = make_tiny_model(tmp_path / "tiny")
     sized_to_its_weights(str(tiny))  # a real folder passes
     bomb = tmp_path / "bomb"
     shutil.copytree(tiny, bomb)
@@ -379,3 +385,26 @@ def test_an_edited_report_html_runs_no_script_in_the_ui(ui: tuple[Any, Path]) ->
     client, _ = ui
     csp = client.get("/reports/expert/html").headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src" not in csp, csp
+
+
+def test_a_tokenizer_json_nested_thousands_deep_is_named_not_an_internal_error(tmp_path: Path, tiny: Path) -> None:
+    import shutil
+
+    from sdk.backends.models import ModelHandle, load
+
+    shutil.copytree(tiny, tmp_path / "tok")
+    (tmp_path / "tok" / "tokenizer.json").write_text('{"version": "1.0", "x": ' + DEEP + "}")
+    with pytest.raises(DslError, match=r"the tokenizer in .*tok cannot be loaded \(RecursionError"):
+        load(ModelHandle(model=str(tmp_path / "tok")))
+
+
+@pytest.mark.parametrize("rel", ["~/secret.jsonl", "C:\\Windows\\win.ini", "\\\\server\\share\\x.jsonl",
+                                 "~root/.ssh/id_rsa"])
+def test_home_drive_and_unc_paths_are_plain_names_inside_the_recipe_folder(tmp_path: Path, rel: str) -> None:
+    from sdk.spec.paths import confine
+
+    class Spec:
+        base_dir, roots = tmp_path, []
+
+    target, problem = confine(Spec, rel)
+    assert problem is None and target is not None and target.is_relative_to(tmp_path), (rel, target)

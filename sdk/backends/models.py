@@ -136,7 +136,15 @@ def load(h: ModelHandle, *, quantize_4bit: bool = False, merge: bool = False, dt
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
         )
-    tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(h.tokenizer_path)
+    except (RecursionError, ValueError) as e:  # a tokenizer.json nested thousands deep, or damaged
+        raise DslError(f"the tokenizer in {h.tokenizer_path} cannot be loaded ({type(e).__name__}: "
+                       f"{str(e)[:200]})") from None
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception for a bad tokenizer.json
+        if type(e) is not Exception:
+            raise
+        raise DslError(f"the tokenizer in {h.tokenizer_path} cannot be loaded ({str(e)[:200]})") from None
     model = AutoModelForCausalLM.from_pretrained(h.model, **kwargs)
     if h.adapter:
         from peft import PeftModel
