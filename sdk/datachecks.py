@@ -301,15 +301,18 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
         files = corpus_files(spec, block)
     except DslError:
         return []  # the spec's own glob checks say so
-    budget = check_bytes()
+    budget, longest, unread = check_bytes(), 0, False
     for path in files:
         if budget <= 0:
+            unread = True
             break
         try:
             fmt = format_of(path, block)
         except DataError:
+            unread = True
             continue  # the backend's check names a file of unknown format
         if fmt not in ("jsonl", "text", "markdown"):
+            unread = True
             continue
         shown, whole = rel(path, spec.base_dir), True
         try:
@@ -318,10 +321,16 @@ def _corpus(spec: Any, label: str, block: Any) -> list[Problem]:
             budget -= len(data)
             text = decode_text(data, shown)
             if fmt == "jsonl":
-                jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown, block.text_field)
+                text = " ".join(t for t, _ in jsonl_rows(parse_jsonl(text.split("\n"), shown, objects=False), shown,
+                                                         block.text_field))
+            longest = max(longest, len(text.strip()))
         except DataError as e:
             if not _file_level(e, whole):
                 return [_problem(("corpus", label, "paths"), e, path)]
+    if files and not longest and not unread:  # nothing to chunk: every step after it would train or index nothing
+        shown = rel(files[0], spec.base_dir) + (f" and the {len(files) - 1} other files" if len(files) > 1 else "")
+        return [Problem(path=("corpus", label, "paths"), message=f"{shown} of corpus.{label}: no text (every file "
+                        "is empty or blank), so there is nothing to chunk")]
     return []
 
 

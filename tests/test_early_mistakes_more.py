@@ -58,6 +58,8 @@ VALIDATE = {
                                                '"Q: {{ questoin }}" }', E, "never uses question: every question would "
                                                "be asked as the same text (its variables are question; 'questoin' is "
                                                "none of them)"),
+    "text_field_without_jsonl": ('corpus k { paths = ["notes.txt"]  text_field = "body" }', {},
+                                 "text_field applies to JSONL files, and no file of corpus.k is JSONL"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }
@@ -147,6 +149,8 @@ ITEMS = {
     "tags_a_string": (EV, {"e.jsonl": [ITEM, {**ITEM, "id": "2", "tags": "train"}]}, "e.jsonl:2: 'tags' must be a list"),
     "choices_a_string": (EV, {"e.jsonl": [{**ITEM, "choices": "ends it, starts it"}]},
                          "e.jsonl:1: 'choices' must be a list of choices"),
+    "corpus_of_empty_files": ('corpus k { paths = ["k/*.txt"] }', {"k/a.txt": "", "k/b.txt": "\n  \n"},
+                              "k/a.txt and the 1 other files of corpus.k: no text (every file is empty or blank)"),
     "tsv_with_commas": ('eval e { data = "e.tsv"  systems = [pretrain.p] }', {"e.tsv": "id,question,answer\n1,q,a\n"},
                         "e.tsv:1: the header 'id,question,answer' has no tab"),
 }
@@ -155,6 +159,7 @@ ITEMS = {
 @pytest.mark.parametrize("case", sorted(ITEMS))
 def test_eval_items_of_the_wrong_shape_are_located_at_plan(tmp_path: Path, case: str) -> None:
     body, files, expected = ITEMS[case]
+    (tmp_path / "k").mkdir()
     errors = _plan_errors(_recipe(tmp_path, body, files))
     assert len(errors) == 1 and expected in errors[0], errors
 

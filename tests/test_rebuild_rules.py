@@ -38,7 +38,7 @@ def test_an_eval_attribute_reruns_the_eval_only(tmp_path: Path) -> None:
 def test_a_verdict_that_flips_reruns_serving(tmp_path: Path) -> None:
     path = write_small(tmp_path)
     _apply(path)
-    path.write_text(SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > 1"))
+    path.write_text(SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > rag.docs.f1"))
     result = _apply(path)
     assert set(result.ran) == {"eval.expert", "serve.default"} and result.gate_failures
 
@@ -82,7 +82,7 @@ def test_what_is_used_is_what_was_applied_and_the_drift_is_said(tmp_path: Path) 
 
 
 def test_status_shows_each_systems_promotion_and_the_eval_that_decided(tmp_path: Path) -> None:
-    path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > 1"))
+    path = write_small(tmp_path, SMALL.replace("gate = rag.docs.f1 >= 0", "gate = rag.docs.f1 > rag.docs.f1"))
     _apply(path)
     r = run_dsl("status", str(path))
     assert "withheld: gate of eval.expert failed" in r.stdout and "promoted: applied; no gate names it" in r.stdout

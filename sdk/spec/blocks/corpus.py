@@ -14,7 +14,7 @@ from sdk.spec.values import Block, Count, Fraction, Problem
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
-    out = []
+    out, jsonl = [], []
     for i, pattern in enumerate(block.paths):
         problem = path_problem(spec, pattern, glob=True) if check_files else expand(spec, pattern)[1] \
             if pattern.startswith("/") or ".." in pattern else None
@@ -22,10 +22,14 @@ def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem
             out.append(Problem(path=("corpus", label, "paths", i), message=problem))
         elif check_files:
             big = _oversized(spec, pattern, block.max_file_mb)
+            jsonl.append(block.format == "jsonl" or any(f.suffix.lower() == ".jsonl" for f in expand(spec, pattern)[0]))
             if big:
                 out.append(Problem(path=("corpus", label, "paths", i), message=big,
                                    hint=f"raise max_file_mb in the corpus block (now {block.max_file_mb}); chunking "
                                         "takes about 6 times a file's size in memory"))
+    if "text_field" in block.model_fields_set and block.text_field != "text" and jsonl and not any(jsonl) and not out:
+        out.append(Problem(path=("corpus", label, "text_field"), message=f"text_field applies to JSONL files, and no "
+                           f"file of corpus.{label} is JSONL (format = {block.format}): drop text_field"))
     return out
 
 
