@@ -60,6 +60,9 @@ VALIDATE = {
                                                "none of them)"),
     "text_field_without_jsonl": ('corpus k { paths = ["notes.txt"]  text_field = "body" }', {},
                                  "text_field applies to JSONL files, and no file of corpus.k is JSONL"),
+    "synth_prompt_with_a_misspelled_chunk": ('synth s { task = qa  corpus = corpus.c  teacher = pretrain.p  prompt = '
+                                             '"Ask about {{ chunkk }}" }', {}, "never uses chunk: the teacher would "
+                                             "never see the passage its row is grounded in"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }

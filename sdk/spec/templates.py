@@ -162,9 +162,11 @@ def template_problems(spec: Any, kind: str, label: str, block: Any, check_files:
 
 # The variables a prompt must use, or what it asks is the same for every question (or never shows the passages)
 NEEDED = {("rag", "prompt"): ("documents", "question"), ("reward", "prompt"): ("documents", "question"),
-          ("eval", "prompt"): ("question",)}
+          ("eval", "prompt"): ("question",), ("synth", "prompt"): ("chunk",),
+          ("synth", "answer_prompt"): ("question", "chunk")}
 NEEDED_WHY = {"question": "every question would be asked as the same text",
-              "documents": "the model would never see the passages retrieved for it"}
+              "documents": "the model would never see the passages retrieved for it",
+              "chunk": "the teacher would never see the passage its row is grounded in"}
 
 
 def unused(template: str, names: tuple[str, ...]) -> tuple[list[str], list[str]]:
