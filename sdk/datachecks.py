@@ -209,16 +209,22 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
             bad = next(it for it in items if not it.choices)
             out.append(Problem(path=at, message=f"{block.data}:{bad.line}: item {bad.id} has no choices but the task "
                                                 "is multiple_choice"))
-        if whole and block.gate is not None and not any(it.sources for it in items):
-            from sdk.expr import metrics
-            from sdk.spec.blocks.eval import RETRIEVAL_METRICS
+        from sdk.expr import metrics
+        from sdk.spec.blocks.eval import RETRIEVAL_METRICS
 
+        if whole and block.gate is not None and not any(it.sources for it in items):
             for m in (m for m in metrics(block.gate) if m.metric in RETRIEVAL_METRICS):
                 out.append(Problem(path=("eval", label, "gate"), focus=str(m),
                                    message=f"no item of {block.data} names its gold sources, so {m} is never measured",
                                    hint="give items \"sources\": [\"doc.md\"] (or map a column with fields = "
                                         "{ sources = \"...\" }), or gate on an answer metric"))
                 break
+        gated = {m.metric for m in metrics(block.gate)} if block.gate is not None else set()
+        unmeasured = [m for m in block.metrics if m in RETRIEVAL_METRICS and m not in gated]
+        if whole and unmeasured and not any(it.sources for it in items):
+            out.append(Problem(path=("eval", label, "metrics"), severity="warning", message=f"no item of {block.data} "
+                               f"names its gold sources, so {', '.join(unmeasured)} {'are' if unmeasured[1:] else 'is'} never "
+                               "measured"))
         labels = sorted({it.label for it in items if it.label is not None})
         if task == "classification" and whole and len(labels) < 2:
             out.append(Problem(path=at, message=f"{block.data}: classification needs at least two labels; found "
@@ -267,7 +273,7 @@ def _reward(spec: Any, label: str, block: Any) -> list[Problem]:
         path, at = _source(spec, block.prompts), ("reward", label, "prompts")
     if path is None:
         return []
-    shown = _rel(path, Path.cwd())  # as the reward backend names it
+    shown = _rel(path, Path.cwd())  # as the reward backend names it (its own plan check reads the rows too)
     whole = True
     try:
         with bounded(path) as (source, whole):

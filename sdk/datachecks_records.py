@@ -82,6 +82,10 @@ def route_problems(spec: Any, label: str, block: Any, examples: list[tuple[str, 
             rows += [(it.question, "domain") for it in load_items(spec.resolve_path(data), ev, data)]
         except DataError:
             return []  # the eval's own check names the bad row
+    if not rows:  # an empty file (and no eval set): say so, not "found only none"
+        at = ("route", label, "examples") if block.examples else ("route", label, "eval_sets")
+        return [Problem(path=at, message=f"{block.examples or 'the eval sets'}: no examples",
+                        hint="a row is {\"text\": \"...\", \"target\": \"domain\"} (or general, or a name of targets)")]
     problem = example_problem(rows, block)
     if problem is None:
         return []

@@ -202,3 +202,14 @@ def test_lora_target_modules_the_model_lacks_are_located_at_plan(tmp_path: Path)
     assert "target_modules 'q_proj' name no module of the model base_model.g" in error
     path.write_text(path.read_text().replace('"q_proj"', '"c_attn", "lm_head"'))
     assert _plan_errors(path) == []
+
+
+def test_an_empty_route_file_and_unmeasurable_retrieval_metrics(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, 'rag r { corpus = corpus.c  retriever = bm25 }\n  route { examples = "x.jsonl"  domain = '
+                             'rag.r }', {"x.jsonl": ""})
+    assert _plan_errors(path) == ["6: x.jsonl: no examples"]  # not "found only none"
+    path = _recipe(tmp_path, 'rag r { corpus = corpus.c  retriever = bm25 }\n  eval e { data = "e.jsonl"  systems = '
+                             '[rag.r]  metrics = [recall_at_k, mrr] }', E)
+    errors, warnings = _plan_diagnostics(path)  # no gate on them: a warning, and the plan goes on
+    assert errors == [] and [w.message for w in warnings] == [
+        "no item of e.jsonl names its gold sources, so recall_at_k, mrr are never measured"]
