@@ -408,3 +408,23 @@ def test_home_drive_and_unc_paths_are_plain_names_inside_the_recipe_folder(tmp_p
 
     target, problem = confine(Spec, rel)
     assert problem is None and target is not None and target.is_relative_to(tmp_path), (rel, target)
+
+
+def test_a_model_folder_of_pickled_weights_is_refused_and_runs_nothing(tmp_path: Path, tiny: Path) -> None:
+    import shutil
+
+    import torch
+
+    from sdk.backends.models import ModelHandle, load
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    shutil.copytree(tiny, tmp_path / "pkl")
+    (tmp_path / "pkl" / "model.safetensors").unlink()
+    torch.save({"w": Evil()}, tmp_path / "pkl" / "pytorch_model.bin")
+    with pytest.raises(DslError, match=r"pkl holds its weights only as pickles \(pytorch_model\.bin\): dsl never "
+                                       r"loads a pickle"):
+        load(ModelHandle(model=str(tmp_path / "pkl")))
+    assert not (tmp_path / "PWNED").exists()

@@ -92,13 +92,17 @@ def quiet_library_deprecations() -> None:
 def sized_to_its_weights(model: str) -> None:
     """Refuse (a DslError naming the folder) a local model folder whose config.json declares a model far larger
     than its weight files hold (``num_hidden_layers = 1000000`` beside a small checkpoint): transformers would
-    initialise every missing layer and take all the memory there is. A hub id, or a folder without weights, passes."""
+    initialise every missing layer and take all the memory there is; and one whose weights are pickles only
+    (``pytorch_model.bin``, ``.pt``), which are never loaded. A hub id, or a folder without weights, passes."""
     import json
     from pathlib import Path
 
     folder = Path(model)
-    weights = [f for f in folder.glob("*") if f.suffix in (".safetensors", ".bin", ".pt", ".pth")] \
-        if folder.is_dir() else []
+    weights = [f for f in folder.glob("*") if f.suffix == ".safetensors" or (  # not training_args.bin, optimizer.pt
+        f.suffix in (".bin", ".pt", ".pth") and f.name.startswith(("pytorch_model", "model")))] if folder.is_dir() else []
+    if weights and not any(f.suffix == ".safetensors" for f in weights):
+        raise DslError(f"{folder} holds its weights only as pickles ({', '.join(sorted(f.name for f in weights))}): "
+                       "dsl never loads a pickle (it can run code); convert them to safetensors")
     if not weights or not (folder / "config.json").is_file():
         return
     try:
