@@ -90,6 +90,9 @@ def refuse_links(workdir: Path) -> None:
                 if p.is_symlink():
                     raise DslError(f"{p} is a symbolic link (to {os.readlink(p)}); dsl never writes or reads "
                                    f"through a link in a workdir: remove the link (rm {p}) and run again")
+                if entry in files and not p.is_file():  # a FIFO would block its reader forever, a device never end
+                    raise DslError(f"{p} is not a regular file (a FIFO, device or socket); dsl never reads or writes "
+                                   f"one in a workdir: remove it (rm {p}) and run again")
 
 
 def no_link_below(root: Path, path: Path) -> Path:
