@@ -433,3 +433,13 @@ def test_a_model_folder_of_pickled_weights_is_refused_and_runs_nothing(tmp_path:
                                        r"loads a pickle"):
         load(ModelHandle(model=str(tmp_path / "pkl")))
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("path", ["/static/..%2Fapp.py", "/static/../app.py", "/static/%2e%2e/%2e%2e/pyproject.toml",
+                                  "/reports/..%2F..%2Fstate/items/..%2F..%2Fpasswd", "/reports/..%2Fx/html",
+                                  "/plan/..%2F..%2Fetc%2Fpasswd", "/runs/..%2F..%2Fstate.json"])
+def test_path_tricks_in_ui_ids_read_nothing_outside(ui: tuple[Any, Path], path: str) -> None:
+    client, _ = ui
+    r = client.get(path)
+    assert r.status_code in (404, 422), (path, r.status_code)
+    assert "import" not in r.text and "[project]" not in r.text and "root:" not in r.text
