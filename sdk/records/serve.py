@@ -63,7 +63,7 @@ def serve_config(config: Union[ServeConfig, dict[str, Any]], path: Optional[Path
 
 def save_serve(config: ServeConfig, folder: Path) -> Path:
     path = Path(folder) / SERVE_JSON
-    save_record(config, path, atomic=False)
+    save_record(config, path)  # atomic: a planted link or hard link at serve.json is replaced, never written through
     return path
 
 
