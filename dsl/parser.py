@@ -71,9 +71,12 @@ def _lenient_problems(data: dict[str, Any], base_dir: Path, check_files: bool) -
             for label, raw in (data.get(kind) or {}).items():
                 try:
                     group[label] = cls.model_validate(raw)
-                except ValidationError:
+                except ValidationError as e:
                     fields = {aliases.get(k, k): v for k, v in raw.items()} if isinstance(raw, dict) else {}
-                    known = {k: v for k, v in fields.items() if k in cls.model_fields}
+                    # a value of the wrong type is left out (its field error says so): `paths = "a.md"` taken as
+                    # written would be checked as the globs 'a', '.', 'm', 'd'
+                    bad = {aliases.get(err["loc"][0], err["loc"][0]) for err in e.errors() if err["loc"]}
+                    known = {k: v for k, v in fields.items() if k in cls.model_fields and k not in bad}
                     group[label] = cls.model_construct(**known)
             groups[kind] = group
         spec = S.Spec.model_construct(name=data.get("name", "x"), **groups)

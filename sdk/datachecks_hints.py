@@ -19,6 +19,18 @@ BOM = "the file starts with a byte order mark (U+FEFF): save it as UTF-8 without
 ARRAY = "this looks like a JSON array: JSONL is one JSON object per line, { ... } on each line"
 TABLE = "this looks like CSV or TSV: JSONL is one JSON object per line, { ... } on each line"
 JSONL_IN_JSON = "the file holds one JSON value per line (JSONL): name it .jsonl, or set format = jsonl"
+BINARY = {b"\x1f\x8b": "gzip-compressed: unpack it (gunzip)", b"PK\x03\x04": "a zip archive: unpack it",
+          b"PAR1": "Parquet: write it out as JSONL (e.g. pandas.read_parquet(...).to_json(lines=True, "
+                   "orient='records'))"}
+
+
+def binary_hint(head: bytes) -> Optional[str]:
+    """What a binary file is, when its first bytes say so."""
+    for magic, what in BINARY.items():
+        if head.startswith(magic):
+            return f"the file is {what}"
+    return "the file is binary, not text" if b"\x00" in head[:512] and not head.startswith((b"\xff\xfe", b"\xfe\xff")) \
+        else None
 
 
 def _line(path: Path, number: int) -> Optional[str]:
@@ -49,6 +61,9 @@ def data_hint(path: Optional[Path], e: DataError) -> Optional[str]:
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD)
+        binary = binary_hint(head)
+        if binary and ("not UTF-8" in message or "malformed JSON" in message):
+            return binary
         if "not UTF-8" in message:
             return UTF16 if head.startswith((b"\xff\xfe", b"\xfe\xff")) else LATIN
         if "UTF-8 BOM" in message or (e.line == 1 and head.startswith(b"\xef\xbb\xbf") and "question" in message):

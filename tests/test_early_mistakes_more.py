@@ -22,6 +22,7 @@ from tests.test_plan_checks import CHAT, ITEM, PAIR, _plan_errors, _recipe
 RAG = "rag r { corpus = corpus.c  retriever = bm25  generator = pretrain.p }"
 ROUTE = {"x.jsonl": [{"text": f"q{i}", "target": "domain" if i % 2 else "general"} for i in range(8)]}
 E = {"e.jsonl": [ITEM]}
+DS = 'dataset d { path = "d.jsonl" }'
 
 # (block, files, part of the message): each refused by `dsl validate`, located in the recipe
 VALIDATE = {
@@ -63,6 +64,11 @@ VALIDATE = {
     "synth_prompt_with_a_misspelled_chunk": ('synth s { task = qa  corpus = corpus.c  teacher = pretrain.p  prompt = '
                                              '"Ask about {{ chunkk }}" }', {}, "never uses chunk: the teacher would "
                                              "never see the passage its row is grounded in"),
+    "template_file_not_utf8": (DS + '\n  finetune f { from = pretrain.p  data = dataset.d  chat_template = file('
+                               '"t.j2") }', {"d.jsonl": [CHAT], "t.j2": "caf\xe9 {{ messages }}".encode("latin-1")},
+                               "file('t.j2') is not UTF-8 text (invalid continuation byte at byte 3): save it as UTF-8"),
+    "dataset_path_a_glob": ('dataset d { path = "data/*.jsonl" }', {},
+                            "'data/*.jsonl' is a glob, and this attribute names one file"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }
@@ -103,7 +109,6 @@ def _jsonl(rows: list[Any]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-DS = 'dataset d { path = "d.jsonl" }'
 # (block, files, part of the message, part of the hint): data in another encoding or format, located at plan
 HINTED = {
     "utf16": (DS, {"d.jsonl": _jsonl([CHAT]).encode("utf-16")}, "d.jsonl: not UTF-8 text", "the file is UTF-16"),
@@ -116,6 +121,8 @@ HINTED = {
                    "p.jsonl:1: malformed JSON", "this looks like a JSON array"),
     "csv": ('dataset d { path = "d.csv"  format = instruction }', {"d.csv": "instruction,output\nq,a\n"},
             "d.csv:1: malformed JSON", "this looks like CSV or TSV"),
+    "gzip": (DS, {"d.jsonl": __import__("gzip").compress(b"{}\n")}, "d.jsonl: not UTF-8 text", "gzip-compressed"),
+    "parquet": (DS, {"d.jsonl": b"PAR1\x00\x01"}, "d.jsonl:1: malformed JSON", "the file is Parquet"),
     "jsonl_named_json": ('eval e { data = "e.json"  systems = [pretrain.p] }',
                          {"e.json": _jsonl([ITEM, {**ITEM, "id": "2"}])}, "e.json:2: malformed JSON: Extra data",
                          "name it .jsonl, or set format = jsonl"),
@@ -213,3 +220,9 @@ def test_an_empty_route_file_and_unmeasurable_retrieval_metrics(tmp_path: Path) 
     errors, warnings = _plan_diagnostics(path)  # no gate on them: a warning, and the plan goes on
     assert errors == [] and [w.message for w in warnings] == [
         "no item of e.jsonl names its gold sources, so recall_at_k, mrr are never measured"]
+
+
+def test_a_value_of_the_wrong_type_is_one_error_not_one_per_character(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as e:
+        load_recipe(_recipe(tmp_path, 'corpus k { paths = "notes.txt" }', {}))
+    assert [d.message for d in e.value.diagnostics] == ["corpus.k.paths: expected a list [ ... ], got a string"]

@@ -14,7 +14,7 @@ from tests._specs import write_small
 
 def test_values_of_every_kind(tmp_path: Path) -> None:
     (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "q.j2").write_text("{{ question }}")
+    (tmp_path / "prompts" / "q.j2").write_text("{{ documents }} {{ question }}")
     text = r'''
 domain t {
   description = "tab\tand \"quote\" \u00e9"
@@ -26,7 +26,7 @@ second line""" }
   rag r { corpus = corpus.c  generator = endpoint { url = "http://x/v1", model = "m", api_key = env("KEY") }
           prompt = file("prompts/q.j2") }
   eval e { data = "r.dsl"  systems = [pretrain.p, rag.r]  metrics = [exact_match, f1]
-           gate = rag.r.f1 >= pretrain.p.f1 + 0.1 * 2 and not (rag.r.exact_match.ci_low < -1 + 1) }
+           gate = rag.r.f1 >= pretrain.p.f1 + 0.1 * 2 and not (rag.r.exact_match.ci_low < -1 + 1.5) }
 }
 '''
     (tmp_path / "r.dsl").write_text(text)
@@ -42,8 +42,8 @@ second line""" }
     assert isinstance(gen, S.Endpoint) and gen.api_key == S.SecretRef("KEY")
     assert spec.rag["r"].prompt == S.FileRef("prompts/q.j2")
     gate = spec.eval["e"].gate
-    assert E.to_text(gate) == "rag.r.f1 >= pretrain.p.f1 + 0.1 * 2 and not rag.r.exact_match.ci_low < -1 + 1"
-    values = {"rag.r.f1": 0.5, "pretrain.p.f1": 0.2, "rag.r.exact_match.ci_low": 0.0}
+    assert E.to_text(gate) == "rag.r.f1 >= pretrain.p.f1 + 0.1 * 2 and not rag.r.exact_match.ci_low < -1 + 1.5"
+    values = {"rag.r.f1": 0.5, "pretrain.p.f1": 0.2, "rag.r.exact_match.ci_low": 0.6}
     assert E.evaluate(gate, lambda m: values[str(m)]) is True
 
 

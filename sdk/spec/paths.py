@@ -130,6 +130,8 @@ def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool =
     if problem:
         return problem
     assert target is not None
+    if _glob.has_magic(rel) and not target.exists():  # `path = "data/*.jsonl"`: one file is read here
+        return f"{rel!r} is a glob, and this attribute names one file (only corpus paths take globs)"
     if must_be_dir:
         if not target.exists():
             return f"{rel!r} does not exist (paths are relative to the recipe's folder)"

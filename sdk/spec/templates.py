@@ -145,7 +145,11 @@ def template_problems(spec: Any, kind: str, label: str, block: Any, check_files:
                 continue  # top level: reported by the file checks
             try:
                 text, shown = path.read_text(encoding="utf-8"), f" (in {value.path})"
-            except (OSError, UnicodeDecodeError):
+            except UnicodeDecodeError as e:  # read as UTF-8 wherever it is used: a traceback at plan or apply
+                out.append(((kind, label, *attr.split(".")), f"file({value.path!r}) is not UTF-8 text ({e.reason} at "
+                            f"byte {e.start}): save it as UTF-8"))
+                continue
+            except OSError:
                 continue
         why = problem(text) if text else None
         if why:
