@@ -19,6 +19,7 @@ import math
 import os
 import re
 import secrets
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -225,8 +226,8 @@ def _parse(lines: list[bytes]) -> list[dict[str, Any]]:
     for raw in lines:
         try:
             ev = json.loads(raw)
-        except ValueError:
-            continue  # a torn or foreign line is skipped, never fatal
+        except (ValueError, RecursionError):
+            continue  # a torn, foreign or hostile (nested thousands deep) line is skipped, never fatal
         if isinstance(ev, dict) and ev.get("event") in EVENTS and isinstance(ev.get("data", {}), dict):
             out.append(ev)
     return out
@@ -236,7 +237,12 @@ def _open(path: Path) -> int:
     if path.parent.is_symlink():
         raise UnknownRun(f"{path.parent} is a symbolic link")
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the reader
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnknownRun(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return fd
     except FileNotFoundError:
         raise UnknownRun(f"no run {path.stem} in {path.parent.parent}") from None
     except OSError as e:

@@ -443,3 +443,16 @@ def test_path_tricks_in_ui_ids_read_nothing_outside(ui: tuple[Any, Path], path: 
     r = client.get(path)
     assert r.status_code in (404, 422), (path, r.status_code)
     assert "import" not in r.text and "[project]" not in r.text and "root:" not in r.text
+
+
+def test_a_hostile_run_log_neither_blocks_nor_breaks_the_runs_listing(tmp_path: Path) -> None:
+    from sdk import events as EV
+
+    good, fifo, deep = (EV.new_run_id(time.time() - n) for n in (30, 20, 10))
+    EV.append_event(EV.log_path(tmp_path, good), good, "run_started", data={"recipe": "r.dsl", "domain": "d"})
+    os.mkfifo(EV.log_path(tmp_path, fifo))  # the runs page and dsl status read every log
+    EV.log_path(tmp_path, deep).write_text(DEEP + "\n")
+    runs = finishes(lambda: EV.list_runs(tmp_path))
+    assert [r["run_id"] for r in runs] == [good], runs
+    err = finishes(lambda: EV.read_events(tmp_path, fifo))
+    assert isinstance(err, EV.UnknownRun) and "not a regular file" in str(err), err
