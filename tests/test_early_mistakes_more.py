@@ -69,6 +69,9 @@ VALIDATE = {
                                "file('t.j2') is not UTF-8 text (invalid continuation byte at byte 3): save it as UTF-8"),
     "dataset_path_a_glob": ('dataset d { path = "data/*.jsonl" }', {},
                             "'data/*.jsonl' is a glob, and this attribute names one file"),
+    "hub_id_a_url": ('base_model m { id = "https://huggingface.co/Qwen/Qwen2.5-0.5B" }', {},
+                     "is not a hub model id (org/name: letters, digits, '-', '_' and '.'); write 'Qwen/Qwen2.5-0.5B'"),
+    "hub_id_with_spaces": ('base_model m { id = "meta llama/Llama 3" }', {}, "'meta llama/Llama 3' is not a hub model id"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }

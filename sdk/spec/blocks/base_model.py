@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sdk.spec.kinds import declare, source_facets
 from sdk.spec.objects import Llama
 from sdk.spec.paths import named_files, path_problem
 from sdk.spec.values import Block, Problem, TextOrFile
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def _check(spec: Any, label: str, block: Any, check_files: bool) -> list[Problem]:
@@ -36,6 +40,17 @@ class BaseModelBlock(Block):
     chat_template: Optional[TextOrFile] = Field(default=None, description="Jinja chat template overriding the tokenizer's")
     trust_remote_code: bool = Field(default=False, description="Allow model code from the hub (off by default)")
     backend: Optional[str] = Field(default=None, description="Backend name from the registry (default: hf)")
+
+    @field_validator("id")
+    @classmethod
+    def _hub_id(cls, v: Optional[str]) -> Optional[str]:
+        """A hub repository id as the hub spells one (``org/name``), checked before any download is tried."""
+        if v is None or HUB_ID.match(v) and "--" not in v and ".." not in v and len(v) <= 96:
+            return v
+        name = v.split("huggingface.co/", 1)[-1].split("/tree/", 1)[0].strip("/") if "://" in v else None
+        raise PydanticCustomError("hub_id", "{value} is not a hub model id (org/name: letters, digits, '-', '_' and "
+                                  "'.'){more}", {"value": repr(v)[:80], "more": f"; write {name!r}"
+                                  if name and HUB_ID.match(name) else "; a local folder is path = \"...\""})
 
     @model_validator(mode="after")
     def _one_source(self) -> "BaseModelBlock":
