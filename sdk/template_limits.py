@@ -32,7 +32,8 @@ def _replaced(text: str, old: Any, new: Any, count: Any = -1) -> Optional[str]:
 
 
 def _joined(items: Iterable[Any], sep: Any) -> Optional[str]:
-    items = list(items) if not isinstance(items, (list, tuple)) else items
+    if not isinstance(items, (list, tuple)):  # a generator is not consumed here; its result is checked after
+        return None
     size = sum(len(x) for x in items if isinstance(x, str)) + len(items) * (len(sep) if isinstance(sep, str) else 0)
     return None if size <= MAX_VALUE else f"a join building {size:,} characters, over {MAX_VALUE:,}"
 

@@ -146,6 +146,7 @@ def test_ordinary_templates_still_build_what_they_ask() -> None:
                  "{{ q.ljust(8) }}| {{ (q + q)|length }} {{ ('ab' * 3)|indent(2) }}", "t",
                  docs=[{"content": "SIP one"}, {"content": "two"}], q="why")
     assert out == "S.I.P. one\ntwo ~ why? why     | 6 ababab"
+    assert render("{{ ', '.join(xs|map('upper')) }}", "t", xs=["a", "b"]) == "A, B"  # a generator joined whole
 
 
 # ------------------------------------------------------------------------------------- names no file can have
