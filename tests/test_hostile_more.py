@@ -91,8 +91,8 @@ def test_fifos_planted_in_a_workdir_are_refused_never_waited_on(tmp_path: Path) 
     assert isinstance(err, DslError) and "not a regular file" in str(err), err
     err = finishes(lambda: WorkdirLock(wd).__enter__())
     assert isinstance(err, DslError) and "not a regular file" in str(err), err
-    assert finishes(lambda: read_manifest(wd / "artifacts" / "step")) == (None, "manifest.json is not a regular "
-                                                                                "file (a FIFO, device or folder)")
+    why = "manifest.json is not a regular file (a FIFO, device or folder)"
+    assert finishes(lambda: read_manifest(wd / "artifacts" / "step")) == (None, why)
     os.unlink(wd / ".lock")
     (wd / "runs").mkdir()
     os.mkfifo(wd / "runs" / "events.jsonl")  # anywhere the project writes its logs, journals and caches
