@@ -33,10 +33,12 @@ class Server:
     def __init__(self) -> None:
         self.teacher = Teacher()
         self.judged: list[str] = []
+        self.answered: list[str] = []  # the questions the system under eval was asked
 
     def __call__(self, body: dict[str, Any], request: Any) -> Any:
         prompt = body["messages"][-1]["content"]
         if body["model"] == "sys":
+            self.answered.append(prompt)
             m = re.search(r"What is true of (.+?)\?", prompt)
             return chat_completion((m.group(1) + ".") if m else "no idea", model="sys")
         if body["model"] == "judge":
@@ -100,12 +102,18 @@ def test_an_eval_scores_the_candidates_experts_accepted(tmp_path: Path) -> None:
         assert sorted(d["eval_item"] for d in drops if d["reason"] == "contamination") == sorted(
             [f"eval.ops:{a}", f"eval.ops:{e}"])  # training rows never teach an accepted eval item
 
+        assert len(server.answered) == 2
         decide(tmp_path, (p, "accept", None))  # one more accepted: the eval (and the training rows) re-run
         plan = {s.id: s.action.value for s in sdk.plan(load(path)).steps}
         assert plan["synth.cands"] == "replace" and plan["corpus.notes"] == "noop"
         again = sdk.apply(load(path))
         assert again.ok and {"synth.cands", "eval.ops", "synth.qa"} <= set(again.ran)
         assert steps(tmp_path)["eval.ops"]["metrics"]["n_items"] == 3
+        assert len(server.answered) == 3  # only the newly accepted item was asked: the two others' answers reused
+        preds = {x["id"]: x for x in lines(art(tmp_path, "eval.ops") / "predictions.jsonl")}
+        assert preds[e]["gold"] == "Edited by ana." and preds[e]["scores"]["exact_match"] == 0.0
+        decide(tmp_path, (e, "edit", {"question": f"What is true of {cands[1]['answer'].rstrip('.')}?"}))
+        assert sdk.apply(load(path)).ok and len(server.answered) == 4  # an edited item is asked again, alone
         # what a route's eval_sets and a rag's adapt pairs read of this eval: the accepted items, not a file synth.cands
         _, items, shown = applied_eval_items(open_workspace(path).artifact("eval.ops"), tmp_path)
         assert sorted(it.id for it in items) == sorted([a, e, p]) and shown == "synth.cands/rows.jsonl"

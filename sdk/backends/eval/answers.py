@@ -231,10 +231,12 @@ def load_partial(folder: Path, sid: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None) -> dict[str, Any]:
-    """Append one answer to the system's checkpoint file (one JSON line, flushed on close) and return its row."""
+def save_partial(folder: Path, sid: str, item_id: str, ans: Answer, judged: float | None = None,
+                 item: str | None = None) -> dict[str, Any]:
+    """Append one answer to the system's checkpoint file (one JSON line, flushed on close) and return its row;
+    ``item`` is the item's digest (sdk.backends.eval.cache.item_key), by which a later run reuses the answer."""
     folder.mkdir(parents=True, exist_ok=True)
-    row = {"id": item_id, "prediction": ans.prediction, "sources": ans.sources, "retrieved": ans.retrieved,
+    row = {"id": item_id, "item": item, "prediction": ans.prediction, "sources": ans.sources, "retrieved": ans.retrieved,
            "nll": list(ans.nll) if ans.nll else None, "judge": judged, "evidence": ans.evidence}
     if ans.routing is not None:
         row["routing"] = ans.routing

@@ -178,11 +178,11 @@ class EvalBackend(Backend):
         the others are asked in chunks of ``batch_size`` (one by one for systems that answer one question at a
         time) and each is saved as soon as its chunk is answered, so a kill loses at most one chunk."""
         sid = system_id(system)
-        reused = eval_cache.restore(ctx, sid, partial_path(ctx.checkpoint_dir, sid))  # e.g. only grades changed
+        reused = eval_cache.restore(ctx, sid, partial_path(ctx.checkpoint_dir, sid), items)  # unchanged items
         done = load_partial(ctx.checkpoint_dir, sid)
         if done and reused:
-            ctx.log(f"{ctx.step_id}: {sid}: reusing {len(done)} answers of the last run (only grades, the gate or "
-                    "the statistics changed)")
+            ctx.log(f"{ctx.step_id}: {sid}: reusing {len(done)} answers of the last run (their items, the systems and "
+                    f"the answering settings are unchanged); {len(items) - len(done)} to answer")
         elif done:
             ctx.log(f"{ctx.step_id}: {sid}: resuming with {len(done)} saved answers")
         pending = list({it.id: it for it in items if it.id not in done}.values())  # an id is answered once
@@ -200,7 +200,8 @@ class EvalBackend(Backend):
                     answers = runner.answer_many(chunk, block.max_new_tokens, want_nll, block.batch_size)
                     for item, ans in zip(chunk, answers):
                         judged = judge.score(item, ans.prediction) if judge is not None else None
-                        done[item.id] = save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged)
+                        done[item.id] = save_partial(ctx.checkpoint_dir, sid, item.id, ans, judged,
+                                                     eval_cache.item_key(item))
                         bar.advance()
                 except Exception as e:
                     if not isinstance(e, DslError) and not _remote(artifacts, system):
