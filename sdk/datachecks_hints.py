@@ -43,6 +43,15 @@ def _line(path: Path, number: int) -> Optional[str]:
     return None
 
 
+def _is_object(line: str) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def shape_hint(line: str) -> Optional[str]:
     """What a line that is not a JSON object looks like, when it looks like another format."""
     text = line.lstrip("\ufeff \t")
@@ -68,8 +77,9 @@ def data_hint(path: Optional[Path], e: DataError) -> Optional[str]:
             return UTF16 if head.startswith((b"\xff\xfe", b"\xfe\xff")) else LATIN
         if "UTF-8 BOM" in message or (e.line == 1 and head.startswith(b"\xef\xbb\xbf") and "question" in message):
             return BOM
-        if "malformed JSON: Extra data" in message and path.suffix.lower() == ".json":
-            return JSONL_IN_JSON
+        if "malformed JSON: Extra data" in message and path.suffix.lower() == ".json" and e.line:
+            line = _line(path, e.line)
+            return JSONL_IN_JSON if line is not None and _is_object(line) else None
         if ("malformed JSON" in message or "expected a JSON object" in message) and e.line:
             line = _line(path, e.line)
             return shape_hint(line) if line is not None else None

@@ -4,6 +4,7 @@ soups never produce a traceback: each either still loads or fails with located e
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import re
@@ -259,7 +260,8 @@ def _mutate_row(line: str, data: st.DataObject) -> str:
 def _mutate_file(text: str, data: st.DataObject) -> bytes:
     lines = text.split("\n")
     i = data.draw(st.integers(0, len(lines) - 1))
-    op = data.draw(st.sampled_from(["row", "row", "row", "truncate", "junk", "dup", "delete", "empty", "bytes"]))
+    op = data.draw(st.sampled_from(["row", "row", "row", "truncate", "junk", "dup", "delete", "empty", "bytes",
+                                    "encoding"]))
     if op == "row":
         lines[i] = _mutate_row(lines[i], data)
     elif op == "truncate":
@@ -273,6 +275,12 @@ def _mutate_file(text: str, data: st.DataObject) -> bytes:
         del lines[i]
     elif op == "empty":
         return data.draw(st.sampled_from([b"", b"\n", b"  \n\n"]))
+    elif op == "encoding":  # the whole file as another tool writes it: a byte order mark, UTF-16, CRLF, gzip
+        how = data.draw(st.sampled_from(["bom", "utf16", "crlf", "gzip", "latin1"]))
+        whole = "\n".join(lines)
+        return {"bom": lambda: b"\xef\xbb\xbf" + whole.encode(), "utf16": lambda: whole.encode("utf-16"),
+                "crlf": lambda: whole.replace("\n", "\r\n").encode(), "gzip": lambda: gzip.compress(whole.encode()),
+                "latin1": lambda: (whole + "\n" + lines[-1].replace("?", "\u00e9?")).encode("latin-1", "replace")}[how]()
     else:
         return "\n".join(lines).encode()[:-3] + b"\xff\xfe" + b"\n"
     return "\n".join(lines).encode()
