@@ -9,6 +9,7 @@ from dsl.ast import Attribute, Block, Document
 from dsl.syntax import BOM, parse_text
 from sdk import spec as S
 from sdk.errors import Diagnostic, Span, SpecError
+from sdk.spec.paths import unusable
 
 
 def _merge_blocks(base: Block, child: Block) -> None:
@@ -52,6 +53,8 @@ def read_document(path: Path, sources: dict[str, str], chain: tuple[Path, ...] =
         return doc
     merged: Optional[Document] = None
     for rel, span in doc.extends:
+        if unusable(rel):  # a NUL byte, a name too long for any system: located, not an internal error
+            raise SpecError("bad base", [Diagnostic(f"extends: {unusable(rel)}", span)], sources)
         target = (path.parent / rel).resolve()
         if target in chain + (path.resolve(),):
             raise SpecError("extends cycle", [Diagnostic(f"extends {rel!r} makes a cycle", span)], sources)

@@ -170,6 +170,11 @@ def test_a_nul_byte_in_a_recipe_path_is_a_located_error(tmp_path: Path) -> None:
     r = run_dsl("validate", str(recipe), timeout=60)
     assert r.returncode == 1 and "r.dsl:2:" in r.stdout + r.stderr and "NUL" in r.stdout + r.stderr, r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+    for base, why in (("b\\u0000.dsl", "NUL character"), ("b" * 5000 + ".dsl", "longer than")):  # was exit 70
+        recipe.write_text(f'extends "{base}"\ndomain d {{\n}}\n')
+        r = run_dsl("validate", str(recipe), timeout=60)
+        assert r.returncode == 1 and "r.dsl:1:1: error: extends: " in r.stdout + r.stderr, r.stdout + r.stderr
+        assert why in r.stdout + r.stderr and "internal error" not in r.stdout + r.stderr
 
 
 # ----------------------------------------------------------------------------------------------- zip eval sets
