@@ -18,7 +18,8 @@ What is read, by kind (the function the step itself calls):
   its citation rewards need;
 - ``rag``: its Jinja prompt rendered with one document and a question (:meth:`RagSystem.render_prompt`), and the
   pairs its ``adapt`` learns from (:mod:`sdk.datachecks_records`);
-- ``synth``: the experts' review decisions it applies (:mod:`sdk.datachecks_records`).
+- ``synth``: the experts' review decisions it applies (:mod:`sdk.datachecks_records`);
+- ``finetune``, ``align``: rows rendered with a known chat template, and LoRA modules (:mod:`sdk.datachecks_models`).
 Chat templates are checked by the kinds' own plan checks (:mod:`sdk.spec.templates`).
 
 Bounded in time: a file up to :data:`CHECK_BYTES` (64 MiB; ``DSL_PLAN_CHECK_BYTES`` to change it, 0 for no
@@ -42,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from sdk.datachecks_hints import data_hint
-from sdk.datachecks_models import lora_problems
-from sdk.datachecks_records import adapt_problems, decisions_problems, grades_problems, route_problems
+from sdk.datachecks_models import chat_row_problems, lora_problems
+from sdk.datachecks_records import (adapt_problems, decisions_problems, grades_problems, preference_warnings,
+                                    route_problems)
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
 
@@ -149,31 +151,16 @@ def _align(spec: Any, label: str, block: Any) -> list[Problem]:
     if not rows and whole:
         what = "no preference examples" if block.method == "kto" else "no preference pairs"
         return [Problem(path=at, message=f"{block.pairs}: {what}")]
+    rendered = chat_row_problems(spec, "align", label, block, rows, block.pairs, at)
+    if rendered:
+        return rendered
     summary = summary_of(rows, block.method)
     if whole and block.method == "kto":
         problem = label_problem(summary)
         if problem:
             return [Problem(path=at, message=f"{block.pairs}: {problem}",
                             hint="add answers with the other label, or use dpo/orpo on pairs")]
-    return _preference_warnings(block, summary, at, whole)
-
-
-def _preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...], whole: bool) -> list[Problem]:
-    """What the align step warns about when it reads the file (pairs with chosen == rejected, KTO answers labelled
-    both ways), said at plan time; every pair identical leaves nothing to learn: an error."""
-    lines = lambda found: ", ".join(f"{block.pairs}:{n}" for n in found)  # noqa: E731
-    same = summary.get("identical_pairs", 0)
-    if same and same == summary["pairs"] and whole:
-        return [Problem(path=at, message=f"{block.pairs}: every pair has chosen == rejected ({same} of {same}), so "
-                                         "there is no preference to learn", hint="the rejected answer must differ")]
-    if same:
-        return [Problem(path=at, severity="warning", message=f"{same} pair{'s have' if same > 1 else ' has'} "
-                        f"chosen == rejected (nothing to learn): {lines(summary['identical_lines'])}")]
-    if summary.get("conflicting_labels"):
-        return [Problem(path=at, severity="warning", message=f"{summary['conflicting_labels']} examples repeat a "
-                        f"prompt and answer with the other label: "
-                        f"{lines(a for a, _ in summary['conflicting_lines'])}")]
-    return []
+    return preference_warnings(block, summary, at, whole)
 
 
 def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
@@ -365,6 +352,22 @@ def _text(spec: Any, value: Any) -> str | None:
     return str(value)
 
 
+def _finetune(spec: Any, label: str, block: Any) -> list[Problem]:
+    """The dataset's rows rendered with the chat template the fine-tune trains with, where it is known."""
+    from sdk.backends.data.datasets import read_rows
+
+    data = spec.get(block.data) if block.data.kind == "dataset" and spec.has(block.data) else None
+    path = _source(spec, data.path) if data is not None and data.format != "text" else None
+    if path is None:
+        return []
+    try:
+        with bounded(path) as (source, _):
+            rows = read_rows(source, data, data.path)
+    except DataError:
+        return []  # the dataset's own check names the bad row
+    return chat_row_problems(spec, "finetune", label, block, rows, data.path, ("finetune", label, "data"))
+
+
 def _tuned(check: Callable[[Any, str, Any], list[Problem]] | None, kind: str) -> Callable[[Any, str, Any], list[Problem]]:
     """A training kind's check, and its LoRA target modules against the model it starts from."""
     return lambda spec, label, block: (check(spec, label, block) if check else []) + \
@@ -373,7 +376,7 @@ def _tuned(check: Callable[[Any, str, Any], list[Problem]] | None, kind: str) ->
 
 CHECKS: dict[str, Callable[[Any, str, Any], list[Problem]]] = {
     "corpus": _corpus, "dataset": _dataset, "align": _tuned(_align, "align"), "eval": _eval, "route": _route,
-    "reward": _tuned(_reward, "reward"), "rag": _rag, "synth": decisions_problems, "finetune": _tuned(None, "finetune"),
+    "reward": _tuned(_reward, "reward"), "rag": _rag, "synth": decisions_problems, "finetune": _tuned(_finetune, "finetune"),
 }
 
 

@@ -75,3 +75,49 @@ def lora_problems(spec: Any, kind: str, label: str, block: Any) -> list[Problem]
                     message=f"target_modules {', '.join(repr(m) for m in missing)} name no module of the model "
                             f"{block.from_} starts from (PEFT would fail once it is loaded)",
                     hint=f"its modules: {', '.join(leaves[:20])}; or target_modules = all_linear")]
+
+
+RENDERED = 20_000  # rows whose conversations the plan renders with the chat template (the first ones)
+
+
+def _tokens(spec: Any, block: Any) -> dict[str, str]:
+    """The special tokens a template is rendered with: a local base model's (its tokenizer_config.json), else
+    stand-ins (a template's role checks do not depend on them)."""
+    tokens = {"bos_token": "<s>", "eos_token": "</s>"}
+    seen: set[int] = set()
+    while block is not None and id(block) not in seen:
+        seen.add(id(block))
+        if getattr(block, "path", None):
+            try:
+                config = json.loads((spec.resolve_path(block.path) / "tokenizer_config.json").read_text("utf-8"))
+            except (OSError, ValueError):
+                return tokens
+            return {**tokens, **{k: v for k, v in config.items() if k in tokens and isinstance(v, str)}}
+        ref = getattr(block, "from_", None)
+        block = spec.get(ref) if ref is not None and spec.has(ref) else None
+    return tokens
+
+
+def chat_row_problems(spec: Any, kind: str, label: str, block: Any, rows: list[dict[str, Any]], source: str,
+                      at: tuple[Any, ...]) -> list[Problem]:
+    """Every conversation the trainer will render from ``rows`` (the first :data:`RENDERED`), rendered at plan
+    time with the chat template the step trains with, where it is known (its own ``chat_template``, or the nearest
+    one up its ``from`` chain): a template that refuses a row (``raise_exception('Conversation roles must
+    alternate ...')``: an assistant turn first, two user turns in a row, a system turn last) is a ``FILE:LINE``
+    plan error, by the function the step itself renders with (:func:`~sdk.backends.training.tuning.check_chat_rows`),
+    not an error after the steps before it have trained."""
+    from types import SimpleNamespace
+
+    from sdk.backends.training.tuning import check_chat_rows
+    from sdk.errors import DslError
+    from sdk.spec.templates import training_template
+
+    template = training_template(spec, block)
+    if not template or not rows:
+        return []
+    tokenizer = SimpleNamespace(chat_template=template, special_tokens_map=_tokens(spec, block))
+    try:
+        check_chat_rows(tokenizer, rows[:RENDERED], f"{kind}.{label}", source)
+    except DslError as e:
+        return [Problem(path=at, message=str(e))]
+    return []

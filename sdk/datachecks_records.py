@@ -123,3 +123,21 @@ def adapt_problems(spec: Any, label: str, block: Any) -> list[Problem]:
     return [Problem(path=at, message=f"adapt.pairs = {ref}: no row of {data} names its gold chunk (chunk_id) or the "
                                      "documents it comes from (sources), so no question-to-chunk pair can be made",
                     hint="give rows \"sources\": [\"doc.md\"] (a file of the rag's corpus), or use pairs = synth.X")]
+
+
+def preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...], whole: bool) -> list[Problem]:
+    """What the align step warns about when it reads the file (pairs with chosen == rejected, KTO answers labelled
+    both ways), said at plan time; every pair identical leaves nothing to learn: an error."""
+    lines = lambda found: ", ".join(f"{block.pairs}:{n}" for n in found)  # noqa: E731
+    same = summary.get("identical_pairs", 0)
+    if same and same == summary["pairs"] and whole:
+        return [Problem(path=at, message=f"{block.pairs}: every pair has chosen == rejected ({same} of {same}), so "
+                                         "there is no preference to learn", hint="the rejected answer must differ")]
+    if same:
+        return [Problem(path=at, severity="warning", message=f"{same} pair{'s have' if same > 1 else ' has'} "
+                        f"chosen == rejected (nothing to learn): {lines(summary['identical_lines'])}")]
+    if summary.get("conflicting_labels"):
+        return [Problem(path=at, severity="warning", message=f"{summary['conflicting_labels']} examples repeat a "
+                        f"prompt and answer with the other label: "
+                        f"{lines(a for a, _ in summary['conflicting_lines'])}")]
+    return []

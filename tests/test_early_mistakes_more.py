@@ -229,3 +229,25 @@ def test_a_value_of_the_wrong_type_is_one_error_not_one_per_character(tmp_path: 
     with pytest.raises(SpecError) as e:
         load_recipe(_recipe(tmp_path, 'corpus k { paths = "notes.txt" }', {}))
     assert [d.message for d in e.value.diagnostics] == ["corpus.k.paths: expected a list [ ... ], got a string"]
+
+
+STRICT = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception("
+          "'Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}<|{{ m['role'] }}|>"
+          "{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_rows_the_chat_template_refuses_are_located_at_plan(tmp_path: Path) -> None:
+    """A template that raises on roles out of order (Mistral's, Gemma's) refuses the row at plan, by the renderer
+    the training step uses, not after the steps before it have trained."""
+    first = {"messages": [{"role": "assistant", "content": "Hello."}, *CHAT["messages"]]}
+    path = _recipe(tmp_path, DS + '\n  finetune f { from = pretrain.p  data = dataset.d  chat_template = file("t.j2") }',
+                   {"d.jsonl": [CHAT, CHAT], "t.j2": STRICT})
+    assert _plan_errors(path) == []
+    (tmp_path / "d.jsonl").write_text(_jsonl([CHAT, first]))
+    assert _plan_errors(path) == ["6: d.jsonl:2: finetune.f: the chat template (messages) cannot be rendered "
+                                  "(TemplateError: Conversation roles must alternate user/assistant/user/assistant/...)"]
+    (tmp_path / "p.jsonl").write_text(_jsonl([{**PAIR, "prompt": [{"role": "system", "content": "s"}]}]))
+    path.write_text(path.read_text().replace("finetune f { from = pretrain.p  data = dataset.d",
+                                             'align a { from = pretrain.p  pairs = "p.jsonl"'))
+    [error] = _plan_errors(path)
+    assert "p.jsonl:1: align.a: the chat template (prompt) cannot be rendered" in error
