@@ -72,6 +72,9 @@ VALIDATE = {
     "hub_id_a_url": ('base_model m { id = "https://huggingface.co/Qwen/Qwen2.5-0.5B" }', {},
                      "is not a hub model id (org/name: letters, digits, '-', '_' and '.'); write 'Qwen/Qwen2.5-0.5B'"),
     "hub_id_with_spaces": ('base_model m { id = "meta llama/Llama 3" }', {}, "'meta llama/Llama 3' is not a hub model id"),
+    "pairwise_grading_of_one_system": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  human = { mode = pairwise '
+                                       '} }', E, "human = { mode = pairwise } asks experts which of two answers is "
+                                       "better, and this eval has one system"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }

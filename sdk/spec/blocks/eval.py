@@ -373,6 +373,9 @@ class EvalBlock(Block):
                                       "drop password", {"data": repr(self.data)[:80]})
         if "judge" in self.metrics and self.judge is None:
             raise PydanticCustomError("incompatible", "metric judge needs judge = endpoint { ... }", {})
+        if self.human is not None and self.human.mode == "pairwise" and len(self.systems) < 2:
+            raise PydanticCustomError("incompatible", "human = { mode = pairwise } asks experts which of two answers "
+                                      "is better, and this eval has one system: list two or more, or use pass_fail", {})
         if not self.contamination:
             refuse_unread(off_default(self, ("ngram", "fail_on_contamination")), "{names} {verb} to the contamination "
                           "check, which contamination = false turns off: drop {names}")
