@@ -462,3 +462,16 @@ def test_a_hostile_run_log_neither_blocks_nor_breaks_the_runs_listing(tmp_path: 
     assert [r["run_id"] for r in runs] == [good], runs
     err = finishes(lambda: EV.read_events(tmp_path, fifo))
     assert isinstance(err, EV.UnknownRun) and "not a regular file" in str(err), err
+
+
+@pytest.mark.parametrize("headers,status", [
+    ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "no-cors", "sec-fetch-dest": "image"}, 403),  # <img src>
+    ({"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}, 200),  # a link
+    ({"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors"}, 200),  # the page's own htmx
+    ({}, 200)])  # not a browser
+def test_other_sites_may_link_to_pages_but_not_load_them(ui: tuple[Any, Path], headers: dict[str, str],
+                                                         status: int) -> None:
+    client, _ = ui
+    assert client.get("/plan", headers=headers).status_code == status
+    regex = client.get("/review/gen/rows?q=(a%2B)%2B%24&regex=1", headers=headers).status_code  # ReDoS bait
+    assert (regex == 403) == (headers.get("sec-fetch-site") == "cross-site"), regex

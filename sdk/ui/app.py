@@ -155,6 +155,12 @@ def create_app(recipe: "str | Path", workdir: "str | Path | None" = None, token_
                 return Response("missing or wrong token: send Authorization: Bearer <token>, or open the page once "
                                 "with ?token=<token>\n", status_code=401, media_type="text/plain",
                                 headers={"WWW-Authenticate": "Bearer"})
+        site = request.headers.get("sec-fetch-site", "same-origin")  # absent: not a browser (curl, a test client)
+        if site not in ("same-origin", "none") and request.method == "GET" and (
+                request.headers.get("sec-fetch-mode", "navigate") != "navigate" or "regex" in request.query_params):
+            # another site may link to a page, not load one as an image or script (each a request that costs this
+            # machine work), nor make it run a regular expression of its choosing over the rows
+            return Response("refused: requested by another site\n", status_code=403, media_type="text/plain")
         if request.method == "POST":  # a form posted from another site is refused
             origin = request.headers.get("origin")
             if (origin and origin.split("://", 1)[-1] != request.headers.get("host", "")) or \
