@@ -75,6 +75,10 @@ VALIDATE = {
     "pairwise_grading_of_one_system": ('eval e { data = "e.jsonl"  systems = [pretrain.p]  human = { mode = pairwise '
                                        '} }', E, "human = { mode = pairwise } asks experts which of two answers is "
                                        "better, and this eval has one system"),
+    "exo_pair_without_label_smoothing": ('align a { from = pretrain.p  pairs = "p.jsonl"  loss = exo_pair }',
+                                         {"p.jsonl": [PAIR]}, "loss = exo_pair needs label_smoothing > 0"),
+    "label_smoothing_half_or_more": ('align a { from = pretrain.p  pairs = "p.jsonl"  label_smoothing = 0.7 }',
+                                     {"p.jsonl": [PAIR]}, "label_smoothing = 0.7 assumes at least half the pairs"),
     "route_target_named_general": (RAG + '\n  route { examples = "x.jsonl"  domain = rag.r  targets = { general = '
                                    'pretrain.p } }', ROUTE, "general is the name of the route's own general target"),
 }

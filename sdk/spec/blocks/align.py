@@ -111,6 +111,13 @@ class AlignBlock(TrainCommon):
                 raise PydanticCustomError("incompatible", "{name} does not apply to method = {method} (only to "
                                           "{methods}); drop it", {"name": name, "method": self.method,
                                                                  "methods": " and ".join(methods)})
+        if self.method == "dpo" and self.loss == "exo_pair" and self.label_smoothing == 0:  # TRL refuses it at start
+            raise PydanticCustomError("incompatible", "loss = exo_pair needs label_smoothing > 0 (the EXO paper uses "
+                                      "1e-3); TRL refuses 0 when training starts", {})
+        if self.label_smoothing >= 0.5:
+            raise PydanticCustomError("incompatible", "label_smoothing = {v} assumes at least half the pairs are "
+                                      "mislabelled, which turns every preference around: use a share below 0.5",
+                                      {"v": self.label_smoothing})
         if self.method == "kto" and self.batch_size < 2:
             raise PydanticCustomError("incompatible", "method = kto needs batch_size >= 2: its KL estimate pairs each "
                                       "answer with another example's prompt in the same batch", {})
