@@ -223,6 +223,8 @@ def upstreams() -> Iterator[dict[str, Any]]:
                    b'"message":{"role":"assistant","content":"'
             return StreamingResponse(iter([head] + [b"a" * (1 << 20)] * 400 + [b'"}}]}']),
                                      media_type="application/json")
+        if model == "big":  # 20 MB: under the answer limit, for a client that never reads it
+            return chat_completion("a" * 20_000_000, model=model)
         if model == "later":
             return JSONResponse({"error": {"message": "slow down"}}, status_code=429,
                                 headers={"retry-after": "100000000"})
@@ -280,7 +282,8 @@ def gateway_url(upstreams: dict[str, Any]) -> Iterator[str]:
     from sdk.serving.gateway import Gateway, create_app
 
     config = {"domain": "d", "max_request_bytes": 1_000_000, "variants": {
-        "finetune.x": {"type": "endpoint", "url": upstreams["url"], "model": "m", "timeout": 5, "max_retries": 0}}}
+        "finetune.x": {"type": "endpoint", "url": upstreams["url"], "model": "m", "timeout": 5, "max_retries": 0},
+        "finetune.big": {"type": "endpoint", "url": upstreams["url"], "model": "big", "timeout": 20, "max_retries": 0}}}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -475,3 +478,22 @@ def test_other_sites_may_link_to_pages_but_not_load_them(ui: tuple[Any, Path], h
     assert client.get("/plan", headers=headers).status_code == status
     regex = client.get("/review/gen/rows?q=(a%2B)%2B%24&regex=1", headers=headers).status_code  # ReDoS bait
     assert (regex == 403) == (headers.get("sec-fetch-site") == "cross-site"), regex
+
+
+def test_a_client_that_stops_reading_its_answer_is_closed(gateway_url: str) -> None:
+    host, port = gateway_url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "finetune.big", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(6)  # reads nothing: the gateway's send buffer fills, and body_timeout (2 s) passes
+        s.settimeout(10)
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert 0 < got < 20_000_000, got  # closed with most of the answer unsent, not held open for ever

@@ -137,7 +137,8 @@ class HeaderTimeoutH11(H11Protocol):
     """uvicorn's h11 protocol with timeouts that fire in every state of a connection (uvicorn itself only times out
     idle keep-alives): request headers must be complete ``header_timeout`` seconds after the connection opened or
     after its previous response, and a request body ``body_timeout`` seconds (plus a second of grace, so that the
-    app's 408 goes out first) after its headers, or the connection is closed. A response sent before its request
+    app's 408 goes out first) after its headers, or the connection is closed; a client that stops reading its
+    answer (the send buffer stays full) is closed after ``body_timeout`` seconds too (a slow-read attack). A response sent before its request
     body was read in full (a 401, 408 or 413) closes the connection too: the rest of the body is never waited for."""
 
     header_timeout: float = default("header_timeout")
@@ -177,8 +178,31 @@ class HeaderTimeoutH11(H11Protocol):
             self._disarm()
             self._arm()
 
+    def pause_writing(self) -> None:  # the client stopped reading its answer: it has body_timeout to resume
+        super().pause_writing()
+        if getattr(self, "_write_timer", None) is None:
+            self._write_timer = self.loop.call_later(self.body_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        timer = getattr(self, "_write_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _stalled(self) -> None:
+        self._write_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+        self._disarm()
+        self.transport.abort()  # not close(): that would wait to flush what the slow reader never reads
+
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._disarm()
+        timer = getattr(self, "_write_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._write_timer = None
         super().connection_lost(exc)
 
     def _close(self) -> None:
