@@ -64,6 +64,10 @@ def lora_problems(spec: Any, kind: str, label: str, block: Any) -> list[Problem]
     targets = getattr(lora, "target_modules", "all_linear")
     if lora is None or targets == "all_linear":
         return []
+    if kind == "align" and getattr(block, "method", None) == "dpo" and "lm_head" in targets:
+        return [Problem(path=(kind, label, "lora", "target_modules"), message="target_modules names lm_head, and TRL's "
+                        "DPO trainer refuses an adapter on lm_head when training starts (it reads lm_head.weight "
+                        "directly, so the adapter would never train)", hint="drop \"lm_head\" from target_modules")]
     names = module_names(spec, getattr(block, "from_", None))
     if not names:
         return []

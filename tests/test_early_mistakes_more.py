@@ -219,6 +219,11 @@ def test_lora_target_modules_the_model_lacks_are_located_at_plan(tmp_path: Path)
     assert "target_modules 'q_proj' name no module of the model base_model.g" in error
     path.write_text(path.read_text().replace('"q_proj"', '"c_attn", "lm_head"'))
     assert _plan_errors(path) == []
+    (tmp_path / "p.jsonl").write_text(_jsonl([PAIR]))  # DPO refuses an adapter on lm_head when it starts
+    path.write_text(path.read_text().replace("finetune f { from = base_model.g  data = dataset.d",
+                                             'align a { from = base_model.g  pairs = "p.jsonl"'))
+    [error] = _plan_errors(path)
+    assert "target_modules names lm_head, and TRL's DPO trainer refuses an adapter on lm_head" in error
 
 
 def test_an_empty_route_file_and_unmeasurable_retrieval_metrics(tmp_path: Path) -> None:
