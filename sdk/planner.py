@@ -128,6 +128,7 @@ def plan(
 
     problems: list[S.Problem] = []
     warnings: list[S.Problem] = []
+    notes: list[S.Problem] = []
     steps: list[Step] = []
     fps: dict[str, str] = {}
     actions: dict[str, Action] = {}
@@ -203,12 +204,13 @@ def plan(
             with limits.scope(spec):  # the data files it will read (sdk.datachecks), under the recipe's limits
                 found = data_problems(spec, kind, label, block)
             for p in found:  # a data warning (sdk.datachecks: severity "warning") is shown, and the plan goes on
-                into = warnings if getattr(p, "severity", "error") == "warning" else problems
+                into = notes if getattr(p, "severity", "error") == "warning" else problems
                 if all((q.path, q.message) != (p.path, p.message) for q in into):
                     into.append(p)
         actions[step_id] = action
         steps.append(Step(step_id, kind, label, name, be.version, action, fp, list(deps), reason, changes,
                           config, files, inputs))
+    warnings += notes if not problems else []  # the data's warnings are said once its errors are fixed
     if warnings and on_warning is not None:
         on_warning(warnings)
     if problems:

@@ -75,7 +75,8 @@ PATCHES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("synth", "rag"): ("gen", {"task": "raft", "rag": "rag.docs"}),  # raft only, and raft needs a rag
     ("synth", "distractors"): ("gen", {"task": "raft", "rag": "rag.docs", "distractors": 1}),
     ("synth", "no_golden_share"): ("gen", {"task": "raft", "rag": "rag.docs", "no_golden_share": 0.5}),
-    ("synth", "answer_prompt"): ("gen", {"task": "raft", "rag": "rag.docs", "answer_prompt": "{{ question }}"}),
+    ("synth", "answer_prompt"): ("gen", {"task": "raft", "rag": "rag.docs",
+                                         "answer_prompt": "{{ chunk }} {{ question }}"}),
     ("synth", "student"): ("gen", {"task": "preference", "student": "finetune.sip"}),
     ("synth", "price"): ("gen", {"price": {"input": 1.0, "output": 2.0}}),
     ("align", "desirable_weight"): ("prefs", {"method": "kto", "desirable_weight": 2.0}),
