@@ -114,7 +114,15 @@ def adapt_problems(spec: Any, label: str, block: Any) -> list[Problem]:
             train_items(load_items(path, source, data), str(ref))
             return []
         names = {"chunk_id", "chunk_ids", "sources"}  # what dataset_pairs reads of a row
-        if any(isinstance(row, dict) and names & set(row) for _, row in read_jsonl(path, data, objects=False)):
+        rows = [row for _, row in read_jsonl(path, data, objects=False) if isinstance(row, dict) and names & set(row)]
+        named = [s for row in rows if "sources" in row and not {"chunk_id", "chunk_ids"} & set(row)
+                 for s in (row["sources"] if isinstance(row["sources"], list) else [row["sources"]])]
+        if rows and len(named) and not _in_corpus(spec, block, named):
+            return [Problem(path=at, message=f"adapt.pairs = {ref}: no source named by the rows of {data} is a file "
+                            f"of {block.corpus} (e.g. {str(named[0])!r}), so no question-to-chunk pair can be made",
+                            hint="sources are matched by file name without extension, e.g. \"sources\": [\"sip.md\"] "
+                                 "for a corpus file docs/sip.md")]
+        if rows:
             return []
     except DataError:
         return []  # the eval's or dataset's own check names the bad row
@@ -141,3 +149,17 @@ def preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...]
                         f"prompt and answer with the other label: "
                         f"{lines(a for a, _ in summary['conflicting_lines'])}")]
     return []
+
+
+def _in_corpus(spec: Any, block: Any, sources: list[Any]) -> bool:
+    """Whether some source names a file of the rag's corpus, by stem as the adapt step matches them (True when the
+    corpus' files cannot be listed here)."""
+    from sdk.backends.rag.adapt_pairs import _stem
+    from sdk.backends.rag.corpus import corpus_files
+
+    corpus = spec.get(block.corpus) if spec.has(block.corpus) else None
+    try:
+        stems = {_stem(f.name) for f in corpus_files(spec, corpus)} if corpus is not None else set()
+    except DslError:
+        return True
+    return not stems or any(_stem(s) in stems for s in sources)

@@ -263,3 +263,12 @@ def test_rows_the_chat_template_refuses_are_located_at_plan(tmp_path: Path) -> N
                                              'align a { from = pretrain.p  pairs = "p.jsonl"'))
     [error] = _plan_errors(path)
     assert "p.jsonl:1: align.a: the chat template (prompt) cannot be rendered" in error
+
+
+def test_adapt_pairs_whose_sources_name_no_corpus_file_are_located_at_plan(tmp_path: Path) -> None:
+    body = DS + '\n  rag r { corpus = corpus.c  retriever = dense  adapt = { pairs = dataset.d } }'
+    path = _recipe(tmp_path, body, {"d.jsonl": [{**CHAT, "sources": ["other.md"]}] * 3})
+    [error] = _plan_errors(path)
+    assert "no source named by the rows of d.jsonl is a file of corpus.c (e.g. 'other.md')" in error
+    (tmp_path / "d.jsonl").write_text(_jsonl([{**CHAT, "sources": ["notes.md"]}] * 3))  # matched by stem: notes.txt
+    assert _plan_errors(path) == []
