@@ -44,8 +44,8 @@ from typing import Any
 
 from sdk.datachecks_hints import data_hint
 from sdk.datachecks_models import chat_row_problems, lora_problems
-from sdk.datachecks_records import (adapt_problems, decisions_problems, grades_problems, preference_warnings,
-                                    route_problems)
+from sdk.datachecks_records import (adapt_problems, decisions_problems, gold_source_problems, grades_problems,
+                                    preference_warnings, route_problems)
 from sdk.errors import DataError, DslError
 from sdk.spec.values import FileRef, Problem
 
@@ -206,6 +206,7 @@ def _eval(spec: Any, label: str, block: Any) -> list[Problem]:
                                    hint="give items \"sources\": [\"doc.md\"] (or map a column with fields = "
                                         "{ sources = \"...\" }), or gate on an answer metric"))
                 break
+        out += gold_source_problems(spec, label, block, items, block.data) if whole else []
         gated = {m.metric for m in metrics(block.gate)} if block.gate is not None else set()
         unmeasured = [m for m in block.metrics if m in RETRIEVAL_METRICS and m not in gated]
         if whole and unmeasured and not any(it.sources for it in items):

@@ -18,7 +18,7 @@ from typing import Any
 
 from sdk.errors import DataError, DslError
 from sdk.spec.paths import shown_path
-from sdk.spec.values import Problem
+from sdk.spec.values import Problem, parse_ref
 
 
 def _relative(spec: Any, path: Path, e: DslError) -> tuple[str, str | None]:
@@ -117,7 +117,7 @@ def adapt_problems(spec: Any, label: str, block: Any) -> list[Problem]:
         rows = [row for _, row in read_jsonl(path, data, objects=False) if isinstance(row, dict) and names & set(row)]
         named = [s for row in rows if "sources" in row and not {"chunk_id", "chunk_ids"} & set(row)
                  for s in (row["sources"] if isinstance(row["sources"], list) else [row["sources"]])]
-        if rows and len(named) and not _in_corpus(spec, block, named):
+        if rows and len(named) and not in_corpus(spec, block, named):
             return [Problem(path=at, message=f"adapt.pairs = {ref}: no source named by the rows of {data} is a file "
                             f"of {block.corpus} (e.g. {str(named[0])!r}), so no question-to-chunk pair can be made",
                             hint="sources are matched by file name without extension, e.g. \"sources\": [\"sip.md\"] "
@@ -151,7 +151,7 @@ def preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...]
     return []
 
 
-def _in_corpus(spec: Any, block: Any, sources: list[Any]) -> bool:
+def in_corpus(spec: Any, block: Any, sources: list[Any]) -> bool:
     """Whether some source names a file of the rag's corpus, by stem as the adapt step matches them (True when the
     corpus' files cannot be listed here)."""
     from sdk.backends.rag.adapt_pairs import _stem
@@ -163,3 +163,21 @@ def _in_corpus(spec: Any, block: Any, sources: list[Any]) -> bool:
     except DslError:
         return True
     return not stems or any(_stem(s) in stems for s in sources)
+
+
+def gold_source_problems(spec: Any, label: str, block: Any, items: list[Any], shown: str) -> list[Problem]:
+    """A gate on a retrieval metric of a rag system whose corpus holds no file the items name as their gold sources
+    (matched by stem, as the eval matches them): the metric is 0 on every item, and the gate decided before it runs."""
+    from sdk.expr import metrics
+    from sdk.spec.blocks.eval import RETRIEVAL_METRICS
+
+    named = [s for it in items for s in it.sources]
+    for m in metrics(block.gate) if block.gate is not None and named else []:
+        ref = parse_ref(m.system) if m.metric in RETRIEVAL_METRICS and m.system.startswith("rag.") else None
+        rag = spec.get(ref) if ref is not None and spec.has(ref) else None
+        if rag is not None and not in_corpus(spec, rag, named):
+            return [Problem(path=("eval", label, "gate"), focus=str(m), message=f"no gold source named by the items "
+                            f"of {shown} is a file of {rag.corpus} (e.g. {named[0]!r}), so {m} is 0 on every item",
+                            hint="sources are matched by file name without extension: \"sources\": [\"sip.md\"] "
+                                 "for a corpus file docs/sip.md")]
+    return []

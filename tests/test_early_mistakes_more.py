@@ -272,3 +272,14 @@ def test_adapt_pairs_whose_sources_name_no_corpus_file_are_located_at_plan(tmp_p
     assert "no source named by the rows of d.jsonl is a file of corpus.c (e.g. 'other.md')" in error
     (tmp_path / "d.jsonl").write_text(_jsonl([{**CHAT, "sources": ["notes.md"]}] * 3))  # matched by stem: notes.txt
     assert _plan_errors(path) == []
+
+
+def test_a_retrieval_gate_whose_gold_sources_name_no_corpus_file_is_located_at_plan(tmp_path: Path) -> None:
+    body = ('rag r { corpus = corpus.c  retriever = bm25 }\n  eval e { data = "e.jsonl"  systems = [rag.r]  metrics = '
+            '[recall_at_k]  gate = rag.r.recall_at_k >= 0.5 }')
+    path = _recipe(tmp_path, body, {"e.jsonl": [{**ITEM, "sources": ["handbook.md"]}]})
+    [error] = _plan_errors(path)
+    assert "no gold source named by the items of e.jsonl is a file of corpus.c (e.g. 'handbook.md'), so " \
+           "rag.r.recall_at_k is 0 on every item" in error
+    (tmp_path / "e.jsonl").write_text(_jsonl([{**ITEM, "sources": ["docs/notes.md"]}]))  # by stem, as the eval
+    assert _plan_errors(path) == []
