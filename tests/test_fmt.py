@@ -61,6 +61,9 @@ labels = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True).filter(
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
 # paths a recipe may name: relative, inside its folder (absolute or ".." paths are refused by the builder itself)
 rel_paths = text.filter(lambda s: bool(s.strip("/")) and not s.startswith(("/", "~")) and ".." not in s)
+# hub ids as the hub spells them (org/name; anything else is refused by the builder itself)
+hub_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}(/[A-Za-z0-9_.-]{1,15})?", fullmatch=True).filter(
+    lambda s: "--" not in s and ".." not in s)
 
 
 @st.composite
@@ -71,7 +74,7 @@ def specs(draw: st.DrawFn) -> sdk.Spec:
         d.base_model(bm, architecture=sdk.llama(layers=draw(st.integers(1, 8)),
                                                 hidden=draw(st.sampled_from([64, 128, 256])), heads=4))
     else:
-        d.base_model(bm, id=draw(text.filter(bool)), dtype=draw(st.sampled_from(["auto", "bfloat16"])),
+        d.base_model(bm, id=draw(hub_ids), dtype=draw(st.sampled_from(["auto", "bfloat16"])),
                      chat_template=draw(st.none() | text))
     d.corpus("c", paths=draw(st.lists(rel_paths, min_size=1, max_size=3)),
              split={"by": draw(st.sampled_from(["word", "line", "passage"])), "length": 100, "overlap": 10})
@@ -88,7 +91,7 @@ def specs(draw: st.DrawFn) -> sdk.Spec:
     metric = draw(st.sampled_from(["exact_match", "f1", "accuracy"]))
     threshold = draw(st.floats(-1, 1, allow_nan=False))
     d.eval("e", data=draw(rel_paths), metrics=[metric], systems=["finetune.f", "rag.r"],
-           gate=f"rag.r.{metric} >= finetune.f.{metric} + {threshold!r} or not rag.r.{metric}.ci_low < 0")
+           gate=f"rag.r.{metric} >= finetune.f.{metric} + {threshold!r} or not rag.r.{metric}.ci_low < 0.5")
     return d.build(check_files=False)
 
 
