@@ -133,13 +133,17 @@ VALIDATE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(VALIDATE))
-def test_mistakes_in_the_recipe_are_located_at_validate(tmp_path: Path, case: str) -> None:
-    body, files, expected = VALIDATE[case]
+def assert_located_at_validate(tmp_path: Path, body: str, files: dict[str, Any], expected: str) -> None:
+    """`body` in a recipe (with `files` beside it) is refused by validate with `expected`, located in the body."""
     with pytest.raises(SpecError) as e:
         load_recipe(_recipe(tmp_path, body, files))
     located = [d for d in e.value.diagnostics if expected in d.message]
     assert located and all(d.span is not None and d.span.line >= 5 for d in located), e.value.format()
+
+
+@pytest.mark.parametrize("case", sorted(VALIDATE))
+def test_mistakes_in_the_recipe_are_located_at_validate(tmp_path: Path, case: str) -> None:
+    assert_located_at_validate(tmp_path, *VALIDATE[case])
 
 
 def test_an_architecture_is_fine_where_its_kind_is_named() -> None:

@@ -17,6 +17,7 @@ import pytest
 from dsl.parser import load_recipe
 from sdk.errors import SpecError
 from sdk.planner import PlanProblems, plan
+from tests.test_early_mistakes import assert_located_at_validate
 from tests.test_plan_checks import CHAT, ITEM, PAIR, _plan_errors, _recipe
 
 RAG = "rag r { corpus = corpus.c  retriever = bm25  generator = pretrain.p }"
@@ -86,11 +87,7 @@ VALIDATE = {
 
 @pytest.mark.parametrize("case", sorted(VALIDATE))
 def test_mistakes_in_the_recipe_are_located_at_validate(tmp_path: Path, case: str) -> None:
-    body, files, expected = VALIDATE[case]
-    with pytest.raises(SpecError) as e:
-        load_recipe(_recipe(tmp_path, body, files))
-    located = [d for d in e.value.diagnostics if expected in d.message]
-    assert located and all(d.span is not None and d.span.line >= 5 for d in located), e.value.format()
+    assert_located_at_validate(tmp_path, *VALIDATE[case])
 
 
 def test_good_urls_hosts_and_ports_are_accepted(tmp_path: Path) -> None:
