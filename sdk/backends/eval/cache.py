@@ -60,7 +60,8 @@ def restore(ctx: StepContext, sid: str, partial: Path, items: list[EvalItem]) ->
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and row.get("item") is not None and wanted.get(row.get("id")) == row["item"]:
+        if isinstance(row, dict) and isinstance(row.get("id"), str) and row.get("item") is not None \
+                and wanted.get(row["id"]) == row["item"]:
             kept.append(line)
     if kept:
         partial.parent.mkdir(parents=True, exist_ok=True)
