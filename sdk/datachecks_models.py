@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.spec.values import Problem
+from sdk.spec.weights import from_chain
 
 LLAMA = ("model.embed_tokens", "lm_head", *(f"model.layers.0.{m}" for m in (
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
@@ -39,22 +40,18 @@ def _weight_names(folder: Path) -> Optional[list[str]]:
     return None
 
 
-def module_names(spec: Any, ref: Any) -> Optional[list[str]]:
-    """The dotted module names of the model a step starts from (following ``from`` back to its base model), or
-    None when they cannot be known without loading it."""
-    seen: set[str] = set()
-    while ref is not None and spec.has(ref) and str(ref) not in seen:
-        seen.add(str(ref))
-        block = spec.get(ref)
-        if ref.kind == "base_model":
-            if block.architecture is not None:
+def module_names(spec: Any, block: Any) -> Optional[list[str]]:
+    """The dotted module names of the model the step ``block`` starts from (following ``from`` back to its base
+    model), or None when they cannot be known without loading it."""
+    for ref, model in from_chain(spec, block):
+        if ref is not None and ref.kind == "base_model":
+            if model.architecture is not None:
                 return list(LLAMA)
-            if block.path:
-                names = _weight_names(spec.resolve_path(block.path))
+            if model.path:
+                names = _weight_names(spec.resolve_path(model.path))
                 # lm_head: tied to the embeddings, it is often not saved, but the model has it
                 return sorted({n.rsplit(".", 1)[0] for n in names} | {"lm_head"}) if names else None
             return None
-        ref = getattr(block, "from_", None)
     return None
 
 
@@ -68,7 +65,7 @@ def lora_problems(spec: Any, kind: str, label: str, block: Any) -> list[Problem]
         return [Problem(path=(kind, label, "lora", "target_modules"), message="target_modules names lm_head, and TRL's "
                         "DPO trainer refuses an adapter on lm_head when training starts (it reads lm_head.weight "
                         "directly, so the adapter would never train)", hint="drop \"lm_head\" from target_modules")]
-    names = module_names(spec, getattr(block, "from_", None))
+    names = module_names(spec, block)
     if not names:
         return []
     missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
@@ -88,17 +85,13 @@ def _tokens(spec: Any, block: Any) -> dict[str, str]:
     """The special tokens a template is rendered with: a local base model's (its tokenizer_config.json), else
     stand-ins (a template's role checks do not depend on them)."""
     tokens = {"bos_token": "<s>", "eos_token": "</s>"}
-    seen: set[int] = set()
-    while block is not None and id(block) not in seen:
-        seen.add(id(block))
-        if getattr(block, "path", None):
+    for _, step in from_chain(spec, block):
+        if getattr(step, "path", None):
             try:
-                config = json.loads((spec.resolve_path(block.path) / "tokenizer_config.json").read_text("utf-8"))
+                config = json.loads((spec.resolve_path(step.path) / "tokenizer_config.json").read_text("utf-8"))
             except (OSError, ValueError):
                 return tokens
             return {**tokens, **{k: v for k, v in config.items() if k in tokens and isinstance(v, str)}}
-        ref = getattr(block, "from_", None)
-        block = spec.get(ref) if ref is not None and spec.has(ref) else None
     return tokens
 
 

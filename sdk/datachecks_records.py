@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError, DslError
+from sdk.evalsets import source_key
 from sdk.spec.paths import shown_path
 from sdk.spec.values import Problem, parse_ref
 
@@ -154,15 +155,14 @@ def preference_warnings(block: Any, summary: dict[str, Any], at: tuple[Any, ...]
 def in_corpus(spec: Any, block: Any, sources: list[Any]) -> bool:
     """Whether some source names a file of the rag's corpus, by stem as the adapt step matches them (True when the
     corpus' files cannot be listed here)."""
-    from sdk.backends.rag.adapt_pairs import _stem
     from sdk.backends.rag.corpus import corpus_files
 
     corpus = spec.get(block.corpus) if spec.has(block.corpus) else None
     try:
-        stems = {_stem(f.name) for f in corpus_files(spec, corpus)} if corpus is not None else set()
+        stems = {source_key(f.name) for f in corpus_files(spec, corpus)} if corpus is not None else set()
     except DslError:
         return True
-    return not stems or any(_stem(s) in stems for s in sources)
+    return not stems or any(source_key(s) in stems for s in sources)
 
 
 def gold_source_problems(spec: Any, label: str, block: Any, items: list[Any], shown: str) -> list[Problem]:

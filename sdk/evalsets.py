@@ -43,6 +43,13 @@ class EvalItem:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
 
+def source_key(source: Any) -> str:
+    """Sources compare by file stem, so that gold ``sip`` or ``docs/sip.md`` matches a chunk from ``/x/docs/sip.md``:
+    the eval's retrieval metrics, the rag adapt step's pairs and the plan's checks of both match them so."""
+    text = str(source or "")
+    return Path(text).stem if text else text
+
+
 def _rows(path: Path, fmt: str, shown: str, password: str | None) -> list[tuple[int | None, Any, dict[str, Any]]]:
     """(line, key, row) for every row of the file."""
     if path.suffix.lower() == ".zip":

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from pydantic import BaseModel
 
 from sdk.spec.values import FileRef
+from sdk.spec.weights import from_chain
 
 _MARK = "ANSWER_7f3a"
 
@@ -61,14 +62,10 @@ def template_text(spec: Any, block: Any) -> Optional[str]:
 def training_template(spec: Any, block: Any) -> Optional[str]:
     """The template a training step will use: its own chat_template, else the nearest one up its ``from`` chain
     (a step's, or a local base model's)."""
-    seen: set[int] = set()
-    while block is not None and id(block) not in seen:
-        seen.add(id(block))
-        text = template_text(spec, block)
+    for _, step in from_chain(spec, block):
+        text = template_text(spec, step)
         if text is not None:
             return text
-        ref = getattr(block, "from_", None)
-        block = spec.get(ref) if ref is not None and spec.has(ref) else None
     return None
 
 

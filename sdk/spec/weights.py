@@ -11,12 +11,24 @@ plugin's kind follows the same rule as the built-in ones.
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, Iterator, Optional
 
 from pydantic import BaseModel
 from pydantic.json_schema import WithJsonSchema
 
 from sdk.spec.values import Problem, Ref, refs_in
+
+
+def from_chain(spec: Any, block: Any) -> Iterator[tuple[Optional[Ref], Any]]:
+    """``(ref, block)`` for ``block`` itself (ref None), then each block its ``from`` reaches, nearest first, up to
+    the base model it starts from; a reference to nothing, or a cycle, ends it."""
+    ref: Optional[Ref] = None
+    seen: set[int] = set()
+    while block is not None and id(block) not in seen:
+        seen.add(id(block))
+        yield ref, block
+        ref = getattr(block, "from_", None)
+        block = spec.get(ref) if ref is not None and spec.has(ref) else None
 
 
 def untrained(spec: Any, ref: Ref) -> bool:

@@ -13,7 +13,7 @@ from sdk import scoring as R
 from sdk.artifacts import Artifact
 from sdk.backends.eval.clients import CONTEXT_PROMPT, RAW_PROMPT, EndpointModel, LocalModel
 from sdk.backends.rag.system import LocalChatGenerator
-from sdk.evalsets import EvalItem
+from sdk.evalsets import EvalItem, source_key
 from sdk.spec import Endpoint
 from sdk.systems import Asker, applied_block, input_artifact, open_system, serving_of
 from sdk.templating import render
@@ -48,8 +48,8 @@ def found_evidence(item: EvalItem, retrieved: list[str], contents: list[str]) ->
     reference answer inside a retrieved chunk. A wrong answer with evidence is a generation miss, else a retrieval
     miss."""
     if item.sources:
-        keys = {_source_key(s) for s in retrieved}
-        return any(_source_key(s) in keys for s in item.sources)
+        keys = {source_key(s) for s in retrieved}
+        return any(source_key(s) in keys for s in item.sources)
     refs = [M.normalize(a) for a in (item.answers or [item.gold]) if a]
     text = M.normalize(" ".join(contents))
     return any(r and r in text for r in refs)
@@ -79,12 +79,6 @@ class Prompter:
         if context:
             return CONTEXT_PROMPT.format(context=context, question=item.question)  # too long: cut at the left
         return RAW_PROMPT.format(question=item.question)
-
-
-def _source_key(source: Any) -> str:
-    """Sources compare by file stem, so that gold ``sip`` or ``docs/sip.md`` matches a chunk from ``/x/docs/sip.md``."""
-    text = str(source or "")
-    return Path(text).stem if text else text
 
 
 class SystemRunner:
@@ -208,8 +202,8 @@ def score_item(item: EvalItem, ans: Answer, task: str, metrics: list[str], k: in
     """Per-item scores of the per-item metrics (None: the metric does not apply to this item or system); each
     metric is one function in the registry of :mod:`sdk.metrics`."""
     view = R.Scored(prediction=ans.prediction, answers=item.answers or [item.gold], gold=item.gold, task=task,
-                    cited=[_source_key(s) for s in ans.sources], retrieved=[_source_key(s) for s in ans.retrieved],
-                    expected=[_source_key(s) for s in item.sources], k=k, judged=judged)
+                    cited=[source_key(s) for s in ans.sources], retrieved=[source_key(s) for s in ans.retrieved],
+                    expected=[source_key(s) for s in item.sources], k=k, judged=judged)
     return {m: R.METRICS[m].score(view) for m in metrics if R.METRICS[m].score is not None}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import DataError, DslError
+from sdk.evalsets import source_key
 from sdk.jsonl import read_jsonl
 from sdk.metrics import normalize
 from sdk.systems import applied_eval_items
@@ -47,11 +48,6 @@ class Pairs:
                 "dev_documents": len({p.source for p in self.dev})}
 
 
-def _stem(source: Any) -> str:
-    text = str(source or "")
-    return Path(text).stem if text else text
-
-
 class ChunkIndex:
     """The corpus chunks by id and by source stem."""
 
@@ -59,16 +55,16 @@ class ChunkIndex:
         self.by_id = {c["id"]: c for c in chunks}
         self.by_source: dict[str, list[dict[str, Any]]] = {}
         for c in chunks:
-            self.by_source.setdefault(_stem(c["meta"].get("source")), []).append(c)
+            self.by_source.setdefault(source_key(c["meta"].get("source")), []).append(c)
 
     def source_of(self, chunk_id: str) -> str:
-        return _stem(self.by_id[chunk_id]["meta"].get("source")) or chunk_id
+        return source_key(self.by_id[chunk_id]["meta"].get("source")) or chunk_id
 
     def from_sources(self, sources: list[str], answers: list[str]) -> tuple[str, ...]:
         """The chunks of the named sources; where a source has several, those holding a reference answer."""
         out: list[str] = []
         for s in sources:
-            chunks = self.by_source.get(_stem(s), [])
+            chunks = self.by_source.get(source_key(s), [])
             if len(chunks) > 1:
                 refs = [normalize(a) for a in answers if a and normalize(a)]
                 chunks = [c for c in chunks if any(r in normalize(c["content"]) for r in refs)]
@@ -157,7 +153,7 @@ def eval_pairs(art: Any, index: ChunkIndex, base_dir: Path) -> tuple[list[Pair],
     how many training items had no gold chunk."""
     _, items, _ = applied_eval_items(art, base_dir)
     train = train_items(items, art.step_id)
-    test_docs = {_stem(s) for it in items if "train" not in it.tags for s in it.sources}
+    test_docs = {source_key(s) for it in items if "train" not in it.tags for s in it.sources}
     out, skipped = [], 0
     for it in train:
         gold = index.from_sources(it.sources, it.answers)
