@@ -19,12 +19,12 @@ import math
 import os
 import re
 import secrets
-import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from sdk.records.files import NotRegular, open_regular
 from sdk.records.state import Status
 
 RUNS = "runs"
@@ -237,12 +237,9 @@ def _open(path: Path) -> int:
     if path.parent.is_symlink():
         raise UnknownRun(f"{path.parent} is a symbolic link")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the reader
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UnknownRun(f"{path} is not a regular file")
-        os.set_blocking(fd, True)
-        return fd
+        return open_regular(path)  # a FIFO must not block the reader
+    except NotRegular:
+        raise UnknownRun(f"{path} is not a regular file") from None
     except FileNotFoundError:
         raise UnknownRun(f"no run {path.stem} in {path.parent.parent}") from None
     except OSError as e:

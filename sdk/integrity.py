@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sdk.hashing import file_sha256
+from sdk.records.files import NotRegular, open_regular
 from sdk.records.manifest import MANIFEST, parse_manifest
 from sdk.records.state import Status
+
 SMALL = 256 * 1024  # files up to this size are hashed by every check, not only by dsl verify
 
 
@@ -41,14 +43,12 @@ def read_manifest(folder: Path, expected: Optional[str] = None) -> tuple[Optiona
     like a manifest, or (with ``expected``, the sha256 the state recorded) edited since it was written."""
     path = folder / MANIFEST
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the reader
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None, f"{MANIFEST} is not a regular file (a FIFO, device or folder)"
-            os.set_blocking(fd, True)
+        with os.fdopen(open_regular(path), "rb") as f:  # a FIFO must not block the reader
             raw = f.read()
     except FileNotFoundError:
         return None, f"{MANIFEST} is missing"
+    except NotRegular:
+        return None, f"{MANIFEST} is not a regular file (a FIFO, device or folder)"
     except OSError as e:
         return None, f"{MANIFEST} is a link" if path.is_symlink() else f"{MANIFEST} is unreadable ({type(e).__name__})"
     parsed, why = parse_manifest(raw)

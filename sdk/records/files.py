@@ -22,20 +22,29 @@ from sdk.errors import DslError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_text_nofollow(path: Path, errors: str = "strict", follow: bool = False) -> str:
-    """The text of a workdir file, refusing a symbolic link in its last component (OSError ELOOP, unless
-    ``follow``) and anything but a regular file (a FIFO planted as ``state.json`` would block the reader forever,
-    a device would be read without end: OSError "not a regular file"). Opened without blocking, checked on the
-    descriptor that is then read."""
+class NotRegular(OSError):
+    """A path that is not a regular file where one is read: a FIFO, a device, a socket or a folder."""
+
+
+def open_regular(path: Path, follow: bool = False) -> int:
+    """A read-only descriptor of the regular file ``path``, refusing a symbolic link in its last component
+    (OSError ELOOP, unless ``follow``) and anything but a regular file (:class:`NotRegular`: a FIFO planted as
+    ``state.json`` would block the reader forever, a device would be read without end). Opened without blocking
+    (opening a FIFO blocks), checked on that descriptor, then set to block for the read."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
+            raise NotRegular(errno.EINVAL, "not a regular file (a FIFO, device, socket or folder)")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
-    with os.fdopen(fd, "r", encoding="utf-8", errors=errors) as f:
+    return fd
+
+
+def read_text_nofollow(path: Path, errors: str = "strict", follow: bool = False) -> str:
+    """The text of a workdir file (:func:`open_regular`: no link unless ``follow``, a regular file only)."""
+    with os.fdopen(open_regular(path, follow), "r", encoding="utf-8", errors=errors) as f:
         return f.read()
 
 
