@@ -47,8 +47,8 @@ def unusable(rel: str) -> Optional[str]:
 
 def confine(spec: Any, rel: str) -> tuple[Optional[Path], Optional[str]]:
     """The resolved path (symlinks followed) of ``rel``, or a problem when it lies outside the allowed roots."""
-    if unusable(rel):
-        return None, unusable(rel)
+    if why := unusable(rel):
+        return None, why
     target = (spec.base_dir / rel).resolve()
     if not within_roots(target, allowed_roots(spec)):
         return None, (f"{rel!r} is outside {_where(spec)}; add its folder to roots = [...] in the domain "
@@ -77,8 +77,8 @@ def max_bytes(spec: Any) -> int:
 def expand(spec: Any, pattern: str) -> tuple[list[Path], Optional[str]]:
     """The regular files a glob matches inside the allowed roots, sorted; or a problem. Stops after GLOB_LIMIT
     entries instead of walking a whole disk."""
-    if unusable(pattern):
-        return [], unusable(pattern)
+    if why := unusable(pattern):
+        return [], why
     if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
         prefix = []
         for part in Path(pattern).parts:
@@ -112,8 +112,8 @@ def path_problem(spec: Any, rel: str, *, glob: bool = False, must_be_dir: bool =
                  confined: bool = True) -> Optional[str]:
     """What is wrong with a path the recipe names, or None. Data paths are confined; a model folder
     (``confined=False``) may live anywhere, like a hub id names a model anywhere."""
-    if unusable(rel):
-        return unusable(rel)
+    if why := unusable(rel):
+        return why
     if glob:
         files, problem = expand(spec, rel)
         if problem:
@@ -145,8 +145,8 @@ def file_ref_problems(spec: Any, kind: str, label: str, block: Any, check_files:
         value = getattr(block, attr, None)
         if not isinstance(value, FileRef):
             continue
-        if unusable(value.path):
-            out.append(((kind, label, attr), f"file(): {unusable(value.path)}"))
+        if why := unusable(value.path):
+            out.append(((kind, label, attr), f"file(): {why}"))
             continue
         target = (spec.base_dir / value.path).resolve()
         if Path(value.path).is_absolute() or not target.is_relative_to(spec.base_dir.resolve()):
