@@ -33,7 +33,8 @@ browser:  # Debian's chromium + chromium-driver for tests/test_ui.py: installed 
 
 # one pytest worker per core (at most 4), each training with one thread; a test file runs on one worker, so its
 # module fixtures are built once. Tests marked `alone` then run by themselves: they train the quickstart with the
-# demo's two threads and compare its figures with the README's (a thread count changes a float summation order).
+# demo's two threads and compare its figures with the README's (a thread count changes a float summation order),
+# or time a race that a busy machine skews (40 clients leaving before their answer: each must be cancelled).
 WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 PYTEST  := HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False $(BIN)/python -m pytest -q -p no:cacheprovider
 

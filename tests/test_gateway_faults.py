@@ -225,6 +225,7 @@ def _wait_engine_idle(served: Served) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.alone  # a client's leaving is seen when the event loop reads its end of stream: a busy machine delays it
 def test_disconnected_clients_cancel_their_generation(served: Served) -> None:
     _wait_engine_idle(served)
     before = _engine_counters(served)
@@ -240,19 +241,15 @@ def test_disconnected_clients_cancel_their_generation(served: Served) -> None:
         with socket.create_connection(("127.0.0.1", served.port), timeout=5) as s:
             s.sendall(request)
     deadline = time.time() + 120
-    while True:  # every request accounted for: dropped from the queue, or generated (most of them stopped)
+    while True:
         now = _engine_counters(served)
-        if now["dropped"] + now["batched_requests"] - control["dropped"] - control["batched_requests"] >= 40:
+        if now["dropped"] + now["stopped"] - control["dropped"] - control["stopped"] >= 40:
             break
-        assert time.time() < deadline, f"not every request reached the engine: {now}"
+        assert time.time() < deadline, f"not every request was cancelled: {now}"
         time.sleep(0.1)
     _wait_engine_idle(served)
     after = _engine_counters(served)
     stopped = after["stopped"] - control["stopped"]
-    cancelled = after["dropped"] - control["dropped"] + stopped
-    # a client's leaving is seen when the server's event loop reads its end of stream: on a busy machine (the suite
-    # runs on two workers) a request at the head of the queue can be answered whole before that; the others never run
-    assert cancelled >= 36, f"only {cancelled:.0f} of 40 requests were cancelled: {after}"
     generated = after["tokens"] - control["tokens"]
     after_cancel = after["tokens_after_cancel"] - control["tokens_after_cancel"]
     print(f"\n40 disconnected clients: {after['dropped'] - control['dropped']:.0f} dropped before generation, "
@@ -260,7 +257,7 @@ def test_disconnected_clients_cancel_their_generation(served: Served) -> None:
           f"(vs {40 * one.usage.completion_tokens} if they had run), {after_cancel:.0f} after their cancellation")
     assert after_cancel <= stopped  # at most the one token in flight when the client's cancellation was seen
     assert generated < 40 * one.usage.completion_tokens / 4
-    assert metric(served.metrics(), "dsl_disconnects_total") >= cancelled
+    assert metric(served.metrics(), "dsl_disconnects_total") >= 40
 
 
 def test_streams_token_by_token_and_stop_when_the_client_leaves(served: Served) -> None:
