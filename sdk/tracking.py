@@ -278,8 +278,9 @@ def _probe(uri: str, timeout: float) -> Optional[str]:
                 answer.append(None)
         except urllib.error.HTTPError:
             answer.append(None)  # it answered
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            answer.append(str(getattr(e, "reason", e)))
+        except (urllib.error.URLError, OSError, ValueError) as e:  # its own socket timing out is the same silence
+            reason = getattr(e, "reason", e)
+            answer.append(f"no answer in {timeout:g} s" if isinstance(reason, TimeoutError) else str(reason))
 
     thread = threading.Thread(target=attempt, name="dsl-tracking-reachable", daemon=True)
     thread.start()
